@@ -1,0 +1,29 @@
+# The two set-up commands (README): `make demo` runs the main job, `make test` runs the tests.
+# Each installs what it needs on first use into .venv/ at the repository root.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench-generate clean
+
+install: $(STAMP)
+
+# The stamp depends on the files that define the environment, so editing them reinstalls.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "audiorec needs $(PYTHON) on PATH" >&2; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	HNSWLIB_NO_NATIVE=1 $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/audiorec demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench-generate: $(STAMP)
+	$(VENV)/bin/python bench/bench_generate.py --scale large
+
+clean:
+	rm -rf $(VENV) .pytest_cache

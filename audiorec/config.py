@@ -1,0 +1,59 @@
+"""Typed configuration: a strict pydantic base that rejects unknown keys.
+
+Configs are passed explicitly (no globals); ``load_overrides`` turns a JSON file or dict of
+overrides into a new config so that a typo in a key is an error, not a silently ignored
+setting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from audiorec.errors import AudiorecError
+
+T = TypeVar("T", bound="StrictConfig")
+
+
+class StrictConfig(BaseModel):
+    """Frozen, validated, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def with_overrides(self: T, overrides: dict[str, Any] | None) -> T:
+        """A copy with ``overrides`` applied and validated again."""
+        if not overrides:
+            return self
+        return validated(type(self), {**self.model_dump(), **overrides})
+
+
+def validated(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from ``data``; a bad key or value is one readable AudiorecError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else " (unknown key)")
+            for err in exc.errors()
+        )
+        raise AudiorecError(f"invalid {cls.__name__}: {problems}") from None
+
+
+def load_overrides(path: str | Path | None) -> dict[str, Any]:
+    """Read a JSON object of config overrides; None gives no overrides."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise AudiorecError(f"config file {p} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise AudiorecError(f"config file {p} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise AudiorecError(f"config file {p} must hold a JSON object, got {type(data).__name__}")
+    return data

@@ -1,0 +1,14 @@
+"""The one error type users see.
+
+Anything the user can fix (bad input data, a missing file, a wrong option) raises
+:class:`AudiorecError` with a message that says what arrived and what was expected; the CLI
+prints it as one line and exits non-zero. Anything else is a bug and keeps its traceback.
+"""
+
+
+class AudiorecError(Exception):
+    """A user-facing failure with a self-explanatory message."""
+
+
+class ContractError(AudiorecError):
+    """A dataset does not match the data contract (see ``training.data.contract``)."""

@@ -1,0 +1,1 @@
+"""The batch side of audiorec: data, features, graph, models, index build, evaluation."""

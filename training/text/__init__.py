@@ -1,0 +1,1 @@
+"""Text embeddings of item titles and descriptions (sentence-transformers)."""
