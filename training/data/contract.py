@@ -247,7 +247,7 @@ def _check_music_dim(con) -> int:
     spec = CONTRACT["music"]
     _fail_with_rows(con, spec, "music_vector", f"len(music_vector) <> {dim}",
                     f"have a length other than {dim} (the dimension of most rows)")
-    _fail_with_rows(con, spec, "music_vector", "list_contains(music_vector, NULL)",
+    _fail_with_rows(con, spec, "music_vector", "list_count(music_vector) <> len(music_vector)",
                     "hold null values")
     return int(dim)
 

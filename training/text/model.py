@@ -34,6 +34,7 @@ def load_text_model(name: str | None = None, threads: int | None = None):
     """A SentenceTransformer on CPU, loaded from disk only (HF_HUB_OFFLINE forced)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from sentence_transformers import SentenceTransformer
 

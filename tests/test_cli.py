@@ -1,0 +1,40 @@
+"""The audiorec command line: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from audiorec.cli import main
+
+
+def test_generate_prints_facts_and_writes_the_world(tmp_path, capsys):
+    rc = main(["generate", "--scale", "tiny", "--seed", "2", "--out", str(tmp_path / "w"),
+               "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "world: 1,000 users, 150 audiobooks, 600 podcasts" in out
+    assert out.count(" holds") == 7
+    assert json.loads((tmp_path / "w" / "stats.json").read_text())["all_hold"]
+
+    assert main(["validate", str(tmp_path / "w")]) == 0
+    assert "matches the data contract" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
+    (tmp_path / "cfg.json").write_text('{"n_users": -3}')
+    rc = main(["generate", "--scale", "tiny", "--out", str(tmp_path / "w"),
+               "--config", str(tmp_path / "cfg.json")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("audiorec: error: invalid WorldConfig: n_users:") and err.count("\n") == 1
+    assert main(["validate", str(tmp_path / "missing")]) == 1
+    assert "dataset directory does not exist" in capsys.readouterr().err
+
+
+def test_console_script_is_installed_and_help_is_fast():
+    exe = Path(sys.executable).parent / "audiorec"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "generate" in res.stdout and "demo" in res.stdout
