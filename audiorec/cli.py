@@ -40,6 +40,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed_text(args: argparse.Namespace) -> int:
+    from training.text.embed import embed_items
+
+    res = embed_items(Path(args.data) / "items.parquet", args.out, model_name=args.model,
+                      cache=args.cache, progress=not args.quiet)
+    print(f"text embeddings of {res['items']:,} items ({res['encoded']:,} encoded, "
+          f"{res['cached']:,} from cache; dim {res['dim']}) -> {args.out}")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from training.features.config import FeatureStoreConfig
+    from training.features.refresh import refresh_features
+
+    through = date.fromisoformat(args.through) if args.through else None
+    report = refresh_features(args.data, args.workdir, args.hgnn, args.text, through=through,
+                              store=FeatureStoreConfig(online=args.online, redis=args.redis))
+    print(report.summary())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from training.synth import WorldConfig, generate_world
 
@@ -87,6 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a dataset directory against the data contract")
     v.add_argument("data")
     v.set_defaults(func=_cmd_validate)
+
+    t = sub.add_parser("embed-text", help="sentence embeddings of item titles + descriptions")
+    t.add_argument("--data", required=True, help="dataset directory (data contract)")
+    t.add_argument("--out", required=True, help="item-embedding table to write (parquet)")
+    t.add_argument("--model", help="local sentence-transformers checkpoint (default: packaged "
+                                   "all-MiniLM-L6-v2)")
+    t.add_argument("--cache", help="embedding cache (parquet), keyed by content hash")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_embed_text)
+
+    f = sub.add_parser("features", help="feature jobs, feast apply and materialize")
+    f.add_argument("--data", required=True, help="dataset directory (data contract)")
+    f.add_argument("--workdir", required=True, help="pipeline work directory")
+    f.add_argument("--hgnn", required=True, help="item-embedding table of the HGNN")
+    f.add_argument("--text", required=True, help="item-embedding table of the text model")
+    f.add_argument("--through", help="last snapshot date, YYYY-MM-DD (default: day after the "
+                                     "last event)")
+    f.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
+    f.add_argument("--redis", default="localhost:6379", help="Redis connection string")
+    f.set_defaults(func=_cmd_features)
 
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
     d.add_argument("--workdir", default="runs/demo")

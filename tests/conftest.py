@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import feast  # noqa: F401 - imported first: its import-time warnings.simplefilter("once",
+# DeprecationWarning) would otherwise override pytest's filterwarnings inside the tests
 import pytest
 
 from training.synth import WorldConfig, generate_world
@@ -31,3 +33,55 @@ def world_copy(tiny_world, tmp_path) -> Path:
     for name in ("users", "music", "items", "events"):
         shutil.copy(tiny_world / f"{name}.parquet", dst / f"{name}.parquet")
     return dst
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port nothing listens on (bound then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on 127.0.0.1 and a free port, stopped afterwards.
+
+    Skipped only outside CI when redis-server is not installed; CI (.ci/run) installs it,
+    and there a missing server is a failure, never a skip.
+    """
+    import os
+    import socket
+    import subprocess
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (CI must install it: see .ci/run)")
+        pytest.skip("redis-server not installed (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)

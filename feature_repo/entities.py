@@ -1,0 +1,17 @@
+"""Entities: the keys every feature hangs from."""
+
+from feast import Entity, ValueType
+
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="A listener (users.parquet user_id).",
+)
+
+item = Entity(
+    name="item",
+    join_keys=["item_id"],
+    value_type=ValueType.STRING,
+    description="An audiobook or a podcast (items.parquet item_id).",
+)

@@ -1,0 +1,112 @@
+"""Feature views: what the user tower and the item tower read.
+
+TTLs: views written as snapshots on a fixed cadence expire a little after the next
+snapshot is due; views written only when their value changes (the 90-day windows, item
+content, embeddings) never expire (ttl 0): their latest row stays true until replaced.
+"""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Array, Float32, Int64, String
+
+from data_sources import (
+    item_content_source,
+    item_hgnn_source,
+    item_popularity_source,
+    user_music_source,
+    user_profile_source,
+    user_windows_source,
+)
+from entities import item, user
+
+FOREVER = timedelta(0)
+
+user_profile = FeatureView(
+    name="user_profile",
+    entities=[user],
+    ttl=timedelta(days=14),  # weekly snapshots
+    schema=[
+        Field(name="country", dtype=String),
+        Field(name="age", dtype=Int64),
+        Field(name="language", dtype=String),
+        Field(name="account_age_days", dtype=Int64),
+    ],
+    source=user_profile_source,
+    tags={"team": "audiorec"},
+)
+
+user_music = FeatureView(
+    name="user_music",
+    entities=[user],
+    ttl=timedelta(days=45),  # monthly snapshots
+    schema=[Field(name="music_vector", dtype=Array(Float32))],
+    source=user_music_source,
+)
+
+user_preferences_90d = FeatureView(
+    name="user_preferences_90d",
+    entities=[user],
+    ttl=FOREVER,
+    schema=[
+        # Mean HGNN embedding of the distinct audiobooks / podcasts the user streamed or
+        # weakly signalled in the trailing 90 days; zeros when there are none.
+        Field(name="audiobook_pref", dtype=Array(Float32)),
+        Field(name="podcast_pref", dtype=Array(Float32)),
+        Field(name="audiobook_items_90d", dtype=Int64),
+        Field(name="podcast_items_90d", dtype=Int64),
+        Field(name="audiobook_streams_90d", dtype=Int64),
+        Field(name="podcast_streams_90d", dtype=Int64),
+    ],
+    source=user_windows_source,
+)
+
+user_weak_signals_90d = FeatureView(
+    name="user_weak_signals_90d",
+    entities=[user],
+    ttl=FOREVER,
+    schema=[
+        Field(name="follow_count_90d", dtype=Int64),
+        Field(name="preview_count_90d", dtype=Int64),
+        Field(name="intent_to_pay_count_90d", dtype=Int64),
+        Field(name="podcast_follow_count_90d", dtype=Int64),
+        # Mean HGNN embedding of the audiobooks followed, previewed or started to buy.
+        Field(name="weak_audiobook_pref", dtype=Array(Float32)),
+    ],
+    source=user_windows_source,
+)
+
+item_content = FeatureView(
+    name="item_content",
+    entities=[item],
+    ttl=FOREVER,
+    schema=[
+        Field(name="item_type", dtype=String),
+        Field(name="language", dtype=String),
+        Field(name="genre", dtype=String),
+        Field(name="text_embedding", dtype=Array(Float32)),
+    ],
+    source=item_content_source,
+)
+
+item_hgnn = FeatureView(
+    name="item_hgnn",
+    entities=[item],
+    ttl=FOREVER,
+    schema=[
+        Field(name="hgnn_embedding", dtype=Array(Float32)),
+        Field(name="hgnn_version", dtype=String),
+    ],
+    source=item_hgnn_source,
+)
+
+item_popularity = FeatureView(
+    name="item_popularity",
+    entities=[item],
+    ttl=FOREVER,
+    schema=[
+        Field(name="streams_90d", dtype=Int64),
+        Field(name="listeners_90d", dtype=Int64),
+    ],
+    source=item_popularity_source,
+)

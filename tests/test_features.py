@@ -1,0 +1,282 @@
+"""Feature jobs and the Feast store: values against brute force, point-in-time
+correctness (no leakage, exact visibility), incremental runs, cold start, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timedelta, timezone
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audiorec.errors import AudiorecError
+from training.features.config import FeatureStoreConfig
+from training.features.embeddings import read_item_embeddings, write_item_embeddings
+from training.features.jobs import run_feature_jobs
+from training.features.layout import TABLES, features_dir
+from training.features.refresh import refresh_features
+from training.features.retrieval import online_features, user_training_features
+from training.features.store import (
+    apply_repo,
+    feature_service,
+    load_repo_objects,
+    materialize,
+    open_store,
+)
+
+UTC = timezone.utc
+
+
+def make_embeddings(world, root, dim=16, seed=0):
+    items = pq.read_table(world / "items.parquet").column("item_id").to_pylist()
+    rng = np.random.default_rng(seed)
+    write_item_embeddings(root / "hgnn.parquet", items, rng.normal(size=(len(items), dim)), "h1")
+    write_item_embeddings(root / "text.parquet", items, rng.normal(size=(len(items), 8)), "t1")
+    return root / "hgnn.parquet", root / "text.parquet"
+
+
+@pytest.fixture(scope="module")
+def fstore(tiny_world, tmp_path_factory):
+    """The tiny world's features, applied and materialized into SQLite."""
+    wd = tmp_path_factory.mktemp("fs")
+    hgnn, text = make_embeddings(tiny_world, wd / "emb")
+    report = refresh_features(tiny_world, wd, hgnn, text)
+    return {"workdir": wd, "store": open_store(wd), "hgnn": hgnn, "text": text,
+            "report": report, "world": tiny_world}
+
+
+def test_repo_declares_what_the_jobs_write(fstore):
+    objs = load_repo_objects(fstore["workdir"])
+    sources = {o.batch_source.name for o in objs if hasattr(o, "batch_source") and o.batch_source}
+    assert sources == set(TABLES)
+    for o in objs:
+        if getattr(o, "batch_source", None) is not None:
+            assert o.batch_source.path.startswith(str(features_dir(fstore["workdir"])))
+    store = fstore["store"]
+    user = {f.name for p in feature_service(store, "user_tower").feature_view_projections
+            for f in p.features}
+    assert {"country", "age", "language", "account_age_days", "music_vector", "audiobook_pref",
+            "podcast_pref", "audiobook_items_90d", "follow_count_90d", "preview_count_90d",
+            "intent_to_pay_count_90d", "weak_audiobook_pref"} <= user
+    item = {f.name for p in feature_service(store, "item_tower").feature_view_projections
+            for f in p.features}
+    assert {"item_type", "language", "genre", "text_embedding", "hgnn_embedding",
+            "streams_90d"} <= item
+
+
+def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
+    """Brute force: the 90-day aggregates of ``user_id`` as of time ``t``."""
+    day = t.floor("D")
+    con = duckdb.connect()
+    rows = con.execute(f"""
+        SELECT e.item_id, i.item_type, e.event_type FROM '{world}/events.parquet' e
+        JOIN '{world}/items.parquet' i USING (item_id)
+        WHERE e.user_id = ? AND e.ts < ? AND e.ts >= ?""",
+                       [user_id, day.to_pydatetime(), (day - pd.Timedelta(days=90)).to_pydatetime()]
+                       ).df()
+    emb = read_item_embeddings(hgnn)
+    vec = dict(zip(emb.item_id, emb.vectors))
+
+    def mean(ids):
+        ids = sorted(set(ids))
+        return np.mean([vec[i] for i in ids], axis=0) if ids else np.zeros(emb.dim)
+
+    ab = rows[rows.item_type == "audiobook"]
+    pod = rows[rows.item_type == "podcast"]
+    weak = ab[ab.event_type != "stream"]
+    return {
+        "audiobook_pref": mean(ab.item_id), "podcast_pref": mean(pod.item_id),
+        "weak_audiobook_pref": mean(weak.item_id),
+        "audiobook_items_90d": ab.item_id.nunique(), "podcast_items_90d": pod.item_id.nunique(),
+        "audiobook_streams_90d": int((ab.event_type == "stream").sum()),
+        "podcast_streams_90d": int((pod.event_type == "stream").sum()),
+        "follow_count_90d": int((ab.event_type == "follow").sum()),
+        "preview_count_90d": int((ab.event_type == "preview").sum()),
+        "intent_to_pay_count_90d": int((ab.event_type == "intent_to_pay").sum()),
+        "podcast_follow_count_90d": int((pod.event_type == "follow").sum()),
+    }
+
+
+def _assert_matches(row, expected):
+    for k, v in expected.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_allclose(np.asarray(row[k], dtype=np.float64), v, atol=1e-5,
+                                       err_msg=k)
+        else:
+            assert row[k] == v, k
+
+
+def test_window_features_equal_brute_force_at_random_times(fstore):
+    world = fstore["world"]
+    con = duckdb.connect()
+    users = con.execute(f"""SELECT user_id FROM '{world}/events.parquet' e
+        JOIN '{world}/items.parquet' i USING (item_id) WHERE i.item_type = 'audiobook'
+        GROUP BY 1 ORDER BY count(*) DESC LIMIT 6""").df().user_id.tolist()
+    rng = np.random.default_rng(1)
+    start = pd.Timestamp("2026-07-01", tz="UTC")
+    times = [start + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, 120 * 86400, 12)]
+    ex = pd.DataFrame({"user_id": np.repeat(users, 2)[:12], "event_timestamp": times})
+    got = user_training_features(fstore["store"], ex)
+    assert len(got) == len(ex)
+    for _, row in got.iterrows():
+        _assert_matches(row, _expected(world, fstore["hgnn"], row.user_id, row.event_timestamp))
+
+
+def test_profile_and_music_rows_are_as_of_the_time(fstore):
+    ex = pd.DataFrame({"user_id": ["u0000010", "u0000010"],
+                       "event_timestamp": pd.to_datetime(["2026-08-01 12:00", "2026-10-30 00:00"],
+                                                         utc=True)})
+    got = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
+    users = pq.read_table(fstore["world"] / "users.parquet").to_pandas().set_index("user_id")
+    u = users.loc["u0000010"]
+    assert (got.country == u.country).all() and (got.age == u.age).all()
+    # weekly snapshots (Mondays): account age as of the last Monday at or before the time
+    for _, r in got.iterrows():
+        monday = (r.event_timestamp.floor("D") - pd.Timedelta(days=r.event_timestamp.weekday()))
+        assert r.account_age_days == (monday - u.signup_ts).days
+    assert all(len(v) == 32 for v in got.music_vector)
+
+
+def test_cold_start_user_is_zeros_and_unknown_user_is_null(fstore):
+    world = fstore["world"]
+    cold = duckdb.connect().execute(f"""
+        SELECT user_id FROM '{world}/users.parquet' WHERE signup_ts < '2026-06-01' AND user_id
+        NOT IN (SELECT user_id FROM '{world}/events.parquet') ORDER BY 1 LIMIT 1""").fetchone()[0]
+    ex = pd.DataFrame({"user_id": [cold, "nobody"],
+                       "event_timestamp": pd.to_datetime(["2026-09-15"] * 2, utc=True)})
+    got = user_training_features(fstore["store"], ex).set_index("user_id")
+    assert got.loc[cold, "audiobook_items_90d"] == 0 and got.loc[cold, "follow_count_90d"] == 0
+    assert np.allclose(got.loc[cold, "audiobook_pref"], 0) and len(got.loc[cold, "audiobook_pref"]) == 16
+    assert pd.isna(got.loc["nobody", "audiobook_items_90d"])
+    on = online_features(fstore["store"], [cold, "nobody"])
+    assert on["audiobook_items_90d"] == [0, None] and on["country"][1] is None
+    assert on["country"][0] is not None and len(on["music_vector"][0]) == 32
+
+
+def _plant_burst(src, dst, user, at):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("truth", "*.json"))
+    ev = pq.read_table(dst / "events.parquet")
+    n = 25
+    burst = pa.table({
+        "user_id": [user] * n, "item_id": ["ab000001"] * n,
+        "event_type": ["follow"] * 5 + ["stream"] * 20,
+        "ts": pa.array([at + timedelta(minutes=i) for i in range(n)],
+                       type=pa.timestamp("us", tz="UTC")),
+        "ms_played": pa.array([None] * 5 + [60_000] * 20, type=pa.int64()),
+    }, schema=ev.schema)
+    pq.write_table(pa.concat_tables([ev, burst]), dst / "events.parquet")
+
+
+def test_no_training_row_at_or_before_t_sees_a_later_burst(fstore, tmp_path):
+    world, hgnn, text = fstore["world"], fstore["hgnn"], fstore["text"]
+    user = "u0000003"
+    t = datetime(2026, 9, 10, 15, 0, tzinfo=UTC)
+    _plant_burst(world, tmp_path / "burst", user, t + timedelta(microseconds=1))
+    wd = tmp_path / "wd"
+    refresh_features(tmp_path / "burst", wd, hgnn, text)
+    before = pd.to_datetime([t - timedelta(days=30), t - timedelta(hours=15), t,
+                             t + timedelta(hours=8, minutes=59)], utc=True)
+    ex = pd.DataFrame({"user_id": [user] * len(before), "event_timestamp": before})
+    base = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
+    planted = user_training_features(open_store(wd), ex).sort_values("event_timestamp")
+    cols = ["audiobook_items_90d", "audiobook_streams_90d", "follow_count_90d"]
+    pd.testing.assert_frame_equal(base[cols].reset_index(drop=True),
+                                  planted[cols].reset_index(drop=True))
+    # ... and the first snapshot after the burst (next midnight) does see it
+    after = pd.DataFrame({"user_id": [user], "event_timestamp": pd.to_datetime(
+        [datetime(2026, 9, 11, tzinfo=UTC)], utc=True)})
+    a0 = user_training_features(fstore["store"], after).iloc[0]
+    a1 = user_training_features(open_store(wd), after).iloc[0]
+    assert a1.follow_count_90d == a0.follow_count_90d + 5
+    assert a1.audiobook_streams_90d == a0.audiobook_streams_90d + 20
+
+
+def test_a_feature_row_becomes_visible_exactly_at_its_timestamp(fstore):
+    rows = pq.read_table(features_dir(fstore["workdir"]) / "user_windows").to_pandas()
+    rows = rows.sort_values(["user_id", "event_timestamp"])
+    changed = rows[rows.user_id.eq(rows.user_id.shift()) &
+                   rows.audiobook_items_90d.ne(rows.audiobook_items_90d.shift())]
+    row = changed.iloc[len(changed) // 2]
+    ts = row.event_timestamp
+    ex = pd.DataFrame({"user_id": [row.user_id] * 2,
+                       "event_timestamp": [ts - pd.Timedelta(microseconds=1), ts]})
+    got = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
+    prev = rows[(rows.user_id == row.user_id) & (rows.event_timestamp < ts)].iloc[-1]
+    assert got.iloc[0].audiobook_items_90d == prev.audiobook_items_90d
+    assert got.iloc[1].audiobook_items_90d == row.audiobook_items_90d
+
+
+def test_incremental_days_equal_a_full_rebuild_and_touch_only_new_dates(fstore, tmp_path):
+    world, hgnn, text = fstore["world"], fstore["hgnn"], fstore["text"]
+    last = fstore["report"].jobs.through
+    wd = tmp_path / "inc"
+    first_run = run_feature_jobs(world, wd, hgnn, text, through=last - timedelta(days=10))
+    assert first_run.full_rebuild
+    daily = run_feature_jobs(world, wd, hgnn, text, through=last - timedelta(days=9))
+    assert not daily.full_rebuild and daily.first == daily.through == last - timedelta(days=9)
+    new_file = features_dir(wd) / "user_windows" / f"{daily.first}_{daily.through}.parquet"
+    stamps = pq.read_table(new_file).column("event_timestamp").to_pandas()
+    # window rows at the new date, plus zero baselines of the day's new signups
+    lo = pd.Timestamp(daily.first, tz="UTC") - pd.Timedelta(days=1)
+    assert ((stamps >= lo) & (stamps <= pd.Timestamp(daily.first, tz="UTC"))).all()
+    assert (stamps == pd.Timestamp(daily.first, tz="UTC")).sum() > 0
+    rest = run_feature_jobs(world, wd, hgnn, text, through=last)
+    assert rest.first == last - timedelta(days=8)
+    assert run_feature_jobs(world, wd, hgnn, text, through=last).first is None  # up to date
+
+    def load(root, table):
+        df = pq.read_table(features_dir(root) / table).to_pandas()
+        df = df.map(lambda v: tuple(np.round(v, 5)) if isinstance(v, np.ndarray) else v)
+        return df.sort_values(list(df.columns[:2])).reset_index(drop=True)
+
+    for table in ("user_windows", "item_popularity", "user_profile", "user_music",
+                  "item_content"):
+        pd.testing.assert_frame_equal(load(wd, table), load(fstore["workdir"], table),
+                                      check_dtype=False)
+
+
+def test_new_embedding_version_rebuilds_history(fstore, tmp_path):
+    world = fstore["world"]
+    wd = tmp_path / "v"
+    h1, text = make_embeddings(world, tmp_path / "e1")
+    run_feature_jobs(world, wd, h1, text)
+    h2, _ = make_embeddings(world, tmp_path / "e2", seed=5)
+    items = pq.read_table(h2).column("item_id").to_pylist()
+    write_item_embeddings(h2, items, read_item_embeddings(h2).vectors, "h2")
+    again = run_feature_jobs(world, wd, h2, text)
+    assert again.full_rebuild
+    assert [p.name for p in (features_dir(wd) / "item_hgnn").iterdir()] == ["h2.parquet"]
+
+
+def test_clear_errors(fstore, tmp_path):
+    with pytest.raises(AudiorecError, match="unknown feature service 'user_towr'; known: "
+                                            "item_tower, user_tower"):
+        user_training_features(fstore["store"], pd.DataFrame(
+            {"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"], utc=True)}),
+            service="user_towr")
+    with pytest.raises(AudiorecError, match="must be timezone-aware"):
+        user_training_features(fstore["store"], pd.DataFrame(
+            {"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"])}))
+    wd = tmp_path / "broken"
+    shutil.copytree(fstore["workdir"] / "features", wd / "features")
+    for f in (wd / "features" / "user_music").glob("*.parquet"):
+        f.unlink()
+    with pytest.raises(AudiorecError, match=r"feature source files missing under .*: user_music"):
+        apply_repo(wd)
+    with pytest.raises(AudiorecError, match="item-embedding table .* does not exist"):
+        run_feature_jobs(fstore["world"], wd, tmp_path / "nope.parquet", fstore["text"])
+
+
+def test_unreachable_redis_is_one_clear_error(fstore, free_port):
+    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{free_port}")
+    store = open_store(fstore["workdir"], cfg)
+    message = rf"Redis online store at 127.0.0.1:{free_port} is unreachable"
+    with pytest.raises(AudiorecError, match=message):
+        materialize(store, datetime(2026, 11, 2, tzinfo=UTC),
+                    start=datetime(2026, 10, 1, tzinfo=UTC))
+    with pytest.raises(AudiorecError, match=message):
+        online_features(store, ["u0000001"])

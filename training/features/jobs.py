@@ -1,0 +1,232 @@
+"""The feature jobs: dataset + item embeddings -> the Feast source tables.
+
+``run_feature_jobs`` computes snapshot dates [first, through]. The first run (or any run
+after the embeddings, the data or the window changed: the preference vectors live in the
+embedding space, so a new HGNN version means new history) rebuilds every table into a
+fresh directory and swaps it in; later runs only add the dates after the last one done,
+reading only the events those dates can see. Each file appears atomically, and the state
+file that records progress is written last, so a failed run is simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time as _time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from audiorec.errors import AudiorecError
+from training.data.contract import validate_dataset
+from training.data.duck import connect_dataset
+from training.features.config import FeatureJobConfig
+from training.features.embeddings import ItemEmbeddings, read_item_embeddings
+from training.features.layout import AtomicParquet, features_dir
+from training.features.windows import (
+    item_popularity,
+    midnight,
+    prepare_daily_interactions,
+    user_window_baselines,
+    user_window_batches,
+    user_windows_schema,
+)
+
+STATE_FILE = "_state.json"
+PROFILE_EPOCH = date(1970, 1, 5)  # a Monday: weekly profile snapshots fall on Mondays
+
+
+@dataclass
+class FeatureRunReport:
+    first: date | None
+    through: date
+    full_rebuild: bool
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.first is None:
+            return f"features already computed through {self.through}: nothing to do"
+        parts = ", ".join(f"{k} {v:,} rows ({self.seconds[k]:.1f}s)" for k, v in self.rows.items())
+        kind = "full rebuild" if self.full_rebuild else "incremental"
+        return f"features {self.first} .. {self.through} ({kind}): {parts}"
+
+
+def data_span(con) -> tuple[date, date]:
+    """(first snapshot date, last snapshot date) that the events can fill."""
+    con.sql("SET TimeZone = 'UTC'")
+    lo, hi = con.sql("SELECT CAST(min(CAST(ts AS TIMESTAMPTZ)) AS DATE), "
+                         "CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM events").fetchall()[0]
+    if lo is None:
+        raise AudiorecError("events.parquet has no rows: nothing to compute features from")
+    return lo + timedelta(days=1), hi + timedelta(days=1)
+
+
+def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str | Path,
+                     text_embeddings: str | Path, *, through: date | None = None,
+                     cfg: FeatureJobConfig = FeatureJobConfig(),
+                     validate: bool = True) -> FeatureRunReport:
+    """Bring the feature tables of ``workdir`` up to snapshot date ``through``
+    (default: the day after the last event)."""
+    data = Path(data).resolve()
+    if validate:
+        validate_dataset(data)
+    hgnn = read_item_embeddings(hgnn_embeddings)
+    text = read_item_embeddings(text_embeddings)
+    con = connect_dataset(data, ("users", "music", "items", "events"))
+    first_possible, last_possible = data_span(con)
+    through = through or last_possible
+    root = features_dir(workdir)
+    (root.parent / "feast").mkdir(parents=True, exist_ok=True)  # registry + online store
+    state = _read_state(root)
+    key = {"data": str(data), "hgnn_version": hgnn.version, "text_version": text.version,
+           "hgnn_dim": hgnn.dim, "window_days": cfg.window_days}
+    full = state is None or state.get("key") != key
+    first = first_possible if full else date.fromisoformat(state["through"]) + timedelta(days=1)
+    if first > through:
+        return FeatureRunReport(None, through, False)
+
+    target = root.parent / f".features.new-{os.getpid()}" if full else root
+    report = FeatureRunReport(first, through, full)
+    try:
+        _write_all(con, target, report, cfg, hgnn, text, first, through, full)
+        (target / STATE_FILE).write_text(json.dumps(
+            {"key": key, "first": first_possible.isoformat(), "through": through.isoformat()},
+            indent=2))
+        if full:
+            _swap_in(target, root)
+    except BaseException:
+        if full:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    finally:
+        con.close()
+    return report
+
+
+def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfig,
+               hgnn: ItemEmbeddings, text: ItemEmbeddings, first: date, through: date,
+               full: bool) -> None:
+    name = f"{first.isoformat()}_{through.isoformat()}.parquet"
+    # Time bounds of this run: [lo, hi) in event time; the first run starts at the origin.
+    lo = None if full else midnight(first - timedelta(days=1))
+    hi = midnight(through)
+
+    def timed(table: str, fn) -> None:
+        t0 = _time.perf_counter()
+        report.rows[table] = fn(target / table / name)
+        report.seconds[table] = _time.perf_counter() - t0
+
+    timed("user_profile", lambda p: _profile(con, p, first, through, lo, hi,
+                                              cfg.profile_every_days))
+    timed("user_music", lambda p: _copy_rows(con, p, """
+        SELECT user_id, CAST(event_timestamp AS TIMESTAMPTZ) AS event_timestamp, music_vector
+        FROM music""", "event_timestamp", lo, hi))
+    timed("item_content", lambda p: _item_content(con, p, text, lo, hi))
+    if full:
+        timed("item_hgnn", lambda p: _item_hgnn(p.with_name(f"{hgnn.version}.parquet"),
+                                                hgnn, first))
+    prepare_daily_interactions(con, first, through, cfg.window_days)
+    timed("item_popularity", lambda p: _write_table(
+        p, item_popularity(con, first, through, cfg.window_days)))
+
+    def windows(path: Path) -> int:
+        with AtomicParquet(path, user_windows_schema()) as out:
+            out.write(user_window_baselines(con, hgnn.dim, first, lo, hi))
+            for batch in user_window_batches(con, hgnn, first, through, cfg.window_days,
+                                             cfg.user_buckets):
+                out.write(batch)
+        return out.rows
+
+    timed("user_windows", windows)
+
+
+def _write_table(path: Path, table: pa.Table) -> int:
+    with AtomicParquet(path, table.schema) as out:
+        out.write(table)
+    return table.num_rows
+
+
+def _time_filter(column: str, lo, hi) -> tuple[str, list]:
+    if lo is None:
+        return f"CAST({column} AS TIMESTAMPTZ) < ?", [hi]
+    return f"CAST({column} AS TIMESTAMPTZ) >= ? AND CAST({column} AS TIMESTAMPTZ) < ?", [lo, hi]
+
+
+def _copy_rows(con, path: Path, select: str, column: str, lo, hi) -> int:
+    where, params = _time_filter(column, lo, hi)
+    return _write_table(path, con.sql(f"SELECT * FROM ({select}) WHERE {where}",
+                                      params=params).to_arrow_table())
+
+
+def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) -> int:
+    """Profile rows on the weekly grid (every user signed up by then) and at each signup."""
+    grid = [d for d in (first + timedelta(days=i) for i in range((through - first).days + 1))
+            if (d - PROFILE_EPOCH).days % every == 0]
+    where, params = _time_filter("signup_ts", lo, hi)
+    sql = f"""
+        SELECT user_id, CAST(signup_ts AS TIMESTAMPTZ) AS event_timestamp, country,
+               CAST(age AS BIGINT) AS age, language, CAST(0 AS BIGINT) AS account_age_days
+        FROM users WHERE {where}"""
+    if grid:
+        sql += """
+        UNION ALL
+        SELECT u.user_id, CAST(g.s AS TIMESTAMPTZ), u.country, CAST(u.age AS BIGINT), u.language,
+               CAST(floor((epoch(CAST(g.s AS TIMESTAMPTZ))
+                           - epoch(CAST(u.signup_ts AS TIMESTAMPTZ))) / 86400) AS BIGINT)
+        FROM users u, (SELECT unnest(?) AS s) g
+        WHERE CAST(u.signup_ts AS TIMESTAMPTZ) < CAST(g.s AS TIMESTAMPTZ)"""
+        params = params + [grid]
+    return _write_table(path, con.sql(sql + " ORDER BY 2, 1", params=params).to_arrow_table())
+
+
+def _item_content(con, path: Path, text: ItemEmbeddings, lo, hi) -> int:
+    where, params = _time_filter("publish_ts", lo, hi)
+    items = con.sql(f"""
+        SELECT item_id, CAST(publish_ts AS TIMESTAMPTZ) AS event_timestamp, item_type,
+               language, genre FROM items WHERE {where} ORDER BY item_id""",
+                    params=params).to_arrow_table()
+    pos = {k: i for i, k in enumerate(text.item_id)}
+    idx = np.array([pos.get(k, -1) for k in items.column("item_id").to_pylist()], dtype=np.int64)
+    if (idx < 0).any():
+        missing = items.column("item_id").to_numpy(zero_copy_only=False)[idx < 0][:3]
+        raise AudiorecError(f"text-embedding table lacks {int((idx < 0).sum())} item(s) of "
+                            f"items.parquet, e.g. {list(missing)}: compute text embeddings first")
+    dim = text.dim
+    vec = text.vectors[idx]
+    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, len(idx) * dim + 1, dim, dtype=np.int32)),
+                                   pa.array(vec.ravel()))
+    return _write_table(path, items.append_column("text_embedding", emb))
+
+
+def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
+    """Every embedded item, stamped at the start of the data: a new HGNN version
+    re-describes all of history (the user preference vectors are rebuilt with it)."""
+    n, dim = hgnn.vectors.shape
+    table = pa.table({
+        "item_id": pa.array(hgnn.item_id, type=pa.string()),
+        "event_timestamp": pa.array([midnight(first - timedelta(days=1))] * n,
+                                    type=pa.timestamp("us", tz="UTC")),
+        "hgnn_embedding": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)),
+            pa.array(hgnn.vectors.ravel())),
+        "hgnn_version": pa.array([hgnn.version] * n, type=pa.string()),
+    })
+    return _write_table(path, table)
+
+
+def _read_state(root: Path) -> dict | None:
+    p = root / STATE_FILE
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _swap_in(new: Path, root: Path) -> None:
+    old = root.parent / f".features.old-{os.getpid()}"
+    if root.exists():
+        root.rename(old)
+    new.rename(root)
+    shutil.rmtree(old, ignore_errors=True)

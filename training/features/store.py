@@ -1,0 +1,159 @@
+"""The Feast store of a work directory: configure, apply the repo, materialize, open.
+
+The repository's declarations (``feature_repo/``) are the only definitions: ``apply_repo``
+loads them exactly as ``feast apply`` does (with ``AUDIOREC_WORKDIR`` pointing at the work
+directory) and applies them in-process, which skips the CLI's ~5 s start-up. The online
+store is SQLite unless ``FeatureStoreConfig.online`` says Redis.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import threading
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from audiorec.errors import AudiorecError
+from training.features.config import FeatureStoreConfig
+from training.features.layout import TABLES, features_dir
+
+REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
+REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+_LOAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _workdir_env(workdir: Path) -> Iterator[None]:
+    old = os.environ.get("AUDIOREC_WORKDIR")
+    os.environ["AUDIOREC_WORKDIR"] = str(workdir)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("AUDIOREC_WORKDIR", None)
+        else:
+            os.environ["AUDIOREC_WORKDIR"] = old
+
+
+def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
+    """feature_repo/feature_store.yaml with ``${AUDIOREC_WORKDIR}`` set to ``workdir``
+    and the online store chosen by ``cfg``."""
+    from feast.repo_config import RepoConfig
+
+    workdir = Path(workdir).resolve()
+    text = (REPO_DIR / "feature_store.yaml").read_text()
+    raw = yaml.safe_load(text.replace("${AUDIOREC_WORKDIR}", str(workdir)))
+    if cfg.online == "redis":
+        raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
+    (workdir / "feast").mkdir(parents=True, exist_ok=True)
+    return RepoConfig(repo_path=REPO_DIR, **raw)
+
+
+def load_repo_objects(workdir: str | Path) -> list:
+    """The Feast objects declared in feature_repo/, with sources under ``workdir``.
+
+    The repo's modules read AUDIOREC_WORKDIR when imported, so they are imported fresh
+    (and dropped again) each time: two work directories never share stale paths.
+    """
+    from feast import Entity, FeatureService, FeatureView
+
+    workdir = Path(workdir).resolve()
+    with _LOAD_LOCK, _workdir_env(workdir):
+        sys.path.insert(0, str(REPO_DIR))
+        try:
+            for name in REPO_MODULES:
+                sys.modules.pop(name, None)
+            modules = [importlib.import_module(name) for name in REPO_MODULES]
+        finally:
+            sys.path.remove(str(REPO_DIR))
+            for name in REPO_MODULES:
+                sys.modules.pop(name, None)
+    objects: list = []
+    for mod in modules:
+        for value in vars(mod).values():
+            if isinstance(value, (Entity, FeatureView, FeatureService)) and not any(
+                    value is o for o in objects):
+                objects.append(value)
+    return objects
+
+
+def open_store(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
+    from feast import FeatureStore
+
+    return FeatureStore(config=repo_config(workdir, cfg))
+
+
+def apply_repo(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
+    """``feast apply`` in-process; returns the open store."""
+    check_sources(workdir)
+    store = open_store(workdir, cfg)
+    with online_errors(store):
+        store.apply(load_repo_objects(workdir))
+    return store
+
+
+def materialize(store, end: datetime, start: datetime | None = None) -> None:
+    """Load the latest feature values up to ``end`` into the online store: incremental
+    (from the last materialization) unless ``start`` is given."""
+    with online_errors(store):
+        if start is None:
+            store.materialize_incremental(end_date=end)
+        else:
+            store.materialize(start_date=start, end_date=end)
+
+
+def check_sources(workdir: str | Path) -> None:
+    """Every feature table has at least one file, or one clear error names the gap."""
+    root = features_dir(workdir)
+    missing = [t for t in TABLES if not any((root / t).glob("*.parquet"))]
+    if missing:
+        raise AudiorecError(
+            f"feature source files missing under {root}: {', '.join(missing)} "
+            "(run the feature jobs first: audiorec features --data DIR --workdir W ...)")
+
+
+def feature_service(store, name: str):
+    """The named feature service, or one clear error listing the known ones."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        return store.get_feature_service(name)
+    except FeatureServiceNotFoundException:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise AudiorecError(f"unknown feature service {name!r}; known: "
+                            f"{', '.join(known) or 'none (run apply first)'}") from None
+
+
+@contextmanager
+def online_errors(store) -> Iterator[None]:
+    """Turn an unreachable Redis online store into one readable error."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - narrowed below
+        online = store.config.online_store
+        if getattr(online, "type", None) == "redis" and _is_connection_error(exc):
+            raise AudiorecError(f"Redis online store at {online.connection_string} is "
+                                f"unreachable ({_first_line(exc)})") from None
+        raise
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import redis
+
+    while exc is not None:
+        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            ConnectionError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return re.sub(r"\s+", " ", str(exc)).strip()[:200]

@@ -1,0 +1,177 @@
+"""Trailing-window aggregates: the user 90-day features and item popularity.
+
+Snapshots. A snapshot at date S (event_timestamp = S 00:00 UTC) summarises the events
+with ``S - window <= ts < S``. A user's window only changes on the day one of their
+events enters it (the day after the event) or leaves it (``window`` days later), so a row
+is written exactly on those dates: a daily run for date S touches only the users with
+events on S-1 or S-1-window, never all history. Between rows the latest row stays true,
+hence the views' ttl of 0.
+
+Cost per run: O(events in [first - window, last)) for the scan, plus, per snapshot row,
+the events of that user inside the window (a range join done bucket by bucket of users).
+Mean embeddings are a sparse (rows x items) @ (items x dim) product per bucket.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from training.features.embeddings import ItemEmbeddings
+
+USER_WINDOW_COUNTS = (
+    "audiobook_items_90d", "podcast_items_90d", "audiobook_streams_90d", "podcast_streams_90d",
+    "follow_count_90d", "preview_count_90d", "intent_to_pay_count_90d",
+    "podcast_follow_count_90d",
+)
+USER_WINDOW_VECTORS = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
+
+
+def midnight(d: date) -> datetime:
+    return datetime.combine(d, time(), tzinfo=timezone.utc)
+
+
+def user_windows_schema() -> pa.Schema:
+    vec = pa.list_(pa.float32())
+    return pa.schema(
+        [("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
+        + [(c, vec) for c in USER_WINDOW_VECTORS] + [(c, pa.int64()) for c in USER_WINDOW_COUNTS]
+    )
+
+
+def prepare_daily_interactions(con, first: date, last: date, window: int) -> None:
+    """Temp table ``ud``: (user, item, type, first_snap, per-type counts) for the events
+    that can enter or leave a window of a snapshot in [first, last]. ``first_snap`` is the
+    first snapshot date that includes the event (the day after it); it leaves the window on
+    ``first_snap + window``, hence the extra day of events before ``first - window``."""
+    con.sql("SET TimeZone = 'UTC'")
+    con.sql("DROP TABLE IF EXISTS ud")
+    con.sql(f"""
+        CREATE TEMP TABLE ud AS
+        SELECT e.user_id, e.item_id, i.item_type,
+               CAST(CAST(e.ts AS TIMESTAMPTZ) AS DATE) + 1 AS first_snap,
+               count(*) FILTER (WHERE e.event_type = 'stream') AS streams,
+               count(*) FILTER (WHERE e.event_type = 'follow') AS follows,
+               count(*) FILTER (WHERE e.event_type = 'preview') AS previews,
+               count(*) FILTER (WHERE e.event_type = 'intent_to_pay') AS intents
+        FROM events e JOIN items i USING (item_id)
+        WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
+        GROUP BY ALL""", params=[midnight(first) - timedelta(days=window + 1), midnight(last)])
+
+
+def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, window: int,
+                        buckets: int) -> Iterator[pa.Table]:
+    """User window rows for snapshots in [first, last], one arrow table per user bucket."""
+    con.sql("DROP TABLE IF EXISTS emb_idx")
+    con.register("emb_ids", pa.table({"item_id": pa.array(emb.item_id, type=pa.string()),
+                                      "idx": pa.array(np.arange(len(emb.item_id)))}))
+    con.sql("CREATE TEMP TABLE emb_idx AS SELECT * FROM emb_ids")
+    con.unregister("emb_ids")
+    con.sql("DROP TABLE IF EXISTS snaps")
+    con.sql(f"""
+        CREATE TEMP TABLE snaps AS
+        SELECT DISTINCT user_id, s, hash(user_id) % {buckets} AS bucket FROM (
+          SELECT user_id, first_snap AS s FROM ud
+          UNION ALL SELECT user_id, first_snap + {window} FROM ud)
+        WHERE s BETWEEN ? AND ?""", params=[first, last])
+    schema = user_windows_schema()
+    dim = emb.dim
+    for b in range(buckets):
+        rows = con.sql("""
+            SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r
+            FROM snaps WHERE bucket = ? ORDER BY r""", params=[b]).to_arrow_table()
+        if rows.num_rows == 0:
+            continue
+        pairs = con.sql(f"""
+            SELECT q.r, coalesce(x.idx, -1) AS idx, u.item_type = 'audiobook' AS ab,
+                   sum(u.streams) AS streams, sum(u.follows) AS follows,
+                   sum(u.previews) AS previews, sum(u.intents) AS intents
+            FROM (SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r
+                  FROM snaps WHERE bucket = ?) q
+            JOIN ud u ON u.user_id = q.user_id AND u.first_snap <= q.s
+                     AND u.first_snap > q.s - {window}
+            LEFT JOIN emb_idx x ON x.item_id = u.item_id
+            GROUP BY q.r, u.item_id, x.idx, u.item_type""", params=[b]).fetchnumpy()
+        n = rows.num_rows
+        r = pairs["r"].astype(np.int64)
+        idx = pairs["idx"].astype(np.int64)
+        ab = pairs["ab"].astype(bool)
+        streams, follows = pairs["streams"].astype(np.int64), pairs["follows"].astype(np.int64)
+        previews, intents = pairs["previews"].astype(np.int64), pairs["intents"].astype(np.int64)
+
+        def mean_vectors(mask: np.ndarray) -> np.ndarray:
+            m = mask & (idx >= 0)
+            a = sp.csr_matrix((np.ones(m.sum(), np.float32), (r[m], idx[m])),
+                              shape=(n, len(emb.item_id)))
+            counts = np.asarray(a.sum(axis=1)).ravel()
+            out = np.asarray(a @ emb.vectors, dtype=np.float32)
+            return out / np.maximum(counts, 1)[:, None]
+
+        def count(weights: np.ndarray) -> pa.Array:
+            return pa.array(np.bincount(r, weights=weights, minlength=n).astype(np.int64))
+
+        weak = ab & ((follows + previews + intents) > 0)
+        offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+        vectors = {
+            "audiobook_pref": mean_vectors(ab),
+            "podcast_pref": mean_vectors(~ab),
+            "weak_audiobook_pref": mean_vectors(weak),
+        }
+        cols = {
+            "user_id": rows.column("user_id").cast(pa.string()),
+            "event_timestamp": pa.array([midnight(d) for d in rows.column("s").to_pylist()],
+                                        type=pa.timestamp("us", tz="UTC")),
+            **{k: pa.ListArray.from_arrays(offsets, pa.array(v.ravel())) for k, v in vectors.items()},
+            "audiobook_items_90d": count(ab.astype(np.float64)),
+            "podcast_items_90d": count((~ab).astype(np.float64)),
+            "audiobook_streams_90d": count(streams * ab),
+            "podcast_streams_90d": count(streams * ~ab),
+            "follow_count_90d": count(follows * ab),
+            "preview_count_90d": count(previews * ab),
+            "intent_to_pay_count_90d": count(intents * ab),
+            "podcast_follow_count_90d": count(follows * ~ab),
+        }
+        yield pa.table(cols, schema=schema)
+
+
+def user_window_baselines(con, dim: int, first: date, lo: datetime | None,
+                          hi: datetime) -> pa.Table:
+    """One all-zero row per user who signed up in [lo, hi) (lo None: all before hi), at
+    signup, or just before the first snapshot for older accounts: every known user has a
+    well-defined 90-day row (zero vectors, zero counts) from signup on."""
+    start = midnight(first) - timedelta(days=1)
+    where = "CAST(signup_ts AS TIMESTAMPTZ) < ?" if lo is None else \
+        "CAST(signup_ts AS TIMESTAMPTZ) >= ? AND CAST(signup_ts AS TIMESTAMPTZ) < ?"
+    params = [hi] if lo is None else [lo, hi]
+    users = con.sql(f"""
+        SELECT user_id, greatest(CAST(signup_ts AS TIMESTAMPTZ), ?) AS event_timestamp
+        FROM users WHERE {where} ORDER BY user_id""", params=[start] + params).to_arrow_table()
+    n = users.num_rows
+    zeros = pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)),
+                                     pa.array(np.zeros(n * dim, dtype=np.float32)))
+    zero = pa.array(np.zeros(n, dtype=np.int64))
+    cols = {"user_id": users.column("user_id").cast(pa.string()),
+            "event_timestamp": users.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")),
+            **{c: zeros for c in USER_WINDOW_VECTORS}, **{c: zero for c in USER_WINDOW_COUNTS}}
+    return pa.table(cols, schema=user_windows_schema())
+
+
+def item_popularity(con, first: date, last: date, window: int) -> pa.Table:
+    """Item rows (streams and distinct listeners in the window) for snapshots in
+    [first, last], written on the dates an item's window changes."""
+    return con.sql(f"""
+        WITH st AS (SELECT * FROM ud WHERE streams > 0),
+        sn AS (SELECT DISTINCT item_id, s FROM (
+                 SELECT item_id, first_snap AS s FROM st
+                 UNION ALL SELECT item_id, first_snap + {window} FROM st)
+               WHERE s BETWEEN ? AND ?)
+        SELECT sn.item_id, CAST(sn.s AS TIMESTAMPTZ) AS event_timestamp,
+               CAST(coalesce(sum(st.streams), 0) AS BIGINT) AS streams_90d,
+               CAST(count(DISTINCT st.user_id) AS BIGINT) AS listeners_90d
+        FROM sn LEFT JOIN st ON st.item_id = sn.item_id AND st.first_snap <= sn.s
+                            AND st.first_snap > sn.s - {window}
+        GROUP BY sn.item_id, sn.s ORDER BY sn.item_id, sn.s""", params=[first, last]).to_arrow_table()

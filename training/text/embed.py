@@ -1,0 +1,60 @@
+"""Text embeddings of items (title + description), cached by content hash.
+
+``embed_items`` writes an item-embedding table (training/features/embeddings.py shape).
+The cache is a parquet of (key, embedding) where key = sha1(checkpoint + text): unchanged
+items are never encoded again, a changed title or a new checkpoint is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.features.embeddings import write_item_embeddings
+from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
+
+
+def item_texts(items: pa.Table) -> list[str]:
+    titles = items.column("title").to_pylist()
+    descriptions = items.column("description").to_pylist()
+    return [f"{t}. {d}" for t, d in zip(titles, descriptions)]
+
+
+def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str | None = None,
+                cache: str | Path | None = None, batch_size: int = 128,
+                progress: bool = True) -> dict:
+    """Embed every item of ``items_parquet`` into ``out``; returns counts."""
+    items = pq.read_table(items_parquet, columns=["item_id", "title", "description"])
+    texts = item_texts(items)
+    checkpoint = model_name or DEFAULT_TEXT_MODEL
+    keys = [hashlib.sha1(f"{checkpoint}\n{t}".encode()).hexdigest() for t in texts]
+    known: dict[str, np.ndarray] = {}
+    cache = Path(cache) if cache else None
+    if cache and cache.is_file():
+        t = pq.read_table(cache)
+        vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+        known = dict(zip(t.column("key").to_pylist(), vecs))
+    todo = sorted({k for k in keys if k not in known})
+    if todo:
+        model = load_text_model(model_name)
+        by_key = dict(zip(keys, texts))
+        emb = model.encode([by_key[k] for k in todo], batch_size=batch_size,
+                           normalize_embeddings=True, show_progress_bar=progress,
+                           convert_to_numpy=True).astype(np.float32)
+        known.update(zip(todo, emb))
+        if cache:
+            all_keys = sorted(known)
+            mat = np.stack([known[k] for k in all_keys])
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp")
+            pq.write_table(pa.table({"key": all_keys, "embedding": list(mat)}), tmp)
+            tmp.replace(cache)
+    vectors = np.stack([known[k] for k in keys])
+    version = f"text:{checkpoint}"
+    write_item_embeddings(out, items.column("item_id").to_pylist(), vectors, version)
+    return {"items": len(keys), "encoded": len(todo), "cached": len(keys) - len(todo),
+            "dim": int(vectors.shape[1]), "version": version}
