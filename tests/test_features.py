@@ -280,3 +280,22 @@ def test_unreachable_redis_is_one_clear_error(fstore, free_port):
                     start=datetime(2026, 10, 1, tzinfo=UTC))
     with pytest.raises(AudiorecError, match=message):
         online_features(store, ["u0000001"])
+
+
+def test_truncated_history_is_still_complete_inside_it(fstore, tmp_path):
+    """A full rebuild of only the last 20 snapshot dates anchors every user's window at
+    its first date: values inside that history equal brute force."""
+    from training.features.config import FeatureJobConfig
+
+    world, hgnn, text = fstore["world"], fstore["hgnn"], fstore["text"]
+    wd = tmp_path / "short"
+    report = refresh_features(world, wd, hgnn, text, jobs=FeatureJobConfig(history_days=20))
+    assert report.jobs.first == report.jobs.through - timedelta(days=19)
+    start = pd.Timestamp(report.jobs.first, tz="UTC")
+    users = ["u0000001", "u0000007", "u0000013", "u0000021"]
+    times = [start + pd.Timedelta(hours=5), start + pd.Timedelta(days=3, hours=1),
+             start + pd.Timedelta(days=11), start + pd.Timedelta(days=18, hours=7)]
+    got = user_training_features(open_store(wd), pd.DataFrame(
+        {"user_id": users, "event_timestamp": times}))
+    for _, row in got.iterrows():
+        _assert_matches(row, _expected(world, hgnn, row.user_id, row.event_timestamp))

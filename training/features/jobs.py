@@ -86,7 +86,12 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     key = {"data": str(data), "hgnn_version": hgnn.version, "text_version": text.version,
            "hgnn_dim": hgnn.dim, "window_days": cfg.window_days}
     full = state is None or state.get("key") != key
-    first = first_possible if full else date.fromisoformat(state["through"]) + timedelta(days=1)
+    if full:
+        first = first_possible
+        if cfg.history_days is not None:
+            first = max(first, through - timedelta(days=cfg.history_days - 1))
+    else:
+        first = date.fromisoformat(state["through"]) + timedelta(days=1)
     if first > through:
         return FeatureRunReport(None, through, False)
 
@@ -95,7 +100,8 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     try:
         _write_all(con, target, report, cfg, hgnn, text, first, through, full)
         (target / STATE_FILE).write_text(json.dumps(
-            {"key": key, "first": first_possible.isoformat(), "through": through.isoformat()},
+            {"key": key, "first": (first if full else date.fromisoformat(state["first"])).isoformat(),
+             "through": through.isoformat()},
             indent=2))
         if full:
             _swap_in(target, root)
@@ -132,13 +138,13 @@ def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfi
                                                 hgnn, first))
     prepare_daily_interactions(con, first, through, cfg.window_days)
     timed("item_popularity", lambda p: _write_table(
-        p, item_popularity(con, first, through, cfg.window_days)))
+        p, item_popularity(con, first, through, cfg.window_days, anchor=full)))
 
     def windows(path: Path) -> int:
         with AtomicParquet(path, user_windows_schema()) as out:
             out.write(user_window_baselines(con, hgnn.dim, first, lo, hi))
             for batch in user_window_batches(con, hgnn, first, through, cfg.window_days,
-                                             cfg.user_buckets):
+                                             cfg.user_buckets, anchor=full):
                 out.write(batch)
         return out.rows
 

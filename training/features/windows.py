@@ -64,8 +64,12 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
 
 
 def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, window: int,
-                        buckets: int) -> Iterator[pa.Table]:
-    """User window rows for snapshots in [first, last], one arrow table per user bucket."""
+                        buckets: int, anchor: bool) -> Iterator[pa.Table]:
+    """User window rows for snapshots in [first, last], one arrow table per user bucket.
+
+    ``anchor`` (a full rebuild): also a row at ``first`` for every user whose window is
+    non-empty then, so history that starts after the data does is still complete.
+    """
     con.sql("DROP TABLE IF EXISTS emb_idx")
     con.register("emb_ids", pa.table({"item_id": pa.array(emb.item_id, type=pa.string()),
                                       "idx": pa.array(np.arange(len(emb.item_id)))}))
@@ -76,8 +80,10 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
         CREATE TEMP TABLE snaps AS
         SELECT DISTINCT user_id, s, hash(user_id) % {buckets} AS bucket FROM (
           SELECT user_id, first_snap AS s FROM ud
-          UNION ALL SELECT user_id, first_snap + {window} FROM ud)
-        WHERE s BETWEEN ? AND ?""", params=[first, last])
+          UNION ALL SELECT user_id, first_snap + {window} FROM ud
+          UNION ALL SELECT user_id, ? FROM ud WHERE ? AND first_snap <= ?
+                                                AND first_snap > ? - {window})
+        WHERE s BETWEEN ? AND ?""", params=[first, anchor, first, first, first, last])
     schema = user_windows_schema()
     dim = emb.dim
     for b in range(buckets):
@@ -160,18 +166,22 @@ def user_window_baselines(con, dim: int, first: date, lo: datetime | None,
     return pa.table(cols, schema=user_windows_schema())
 
 
-def item_popularity(con, first: date, last: date, window: int) -> pa.Table:
+def item_popularity(con, first: date, last: date, window: int, anchor: bool) -> pa.Table:
     """Item rows (streams and distinct listeners in the window) for snapshots in
-    [first, last], written on the dates an item's window changes."""
+    [first, last], written on the dates an item's window changes (and, with ``anchor``, at
+    ``first`` for every item streamed in the window then)."""
     return con.sql(f"""
         WITH st AS (SELECT * FROM ud WHERE streams > 0),
         sn AS (SELECT DISTINCT item_id, s FROM (
                  SELECT item_id, first_snap AS s FROM st
-                 UNION ALL SELECT item_id, first_snap + {window} FROM st)
+                 UNION ALL SELECT item_id, first_snap + {window} FROM st
+                 UNION ALL SELECT item_id, ? FROM st WHERE ? AND first_snap <= ?
+                                                       AND first_snap > ? - {window})
                WHERE s BETWEEN ? AND ?)
         SELECT sn.item_id, CAST(sn.s AS TIMESTAMPTZ) AS event_timestamp,
                CAST(coalesce(sum(st.streams), 0) AS BIGINT) AS streams_90d,
                CAST(count(DISTINCT st.user_id) AS BIGINT) AS listeners_90d
         FROM sn LEFT JOIN st ON st.item_id = sn.item_id AND st.first_snap <= sn.s
                             AND st.first_snap > sn.s - {window}
-        GROUP BY sn.item_id, sn.s ORDER BY sn.item_id, sn.s""", params=[first, last]).to_arrow_table()
+        GROUP BY sn.item_id, sn.s ORDER BY sn.item_id, sn.s""",
+                   params=[first, anchor, first, first, first, last]).to_arrow_table()
