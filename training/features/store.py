@@ -128,7 +128,7 @@ def feature_service(store, name: str):
         # per online read end to end; see BENCHMARKS.md)
         return store.get_feature_service(name, allow_cache=True)
     except FeatureServiceNotFoundException:
-        known = sorted(s.name for s in store.list_feature_services(allow_cache=True))
+        known = sorted(s.name for s in store.list_feature_services())
         raise AudiorecError(f"unknown feature service {name!r}; known: "
                             f"{', '.join(known) or 'none (run apply first)'}") from None
 
