@@ -63,15 +63,42 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from training.synth import WorldConfig, generate_world
+def _cmd_hgnn(args: argparse.Namespace) -> int:
+    from datetime import date
 
-    world = Path(args.workdir) / "world"
-    print(f"[1/1] generating the {args.scale} world (seed {args.seed}) into {world}", flush=True)
-    stats = generate_world(WorldConfig.for_scale(args.scale), args.seed, world, overwrite=True,
-                           progress=True)
-    print(format_stats(stats, world))
-    return 0 if stats["all_hold"] else 1
+    from audiorec.config import load_overrides, validated
+    from training.graph.colisten import GraphConfig
+    from training.hgnn.config import HGNNConfig
+    from training.hgnn.run import run_hgnn
+    from training.features.windows import midnight
+
+    cfg = validated(HGNNConfig, load_overrides(args.config))
+    graph = validated(GraphConfig, {"relations": tuple(args.relations.split(","))})
+    if args.no_balanced:
+        cfg = cfg.with_overrides({"balanced": False})
+    cut = midnight(date.fromisoformat(args.cut)) if args.cut else default_cut(args.data)
+    run = run_hgnn(args.data, args.text, args.out, cut, graph, cfg, progress=not args.quiet)
+    print(run.summary())
+    return 0
+
+
+def default_cut(data: str):
+    """The day after the last event: train on everything."""
+    from training.data.duck import connect_dataset
+    from training.features.jobs import data_span
+    from training.features.windows import midnight
+
+    con = connect_dataset(data, ("events",))
+    try:
+        return midnight(data_span(con)[1])
+    finally:
+        con.close()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from audiorec.demo import run_demo
+
+    return run_demo(args.workdir, args.scale, args.seed)
 
 
 def format_stats(stats: dict, where: Path) -> str:
@@ -130,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     f.add_argument("--redis", default="localhost:6379", help="Redis connection string")
     f.set_defaults(func=_cmd_features)
+
+    h = sub.add_parser("hgnn", help="co-listening graph + HGNN training + item embeddings")
+    h.add_argument("--data", required=True, help="dataset directory (data contract)")
+    h.add_argument("--text", required=True, help="item-embedding table of the text model")
+    h.add_argument("--out", required=True, help="output directory (published atomically)")
+    h.add_argument("--cut", help="training cut, YYYY-MM-DD (default: day after the last event)")
+    h.add_argument("--relations", default="AA,AP,PP",
+                   help="graph relations to keep (ablations: AA,AP / AP,PP / AA / PP)")
+    h.add_argument("--no-balanced", action="store_true", help="ablation: plain edge sampling")
+    h.add_argument("--config", help="JSON file of HGNNConfig overrides")
+    h.add_argument("--quiet", action="store_true")
+    h.set_defaults(func=_cmd_hgnn)
 
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
     d.add_argument("--workdir", default="runs/demo")

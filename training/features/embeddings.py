@@ -6,6 +6,7 @@ A parquet file with one row per item:
 item_id          string, unique
 embedding        list<float32>, one fixed dimension
 model_version    string (optional; the same for every row)
+item_type        string (optional)
 ===============  ==================================================================
 
 The HGNN writes its item embeddings in this shape, and so does the text-embedding step;
@@ -36,10 +37,13 @@ class ItemEmbeddings:
         return self.vectors.shape[1]
 
 
-def write_item_embeddings(path: str | Path, item_id, vectors: np.ndarray, version: str) -> None:
+def write_item_embeddings(path: str | Path, item_id, vectors: np.ndarray, version: str,
+                          item_type=None) -> None:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
+    extra = {} if item_type is None else {"item_type": pa.array(item_type, type=pa.string())}
     table = pa.table({
+        **extra,
         "item_id": pa.array(item_id, type=pa.string()),
         "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim,
                                                                  dtype=np.int32)),

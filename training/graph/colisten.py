@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,8 @@ class GraphConfig(StrictConfig):
     window_days: int = 90
     max_items_per_user: int = 50
     min_users: int = 1
-    relations: tuple[str, ...] = RELATIONS  # drop some for the paper's ablations
+    # keep a subset for the paper's ablations: no PP = (AA, AP), AA-only = (AA,), ...
+    relations: tuple[Literal["AA", "AP", "PP"], ...] = RELATIONS
 
 
 @dataclass

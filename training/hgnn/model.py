@@ -1,0 +1,73 @@
+"""The HGNN: two heterogeneous GraphSAGE layers over the co-listening graph.
+
+Layer (PAPER.md, "The model", point 3): for a target node v of type t,
+
+    h_v' = W_self[t] h_v + sum over relations r into t of  W_r . max_{u in S_r(v)} relu(P_r h_u + b_r)
+
+with S_r(v) a uniform fixed-size sample of v's r-neighbours (``sampler.py``). Each
+relation term is PyG's ``SAGEConv(aggr="max", project=True, root_weight=False)``, the
+pooling aggregator; an item with no sampled neighbours gets only its self term, so a new
+title is embedded from its text alone (inductive). ReLU between layers; the output is
+L2-normalised, ready for an inner-product nearest-neighbour index.
+
+Relations are named source-target: AA (audiobook->audiobook), PA (podcast->audiobook),
+AP (audiobook->podcast), PP (podcast->podcast).
+
+Shapes: x (N_in, d_in) features of ``blocks[0].nodes``; returns (n_seeds, out_dim).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import SAGEConv
+
+from training.hgnn.sampler import Block
+
+MESSAGE_RELATIONS = ("AA", "PA", "AP", "PP")
+
+
+class HeteroSAGELayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, relations: tuple[str, ...]):
+        super().__init__()
+        self.self_audiobook = nn.Linear(in_dim, out_dim)
+        self.self_podcast = nn.Linear(in_dim, out_dim)
+        self.convs = nn.ModuleDict({
+            r: SAGEConv((in_dim, in_dim), out_dim, aggr="max", project=True,
+                        root_weight=False, bias=False)
+            for r in relations
+        })
+
+    def forward(self, x: Tensor, block: Block, is_audiobook: Tensor) -> Tensor:
+        """x: (len(block.nodes), in_dim); is_audiobook: (block.n_dst,) bool."""
+        x_dst = x[:block.n_dst]
+        out = torch.where(is_audiobook[:, None], self.self_audiobook(x_dst),
+                          self.self_podcast(x_dst))
+        for r, edge_index in block.edges.items():
+            if r in self.convs and edge_index.shape[1]:
+                # Project only the nodes that send on this relation, not every source node
+                # of the block: the projection is the layer's dominant cost.
+                senders, local = torch.unique(edge_index[0], return_inverse=True)
+                ei = torch.stack([local, edge_index[1]])
+                out = out + self.convs[r]((x[senders], x_dst), ei,
+                                          size=(len(senders), block.n_dst))
+        return out
+
+
+class HGNN(nn.Module):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int,
+                 relations: tuple[str, ...] = MESSAGE_RELATIONS, layers: int = 2):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(
+            HeteroSAGELayer(a, b, relations) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, features: Tensor, blocks: list[Block], is_audiobook: Tensor) -> Tensor:
+        """features: (N, d_in) of all nodes; is_audiobook: (N,) bool of all nodes."""
+        h = features[blocks[0].nodes]
+        for i, (layer, block) in enumerate(zip(self.layers, blocks)):
+            h = layer(h, block, is_audiobook[block.nodes[:block.n_dst]])
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+        return F.normalize(h, dim=-1)

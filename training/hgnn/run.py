@@ -1,0 +1,144 @@
+"""The HGNN step: graph -> train -> embeddings of every item -> a self-describing,
+atomically published directory.
+
+Output directory::
+
+    embeddings.parquet   item_id, item_type, embedding (list<float32>), model_version
+    model.pt             state_dict (load with weights_only=True)
+    manifest.json        version, dims, relations, configs, graph stats, metrics, versions
+    graph_stats.json     per-relation edge counts and degree statistics
+    training_curve.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiorec.errors import AudiorecError
+from training.features.embeddings import read_item_embeddings, write_item_embeddings
+from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
+from training.hgnn.config import HGNNConfig
+from training.hgnn.graph import TrainGraph, message_csrs, split_edges
+from training.hgnn.model import HGNN
+from training.hgnn.train import embed, plot_curve, train_hgnn
+
+MANIFEST_KIND = "audiorec.hgnn"
+
+
+@dataclass
+class HGNNRun:
+    out: Path
+    version: str
+    manifest: dict
+
+    def summary(self) -> str:
+        m = self.manifest
+        rel = ", ".join(f"{r} {v['edges']:,}" for r, v in m["graph"]["relations"].items())
+        return (f"HGNN {self.version}: graph {rel} edges; best epoch {m['best_epoch']} of "
+                f"{m['epochs_run']}, validation AUC {m['metrics'].get('val_auc', float('nan')):.3f}; "
+                f"{m['train_seconds']:.0f}s; embeddings of {m['items']:,} items -> {self.out}")
+
+
+def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
+    text = read_item_embeddings(text_path)
+    pos = {k: i for i, k in enumerate(text.item_id)}
+    idx = np.array([pos.get(k, -1) for k in graph.item_id])
+    if (idx < 0).any():
+        raise AudiorecError(f"text-embedding table {text_path} lacks {int((idx < 0).sum())} "
+                            f"catalogue item(s), e.g. {list(graph.item_id[idx < 0][:3])}")
+    return torch.from_numpy(text.vectors[idx])
+
+
+def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut: datetime,
+             graph_cfg: GraphConfig = GraphConfig(), cfg: HGNNConfig = HGNNConfig(),
+             progress: bool = True) -> HGNNRun:
+    """Build the graph of the window before ``cut``, train, embed all items, publish."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    graph = build_colisten_graph(data, cut, graph_cfg)
+    t_graph = time.perf_counter() - t0
+    features = node_features(graph, text_embeddings)
+    is_ab = torch.from_numpy(graph.is_audiobook)
+    tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
+    result = train_hgnn(features, is_ab, tg, cfg, progress=progress)
+    # Final embeddings: messages over all edges (validation ones too), every catalogue item.
+    full = TrainGraph(graph.n, {}, {}, message_csrs(
+        {r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n))
+    result.model.eval()
+    with torch.no_grad():
+        z = embed(result.model, features, is_ab, full, torch.arange(graph.n), cfg.fanouts,
+                  torch.Generator().manual_seed(cfg.seed + 2)).numpy()
+
+    digest = hashlib.sha1(json.dumps([graph_cfg.model_dump(mode="json"),
+                                      cfg.model_dump(mode="json")]).encode()).hexdigest()[:8]
+    version = f"hgnn-{cut:%Y%m%d}-{digest}"
+    manifest = {
+        "kind": MANIFEST_KIND, "version": version, "cut": cut.isoformat(),
+        "in_dim": int(features.shape[1]), "hidden_dim": cfg.hidden_dim, "out_dim": cfg.out_dim,
+        "relations": sorted(tg.csrs), "text_embeddings": read_item_embeddings(text_embeddings).version,
+        "graph_config": graph_cfg.model_dump(mode="json"), "hgnn_config": cfg.model_dump(mode="json"),
+        "graph": graph.stats, "items": int(graph.n), "metrics": result.best,
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "history": result.history, "train_seconds": round(result.seconds, 1),
+        "graph_seconds": round(t_graph, 1),
+        "versions": {"torch": torch.__version__, "torch_geometric": _pyg_version()},
+    }
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write_item_embeddings(tmp / "embeddings.parquet", graph.item_id, z, version,
+                              item_type=np.where(graph.is_audiobook, "audiobook", "podcast"))
+        torch.save(result.model.state_dict(), tmp / "model.pt")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        (tmp / "graph_stats.json").write_text(json.dumps(graph.stats, indent=2))
+        plot_curve(result.history, tmp / "training_curve.png",
+                   f"HGNN {version} ({'balanced' if cfg.balanced else 'unbalanced'} sampler)")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return HGNNRun(out, version, manifest)
+
+
+def load_hgnn(directory: str | Path) -> tuple[HGNN, dict]:
+    """The model of a published HGNN directory, checked against its manifest."""
+    directory = Path(directory)
+    mpath = directory / "manifest.json"
+    if not mpath.is_file():
+        raise AudiorecError(f"{directory} is not an HGNN artifact (no manifest.json)")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("kind") != MANIFEST_KIND:
+        raise AudiorecError(f"{mpath}: kind {manifest.get('kind')!r}, expected {MANIFEST_KIND!r}")
+    model = HGNN(manifest["in_dim"], manifest["hidden_dim"], manifest["out_dim"],
+                 tuple(manifest["relations"]))
+    state = torch.load(directory / "model.pt", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise AudiorecError(f"{directory}/model.pt does not match its manifest: "
+                            f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, manifest
+
+
+def _pyg_version() -> str:
+    import torch_geometric
+
+    return torch_geometric.__version__
