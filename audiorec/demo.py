@@ -62,6 +62,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     _step(5, n, "online features through the 'user_tower' feature service (Feast SDK)")
     reader = OnlineFeatureReader(open_store(wd))
     warm, cold = _pick_users(world)
+    reader.read([warm])  # warm-up: the first read opens the store and loads code paths
     for label, user in (("warm (audiobook history)", warm), ("cold start (podcasts only)", cold),
                         ("unknown to the store", "u_not_a_user")):
         t0 = time.perf_counter()

@@ -38,3 +38,10 @@ def test_console_script_is_installed_and_help_is_fast():
     exe = Path(sys.executable).parent / "audiorec"
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "generate" in res.stdout and "demo" in res.stdout
+
+
+def test_hgnn_rejects_unknown_relation(tmp_path, capsys):
+    rc = main(["hgnn", "--data", str(tmp_path), "--text", "t.parquet", "--out",
+               str(tmp_path / "h"), "--relations", "AA,XX"])
+    assert rc == 1
+    assert "relations.1: Input should be 'AA', 'AP' or 'PP' (got 'XX')" in capsys.readouterr().err

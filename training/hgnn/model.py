@@ -4,11 +4,11 @@ Layer (PAPER.md, "The model", point 3): for a target node v of type t,
 
     h_v' = W_self[t] h_v + sum over relations r into t of  W_r . max_{u in S_r(v)} relu(P_r h_u + b_r)
 
-with S_r(v) a uniform fixed-size sample of v's r-neighbours (``sampler.py``). Each
-relation term is PyG's ``SAGEConv(aggr="max", project=True, root_weight=False)``, the
-pooling aggregator; an item with no sampled neighbours gets only its self term, so a new
-title is embedded from its text alone (inductive). ReLU between layers; the output is
-L2-normalised, ready for an inner-product nearest-neighbour index.
+with S_r(v) a uniform fixed-size sample of v's r-neighbours (``sampler.py``): GraphSAGE's
+pooling aggregator, P_r of width ``hidden_dim``, the max-pool and W_r done by PyG's
+``SAGEConv(aggr="max", root_weight=False)``. An item with no sampled neighbours gets only
+its self term, so a new title is embedded from its text alone (inductive). ReLU between
+layers; the output is L2-normalised, ready for an inner-product nearest-neighbour index.
 
 Relations are named source-target: AA (audiobook->audiobook), PA (podcast->audiobook),
 AP (audiobook->podcast), PP (podcast->podcast).
@@ -29,29 +29,33 @@ MESSAGE_RELATIONS = ("AA", "PA", "AP", "PP")
 
 
 class HeteroSAGELayer(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, relations: tuple[str, ...]):
+    def __init__(self, in_dim: int, out_dim: int, relations: tuple[str, ...], pool_dim: int):
         super().__init__()
         self.self_audiobook = nn.Linear(in_dim, out_dim)
         self.self_podcast = nn.Linear(in_dim, out_dim)
+        # The pooling aggregator's projection P_r (in_dim -> pool_dim, then ReLU) is ours,
+        # so that its width is a setting (SAGEConv's project=True fixes it at in_dim, 3x
+        # the cost on 384-d text features); SAGEConv then max-pools and applies W_r.
+        self.pools = nn.ModuleDict({r: nn.Linear(in_dim, pool_dim) for r in relations})
         self.convs = nn.ModuleDict({
-            r: SAGEConv((in_dim, in_dim), out_dim, aggr="max", project=True,
-                        root_weight=False, bias=False)
+            r: SAGEConv(pool_dim, out_dim, aggr="max", root_weight=False, bias=False)
             for r in relations
         })
 
     def forward(self, x: Tensor, block: Block, is_audiobook: Tensor) -> Tensor:
         """x: (len(block.nodes), in_dim); is_audiobook: (block.n_dst,) bool."""
         x_dst = x[:block.n_dst]
-        out = torch.where(is_audiobook[:, None], self.self_audiobook(x_dst),
-                          self.self_podcast(x_dst))
+        out = x_dst.new_empty(block.n_dst, self.self_audiobook.out_features)
+        out[is_audiobook] = self.self_audiobook(x_dst[is_audiobook])
+        out[~is_audiobook] = self.self_podcast(x_dst[~is_audiobook])
         for r, edge_index in block.edges.items():
             if r in self.convs and edge_index.shape[1]:
                 # Project only the nodes that send on this relation, not every source node
                 # of the block: the projection is the layer's dominant cost.
                 senders, local = torch.unique(edge_index[0], return_inverse=True)
                 ei = torch.stack([local, edge_index[1]])
-                out = out + self.convs[r]((x[senders], x_dst), ei,
-                                          size=(len(senders), block.n_dst))
+                pooled = F.relu(self.pools[r](x[senders]))
+                out = out + self.convs[r]((pooled, None), ei, size=(len(senders), block.n_dst))
         return out
 
 
@@ -61,7 +65,8 @@ class HGNN(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
         self.layers = nn.ModuleList(
-            HeteroSAGELayer(a, b, relations) for a, b in zip(dims[:-1], dims[1:]))
+            HeteroSAGELayer(a, b, relations, pool_dim=hidden_dim)
+            for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, features: Tensor, blocks: list[Block], is_audiobook: Tensor) -> Tensor:
         """features: (N, d_in) of all nodes; is_audiobook: (N,) bool of all nodes."""
