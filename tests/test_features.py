@@ -4,7 +4,7 @@ correctness (no leakage, exact visibility), incremental runs, cold start, clear 
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import numpy as np

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from training.features.config import FeatureStoreConfig
 from training.features.jobs import run_feature_jobs

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audiorec.errors import AudiorecError
+from training.data.arrow import vector_column
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,12 @@ class ItemEmbeddings:
 
 def write_item_embeddings(path: str | Path, item_id, vectors: np.ndarray, version: str,
                           item_type=None) -> None:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
+    n = len(vectors)
     extra = {} if item_type is None else {"item_type": pa.array(item_type, type=pa.string())}
     table = pa.table({
         **extra,
         "item_id": pa.array(item_id, type=pa.string()),
-        "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim,
-                                                                 dtype=np.int32)),
-                                              pa.array(vectors.ravel())),
+        "embedding": vector_column(vectors),
         "model_version": pa.array([version] * n, type=pa.string()),
     })
     path = Path(path)

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from audiorec.errors import AudiorecError
+from training.data.arrow import vector_column
 from training.data.contract import validate_dataset
 from training.data.duck import connect_dataset
 from training.features.config import FeatureJobConfig
@@ -202,24 +203,19 @@ def _item_content(con, path: Path, text: ItemEmbeddings, lo, hi) -> int:
         missing = items.column("item_id").to_numpy(zero_copy_only=False)[idx < 0][:3]
         raise AudiorecError(f"text-embedding table lacks {int((idx < 0).sum())} item(s) of "
                             f"items.parquet, e.g. {list(missing)}: compute text embeddings first")
-    dim = text.dim
     vec = text.vectors[idx]
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, len(idx) * dim + 1, dim, dtype=np.int32)),
-                                   pa.array(vec.ravel()))
-    return _write_table(path, items.append_column("text_embedding", emb))
+    return _write_table(path, items.append_column("text_embedding", vector_column(vec)))
 
 
 def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
     """Every embedded item, stamped at the start of the data: a new HGNN version
     re-describes all of history (the user preference vectors are rebuilt with it)."""
-    n, dim = hgnn.vectors.shape
+    n = len(hgnn.vectors)
     table = pa.table({
         "item_id": pa.array(hgnn.item_id, type=pa.string()),
         "event_timestamp": pa.array([midnight(first - timedelta(days=1))] * n,
                                     type=pa.timestamp("us", tz="UTC")),
-        "hgnn_embedding": pa.ListArray.from_arrays(
-            pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)),
-            pa.array(hgnn.vectors.ravel())),
+        "hgnn_embedding": vector_column(hgnn.vectors),
         "hgnn_version": pa.array([hgnn.version] * n, type=pa.string()),
     })
     return _write_table(path, table)

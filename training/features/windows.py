@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from training.data.arrow import vector_column
 from training.features.embeddings import ItemEmbeddings
 
 USER_WINDOW_COUNTS = (
@@ -50,7 +51,7 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
     ``first_snap + window``, hence the extra day of events before ``first - window``."""
     con.sql("SET TimeZone = 'UTC'")
     con.sql("DROP TABLE IF EXISTS ud")
-    con.sql(f"""
+    con.sql("""
         CREATE TEMP TABLE ud AS
         SELECT e.user_id, e.item_id, i.item_type,
                CAST(CAST(e.ts AS TIMESTAMPTZ) AS DATE) + 1 AS first_snap,
@@ -85,7 +86,6 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
                                                 AND first_snap > ? - {window})
         WHERE s BETWEEN ? AND ?""", params=[first, anchor, first, first, first, last])
     schema = user_windows_schema()
-    dim = emb.dim
     for b in range(buckets):
         rows = con.sql("""
             SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r
@@ -121,7 +121,6 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
             return pa.array(np.bincount(r, weights=weights, minlength=n).astype(np.int64))
 
         weak = ab & ((follows + previews + intents) > 0)
-        offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
         vectors = {
             "audiobook_pref": mean_vectors(ab),
             "podcast_pref": mean_vectors(~ab),
@@ -131,7 +130,7 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
             "user_id": rows.column("user_id").cast(pa.string()),
             "event_timestamp": pa.array([midnight(d) for d in rows.column("s").to_pylist()],
                                         type=pa.timestamp("us", tz="UTC")),
-            **{k: pa.ListArray.from_arrays(offsets, pa.array(v.ravel())) for k, v in vectors.items()},
+            **{k: vector_column(v) for k, v in vectors.items()},
             "audiobook_items_90d": count(ab.astype(np.float64)),
             "podcast_items_90d": count((~ab).astype(np.float64)),
             "audiobook_streams_90d": count(streams * ab),
@@ -157,8 +156,7 @@ def user_window_baselines(con, dim: int, first: date, lo: datetime | None,
         SELECT user_id, greatest(CAST(signup_ts AS TIMESTAMPTZ), ?) AS event_timestamp
         FROM users WHERE {where} ORDER BY user_id""", params=[start] + params).to_arrow_table()
     n = users.num_rows
-    zeros = pa.ListArray.from_arrays(pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)),
-                                     pa.array(np.zeros(n * dim, dtype=np.float32)))
+    zeros = vector_column(np.zeros((n, dim), dtype=np.float32))
     zero = pa.array(np.zeros(n, dtype=np.int64))
     cols = {"user_id": users.column("user_id").cast(pa.string()),
             "event_timestamp": users.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")),

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
+from training.data.arrow import vector_column
 from training.data.contract import CONTRACT, validate_dataset
 from training.synth.behaviour import EVENT_TYPE_NAMES, ItemPicker, chunk_events
 from training.synth.catalog import AUDIOBOOK, ITEM_TYPE_NAMES, PODCAST, make_catalog
@@ -138,9 +139,7 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
             mu, mday, mvec = music_vectors(cfg, pop, users, proj, rng_music)
             mw.write_table(pa.table({
                 "user_id": user_ids.take(pa.array(mu)),
-                "music_vector": pa.ListArray.from_arrays(
-                    pa.array(np.arange(0, mvec.size + 1, cfg.music_dim, dtype=np.int32)),
-                    pa.array(mvec.ravel())),
+                "music_vector": vector_column(mvec),
                 "event_timestamp": _ts(start, mday),
             }, schema=CONTRACT["music"].schema))
             ev = chunk_events(cfg, pop, users, pickers, np.random.default_rng(cs))
