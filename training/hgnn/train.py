@@ -65,21 +65,31 @@ def _pairs(graph_edges: dict, limit: int, rng: np.random.Generator):
 @torch.no_grad()
 def evaluate(model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: dict,
              seed: int) -> dict:
-    """Held-out edges against random pairs: margin loss and AUC (fixed sampling seed)."""
+    """Held-out edges against random pairs, per relation: margin loss and AUC (fixed
+    sampling seed). ``val_loss`` and ``val_auc`` are the means over relations, so the
+    scarce AA edges weigh as much as the abundant PP ones (as in balanced training)."""
     model.eval()
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    a, p = _pairs(edges, cfg.val_edges, rng)
-    if len(a) == 0:
+    per_rel = max(10, cfg.val_edges // max(1, len(edges)))
+    parts = {r: _pairs({r: e}, per_rel, rng) for r, e in edges.items() if len(e[0])}
+    if not parts:
         return {"val_loss": float("nan"), "val_auc": float("nan")}
+    a = torch.cat([x for x, _ in parts.values()])
+    p = torch.cat([y for _, y in parts.values()])
     n = torch.from_numpy(rng.integers(0, graph.n, (len(a), cfg.negatives)))
     z = embed(model, features, is_ab, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
     za, zp, zn = z[:len(a)], z[len(a):2 * len(a)], z[2 * len(a):].view(len(a), cfg.negatives, -1)
-    loss = margin_loss(za, zp, zn, cfg.margin).item()
-    pos = (za * zp).sum(-1)
-    neg = (za * zn[:, 0]).sum(-1)
-    auc = _auc(pos.numpy(), neg.numpy())
-    return {"val_loss": loss, "val_auc": auc}
+    out, lo = {}, 0
+    for r, (x, _) in parts.items():
+        sl = slice(lo, lo + len(x))
+        lo += len(x)
+        out[f"val_loss_{r}"] = margin_loss(za[sl], zp[sl], zn[sl], cfg.margin).item()
+        out[f"val_auc_{r}"] = _auc((za[sl] * zp[sl]).sum(-1).numpy(),
+                                   (za[sl] * zn[sl, 0]).sum(-1).numpy())
+    out["val_loss"] = float(np.mean([out[f"val_loss_{r}"] for r in parts]))
+    out["val_auc"] = float(np.mean([out[f"val_auc_{r}"] for r in parts]))
+    return out
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -138,9 +148,11 @@ def train_hgnn(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
                "edges": int(len(a)), "seconds": round(time.perf_counter() - t0, 1), **metrics}
         result.history.append(row)
         if progress:
+            per = " ".join(f"{k[8:]} {v:.3f}" for k, v in row.items()
+                           if k.startswith("val_auc_"))
             tqdm.write(f"hgnn epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
-                       f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} "
-                       f"({row['edges']:,} edges)")
+                       f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} ({per}; "
+                       f"{row['edges']:,} edges)")
         score = metrics["val_loss"] if np.isfinite(metrics["val_loss"]) else row["train_loss"]
         if score < best_loss - 1e-5:
             best_loss, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
