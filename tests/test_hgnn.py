@@ -164,18 +164,19 @@ def trained(tiny_world, text_table, tmp_path_factory):
 
 
 def test_training_learns_to_rank_held_out_edges(trained, graph, text_table):
-    """Measured on the tiny world (seed 0): validation AUC of held-out edges vs random
-    pairs rises from ~0.72 untrained to ~0.80; chance is 0.5."""
+    """Measured on the tiny world (seed 0): held-out edges vs random pairs, AUC averaged
+    over AA/AP/PP, 0.63 untrained -> 0.89 trained (AA 0.99, AP 0.86, PP 0.81); chance 0.5."""
     m = trained.manifest
     aucs = [h["val_auc"] for h in m["history"]]
-    assert m["metrics"]["val_auc"] >= 0.75, aucs
+    assert m["metrics"]["val_auc"] >= 0.8, aucs
+    assert m["metrics"]["val_auc_PP"] >= 0.75 and m["metrics"]["val_auc_AP"] >= 0.75
     x = node_features(graph, text_table)
     ab = torch.from_numpy(graph.is_audiobook)
     tg = split_edges(graph, 0.1, np.random.default_rng(0))
     torch.manual_seed(0)
     untrained = HGNN(x.shape[1], SMALL["hidden_dim"], SMALL["out_dim"], tuple(tg.csrs))
     base = evaluate(untrained, x, ab, tg, HGNNConfig(**SMALL), tg.val, 1)["val_auc"]
-    assert m["metrics"]["val_auc"] > base + 0.03, (base, aucs)
+    assert m["metrics"]["val_auc"] > base + 0.1, (base, aucs)
 
 
 def test_artifact_describes_itself_and_loads_back(trained, tiny_world):
