@@ -43,9 +43,16 @@ class HGNNRun:
 
     def summary(self) -> str:
         m = self.manifest
-        rel = ", ".join(f"{r} {v['edges']:,}" for r, v in m["graph"]["relations"].items())
-        return (f"HGNN {self.version}: graph {rel} edges; best epoch {m['best_epoch']} of "
-                f"{m['epochs_run']}, validation AUC {m['metrics'].get('val_auc', float('nan')):.3f}; "
+        g = m["graph"]
+        rel = ", ".join(f"{r} {v['edges']:,}" for r, v in g["relations"].items())
+        degrees = "; ".join(
+            f"{r} degree mean {v['degree_mean']}, median {v['degree_median']:.0f}, "
+            f"p99 {v['degree_p99']:.0f}, max {v['degree_max']}"
+            for r, v in g["relations"].items())
+        auc = m["metrics"].get("val_auc", float("nan"))
+        return (f"HGNN {self.version}: graph {rel} edges ({g['isolated_audiobooks']:,} "
+                f"audiobooks and {g['isolated_podcasts']:,} podcasts isolated; {degrees}); "
+                f"best epoch {m['best_epoch']} of {m['epochs_run']}, held-out AUC {auc:.3f}; "
                 f"{m['train_seconds']:.0f}s; embeddings of {m['items']:,} items -> {self.out}")
 
 
@@ -85,8 +92,10 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
     manifest = {
         "kind": MANIFEST_KIND, "version": version, "cut": cut.isoformat(),
         "in_dim": int(features.shape[1]), "hidden_dim": cfg.hidden_dim, "out_dim": cfg.out_dim,
-        "relations": sorted(tg.csrs), "text_embeddings": read_item_embeddings(text_embeddings).version,
-        "graph_config": graph_cfg.model_dump(mode="json"), "hgnn_config": cfg.model_dump(mode="json"),
+        "relations": sorted(tg.csrs),
+        "text_embeddings": read_item_embeddings(text_embeddings).version,
+        "graph_config": graph_cfg.model_dump(mode="json"),
+        "hgnn_config": cfg.model_dump(mode="json"),
         "graph": graph.stats, "items": int(graph.n), "metrics": result.best,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "history": result.history, "train_seconds": round(result.seconds, 1),
