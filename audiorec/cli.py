@@ -8,6 +8,7 @@ A user-facing failure (:class:`AudiorecError`) prints one line and exits 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -190,5 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """Console-script entry point: exit without interpreter teardown, where DuckDB 2.0's
+    bindings print dozens of harmless "nanobind: leaked ..." lines (STACK.md trap 6).
+    Every file is closed by then; only the output streams need flushing."""
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

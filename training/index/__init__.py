@@ -1,0 +1,1 @@
+"""Nearest-neighbour indexes of item vectors (hnswlib), self-describing on disk."""

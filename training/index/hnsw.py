@@ -1,0 +1,124 @@
+"""An HNSW index of unit item vectors for inner-product top-k, with a manifest.
+
+hnswlib files store neither the metric nor the query-time ``ef``, so ``save`` writes a
+manifest (metric, dim, count, M, ef_construction, ef, library version) and the item ids
+beside the index, and ``load`` checks the manifest and restores ``ef``. Searching while
+adding is not thread-safe in hnswlib: build, then publish, then search.
+
+Cost: build O(n log n) (about a minute for 250k x 128 on 2 cores, BENCHMARKS.md); a query
+visits O(ef log n) nodes instead of the n dot products of exact search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audiorec.config import StrictConfig
+from audiorec.errors import AudiorecError
+
+MANIFEST_KIND = "audiorec.hnsw"
+
+
+class HNSWConfig(StrictConfig):
+    M: int = 16
+    ef_construction: int = 200
+    ef: int = 100  # query-time breadth: the recall/speed knob (chosen in BENCHMARKS.md)
+    threads: int = 2
+
+
+@dataclass
+class ItemIndex:
+    index: hnswlib.Index
+    ids: np.ndarray   # (n,) item ids; label i of the index is ids[i]
+    cfg: HNSWConfig
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids, cfg: HNSWConfig = HNSWConfig()) -> "ItemIndex":
+        """Index ``vectors`` (n, dim), which must be L2-normalised (inner product = cosine)."""
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(v, axis=1)
+        if len(v) and not np.allclose(norms, 1, atol=1e-3):
+            raise AudiorecError(f"HNSW index expects unit vectors (inner product); norms range "
+                                f"{norms.min():.3f}..{norms.max():.3f}")
+        index = hnswlib.Index(space="ip", dim=v.shape[1])
+        index.init_index(max_elements=max(1, len(v)), M=cfg.M, ef_construction=cfg.ef_construction,
+                         random_seed=0)
+        index.set_num_threads(cfg.threads)
+        if len(v):
+            index.add_items(v, np.arange(len(v)))
+        index.set_ef(cfg.ef)
+        return cls(index, np.asarray(ids, dtype=object), cfg)
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (q, k) int, scores (q, k) inner products), best first."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, self.index.get_current_count())
+        labels, dist = self.index.knn_query(q, k=k)
+        return labels.astype(np.int64), 1.0 - dist  # hnswlib "ip" distance = 1 - dot
+
+    def save(self, directory: str | Path) -> None:
+        """Write index + ids + manifest under a temporary name, then rename into place."""
+        directory = Path(directory)
+        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            self.index.save_index(str(tmp / "index.bin"))
+            pq.write_table(pa.table({"item_id": pa.array([str(i) for i in self.ids], pa.string())}),
+                           tmp / "ids.parquet")
+            (tmp / "manifest.json").write_text(json.dumps({
+                "kind": MANIFEST_KIND, "metric": "ip", "dim": self.dim,
+                "count": int(self.index.get_current_count()), **self.cfg.model_dump(),
+                "hnswlib": getattr(hnswlib, "__version__", "0.8.0"),
+            }, indent=2))
+            if directory.exists():
+                shutil.rmtree(directory)
+            tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str | Path, expect_dim: int | None = None) -> "ItemIndex":
+        directory = Path(directory)
+        mpath = directory / "manifest.json"
+        if not mpath.is_file():
+            raise AudiorecError(f"{directory} is not an HNSW index (no manifest.json)")
+        m = json.loads(mpath.read_text())
+        if m.get("kind") != MANIFEST_KIND or m.get("metric") != "ip":
+            raise AudiorecError(f"{mpath}: kind {m.get('kind')!r} metric {m.get('metric')!r}, "
+                                f"expected {MANIFEST_KIND!r} with metric 'ip'")
+        if expect_dim is not None and m["dim"] != expect_dim:
+            raise AudiorecError(f"{mpath}: index dim {m['dim']}, expected {expect_dim}")
+        ids = pq.read_table(directory / "ids.parquet").column("item_id").to_numpy(
+            zero_copy_only=False)
+        if len(ids) != m["count"]:
+            raise AudiorecError(f"{directory}: {len(ids)} ids for {m['count']} indexed vectors")
+        cfg = HNSWConfig(M=m["M"], ef_construction=m["ef_construction"], ef=m["ef"],
+                         threads=m["threads"])
+        index = hnswlib.Index(space="ip", dim=m["dim"])
+        index.load_index(str(directory / "index.bin"), max_elements=max(1, m["count"]))
+        index.set_ef(cfg.ef)  # not stored by hnswlib
+        index.set_num_threads(cfg.threads)
+        return cls(index, ids, cfg)
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Brute-force inner-product top-k labels (q, k), best first: the recall reference."""
+    scores = np.atleast_2d(queries) @ vectors.T
+    part = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+    return np.take_along_axis(part, order, axis=1)
