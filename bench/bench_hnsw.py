@@ -20,9 +20,10 @@ import numpy as np
 from training.index.hnsw import HNSWConfig, ItemIndex, exact_top_k
 
 
-def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 1000) -> np.ndarray:
+def clustered(n: int, dim: int, rng: np.random.Generator, noise: float,
+              clusters: int = 1000) -> np.ndarray:
     centres = rng.normal(size=(clusters, dim))
-    x = centres[rng.integers(0, clusters, n)] + rng.normal(scale=0.6, size=(n, dim))
+    x = centres[rng.integers(0, clusters, n)] + rng.normal(scale=noise, size=(n, dim))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -42,16 +43,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=250_000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--noise", type=float, default=0.6,
+                    help="within-cluster spread per dimension (clusters' centres: N(0, 1))")
+    ap.add_argument("--m", default="16,32", help="HNSW M values to try")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    data = clustered(args.n + args.queries, args.dim, rng)
+    data = clustered(args.n + args.queries, args.dim, rng, args.noise)
     items, queries = data[:args.n], data[args.n:]
     truth = exact_top_k(items, queries, 10)
     exact_qps = single_query_qps(lambda q: exact_top_k(items, q, 10), queries[:200])
-    out = {"n": args.n, "dim": args.dim, "exact_single_query_qps": round(exact_qps, 1),
+    out = {"n": args.n, "dim": args.dim, "noise": args.noise,
+           "exact_single_query_qps": round(exact_qps, 1),
            "runs": []}
     chosen = None
-    for m in (16, 32):
+    for m in (int(v) for v in args.m.split(",")):
         t0 = time.perf_counter()
         index = ItemIndex.build(items, np.arange(args.n), HNSWConfig(M=m, ef_construction=200))
         build_s = time.perf_counter() - t0
@@ -62,7 +67,8 @@ def main() -> None:
             r = recall(labels, truth)
             qps = single_query_qps(lambda q: index.search(q, 10), queries)
             row = {"M": m, "ef_construction": 200, "ef": ef, "build_s": round(build_s, 1),
-                   "recall_at_10": round(r, 4), "qps": round(qps), "speedup": round(qps / exact_qps, 1)}
+                   "recall_at_10": round(r, 4), "qps": round(qps),
+                   "speedup": round(qps / exact_qps, 1)}
             out["runs"].append(row)
             print(json.dumps(row), flush=True)
             if chosen is None and r >= 0.99 and qps >= 20 * exact_qps:

@@ -31,7 +31,7 @@ MANIFEST_KIND = "audiorec.hnsw"
 class HNSWConfig(StrictConfig):
     M: int = 16
     ef_construction: int = 200
-    ef: int = 100  # query-time breadth: the recall/speed knob (chosen in BENCHMARKS.md)
+    ef: int = 64  # query-time breadth: the recall/speed knob (chosen in BENCHMARKS.md)
     threads: int = 2
 
 
