@@ -45,3 +45,23 @@ def test_hgnn_rejects_unknown_relation(tmp_path, capsys):
                str(tmp_path / "h"), "--relations", "AA,XX"])
     assert rc == 1
     assert "relations.1: Input should be 'AA', 'AP' or 'PP' (got 'XX')" in capsys.readouterr().err
+
+
+def test_embed_text_then_features_from_the_command_line(tiny_world, tmp_path, capsys):
+    """The CLI path of the feature step: text embeddings (cached on the second run), then
+    jobs + apply + materialize, with the text table standing in for item embeddings."""
+    text = tmp_path / "text.parquet"
+    cache = tmp_path / "cache.parquet"
+    args = ["embed-text", "--data", str(tiny_world), "--out", str(text), "--cache", str(cache),
+            "--quiet"]
+    assert main(args) == 0
+    assert "750 items (750 encoded, 0 from cache; dim 384)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "(0 encoded, 750 from cache" in capsys.readouterr().out
+    rc = main(["features", "--data", str(tiny_world), "--workdir", str(tmp_path / "wd"),
+               "--hgnn", str(text), "--text", str(text)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "(full rebuild)" in out and "materialized" in out
+    assert main(["features", "--data", str(tiny_world), "--workdir", str(tmp_path / "wd"),
+                 "--hgnn", str(text), "--text", str(text)]) == 0
+    assert "nothing to do" in capsys.readouterr().out

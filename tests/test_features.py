@@ -299,3 +299,24 @@ def test_truncated_history_is_still_complete_inside_it(fstore, tmp_path):
         {"user_id": users, "event_timestamp": times}))
     for _, row in got.iterrows():
         _assert_matches(row, _expected(world, hgnn, row.user_id, row.event_timestamp))
+
+
+def test_daily_refresh_materializes_only_new_dates_and_matches_a_full_one(fstore, tmp_path):
+    from training.features.windows import midnight
+
+    world, hgnn, text = fstore["world"], fstore["hgnn"], fstore["text"]
+    last = fstore["report"].jobs.through
+    wd = tmp_path / "daily"
+    refresh_features(world, wd, hgnn, text, through=last - timedelta(days=5))
+    daily = refresh_features(world, wd, hgnn, text)
+    assert daily.materialized_from == midnight(last - timedelta(days=5))
+    assert refresh_features(world, wd, hgnn, text).materialized_from is None  # up to date
+    users = [f"u{i:07d}" for i in range(0, 1000, 37)]
+    a = online_features(open_store(wd), users)
+    b = online_features(fstore["store"], users)
+    for k in a:
+        for x, y in zip(a[k], b[k]):
+            if isinstance(x, list):
+                np.testing.assert_allclose(x, y, rtol=1e-6, err_msg=k)
+            else:
+                assert x == y, k
