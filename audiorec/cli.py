@@ -59,7 +59,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     through = date.fromisoformat(args.through) if args.through else None
     report = refresh_features(args.data, args.workdir, args.hgnn, args.text, through=through,
-                              store=FeatureStoreConfig(online=args.online, redis=args.redis))
+                              store=FeatureStoreConfig(online=args.online, redis=args.redis),
+                              progress=True)
     print(report.summary())
     return 0
 

@@ -56,7 +56,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     print(f"  training curve: {hgnn / 'training_curve.png'}")
 
     t = _step(4, n, "feature store: feature jobs (DuckDB), feast apply, materialize (SQLite)")
-    report = refresh_features(world, wd, hgnn / "embeddings.parquet", text)
+    report = refresh_features(world, wd, hgnn / "embeddings.parquet", text, progress=True)
     print(f"  {report.summary()} ({time.perf_counter() - t:.0f}s)")
 
     _step(5, n, "online features through the 'user_tower' feature service (Feast SDK)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
 from training.data.arrow import vector_column
@@ -70,7 +71,7 @@ def data_span(con) -> tuple[date, date]:
 def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str | Path,
                      text_embeddings: str | Path, *, through: date | None = None,
                      cfg: FeatureJobConfig = FeatureJobConfig(),
-                     validate: bool = True) -> FeatureRunReport:
+                     validate: bool = True, progress: bool = False) -> FeatureRunReport:
     """Bring the feature tables of ``workdir`` up to snapshot date ``through``
     (default: the day after the last event)."""
     data = Path(data).resolve()
@@ -99,7 +100,7 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     target = root.parent / f".features.new-{os.getpid()}" if full else root
     report = FeatureRunReport(first, through, full)
     try:
-        _write_all(con, target, report, cfg, hgnn, text, first, through, full)
+        _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
         (target / STATE_FILE).write_text(json.dumps(
             {"key": key, "first": (first if full else date.fromisoformat(state["first"])).isoformat(),
              "through": through.isoformat()},
@@ -117,7 +118,7 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
 
 def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfig,
                hgnn: ItemEmbeddings, text: ItemEmbeddings, first: date, through: date,
-               full: bool) -> None:
+               full: bool, progress: bool) -> None:
     name = f"{first.isoformat()}_{through.isoformat()}.parquet"
     # Time bounds of this run: [lo, hi) in event time; the first run starts at the origin.
     lo = None if full else midnight(first - timedelta(days=1))
@@ -144,8 +145,10 @@ def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfi
     def windows(path: Path) -> int:
         with AtomicParquet(path, user_windows_schema()) as out:
             out.write(user_window_baselines(con, hgnn.dim, first, lo, hi))
-            for batch in user_window_batches(con, hgnn, first, through, cfg.window_days,
-                                             cfg.user_buckets, anchor=full):
+            batches = user_window_batches(con, hgnn, first, through, cfg.window_days,
+                                          cfg.user_buckets, anchor=full)
+            for batch in tqdm(batches, total=cfg.user_buckets, desc="user windows",
+                              unit="bucket", disable=not progress, leave=False):
                 out.write(batch)
         return out.rows
 

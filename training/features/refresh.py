@@ -29,14 +29,16 @@ class RefreshReport:
 def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
                      text: str | Path, *, through: date | None = None,
                      jobs: FeatureJobConfig = FeatureJobConfig(),
-                     store: FeatureStoreConfig = FeatureStoreConfig()) -> RefreshReport:
+                     store: FeatureStoreConfig = FeatureStoreConfig(),
+                     progress: bool = False) -> RefreshReport:
     """Compute the feature tables up to ``through``, apply the repo, and materialize what
     the online store has not seen yet (everything after a full rebuild).
 
     Materialization progress is recorded per online store after it succeeds, so a run
     whose materialization failed (Redis down) catches up on the next run.
     """
-    report = run_feature_jobs(data, workdir, hgnn, text, through=through, cfg=jobs)
+    report = run_feature_jobs(data, workdir, hgnn, text, through=through, cfg=jobs,
+                              progress=progress)
     fs = apply_repo(workdir, store)
     marker = Path(workdir).resolve() / "feast" / f"_materialized_{store.online}.json"
     done = None
