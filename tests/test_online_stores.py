@@ -9,7 +9,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from training.features.config import FeatureStoreConfig
 from training.features.jobs import run_feature_jobs
@@ -18,19 +17,9 @@ from training.features.retrieval import ITEM_SERVICE, online_features
 from training.features.store import REPO_DIR, open_store
 from training.synth import WorldConfig, generate_world
 
-from test_features import make_embeddings
+from test_features import assert_same_features, make_embeddings
 
 USERS = ["u0000000", "u0000005", "u0000042", "u0000999", "nobody"]
-
-
-def _same(a: dict, b: dict) -> None:
-    assert set(a) == set(b)
-    for k in a:
-        for x, y in zip(a[k], b[k]):
-            if isinstance(x, list):
-                np.testing.assert_allclose(x, y, rtol=1e-6, err_msg=k)
-            else:
-                assert x == y, k
 
 
 def test_sqlite_and_redis_return_the_same_online_features(tiny_world, tmp_path, redis_server):
@@ -41,10 +30,10 @@ def test_sqlite_and_redis_return_the_same_online_features(tiny_world, tmp_path, 
     refresh_features(tiny_world, redis_wd, hgnn, text, store=cfg)
     a = online_features(open_store(sqlite_wd), USERS)
     b = online_features(open_store(redis_wd, cfg), USERS)
-    _same(a, b)
+    assert_same_features(a, b)
     assert a["country"][0] is not None and a["country"][-1] is None
     items = ["ab000001", "pc000003"]
-    _same(online_features(open_store(sqlite_wd), items, ITEM_SERVICE),
+    assert_same_features(online_features(open_store(sqlite_wd), items, ITEM_SERVICE),
           online_features(open_store(redis_wd, cfg), items, ITEM_SERVICE))
 
 
