@@ -11,9 +11,8 @@ file that records progress is written last, so a failed run is simply run again.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time as _time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
+from audiorec.publish import staged_directory
 from training.data.arrow import vector_column
 from training.data.contract import validate_dataset
 from training.data.duck import connect_dataset
@@ -33,6 +33,7 @@ from training.features.windows import (
     item_popularity,
     midnight,
     prepare_daily_interactions,
+    time_filter,
     user_window_baselines,
     user_window_batches,
     user_windows_schema,
@@ -97,20 +98,16 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     if first > through:
         return FeatureRunReport(None, through, False)
 
-    target = root.parent / f".features.new-{os.getpid()}" if full else root
     report = FeatureRunReport(first, through, full)
+    # A rebuild is staged and swapped in whole; an incremental run adds files in place
+    # (each appears atomically) and records progress last.
     try:
-        _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
-        (target / STATE_FILE).write_text(json.dumps(
-            {"key": key, "first": (first if full else date.fromisoformat(state["first"])).isoformat(),
-             "through": through.isoformat()},
-            indent=2))
-        if full:
-            _swap_in(target, root)
-    except BaseException:
-        if full:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
+        with (staged_directory(root) if full else nullcontext(root)) as target:
+            _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
+            since = first if full else date.fromisoformat(state["first"])
+            (target / STATE_FILE).write_text(json.dumps(
+                {"key": key, "first": since.isoformat(), "through": through.isoformat()},
+                indent=2))
     finally:
         con.close()
     return report
@@ -161,14 +158,8 @@ def _write_table(path: Path, table: pa.Table) -> int:
     return table.num_rows
 
 
-def _time_filter(column: str, lo, hi) -> tuple[str, list]:
-    if lo is None:
-        return f"CAST({column} AS TIMESTAMPTZ) < ?", [hi]
-    return f"CAST({column} AS TIMESTAMPTZ) >= ? AND CAST({column} AS TIMESTAMPTZ) < ?", [lo, hi]
-
-
 def _copy_rows(con, path: Path, select: str, column: str, lo, hi) -> int:
-    where, params = _time_filter(column, lo, hi)
+    where, params = time_filter(column, lo, hi)
     return _write_table(path, con.sql(f"SELECT * FROM ({select}) WHERE {where}",
                                       params=params).to_arrow_table())
 
@@ -177,7 +168,7 @@ def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) ->
     """Profile rows on the weekly grid (every user signed up by then) and at each signup."""
     grid = [d for d in (first + timedelta(days=i) for i in range((through - first).days + 1))
             if (d - PROFILE_EPOCH).days % every == 0]
-    where, params = _time_filter("signup_ts", lo, hi)
+    where, params = time_filter("signup_ts", lo, hi)
     sql = f"""
         SELECT user_id, CAST(signup_ts AS TIMESTAMPTZ) AS event_timestamp, country,
                CAST(age AS BIGINT) AS age, language, CAST(0 AS BIGINT) AS account_age_days
@@ -195,7 +186,7 @@ def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) ->
 
 
 def _item_content(con, path: Path, text: ItemEmbeddings, lo, hi) -> int:
-    where, params = _time_filter("publish_ts", lo, hi)
+    where, params = time_filter("publish_ts", lo, hi)
     items = con.sql(f"""
         SELECT item_id, CAST(publish_ts AS TIMESTAMPTZ) AS event_timestamp, item_type,
                language, genre FROM items WHERE {where} ORDER BY item_id""",
@@ -227,11 +218,3 @@ def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
 def _read_state(root: Path) -> dict | None:
     p = root / STATE_FILE
     return json.loads(p.read_text()) if p.is_file() else None
-
-
-def _swap_in(new: Path, root: Path) -> None:
-    old = root.parent / f".features.old-{os.getpid()}"
-    if root.exists():
-        root.rename(old)
-    new.rename(root)
-    shutil.rmtree(old, ignore_errors=True)

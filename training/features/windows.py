@@ -36,6 +36,13 @@ def midnight(d: date) -> datetime:
     return datetime.combine(d, time(), tzinfo=timezone.utc)
 
 
+def time_filter(column: str, lo: datetime | None, hi: datetime) -> tuple[str, list]:
+    """SQL condition and parameters for ``lo <= column < hi`` (no lower bound if lo None)."""
+    if lo is None:
+        return f"CAST({column} AS TIMESTAMPTZ) < ?", [hi]
+    return f"CAST({column} AS TIMESTAMPTZ) >= ? AND CAST({column} AS TIMESTAMPTZ) < ?", [lo, hi]
+
+
 def user_windows_schema() -> pa.Schema:
     vec = pa.list_(pa.float32())
     return pa.schema(
@@ -149,9 +156,7 @@ def user_window_baselines(con, dim: int, first: date, lo: datetime | None,
     signup, or just before the first snapshot for older accounts: every known user has a
     well-defined 90-day row (zero vectors, zero counts) from signup on."""
     start = midnight(first) - timedelta(days=1)
-    where = "CAST(signup_ts AS TIMESTAMPTZ) < ?" if lo is None else \
-        "CAST(signup_ts AS TIMESTAMPTZ) >= ? AND CAST(signup_ts AS TIMESTAMPTZ) < ?"
-    params = [hi] if lo is None else [lo, hi]
+    where, params = time_filter("signup_ts", lo, hi)
     users = con.sql(f"""
         SELECT user_id, greatest(CAST(signup_ts AS TIMESTAMPTZ), ?) AS event_timestamp
         FROM users WHERE {where} ORDER BY user_id""", params=[start] + params).to_arrow_table()

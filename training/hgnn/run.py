@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from audiorec.errors import AudiorecError
+from audiorec.publish import staged_directory
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
@@ -102,10 +101,7 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
         "graph_seconds": round(t_graph, 1),
         "versions": {"torch": torch.__version__, "torch_geometric": _pyg_version()},
     }
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_directory(out) as tmp:
         write_item_embeddings(tmp / "embeddings.parquet", graph.item_id, z, version,
                               item_type=np.where(graph.is_audiobook, "audiobook", "podcast"))
         torch.save(result.model.state_dict(), tmp / "model.pt")
@@ -113,16 +109,6 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
         (tmp / "graph_stats.json").write_text(json.dumps(graph.stats, indent=2))
         plot_curve(result.history, tmp / "training_curve.png",
                    f"HGNN {version} ({'balanced' if cfg.balanced else 'unbalanced'} sampler)")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return HGNNRun(out, version, manifest)
 
 

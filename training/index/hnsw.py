@@ -12,8 +12,6 @@ visits O(ef log n) nodes instead of the n dot products of exact search.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pyarrow.parquet as pq
 
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
+from audiorec.publish import staged_directory
 
 MANIFEST_KIND = "audiorec.hnsw"
 
@@ -71,25 +70,15 @@ class ItemIndex:
 
     def save(self, directory: str | Path) -> None:
         """Write index + ids + manifest under a temporary name, then rename into place."""
-        directory = Path(directory)
-        tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with staged_directory(directory) as tmp:
             self.index.save_index(str(tmp / "index.bin"))
-            pq.write_table(pa.table({"item_id": pa.array([str(i) for i in self.ids], pa.string())}),
-                           tmp / "ids.parquet")
+            pq.write_table(pa.table({"item_id": pa.array([str(i) for i in self.ids],
+                                                         pa.string())}), tmp / "ids.parquet")
             (tmp / "manifest.json").write_text(json.dumps({
                 "kind": MANIFEST_KIND, "metric": "ip", "dim": self.dim,
                 "count": int(self.index.get_current_count()), **self.cfg.model_dump(),
                 "hnswlib": getattr(hnswlib, "__version__", "0.8.0"),
             }, indent=2))
-            if directory.exists():
-                shutil.rmtree(directory)
-            tmp.rename(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, directory: str | Path, expect_dim: int | None = None) -> "ItemIndex":

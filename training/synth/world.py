@@ -16,8 +16,6 @@ written one chunk of users at a time, so peak memory grows with the chunk, not t
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
+from audiorec.publish import staged_directory
 from training.data.arrow import vector_column
 from training.data.contract import CONTRACT, validate_dataset
 from training.synth.behaviour import EVENT_TYPE_NAMES, ItemPicker, chunk_events
@@ -65,31 +64,12 @@ def generate_world(cfg: WorldConfig, seed: int, out: str | Path, *, overwrite: b
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise AudiorecError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_directory(out) as tmp:
         _write_world(cfg, seed, tmp, progress)
         validate_dataset(tmp)
         stats = compute_stats(tmp, cfg, seed, text_model=text_model, progress=progress)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Swap ``tmp`` into ``out``; an older ``out`` is moved aside first, then removed."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> None:
