@@ -84,6 +84,27 @@ def _cmd_hgnn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from audiorec.config import load_overrides, validated
+    from training.features.windows import midnight
+    from training.pipeline import PipelineConfig, run_pipeline
+
+    overrides = load_overrides(args.config)
+    if args.online:
+        overrides["store"] = {**overrides.get("store", {}), "online": args.online,
+                              **({"redis": args.redis} if args.redis else {})}
+    cfg = validated(PipelineConfig, overrides)
+    cut = midnight(date.fromisoformat(args.cut)) if args.cut else None
+    report = run_pipeline(args.data, args.workdir, cfg, cut=cut, skip_hgnn=args.skip_hgnn,
+                          progress=not args.quiet)
+    steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
+    print(f"\npipeline done: version {report.version} published at {report.directory}\n"
+          f"  ({steps})")
+    return 0
+
+
 def default_cut(data: str):
     """The day after the last event: train on everything."""
     from training.data.duck import connect_dataset
@@ -172,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--quiet", action="store_true")
     h.set_defaults(func=_cmd_hgnn)
 
+    pl = sub.add_parser("pipeline", help="the daily pipeline: dataset -> published artifact")
+    pl.add_argument("--data", required=True, help="dataset directory (data contract)")
+    pl.add_argument("--workdir", required=True, help="work directory (features, models, "
+                                                     "artifacts/)")
+    pl.add_argument("--cut", help="train on events before this day, YYYY-MM-DD (default: the "
+                                  "day after the last event)")
+    pl.add_argument("--skip-hgnn", action="store_true",
+                    help="reuse the last HGNN item embeddings (HGNN weekly, 2T daily)")
+    pl.add_argument("--config", help="JSON file of PipelineConfig overrides: sections graph, "
+                                     "hgnn, features, store, two_tower, index")
+    pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: "
+                                                                  "sqlite)")
+    pl.add_argument("--redis", help="Redis connection string, host:port")
+    pl.add_argument("--quiet", action="store_true")
+    pl.set_defaults(func=_cmd_pipeline)
+
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--scale", choices=("tiny", "demo", "large"), default="demo")
@@ -181,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # ibis (inside Feast's DuckDB offline store) calls a method DuckDB 2.0 deprecates
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from training.index.hnsw import HNSWConfig, ItemIndex, exact_top_k
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, noise: float,

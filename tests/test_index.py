@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from audiorec.errors import AudiorecError
-from training.index.hnsw import HNSWConfig, ItemIndex, exact_top_k
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,192 @@
+"""The versioned artifact directory that training publishes and serving loads.
+
+Layout under ``<workdir>/artifacts/``::
+
+    current                 the published version's name (replaced atomically, last)
+    <version>/manifest.json what the version is (:class:`Manifest`), with file checksums
+    <version>/user_tower/   SavedModel, signature ``serving_default`` (raw user features)
+    <version>/items.parquet item_id, item_type, title, language, genre, vector
+    <version>/index/<type>/ one HNSW index per item type (ids = the label -> item id map)
+    <version>/popularity.parquet  fallback lists: scope global|country|language, key, ...
+    <version>/consumed.parquet    user_id, item_id streamed before the cut (filtering)
+
+A version is written under a hidden temporary name, renamed into place when complete,
+and only then does ``current`` move to it; an interruption at any point leaves
+``current`` on the previous, complete version. :func:`read_manifest` refuses a directory
+whose manifest, files or checksums do not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from audiorec.errors import ContractError
+from audiorec.tower_inputs import InputSpec
+
+KIND = "audiorec.artifact"
+FORMAT_VERSION = 1
+ITEM_TYPES = ("audiobook", "podcast")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IndexInfo(_Strict):
+    path: str
+    count: int
+    M: int
+    ef_construction: int
+    ef: int
+
+
+class Manifest(_Strict):
+    kind: str = KIND
+    format_version: int = FORMAT_VERSION
+    version: str
+    created_at: str
+    git_sha: str
+    data: dict                    # dataset path, first/last event, cut, training window
+    feature_services: dict        # {"user": "user_tower", "item": "item_tower"}
+    user_features: list[InputSpec]  # the exported signature's inputs, in service order
+    item_features: list[InputSpec]
+    dim: int
+    metric: str = "ip"            # inner product on unit vectors (cosine)
+    indexes: dict[str, IndexInfo]  # per item type
+    model: dict                   # TwoTowerConfig + which inputs each tower ignores
+    upstream: dict                # hgnn / text embedding versions the features came from
+    metrics: dict                 # training: epochs, seconds, validation recall
+    libraries: dict
+    files: dict[str, str]         # relative path -> sha256
+
+
+def artifacts_root(workdir: str | Path) -> Path:
+    return Path(workdir).resolve() / "artifacts"
+
+
+def current_version(workdir: str | Path) -> str | None:
+    pointer = artifacts_root(workdir) / "current"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def current_dir(workdir: str | Path) -> Path:
+    version = current_version(workdir)
+    if version is None:
+        raise ContractError(f"no published artifact under {artifacts_root(workdir)} "
+                            "(run: audiorec pipeline --data DIR --workdir W)")
+    return artifacts_root(workdir) / version
+
+
+def new_version_name(workdir: str | Path, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    base = now.strftime("v%Y%m%dT%H%M%SZ")
+    name, i = base, 1
+    while (artifacts_root(workdir) / name).exists():
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksums(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sha256(p)
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest],
+            check: Callable[[Path], object] | None = None) -> Path:
+    """Build a version with ``write(staging_dir) -> Manifest`` (file checksums are filled
+    in here), optionally ``check`` it by loading it as serving would, rename it into
+    place, then point ``current`` at it. Any failure leaves ``current`` untouched."""
+    root = artifacts_root(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / version
+    if final.exists():
+        raise ContractError(f"artifact version {version} already exists under {root}")
+    tmp = root / f".{version}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        manifest = write(tmp)
+        manifest = manifest.model_copy(update={"files": checksums(tmp)})
+        (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+        read_manifest(tmp)
+        if check is not None:
+            check(tmp)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    set_current(workdir, version)
+    return final
+
+
+def set_current(workdir: str | Path, version: str) -> None:
+    """Point ``current`` at ``version`` (a complete directory) in one atomic rename."""
+    root = artifacts_root(workdir)
+    if not (root / version / "manifest.json").is_file():
+        raise ContractError(f"cannot point current at {version}: {root / version} is not a "
+                            "complete artifact version")
+    tmp = root / f".current.tmp-{os.getpid()}"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / "current")
+
+
+def read_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
+    """The version's manifest, after checking its kind, format, and (by default) that
+    every listed file is present with its checksum and nothing is missing."""
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise ContractError(f"{directory} is not an artifact version (no manifest.json)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{path} is not valid JSON: {exc}") from None
+    if raw.get("kind") != KIND or raw.get("format_version") != FORMAT_VERSION:
+        raise ContractError(f"{path}: kind {raw.get('kind')!r} format "
+                            f"{raw.get('format_version')!r}, expected {KIND!r} format "
+                            f"{FORMAT_VERSION}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ContractError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") \
+            from None
+    if set(manifest.indexes) != set(ITEM_TYPES):
+        raise ContractError(f"{path}: indexes for {sorted(manifest.indexes)}, expected "
+                            f"{list(ITEM_TYPES)}")
+    if verify_files:
+        for rel, digest in manifest.files.items():
+            f = directory / rel
+            if not f.is_file():
+                raise ContractError(f"{directory}: {rel} listed in the manifest is missing")
+            if sha256(f) != digest:
+                raise ContractError(f"{directory}: {rel} does not match its checksum "
+                                    "(modified or truncated after publishing)")
+    return manifest
+
+
+def check_user_features(manifest: Manifest, served: list[str]) -> None:
+    """Refuse a version whose user tower was trained on other features than the feature
+    service now serves (names and order)."""
+    trained = [s.name for s in manifest.user_features]
+    if trained != list(served):
+        raise ContractError(
+            f"artifact {manifest.version} was trained on user features {trained}, but the "
+            f"feature service {manifest.feature_services.get('user')!r} serves {list(served)}")

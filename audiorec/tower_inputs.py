@@ -1,0 +1,69 @@
+"""Raw Feast feature values -> the arrays a tower's signature takes, one rule per kind.
+
+Training (Feast historical features, Arrow columns) and serving (Feast online features,
+Python lists) both go through :func:`tower_inputs`, so the two cannot drift. The rule is
+mechanical, not feature logic: a missing string becomes ``""``, a missing number ``NaN``,
+a missing vector a row of ``NaN``. What a missing value *means* (zero, the training mean,
+an out-of-vocabulary bucket) is decided inside the exported model.
+
+Shapes: string (n,) object; number (n,) float32; vector (n, dim) float32.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from audiorec.errors import ContractError
+
+
+class InputSpec(BaseModel):
+    """One tower input: a feature of the feature service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    kind: Literal["string", "number", "vector"]
+    dim: int = 1
+
+
+def tower_inputs(columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence],
+                 specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """Convert each spec'd column of ``columns`` (extra columns are ignored)."""
+    missing = [s.name for s in specs if s.name not in columns]
+    if missing:
+        raise ContractError(f"features {missing} expected by the tower are missing; "
+                            f"got {sorted(columns)}")
+    return {s.name: _convert(columns[s.name], s) for s in specs}
+
+
+def _as_arrow(values, spec: InputSpec) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    values = [None if v is None else (list(v) if spec.kind == "vector" else v) for v in values]
+    types = {"string": pa.string(), "number": pa.float64(), "vector": pa.list_(pa.float32())}
+    return pa.array(values, type=types[spec.kind])
+
+
+def _convert(values, spec: InputSpec) -> np.ndarray:
+    arr = _as_arrow(values, spec)
+    if spec.kind == "string":
+        return np.asarray(pc.fill_null(arr.cast(pa.string()), "").to_numpy(zero_copy_only=False),
+                          dtype=object)
+    if spec.kind == "number":
+        return pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy().astype(np.float32)
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy()
+    present = arr.is_valid().to_numpy(zero_copy_only=False) & (lengths > 0)
+    bad = present & (lengths != spec.dim)
+    if bad.any():
+        raise ContractError(f"feature {spec.name!r}: vectors of length "
+                            f"{sorted(set(lengths[bad].tolist()))[:5]}, expected {spec.dim}")
+    out = np.full((len(arr), spec.dim), np.nan, dtype=np.float32)
+    flat = pc.list_flatten(arr.filter(pa.array(present))).to_numpy(zero_copy_only=False)
+    out[present] = flat.astype(np.float32).reshape(-1, spec.dim)
+    return out

@@ -1,0 +1,108 @@
+"""Loads one published artifact version fully, so a server can swap to it in one step.
+
+Everything is checked before the object exists: the manifest and file checksums
+(:func:`audiorec.artifact.read_manifest`), the user tower's signature against the
+manifest's feature list, every index's metric and dimension against the model's. A
+mismatch raises :class:`ContractError` naming what differs.
+
+In memory: item metadata as arrays indexed by item row; per item type, the HNSW index and
+``label -> item row``; consumed items as CSR over users (row offsets into an item-row
+array); popularity lists as item-row arrays keyed by (scope, key, item type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from audiorec.artifact import ITEM_TYPES, Manifest, check_user_features, current_dir, \
+    read_manifest
+from audiorec.errors import ContractError
+from audiorec.hnsw_index import ItemIndex
+from serving.tower import UserTower
+
+
+@dataclass
+class Artifact:
+    directory: Path
+    manifest: Manifest
+    tower: UserTower
+    item_ids: np.ndarray           # (m,) sorted; an item's row is its position here
+    item_types: np.ndarray
+    titles: np.ndarray
+    languages: np.ndarray
+    vectors: np.ndarray            # (m, dim) unit item vectors
+    indexes: dict[str, ItemIndex]
+    label_rows: dict[str, np.ndarray]   # per type: index label -> item row
+    users: dict[str, int]          # user id -> position in consumed_offsets
+    consumed_offsets: np.ndarray   # (u + 1,)
+    consumed_rows: np.ndarray      # item rows, grouped by user
+    popularity: dict[tuple[str, str, str], np.ndarray]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @classmethod
+    def load(cls, directory: str | Path, served_user_features: list[str] | None = None
+             ) -> "Artifact":
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if served_user_features is not None:
+            check_user_features(manifest, served_user_features)
+        tower = UserTower(directory / "user_tower", manifest.user_features, manifest.dim)
+        items = pq.read_table(directory / "items.parquet")
+        ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
+        vectors = np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(
+            np.float32) if len(ids) else np.zeros((0, manifest.dim), np.float32)
+        if vectors.shape[1] != manifest.dim:
+            raise ContractError(f"{directory}: item vectors have dim {vectors.shape[1]}, the "
+                                f"manifest says {manifest.dim}")
+        indexes, label_rows = {}, {}
+        for kind in ITEM_TYPES:
+            info = manifest.indexes[kind]
+            index = ItemIndex.load(directory / info.path, expect_dim=manifest.dim)
+            rows = np.searchsorted(ids, index.ids)
+            if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
+                raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
+            indexes[kind], label_rows[kind] = index, rows
+        types = items.column("item_type").to_numpy(zero_copy_only=False).astype(object)
+        return cls(directory, manifest, tower, ids, types,
+                   items.column("title").to_numpy(zero_copy_only=False).astype(object),
+                   items.column("language").to_numpy(zero_copy_only=False).astype(object),
+                   vectors, indexes, label_rows, *_consumed(directory, ids),
+                   _popularity(directory, ids))
+
+    @classmethod
+    def load_current(cls, workdir: str | Path, **kwargs) -> "Artifact":
+        return cls.load(current_dir(workdir), **kwargs)
+
+    def consumed(self, user_id: str) -> np.ndarray:
+        """Item rows the user streamed before the cut (empty for unknown users)."""
+        i = self.users.get(user_id)
+        if i is None:
+            return self.consumed_rows[:0]
+        return self.consumed_rows[self.consumed_offsets[i]:self.consumed_offsets[i + 1]]
+
+
+def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    t = pq.read_table(directory / "consumed.parquet")
+    users = t.column("user_id").to_numpy(zero_copy_only=False).astype(object)
+    rows = np.searchsorted(ids, t.column("item_id").to_numpy(zero_copy_only=False).astype(object))
+    # Items consumed but not in the catalogue as of the cut cannot be recommended anyway.
+    rows = np.where(rows < len(ids), rows, len(ids) - 1) if len(ids) else rows
+    unique, starts = np.unique(users, return_index=True)  # the file is sorted by user
+    offsets = np.append(starts, len(users)).astype(np.int64)
+    return {u: i for i, u in enumerate(unique)}, offsets, rows.astype(np.int64)
+
+
+def _popularity(directory: Path, ids: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
+    df = pq.read_table(directory / "popularity.parquet").to_pandas()
+    df["row"] = np.searchsorted(ids, df["item_id"].to_numpy(dtype=object))
+    return {key: g.sort_values("rank")["row"].to_numpy()
+            for key, g in df.groupby(["scope", "key", "item_type"], sort=False)}

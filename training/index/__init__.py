@@ -1,1 +1,0 @@
-"""Nearest-neighbour indexes of item vectors (hnswlib), self-describing on disk."""

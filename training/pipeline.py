@@ -1,0 +1,157 @@
+"""The daily pipeline, end to end: one call from a dataset to a published artifact.
+
+    validate -> text embeddings -> co-listening graph + HGNN -> feature jobs, feast apply,
+    materialize -> two-tower training on Feast historical features -> export, item
+    vectors, HNSW indexes, fallback lists -> publish (atomic, ``current`` moved last)
+
+Each step publishes its own output atomically; the artifact version is published only
+after every step succeeded and the version reloads as serving would load it, so a failed
+run leaves the served version untouched and names the step that failed. The HGNN step
+can be skipped to reuse the last item embeddings (the paper's "HGNN weekly, 2T daily").
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import Field
+
+from audiorec.artifact import current_version, new_version_name, publish
+from audiorec.config import StrictConfig
+from audiorec.errors import AudiorecError
+from audiorec.hnsw_index import HNSWConfig
+from training.features.config import FeatureJobConfig, FeatureStoreConfig
+from training.graph.colisten import GraphConfig
+from training.hgnn.config import HGNNConfig
+from training.twotower.config import TwoTowerConfig
+
+
+class PipelineConfig(StrictConfig):
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    hgnn: HGNNConfig = Field(default_factory=HGNNConfig)
+    features: FeatureJobConfig = Field(default_factory=FeatureJobConfig)
+    store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+    index: HNSWConfig = Field(default_factory=HNSWConfig)
+
+
+class PipelineError(AudiorecError):
+    """A step failed; the message names it, the cause, and the version still served."""
+
+
+@dataclass
+class PipelineReport:
+    version: str | None = None
+    directory: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+STEPS = ("validate the dataset", "text embeddings", "co-listening graph + HGNN",
+         "feature store: jobs, apply, materialize", "two-tower training (Feast historical)",
+         "export, item vectors, HNSW indexes, publish")
+
+
+def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = PipelineConfig(),
+                 *, cut: datetime | None = None, skip_hgnn: bool = False,
+                 progress: bool = True) -> PipelineReport:
+    """Run every step on ``data`` into ``workdir``; train on events before ``cut``
+    (default: the day after the last event)."""
+    from audiorec.cli import default_cut
+
+    data, wd = Path(data).resolve(), Path(workdir).resolve()
+    wd.mkdir(parents=True, exist_ok=True)
+    report = PipelineReport()
+    say = print if progress else (lambda *a, **k: None)
+    text, hgnn_dir = wd / "text" / "embeddings.parquet", wd / "hgnn"
+
+    @contextmanager
+    def step(i: int) -> Iterator[None]:
+        name = STEPS[i]
+        say(f"\n[{i + 1}/{len(STEPS)}] {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            served = current_version(wd)
+            kept = f"the published version {served} is untouched" if served else \
+                "nothing was published"
+            cause = str(exc) if isinstance(exc, AudiorecError) else \
+                f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                cause = "interrupted"
+            raise PipelineError(f"pipeline step {i + 1} ({name}) failed: {cause}; {kept}") \
+                from exc
+        report.seconds[name] = round(time.perf_counter() - t0, 1)
+        say(f"  done in {report.seconds[name]:.0f}s", flush=True)
+
+    with step(0):
+        from training.data import validate_dataset
+
+        info = validate_dataset(data)
+        cut = cut or default_cut(str(data))
+        say(f"  {', '.join(f'{k} {v:,}' for k, v in info.rows.items())}; training cut "
+            f"{cut:%Y-%m-%d}")
+    with step(1):
+        from training.text.embed import embed_items
+
+        res = embed_items(data / "items.parquet", text, cache=wd / "text" / "cache.parquet",
+                          progress=progress)
+        say(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached)")
+    with step(2):
+        if skip_hgnn:
+            if not (hgnn_dir / "embeddings.parquet").is_file():
+                raise AudiorecError(f"--skip-hgnn needs earlier HGNN embeddings in {hgnn_dir}; "
+                                    "there are none (run once without --skip-hgnn)")
+            say(f"  skipped: reusing the item embeddings in {hgnn_dir}")
+        else:
+            from training.hgnn.run import run_hgnn
+
+            run = run_hgnn(data, text, hgnn_dir, cut, cfg.graph, cfg.hgnn, progress=progress)
+            say(f"  {run.summary()}")
+    with step(3):
+        from training.features.refresh import refresh_features
+
+        refreshed = refresh_features(data, wd, hgnn_dir / "embeddings.parquet", text,
+                                     through=cut.date(), jobs=cfg.features, store=cfg.store,
+                                     progress=progress)
+        say("  " + refreshed.summary().replace("\n", "\n  "))
+    with step(4):
+        from training.features.embeddings import read_item_embeddings
+        from training.features.store import open_store
+        from training.twotower.examples import build_tower_data
+        from training.twotower.train import train_two_tower
+
+        tower_data = build_tower_data(open_store(wd, cfg.store), data, cut, cfg.two_tower,
+                                      progress=say)
+        towers = train_two_tower(tower_data, cfg.two_tower, progress=progress)
+        best = towers.best
+        say(f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
+            f" validation recall@10 audiobooks {best['val_recall_audiobook']:.3f}, podcasts "
+            f"{best['val_recall_podcast']:.3f}")
+        upstream = {"hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
+                    "text_version": read_item_embeddings(text).version,
+                    "hgnn_skipped": skip_hgnn}
+    with step(5):
+        from training.release.build import verify_roundtrip, write_version
+        from training.twotower.train import plot_curve
+
+        version = new_version_name(wd)
+
+        def write(out: Path):
+            manifest = write_version(out, version=version, towers=towers, data=tower_data,
+                                     data_dir=data, cut=cut, cfg=cfg.two_tower,
+                                     index_cfg=cfg.index, upstream=upstream)
+            plot_curve(towers.history, out / "training_curve.png")
+            return manifest
+
+        report.directory = publish(wd, version, write,
+                                   check=lambda d: verify_roundtrip(d, towers, tower_data))
+        report.version = version
+        say(f"  published {version} -> {report.directory} (current)")
+    return report

@@ -1,0 +1,1 @@
+"""Assembling and publishing a versioned artifact (audiorec.artifact) from a training run."""

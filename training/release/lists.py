@@ -1,0 +1,57 @@
+"""What serving needs besides the model: popularity fallback lists and consumed items.
+
+Both are DuckDB SQL over the events before the cut (O(events)), written straight to
+parquet.
+
+* Popularity: items ranked by distinct listeners (then streams) over the last
+  ``days`` before the cut, per item type, globally, per listener country and per item
+  language; the top ``top_n`` of each list.
+* Consumed: distinct (user, item) pairs streamed before the cut, so serving can drop
+  what a user already started (sorted by user for a compact in-memory index).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from training.data.duck import connect_dataset, sql_literal
+
+
+def write_popularity(data: str | Path, cut: datetime, out: Path, days: int = 28,
+                     top_n: int = 500) -> int:
+    con = connect_dataset(data, ("users", "items", "events"))
+    try:
+        con.sql(f"""
+            CREATE TEMP TABLE recent AS
+            SELECT e.user_id, e.item_id, i.item_type, i.language AS item_language, u.country
+            FROM events e JOIN items i USING (item_id) JOIN users u USING (user_id)
+            WHERE e.event_type = 'stream' AND e.ts >= $lo AND e.ts < $cut""",
+                params={"lo": cut - timedelta(days=days), "cut": cut})
+        by = {"global": "''", "country": "country", "language": "item_language"}
+        parts = " UNION ALL ".join(
+            f"SELECT '{scope}' AS scope, {key} AS key, item_type, item_id, "
+            f"count(DISTINCT user_id) AS listeners, count(*) AS streams FROM recent GROUP BY ALL"
+            for scope, key in by.items())
+        con.sql(f"""
+            COPY (SELECT scope, key, item_type, rank, item_id, listeners, streams FROM (
+                    SELECT *, row_number() OVER (PARTITION BY scope, key, item_type
+                        ORDER BY listeners DESC, streams DESC, item_id) AS rank
+                    FROM ({parts}))
+                  WHERE rank <= {int(top_n)} ORDER BY scope, key, item_type, rank)
+            TO {sql_literal(str(out))} (FORMAT parquet)""")
+        return con.sql(f"SELECT count(*) FROM {sql_literal(str(out))}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def write_consumed(data: str | Path, cut: datetime, out: Path) -> int:
+    con = connect_dataset(data, ("events",))
+    try:
+        con.sql(f"""
+            COPY (SELECT DISTINCT user_id, item_id FROM events
+                  WHERE event_type = 'stream' AND ts < $cut ORDER BY user_id, item_id)
+            TO {sql_literal(str(out))} (FORMAT parquet)""", params={"cut": cut})
+        return con.sql(f"SELECT count(*) FROM {sql_literal(str(out))}").fetchall()[0][0]
+    finally:
+        con.close()

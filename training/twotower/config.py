@@ -1,0 +1,46 @@
+"""Settings of the two-tower model and its training (defaults: the paper's where it says)."""
+
+from __future__ import annotations
+
+from audiorec.config import StrictConfig
+
+# User-tower inputs that come from the HGNN, and those that come from weak signals: the
+# evaluation's "2T alone" baseline and "no weak signals" ablation switch them off.
+HGNN_USER_FEATURES = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
+HGNN_ITEM_FEATURES = ("hgnn_embedding",)
+WEAK_USER_FEATURES = ("follow_count_90d", "preview_count_90d", "intent_to_pay_count_90d",
+                      "podcast_follow_count_90d", "weak_audiobook_pref")
+# Item-service features the item tower never reads: a version tag, and popularity (kept
+# in the service for the fallback lists; as a tower input it trades coverage for hits).
+ITEM_UNUSED = ("hgnn_version", "streams_90d", "listeners_90d")
+
+
+class TwoTowerConfig(StrictConfig):
+    layers: tuple[int, ...] = (512, 256, 128)  # the last one is the output (L2-normalised)
+    string_embedding_dim: int = 8              # per categorical input (country, genre, ...)
+    temperature: float = 0.05                  # softmax over cosine similarities
+    logq_correction: bool = True               # in-batch negatives weighted by item frequency
+    use_hgnn: bool = True                      # False: the "2T alone" baseline
+    use_weak_signals: bool = True              # False: weak-signal features dropped
+    weak_positives: bool = False               # also train on follow/preview/intent_to_pay
+    podcast_positive_share: float = 2.0        # podcast positives per audiobook one, at most
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    max_epochs: int = 10
+    patience: int = 2                          # epochs without a better validation recall
+    train_days: int | None = None              # examples from this many days before the cut (None: all)
+    validation_days: int = 7                   # the later-in-time slice for early stopping
+    validation_max_examples: int = 5000
+    seed: int = 0
+
+    def ignored_user_features(self) -> tuple[str, ...]:
+        ignored = set()
+        if not self.use_hgnn:
+            ignored |= set(HGNN_USER_FEATURES)
+        if not self.use_weak_signals:
+            ignored |= set(WEAK_USER_FEATURES)
+        return tuple(sorted(ignored))
+
+    def ignored_item_features(self) -> tuple[str, ...]:
+        return tuple(sorted(set(ITEM_UNUSED) | (set() if self.use_hgnn else
+                                                  set(HGNN_ITEM_FEATURES))))
