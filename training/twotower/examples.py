@@ -43,6 +43,7 @@ class TowerData:
     user_specs: list[InputSpec]
     item_specs: list[InputSpec]
     user: dict[str, np.ndarray]
+    user_ids: np.ndarray
     item: np.ndarray
     ts: np.ndarray
     validation: np.ndarray
@@ -153,7 +154,7 @@ def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig
     return TowerData(
         user_specs=user_specs, item_specs=item_specs,
         user=tower_inputs({n: users.column(n) for n in users.column_names}, user_specs),
-        item=row.loc[pos["item_id"]].to_numpy(), ts=ts, validation=validation, scored=scored,
+        user_ids=pos["user_id"].to_numpy(dtype=object), item=row.loc[pos["item_id"]].to_numpy(), ts=ts, validation=validation, scored=scored,
         item_ids=item_ids, item_types=items.column("item_type").to_numpy(zero_copy_only=False),
         items=tower_inputs({n: items.column(n) for n in items.column_names}, item_specs),
         window={"first_example": str(pos["event_timestamp"].min()),

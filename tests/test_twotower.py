@@ -1,0 +1,252 @@
+"""The two towers, the exported artifact and the daily pipeline, on a tiny world."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from audiorec.artifact import (Manifest, artifacts_root, check_user_features, current_version,
+                               publish, read_manifest)
+from audiorec.errors import ContractError
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
+from audiorec.tower_inputs import InputSpec, tower_inputs
+from training.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+# Small enough for CI (a minute), large enough to learn.
+TINY = {"hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,
+                 "max_steps_per_epoch": 40},
+        "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def piped(tiny_world, tmp_path_factory):
+    """A pipeline run on the tiny world: (workdir, report, config)."""
+    from audiorec.config import validated
+
+    cfg = validated(PipelineConfig, TINY)
+    wd = tmp_path_factory.mktemp("pipeline")
+    report = run_pipeline(tiny_world, wd, cfg, progress=False)
+    return wd, report, cfg
+
+
+@pytest.fixture(scope="module")
+def artifact(piped):
+    from serving.artifact import Artifact
+
+    return Artifact.load_current(piped[0])
+
+
+@pytest.fixture(scope="module")
+def tower_data(piped, tiny_world):
+    from audiorec.cli import default_cut
+    from training.features.store import open_store
+    from training.twotower.examples import build_tower_data
+
+    wd, _, cfg = piped
+    return build_tower_data(open_store(wd), tiny_world, default_cut(str(tiny_world)),
+                            cfg.two_tower, progress=lambda *a: None)
+
+
+def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
+    wd, report, _ = piped
+    assert current_version(wd) == report.version
+    m = read_manifest(report.directory)  # checksums of every file
+    assert m.dim == 32 and m.metric == "ip" and m.feature_services["user"] == "user_tower"
+    assert m.indexes["audiobook"].count == (artifact.item_types == "audiobook").sum()
+    assert m.indexes["podcast"].count == (artifact.item_types == "podcast").sum()
+    assert {"tensorflow", "keras", "feast", "hnswlib"} <= set(m.libraries)
+    assert m.git_sha and m.data["cut"] and m.upstream["hgnn_version"].startswith("hgnn-")
+    assert (report.directory / "training_curve.png").stat().st_size > 0
+    np.testing.assert_allclose(np.linalg.norm(artifact.vectors, axis=1), 1, atol=1e-4)
+    # fallback lists exist for both types, globally
+    assert len(artifact.popularity[("global", "", "audiobook")]) > 0
+    assert len(artifact.popularity[("global", "", "podcast")]) > 0
+
+
+def test_exported_inputs_equal_the_feature_service(piped, artifact):
+    from training.features.store import feature_service, open_store
+
+    service = feature_service(open_store(piped[0]), "user_tower")
+    served = [f.name for p in service.feature_view_projections for f in p.features]
+    assert artifact.tower.input_names == sorted(served)
+    assert [s.name for s in artifact.manifest.user_features] == served
+    check_user_features(artifact.manifest, served)
+    with pytest.raises(ContractError, match="trained on user features"):
+        check_user_features(artifact.manifest, served[:-1])
+
+
+def test_training_learns_and_export_round_trips(tower_data, tmp_path):
+    from serving.tower import UserTower
+    from training.twotower.config import TwoTowerConfig
+    from training.twotower.export import export_user_tower
+    from training.twotower.train import embed, train_two_tower, validation_recall
+
+    cfg = TwoTowerConfig(layers=(64, 32), max_epochs=6, patience=6, batch_size=64)
+    untrained = train_two_tower(tower_data, cfg.with_overrides({"max_epochs": 1,
+                                                                "learning_rate": 1e-9}),
+                                progress=False)
+    trained = train_two_tower(tower_data, cfg, progress=False)
+    rows = np.flatnonzero(tower_data.scored)
+    before = validation_recall(tower_data, untrained, rows)["audiobook"]
+    after = trained.best["val_recall_audiobook"]
+    assert after > before + 0.1, (before, after)
+    export_user_tower(trained.user_tower, tower_data.user_specs, tmp_path / "tower")
+    back = UserTower(tmp_path / "tower", tower_data.user_specs, 32)
+    sample = {k: v[:50] for k, v in tower_data.user.items()}
+    np.testing.assert_allclose(back(sample), embed(trained.user_tower, sample), atol=1e-5)
+
+
+def test_examples_see_no_future(tower_data):
+    """A user's first-ever audiobook stream is a positive whose features count no
+    audiobook stream: the example's own event is not in its features."""
+    audiobook = tower_data.item_types[tower_data.item] == "audiobook"
+    streams = tower_data.user["audiobook_streams_90d"]
+    ts = tower_data.ts
+    first = {}
+    users = tower_data.user_ids
+    for i in np.argsort(ts, kind="stable"):
+        if audiobook[i] and users[i] not in first:
+            first[users[i]] = i
+    rows = np.array(list(first.values()))
+    assert len(rows) > 20
+    assert np.nan_to_num(streams[rows]).max() == 0
+
+
+def test_missing_values_are_filled_inside_the_model(artifact):
+    """Serving passes raw values; a user with no rows at all still gets a unit vector."""
+    raw = {s.name: [None] for s in artifact.manifest.user_features}
+    v = artifact.tower(tower_inputs(raw, artifact.manifest.user_features))
+    assert v.shape == (1, 32) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v), 1, atol=1e-4)
+
+
+def test_tower_inputs_rule():
+    specs = [InputSpec(name="s", kind="string"), InputSpec(name="n", kind="number"),
+             InputSpec(name="v", kind="vector", dim=2)]
+    out = tower_inputs({"s": ["a", None], "n": [3, None], "v": [[1, 2], None]}, specs)
+    assert out["s"].tolist() == ["a", ""]
+    assert out["n"][0] == 3 and np.isnan(out["n"][1])
+    assert out["v"][0].tolist() == [1, 2] and np.isnan(out["v"][1]).all()
+    with pytest.raises(ContractError, match=r"vectors of length \[3\], expected 2"):
+        tower_inputs({"s": ["a"], "n": [1], "v": [[1, 2, 3]]}, specs)
+
+
+def test_recall_against_brute_force_random_10k():
+    """Production index settings, 10k random clustered unit vectors (uniform random
+    vectors in high dimension have no neighbour structure; see BENCHMARKS.md)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 64))[rng.integers(0, 200, 10_500)] + \
+        rng.normal(scale=0.6, size=(10_500, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = ItemIndex.build(x[:10_000], np.arange(10_000), HNSWConfig())
+    labels, _ = index.search(x[10_000:], 10)
+    truth = exact_top_k(x[:10_000], x[10_000:], 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, truth)])
+    assert recall >= 0.99, recall
+
+
+def test_artifact_indexes_round_trip(artifact, tmp_path):
+    index = artifact.indexes["audiobook"]
+    index.save(tmp_path / "again")
+    back = ItemIndex.load(tmp_path / "again", expect_dim=artifact.manifest.dim)
+    q = artifact.vectors[artifact.label_rows["audiobook"][:30]]
+    assert np.array_equal(index.search(q, 10)[0], back.search(q, 10)[0])
+
+
+def _copy_version(piped, tmp_path):
+    wd, report, _ = piped
+    dst = tmp_path / "wd"
+    shutil.copytree(artifacts_root(wd), dst / "artifacts")
+    return dst, report.version
+
+
+def test_interrupted_publish_keeps_current(piped, tmp_path, monkeypatch):
+    import audiorec.artifact as art
+
+    wd, old = _copy_version(piped, tmp_path)
+    manifest = read_manifest(wd / "artifacts" / old)
+
+    def write(out):  # a version that dies half-written
+        (out / "items.parquet").write_bytes(b"partial")
+        raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError):
+        publish(wd, "v-new", write)
+    assert current_version(wd) == old and not (wd / "artifacts" / "v-new").exists()
+    assert not [p for p in (wd / "artifacts").iterdir() if p.name.startswith(".")]
+
+    def copy(out):  # a complete version; the process dies before the pointer moves
+        shutil.copytree(wd / "artifacts" / old, out, dirs_exist_ok=True)
+        return manifest.model_copy(update={"version": "v-new"})
+
+    monkeypatch.setattr(art, "set_current", lambda *a: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        publish(wd, "v-new", copy)
+    assert current_version(wd) == old
+    monkeypatch.undo()
+    with pytest.raises(ContractError, match="refused"):
+        publish(wd, "v-bad", copy, check=lambda d: (_ for _ in ()).throw(
+            ContractError("refused by check")))
+    assert current_version(wd) == old and not (wd / "artifacts" / "v-bad").exists()
+
+
+def test_loader_refuses_tampered_or_foreign_versions(piped, tmp_path):
+    from serving.artifact import Artifact
+
+    wd, version = _copy_version(piped, tmp_path)
+    d = wd / "artifacts" / version
+    with open(d / "popularity.parquet", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ContractError, match="popularity.parquet does not match its checksum"):
+        Artifact.load(d)
+    m = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text(json.dumps({**m, "format_version": 99}))
+    with pytest.raises(ContractError, match="format 99, expected 'audiorec.artifact' format 1"):
+        read_manifest(d)
+    (d / "manifest.json").write_text(json.dumps({**m, "dim": 64, "files": {}}))
+    with pytest.raises(ContractError, match="item vectors have dim 32, the manifest says 64"):
+        Artifact.load(d)
+    with pytest.raises(ContractError, match="not an artifact version"):
+        read_manifest(tmp_path)
+
+
+def test_failed_step_is_named_and_nothing_is_published(tiny_world, tmp_path):
+    with pytest.raises(PipelineError, match=r"step 3 \(co-listening graph \+ HGNN\) failed: "
+                                            r"--skip-hgnn needs earlier HGNN embeddings.*"
+                                            r"nothing was published"):
+        run_pipeline(tiny_world, tmp_path, skip_hgnn=True, progress=False)
+    assert current_version(tmp_path) is None
+
+
+def test_failed_training_keeps_the_published_version(piped, tiny_world, tmp_path, monkeypatch):
+    """--skip-hgnn reuses the item embeddings; a 2T failure leaves current alone."""
+    import training.twotower.train as train
+
+    wd, report, cfg = piped
+    monkeypatch.setattr(train, "train_two_tower", lambda *a, **k: (_ for _ in ()).throw(
+        MemoryError("out of memory")))
+    with pytest.raises(PipelineError, match=rf"step 5 .* failed: MemoryError: out of memory; "
+                                            rf"the published version {report.version} is"):
+        run_pipeline(tiny_world, wd, cfg, skip_hgnn=True, progress=False)
+    assert current_version(wd) == report.version
+
+
+def test_manifest_rejects_unknown_keys(artifact):
+    raw = json.loads(artifact.manifest.model_dump_json())
+    with pytest.raises(Exception):
+        Manifest.model_validate({**raw, "surprise": 1})
+
+
+def test_cli_pipeline_bad_config_is_one_line(tmp_path, capsys, tiny_world):
+    from audiorec.cli import main
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"two_tower": {"layerz": [8]}}))
+    rc = main(["pipeline", "--data", str(tiny_world), "--workdir", str(tmp_path / "w"),
+               "--config", str(cfg)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "two_tower.layerz" in err[0] and "unknown key" in err[0]
