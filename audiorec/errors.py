@@ -12,3 +12,11 @@ class AudiorecError(Exception):
 
 class ContractError(AudiorecError):
     """A dataset does not match the data contract (see ``training.data.contract``)."""
+
+
+class InvalidRequest(AudiorecError):
+    """A request field is out of its domain (gRPC INVALID_ARGUMENT)."""
+
+
+class NotFound(AudiorecError):
+    """A request names something that does not exist (gRPC NOT_FOUND)."""

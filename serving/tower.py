@@ -32,6 +32,9 @@ class UserTower:
     """The exported user tower of one artifact version."""
 
     def __init__(self, path: str | Path, specs: Sequence[InputSpec], dim: int):
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
         import tensorflow as tf
 
         _limit_threads(tf)

@@ -1,0 +1,185 @@
+"""The request path, free of any transport: features -> user tower -> index -> filters.
+
+``Recommender.recommend`` reads the user's raw features through the ``user_tower``
+feature service (Feast online store), runs the exported user tower, queries the item
+type's HNSW index, and drops what the user already streamed and what is outside the
+requested languages, over-fetching until ``k`` remain (or brute-forcing the allowed set
+when a language filter leaves few items: hnswlib's filter is slow then, STACK.md trap 11).
+
+Strategies: PERSONALIZED (history of the requested type in the 90-day window),
+COLD_START (known user without such history: the tower works from the other features),
+FALLBACK (user unknown to the store, or the store unreachable: popularity for the
+requested languages if given, else global). Never an error for a well-formed request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from audiorec.errors import InvalidRequest, NotFound
+from audiorec.tower_inputs import tower_inputs
+from serving.artifact import Artifact
+
+ITEM_TYPES = ("audiobook", "podcast")
+MAX_K = 1000
+HISTORY = {"audiobook": "audiobook_items_90d", "podcast": "podcast_items_90d"}
+KNOWN_MARKERS = ("country", "audiobook_items_90d")  # null in both: unknown to the store
+BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
+
+
+@dataclass
+class Item:
+    item_id: str
+    item_type: str
+    score: float
+    title: str
+
+
+@dataclass
+class Answer:
+    items: list[Item]
+    strategy: str
+    reason: str
+    model_version: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def check_request(user_or_item: str, field_name: str, k: int, item_type: str) -> None:
+    if not user_or_item or not user_or_item.strip():
+        raise InvalidRequest(f"{field_name} is empty; expected a non-empty id")
+    if not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k is {k}; expected 1 <= k <= {MAX_K}")
+    if item_type not in ITEM_TYPES:
+        raise InvalidRequest(f"item_type is {item_type!r}; expected one of "
+                             f"{', '.join(ITEM_TYPES)}")
+
+
+class Recommender:
+    """Answers for one artifact version; ``read_features(user_id) -> {feature: [value]}``
+    is the online store (it raises on an unreachable store)."""
+
+    def __init__(self, artifact: Artifact, read_features: Callable[[str], dict]):
+        self.artifact = artifact
+        self.read_features = read_features
+        self._by_language, self._label_of = {}, {}
+        for kind in ITEM_TYPES:
+            rows = artifact.label_rows[kind]
+            langs = artifact.languages[rows]
+            self._by_language[kind] = {lang: np.flatnonzero(langs == lang)
+                                       for lang in np.unique(langs)}
+            label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
+            label_of[rows] = np.arange(len(rows))
+            self._label_of[kind] = label_of
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def recommend(self, user_id: str, k: int = 10, item_type: str = "audiobook",
+                  include_consumed: bool = False, languages: Sequence[str] = ()) -> Answer:
+        check_request(user_id, "user_id", k, item_type)
+        t = {"start": time.perf_counter()}
+        try:
+            raw = self.read_features(user_id)
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to fallback
+            answer = self._fallback(k, item_type, languages,
+                                    f"online feature store unavailable ({_short(exc)})")
+            return _timed(answer, t, "features")
+        t["features"] = time.perf_counter()
+        if all(raw.get(m, [None])[0] is None for m in KNOWN_MARKERS):
+            answer = self._fallback(k, item_type, languages, "user unknown to the feature store")
+            return _timed(answer, t, "features")
+        art = self.artifact
+        vector = art.tower(tower_inputs(raw, art.manifest.user_features))[0]
+        t["tower"] = time.perf_counter()
+        exclude = np.empty(0, np.int64) if include_consumed else art.consumed(user_id)
+        labels, scores = self._search(vector, k, item_type, exclude, languages)
+        t["index"] = time.perf_counter()
+        history = raw.get(HISTORY[item_type], [0])[0] or 0
+        strategy, reason = ("PERSONALIZED", "") if history > 0 else (
+            "COLD_START", f"no {item_type} interactions in the last 90 days: served by the "
+                          "model from the user's other features")
+        answer = Answer(self._items(item_type, labels, scores), strategy, reason, self.version)
+        return _timed(answer, t, "filter")
+
+    def similar(self, item_id: str, k: int = 10, item_type: str = "audiobook") -> Answer:
+        check_request(item_id, "item_id", k, item_type)
+        art = self.artifact
+        row = int(np.searchsorted(art.item_ids, item_id))
+        if row >= len(art.item_ids) or art.item_ids[row] != item_id:
+            raise NotFound(f"item_id {item_id!r} is not in the catalogue of model "
+                           f"{self.version} ({len(art.item_ids):,} items)")
+        t = {"start": time.perf_counter()}
+        labels, scores = self._search(art.vectors[row], k, item_type, np.array([row]), ())
+        t["index"] = time.perf_counter()
+        return _timed(Answer(self._items(item_type, labels, scores), "PERSONALIZED", "",
+                             self.version), t, "filter")
+
+    def _search(self, vector: np.ndarray, k: int, item_type: str, exclude_rows: np.ndarray,
+                languages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        art = self.artifact
+        index, label_rows = art.indexes[item_type], art.label_rows[item_type]
+        n = len(label_rows)
+        blocked = np.zeros(n, bool)
+        excluded = self._label_of[item_type][exclude_rows]
+        blocked[excluded[excluded >= 0]] = True
+        if languages:
+            allowed = np.zeros(n, bool)
+            for lang in languages:
+                allowed[self._by_language[item_type].get(lang, [])] = True
+            blocked |= ~allowed
+        free = n - int(blocked.sum())
+        if free == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        if free < BRUTE_FORCE_SHARE * n:
+            cand = np.flatnonzero(~blocked)
+            scores = art.vectors[label_rows[cand]] @ vector
+            top = np.argsort(-scores, kind="stable")[:k]
+            return cand[top], scores[top]
+        # Enough candidates that k survive if the filters were spread evenly; else double.
+        fetch = min(n, int((k + len(excluded)) * n / free) + 10)
+        while True:
+            labels, scores = index.search(vector, fetch)
+            keep = ~blocked[labels[0]]
+            if keep.sum() >= min(k, free) or fetch >= n:
+                return labels[0][keep][:k], scores[0][keep][:k]
+            fetch = min(n, fetch * 2)
+
+    def _fallback(self, k: int, item_type: str, languages: Sequence[str],
+                  reason: str) -> Answer:
+        art = self.artifact
+        rows: list[int] = []
+        scope = "global"
+        for lang in languages:
+            rows.extend(art.popularity.get(("language", lang, item_type), []))
+        if languages:
+            scope = f"language {', '.join(languages)}"
+            rows = list(dict.fromkeys(rows))  # keep the best-ranked first, no duplicates
+        else:
+            rows = list(art.popularity.get(("global", "", item_type), []))
+        rows = rows[:k]
+        items = [Item(str(art.item_ids[r]), item_type, float(1.0 / (i + 1)),
+                      str(art.titles[r])) for i, r in enumerate(rows)]
+        return Answer(items, "FALLBACK", f"{reason}: most popular {item_type}s ({scope}, last "
+                                         "28 days)", self.version)
+
+    def _items(self, item_type: str, labels: np.ndarray, scores: np.ndarray) -> list[Item]:
+        rows = self.artifact.label_rows[item_type][labels]
+        return [Item(str(self.artifact.item_ids[r]), item_type, float(s),
+                     str(self.artifact.titles[r])) for r, s in zip(rows, scores)]
+
+
+def _timed(answer: Answer, t: dict, last: str) -> Answer:
+    t[last] = t.get(last, time.perf_counter())
+    stamps = list(t.items())
+    answer.timings_ms = {name: round((b - a) * 1e3, 3)
+                         for (_, a), (name, b) in zip(stamps, stamps[1:])}
+    return answer
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
