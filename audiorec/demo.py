@@ -1,8 +1,9 @@
 """``audiorec demo``: the README's main job, end to end on the embedded defaults.
 
-Today: world -> text embeddings -> HGNN -> feature store (jobs, apply, materialize) ->
-online features read back through Feast for a warm, a cold-start and an unknown user.
-The two towers, the HNSW index and the gRPC server join as they land.
+Today: world -> the daily pipeline (text embeddings, HGNN, feature store, two towers,
+indexes, published artifact) -> recommendations for a warm, a cold-start and an unknown
+user through the serving request path (Feast online features -> exported user tower ->
+HNSW -> filters). The gRPC server takes the last step over as it lands.
 """
 
 from __future__ import annotations
@@ -18,24 +19,23 @@ DEMO_HGNN = {"max_epochs": 8, "patience": 3, "max_steps_per_epoch": 120, "batch_
 
 
 def _step(i: int, n: int, text: str) -> float:
-    print(f"\n[{i}/{n}] {text}", flush=True)
+    print(f"\n=== [{i}/{n}] {text}", flush=True)
     return time.perf_counter()
 
 
 def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
-    from audiorec.cli import default_cut, format_stats
+    from audiorec.cli import format_stats
     from audiorec.config import validated
-    from training.features.refresh import refresh_features
+    from serving.artifact import Artifact
+    from serving.recommender import Recommender
     from training.features.retrieval import OnlineFeatureReader
     from training.features.store import open_store
-    from training.hgnn.config import HGNNConfig
-    from training.hgnn.run import run_hgnn
+    from training.pipeline import PipelineConfig, run_pipeline
     from training.synth import WorldConfig, generate_world
-    from training.text.embed import embed_items
 
     wd = Path(workdir).resolve()
-    world, text, hgnn = wd / "world", wd / "text" / "embeddings.parquet", wd / "hgnn"
-    n = 5
+    world = wd / "world"
+    n = 3
     today = datetime.now(timezone.utc).date()
     t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {today}) into {world}")
     stats = generate_world(WorldConfig.for_scale(scale, end_date=today), seed, world,
@@ -43,33 +43,27 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     print(format_stats(stats, world))
     print(f"  ({time.perf_counter() - t:.0f}s)")
 
-    t = _step(2, n, "text embeddings of titles + descriptions (packaged all-MiniLM-L6-v2, "
-                    "cached by content hash)")
-    res = embed_items(world / "items.parquet", text, cache=wd / "text" / "cache.parquet")
-    print(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached), "
-          f"dim {res['dim']} ({time.perf_counter() - t:.0f}s)")
+    t = _step(2, n, "the daily pipeline: audiorec pipeline --data world --workdir .")
+    report = run_pipeline(world, wd, validated(PipelineConfig, {"hgnn": DEMO_HGNN}))
+    print(f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
+          f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}")
 
-    t = _step(3, n, "co-listening graph + HGNN (balanced multi-link sampler)")
-    cut = default_cut(str(world))
-    run = run_hgnn(world, text, hgnn, cut, cfg=validated(HGNNConfig, DEMO_HGNN))
-    print(f"  {run.summary()} ({time.perf_counter() - t:.0f}s)")
-    print(f"  training curve: {hgnn / 'training_curve.png'}")
-
-    t = _step(4, n, "feature store: feature jobs (DuckDB), feast apply, materialize (SQLite)")
-    report = refresh_features(world, wd, hgnn / "embeddings.parquet", text, progress=True)
-    print(f"  {report.summary()} ({time.perf_counter() - t:.0f}s)")
-
-    _step(5, n, "online features through the 'user_tower' feature service (Feast SDK)")
+    _step(3, n, "recommendations: Feast online features -> user tower -> HNSW -> filters")
     reader = OnlineFeatureReader(open_store(wd))
+    recommender = Recommender(Artifact.load_current(wd), lambda u: reader.read([u]))
     warm, cold = _pick_users(world)
-    reader.read([warm])  # warm-up: the first read opens the store and loads code paths
+    recommender.recommend(warm)  # warm-up: the first call opens the store, traces the tower
     for label, user in (("warm (audiobook history)", warm), ("cold start (podcasts only)", cold),
                         ("unknown to the store", "u_not_a_user")):
-        t0 = time.perf_counter()
         row = {k: v[0] for k, v in reader.read([user]).items()}
-        ms = (time.perf_counter() - t0) * 1e3
-        print(f"  {label}: {user} ({ms:.1f} ms)")
-        print("    " + _describe(row))
+        answer = recommender.recommend(user, k=5)
+        total = sum(answer.timings_ms.values())
+        print(f"\n  {label}: {user}\n    {_describe(row)}")
+        print(f"    {answer.strategy}{': ' + answer.reason if answer.reason else ''} "
+              f"({total:.1f} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                answer.timings_ms.items()) + ")")
+        for i, item in enumerate(answer.items, 1):
+            print(f"    {i}. {item.title:<40} {item.item_id}  score {item.score:.3f}")
     print(f"\nEverything is under {wd}. As a Feast user:\n"
           f"  export AUDIOREC_WORKDIR={wd}\n"
           f"  cd feature_repo && ../.venv/bin/feast apply && "

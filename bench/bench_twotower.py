@@ -45,10 +45,33 @@ def tower_latency(wd: Path, calls: int) -> dict:
         art.tower(inputs)
         t_tower.append(time.perf_counter() - t1)
         t_shape.append(t1 - t0)
+    queries = np.concatenate([art.tower(tower_inputs(raw, art.manifest.user_features))
+                              for raw in raws])
     ms = lambda xs, q: round(float(np.percentile(xs[20:], q)) * 1e3, 3)  # noqa: E731
     return {"version": art.version, "calls": len(t_tower),
             "tower_ms": {"p50": ms(t_tower, 50), "p99": ms(t_tower, 99)},
-            "shaping_ms": {"p50": ms(t_shape, 50), "p99": ms(t_shape, 99)}}
+            "shaping_ms": {"p50": ms(t_shape, 50), "p99": ms(t_shape, 99)},
+            "index_on_real_vectors": index_recall(art, queries)}
+
+
+def index_recall(art, queries: np.ndarray, k: int = 10) -> dict:
+    """Recall@k of each published index against exact search, with real user vectors as
+    queries, and single-query throughput of both."""
+    from audiorec.hnsw_index import exact_top_k
+
+    out = {}
+    for kind, index in art.indexes.items():
+        vectors = art.vectors[art.label_rows[kind]]
+        t0 = time.perf_counter()
+        truth = [exact_top_k(vectors, q[None], k)[0] for q in queries]
+        t1 = time.perf_counter()
+        found = [index.search(q, k)[0][0] for q in queries]
+        t2 = time.perf_counter()
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)])
+        out[kind] = {"items": len(vectors), "recall_at_10": round(float(recall), 4),
+                     "qps_hnsw": round(len(queries) / (t2 - t1)),
+                     "qps_exact": round(len(queries) / (t1 - t0))}
+    return out
 
 
 def variants(data: Path, wd: Path, seeds: list[int]) -> dict:
