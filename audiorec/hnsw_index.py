@@ -111,3 +111,27 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
     order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(part, order, axis=1)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row of ``truth`` (q, k) found in the same row of ``found``."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+
+
+def tune_ef(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int = 10,
+            target: float = 0.995, max_ef: int = 1024) -> tuple[int, float]:
+    """Raise the index's ``ef`` from its configured value, doubling, until recall@k of
+    ``queries`` against exact search reaches ``target`` (or ``max_ef``); returns
+    (ef, recall). Real two-tower queries are user vectors, which sit off the item
+    manifold, so the ef that suffices for item-like queries may not suffice for them."""
+    truth = exact_top_k(vectors, queries, k)
+    ef = index.cfg.ef
+    while True:
+        index.index.set_ef(ef)
+        recall = recall_at_k(index.search(queries, k)[0], truth)
+        if recall >= target or ef >= max_ef:
+            break
+        ef = min(max_ef, ef * 2)
+    index.cfg = index.cfg.model_copy(update={"ef": ef})
+    return ef, recall

@@ -61,7 +61,7 @@ def main() -> None:
         index = ItemIndex.build(items, np.arange(args.n), HNSWConfig(M=m, ef_construction=200))
         build_s = time.perf_counter() - t0
         index.index.set_num_threads(1)
-        for ef in (16, 32, 64, 100, 200):
+        for ef in (16, 32, 64, 100, 200, 256):
             index.index.set_ef(ef)
             labels, _ = index.search(queries, 10)
             r = recall(labels, truth)

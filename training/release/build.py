@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.artifact import ITEM_TYPES, IndexInfo, Manifest
-from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from audiorec.errors import ContractError
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
@@ -75,13 +75,20 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
         "genre": pa.array(meta["genre"].to_numpy(), pa.string()),
         "vector": vector_column(vectors),
     }), out / "items.parquet")
+    # Queries for tuning ef: real user vectors (validation examples, else training ones).
+    rows = np.flatnonzero(data.scored) if data.scored.any() else np.arange(len(data))
+    rows = rows[np.linspace(0, len(rows) - 1, min(1000, len(rows))).astype(int)]
+    queries = embed(towers.user_tower, {k: v[rows] for k, v in data.user.items()})
     indexes = {}
     for kind in ITEM_TYPES:
         mask = data.item_types == kind
-        ItemIndex.build(vectors[mask], data.item_ids[mask], index_cfg).save(out / "index" / kind)
+        index = ItemIndex.build(vectors[mask], data.item_ids[mask], index_cfg)
+        ef, recall = tune_ef(index, vectors[mask], queries) if mask.sum() > 10 else \
+            (index_cfg.ef, 1.0)
+        index.save(out / "index" / kind)
         indexes[kind] = IndexInfo(path=f"index/{kind}", count=int(mask.sum()),
                                   M=index_cfg.M, ef_construction=index_cfg.ef_construction,
-                                  ef=index_cfg.ef)
+                                  ef=ef, recall_at_10=round(recall, 4))
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
     best = towers.best
