@@ -105,6 +105,43 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from training.features.config import FeatureStoreConfig
+    from serving.server import ServerConfig, configure_logging, create_server
+
+    configure_logging(args.log_level)
+    store = FeatureStoreConfig(online=args.online, **({"redis": args.redis} if args.redis else {}))
+    cfg = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
+                       store=store)
+    running = create_server(args.workdir, cfg)
+    print(f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
+          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+          + " (SIGTERM or Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop(grace=5.0)
+    print("audiorec: stopped", flush=True)
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from serving.client import format_answer, recommend, similar
+
+    if args.similar:
+        response = similar(args.target, args.id, args.k, args.type, args.timeout)
+    else:
+        response = recommend(args.target, args.id, args.k, args.type, args.timeout,
+                             languages=args.languages.split(",") if args.languages else (),
+                             include_consumed=args.include_consumed)
+    print(format_answer(args.id, response))
+    return 0
+
+
 def default_cut(data: str):
     """The day after the last event: train on everything."""
     from training.data.duck import connect_dataset
@@ -208,6 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--redis", help="Redis connection string, host:port")
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=_cmd_pipeline)
+
+    sv = sub.add_parser("serve", help="the gRPC recommender on the current artifact version")
+    sv.add_argument("--workdir", required=True, help="work directory with artifacts/current")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=50051, help="0: any free port")
+    sv.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
+    sv.add_argument("--redis", help="Redis connection string, host:port")
+    sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
+    sv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    sv.set_defaults(func=_cmd_serve)
+
+    rc = sub.add_parser("recommend", help="ask a running server (prints a table)")
+    rc.add_argument("id", metavar="USER_ID", help="user id (item id with --similar)")
+    rc.add_argument("--k", type=int, default=10)
+    rc.add_argument("--type", choices=("audiobook", "podcast"), default="audiobook")
+    rc.add_argument("--languages", help="comma-separated language filter, e.g. de,en")
+    rc.add_argument("--include-consumed", action="store_true")
+    rc.add_argument("--similar", action="store_true", help="items similar to the item id")
+    rc.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
+    rc.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+    rc.set_defaults(func=_cmd_recommend)
 
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
     d.add_argument("--workdir", default="runs/demo")

@@ -20,3 +20,7 @@ class InvalidRequest(AudiorecError):
 
 class NotFound(AudiorecError):
     """A request names something that does not exist (gRPC NOT_FOUND)."""
+
+
+class DeadlineExceeded(AudiorecError):
+    """The caller's deadline passed; the remaining stages were not run."""

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from audiorec.errors import InvalidRequest, NotFound
+from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 
@@ -80,8 +80,11 @@ class Recommender:
         return self.artifact.version
 
     def recommend(self, user_id: str, k: int = 10, item_type: str = "audiobook",
-                  include_consumed: bool = False, languages: Sequence[str] = ()) -> Answer:
+                  include_consumed: bool = False, languages: Sequence[str] = (),
+                  deadline: float | None = None) -> Answer:
+        """``deadline``: a ``time.monotonic()`` instant; past it, no further stage runs."""
         check_request(user_id, "user_id", k, item_type)
+        _check_deadline(deadline, "before reading features")
         t = {"start": time.perf_counter()}
         try:
             raw = self.read_features(user_id)
@@ -90,12 +93,14 @@ class Recommender:
                                     f"online feature store unavailable ({_short(exc)})")
             return _timed(answer, t, "features")
         t["features"] = time.perf_counter()
+        _check_deadline(deadline, "after reading features")
         if all(raw.get(m, [None])[0] is None for m in KNOWN_MARKERS):
             answer = self._fallback(k, item_type, languages, "user unknown to the feature store")
             return _timed(answer, t, "features")
         art = self.artifact
         vector = art.tower(tower_inputs(raw, art.manifest.user_features))[0]
         t["tower"] = time.perf_counter()
+        _check_deadline(deadline, "after the user tower")
         exclude = np.empty(0, np.int64) if include_consumed else art.consumed(user_id)
         labels, scores = self._search(vector, k, item_type, exclude, languages)
         t["index"] = time.perf_counter()
@@ -171,6 +176,11 @@ class Recommender:
         rows = self.artifact.label_rows[item_type][labels]
         return [Item(str(self.artifact.item_ids[r]), item_type, float(s),
                      str(self.artifact.titles[r])) for r, s in zip(rows, scores)]
+
+
+def _check_deadline(deadline: float | None, where: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"deadline passed {where}; the remaining stages were skipped")
 
 
 def _timed(answer: Answer, t: dict, last: str) -> Answer:

@@ -1,0 +1,84 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ItemType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_TYPE_UNSPECIFIED: _ClassVar[ItemType]
+    AUDIOBOOK: _ClassVar[ItemType]
+    PODCAST: _ClassVar[ItemType]
+
+class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_UNSPECIFIED: _ClassVar[Strategy]
+    PERSONALIZED: _ClassVar[Strategy]
+    COLD_START: _ClassVar[Strategy]
+    FALLBACK: _ClassVar[Strategy]
+ITEM_TYPE_UNSPECIFIED: ItemType
+AUDIOBOOK: ItemType
+PODCAST: ItemType
+STRATEGY_UNSPECIFIED: Strategy
+PERSONALIZED: Strategy
+COLD_START: Strategy
+FALLBACK: Strategy
+
+class Item(_message.Message):
+    __slots__ = ("item_id", "item_type", "score", "title")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    item_type: ItemType
+    score: float
+    title: str
+    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., score: _Optional[float] = ..., title: _Optional[str] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CONSUMED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    item_type: ItemType
+    include_consumed: bool
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("items", "model_version", "strategy", "reason")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    model_version: str
+    strategy: Strategy
+    reason: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RecommendSimilarRequest(_message.Message):
+    __slots__ = ("item_id", "k", "item_type")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    k: int
+    item_type: ItemType
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ...) -> None: ...
+
+class RecommendSimilarResponse(_message.Message):
+    __slots__ = ("items", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...

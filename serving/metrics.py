@@ -1,0 +1,44 @@
+"""Prometheus metrics of one server, in its own registry (no process globals).
+
+* ``audiorec_request_seconds{rpc, strategy, code}``: latency histogram per RPC, strategy
+  and gRPC status code (buckets from 0.5 ms: the budget is milliseconds);
+* ``audiorec_stage_seconds{stage}``: features, tower, index, filter;
+* ``audiorec_fallback_total{reason}``: unknown_user / store_unavailable;
+* ``audiorec_model_info{version}``: 1 for the version being served;
+* ``audiorec_reload_total{result}``: ok / refused.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram("audiorec_request_seconds", "Request latency",
+                                  ["rpc", "strategy", "code"], buckets=BUCKETS,
+                                  registry=self.registry)
+        self.stages = Histogram("audiorec_stage_seconds", "Latency of one request stage",
+                                ["stage"], buckets=BUCKETS, registry=self.registry)
+        self.fallbacks = Counter("audiorec_fallback_total", "Answers from popularity lists",
+                                 ["reason"], registry=self.registry)
+        # Importing feast switches prometheus_client to multiprocess mode (it sets
+        # PROMETHEUS_MULTIPROCESS_DIR), where labels cannot be cleared: the previous
+        # version's series is set to 0 instead, and gauges need an aggregation mode.
+        self.model = Gauge("audiorec_model_info", "The artifact version being served",
+                           ["version"], registry=self.registry, multiprocess_mode="livemax")
+        self._version: str | None = None
+        self.reloads = Counter("audiorec_reload_total", "Artifact reload attempts",
+                               ["result"], registry=self.registry)
+
+    def serving(self, version: str) -> None:
+        if self._version is not None:
+            self.model.labels(version=self._version).set(0)
+        self.model.labels(version=version).set(1)
+        self._version = version
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,67 @@
+"""Hot reload: watch ``artifacts/current`` and swap to a new version without a gap.
+
+A new version is loaded and validated completely (manifest, checksums, tower signature,
+feature list against the feature service, indexes) on the watcher thread while the old
+one keeps serving; then one attribute assignment swaps them (atomic under the GIL), so an
+in-flight request finishes on the version it started with. A version that fails to load
+is logged and refused once; the old one keeps serving until ``current`` moves again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable
+
+from audiorec.artifact import artifacts_root, current_dir, current_version
+from serving.recommender import Recommender
+
+log = logging.getLogger("audiorec.serving")
+
+
+class ModelHolder:
+    """The recommender being served, and the watcher that replaces it."""
+
+    def __init__(self, workdir: str | Path, build: Callable[[Path], Recommender],
+                 on_swap: Callable[[str], None] = lambda v: None,
+                 on_refused: Callable[[str, str], None] = lambda v, e: None):
+        self.workdir = Path(workdir)
+        self._build = build
+        self._on_swap, self._on_refused = on_swap, on_refused
+        self._refused: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: Recommender = build(current_dir(self.workdir))
+        on_swap(self.current.version)
+
+    def check_now(self) -> bool:
+        """Swap if ``current`` names another loadable version; True when swapped."""
+        version = current_version(self.workdir)
+        if version is None or version == self.current.version or version == self._refused:
+            return False
+        try:
+            new = self._build(artifacts_root(self.workdir) / version)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old version serving
+            self._refused = version
+            log.error("refused artifact version", extra={"fields": {
+                "version": version, "error": str(exc), "serving": self.current.version}})
+            self._on_refused(version, str(exc))
+            return False
+        old, self.current = self.current.version, new
+        log.info("swapped artifact version", extra={"fields": {"from": old, "to": version}})
+        self._on_swap(version)
+        return True
+
+    def start(self, interval_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.check_now()
+
+        self._thread = threading.Thread(target=loop, name="artifact-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
