@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-generate clean
+.PHONY: install demo test protos bench-generate clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# Python stubs of the Recommend API, checked in; tests/test_serving.py fails when stale.
+protos: $(STAMP)
+	$(VENV)/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+	    --grpc_python_out=. protos/audiorec/v1/recommender.proto
 
 bench-generate: $(STAMP)
 	$(VENV)/bin/python bench/bench_generate.py --scale large

@@ -156,17 +156,22 @@ class Recommender:
 
     def _fallback(self, k: int, item_type: str, languages: Sequence[str],
                   reason: str) -> Answer:
+        """Popular items: per requested language, then the global list restricted to those
+        languages, then any further items in them (a language few people streamed
+        lately still gets k answers)."""
         art = self.artifact
-        rows: list[int] = []
+        ranked = list(art.popularity.get(("global", "", item_type), []))
         scope = "global"
-        for lang in languages:
-            rows.extend(art.popularity.get(("language", lang, item_type), []))
         if languages:
+            wanted = set(languages)
+            per_language = [r for lang in languages
+                            for r in art.popularity.get(("language", lang, item_type), [])]
+            in_languages = [r for r in ranked if art.languages[r] in wanted]
+            rest = [art.label_rows[item_type][i] for lang in languages
+                    for i in self._by_language[item_type].get(lang, [])]
+            ranked = per_language + in_languages + rest
             scope = f"language {', '.join(languages)}"
-            rows = list(dict.fromkeys(rows))  # keep the best-ranked first, no duplicates
-        else:
-            rows = list(art.popularity.get(("global", "", item_type), []))
-        rows = rows[:k]
+        rows = list(dict.fromkeys(int(r) for r in ranked))[:k]  # best rank first, no repeats
         items = [Item(str(art.item_ids[r]), item_type, float(1.0 / (i + 1)),
                       str(art.titles[r])) for i, r in enumerate(rows)]
         return Answer(items, "FALLBACK", f"{reason}: most popular {item_type}s ({scope}, last "

@@ -25,6 +25,26 @@ def tiny_world(tmp_path_factory, tiny_config) -> Path:
     return out
 
 
+# Small enough for CI (a minute), large enough to learn.
+TINY_PIPELINE = {
+    "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,
+             "max_steps_per_epoch": 40},
+    "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64}}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_world, tmp_path_factory):
+    """The daily pipeline run once on the tiny world: (workdir, report, config). Tests
+    must not change its ``current`` version (copy the work directory first)."""
+    from audiorec.config import validated
+    from training.pipeline import PipelineConfig, run_pipeline
+
+    cfg = validated(PipelineConfig, TINY_PIPELINE)
+    wd = tmp_path_factory.mktemp("pipeline")
+    report = run_pipeline(tiny_world, wd, cfg, progress=False)
+    return wd, report, cfg
+
+
 @pytest.fixture
 def world_copy(tiny_world, tmp_path) -> Path:
     """A private copy of the four contract files, free to break."""

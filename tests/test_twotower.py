@@ -13,23 +13,11 @@ from audiorec.artifact import (Manifest, artifacts_root, check_user_features, cu
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 from audiorec.tower_inputs import InputSpec, tower_inputs
-from training.pipeline import PipelineConfig, PipelineError, run_pipeline
-
-# Small enough for CI (a minute), large enough to learn.
-TINY = {"hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,
-                 "max_steps_per_epoch": 40},
-        "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64}}
-
+from training.pipeline import PipelineError, run_pipeline
 
 @pytest.fixture(scope="module")
-def piped(tiny_world, tmp_path_factory):
-    """A pipeline run on the tiny world: (workdir, report, config)."""
-    from audiorec.config import validated
-
-    cfg = validated(PipelineConfig, TINY)
-    wd = tmp_path_factory.mktemp("pipeline")
-    report = run_pipeline(tiny_world, wd, cfg, progress=False)
-    return wd, report, cfg
+def piped(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
