@@ -115,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     store = FeatureStoreConfig(online=args.online, **({"redis": args.redis} if args.redis else {}))
     cfg = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                       store=store)
+                       store=store, **({"workers": args.workers} if args.workers else {}))
     running = create_server(args.workdir, cfg)
     print(f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
           + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     sv.add_argument("--redis", help="Redis connection string, host:port")
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
+    sv.add_argument("--workers", type=int, help="request threads (default 4)")
     sv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     sv.set_defaults(func=_cmd_serve)
 

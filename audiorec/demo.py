@@ -1,9 +1,9 @@
 """``audiorec demo``: the README's main job, end to end on the embedded defaults.
 
-Today: world -> the daily pipeline (text embeddings, HGNN, feature store, two towers,
-indexes, published artifact) -> recommendations for a warm, a cold-start and an unknown
-user through the serving request path (Feast online features -> exported user tower ->
-HNSW -> filters). The gRPC server takes the last step over as it lands.
+World -> the daily pipeline (text embeddings, HGNN, feature store, two towers, indexes,
+published artifact) -> the gRPC server started on a free port -> real Recommend calls for a
+warm, a cold-start and an unknown user (Feast online features -> exported user tower ->
+HNSW -> filters), printed -> graceful shutdown.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def _step(i: int, n: int, text: str) -> float:
 def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     from audiorec.cli import format_stats
     from audiorec.config import validated
-    from serving.artifact import Artifact
-    from serving.recommender import Recommender
+    from serving.client import format_answer, recommend
+    from serving.server import ServerConfig, create_server
     from training.features.retrieval import OnlineFeatureReader
     from training.features.store import open_store
     from training.pipeline import PipelineConfig, run_pipeline
@@ -48,27 +48,45 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     print(f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
           f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}")
 
-    _step(3, n, "recommendations: Feast online features -> user tower -> HNSW -> filters")
-    reader = OnlineFeatureReader(open_store(wd))
-    recommender = Recommender(Artifact.load_current(wd), lambda u: reader.read([u]))
-    warm, cold = _pick_users(world)
-    recommender.recommend(warm)  # warm-up: the first call opens the store, traces the tower
-    for label, user in (("warm (audiobook history)", warm), ("cold start (podcasts only)", cold),
-                        ("unknown to the store", "u_not_a_user")):
-        row = {k: v[0] for k, v in reader.read([user]).items()}
-        answer = recommender.recommend(user, k=5)
-        total = sum(answer.timings_ms.values())
-        print(f"\n  {label}: {user}\n    {_describe(row)}")
-        print(f"    {answer.strategy}{': ' + answer.reason if answer.reason else ''} "
-              f"({total:.1f} ms: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                answer.timings_ms.items()) + ")")
-        for i, item in enumerate(answer.items, 1):
-            print(f"    {i}. {item.title:<40} {item.item_id}  score {item.score:.3f}")
+    _step(3, n, "gRPC recommender: audiorec serve, then Recommend calls over the socket")
+    running = create_server(wd, ServerConfig(port=0))
+    target = f"127.0.0.1:{running.port}"
+    try:
+        print(f"  serving {running.holder.current.version} on {target} (health: SERVING; "
+              f"reflection lists {', '.join(_reflected_services(target))})")
+        warm, cold = _pick_users(world)
+        reader = OnlineFeatureReader(open_store(wd))
+        for label, user in (("warm (audiobook history)", warm),
+                            ("cold start (podcasts only)", cold),
+                            ("unknown to the store", "u_not_a_user")):
+            row = {k: v[0] for k, v in reader.read([user]).items()}
+            t0 = time.perf_counter()
+            response = recommend(target, user, k=5)
+            ms = (time.perf_counter() - t0) * 1e3
+            print(f"\n  {label}: {user}\n    {_describe(row)}")
+            print("    " + format_answer(f"Recommend({user}) in {ms:.1f} ms", response)
+                  .replace("\n", "\n    "))
+    finally:
+        running.stop(grace=2)
+        print("\n  server stopped (graceful shutdown)")
+    print(f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
+          f"  .venv/bin/audiorec recommend {warm} --k 10")
     print(f"\nEverything is under {wd}. As a Feast user:\n"
           f"  export AUDIOREC_WORKDIR={wd}\n"
           f"  cd feature_repo && ../.venv/bin/feast apply && "
           f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)")
     return 0 if stats["all_hold"] else 1
+
+
+def _reflected_services(target: str) -> list[str]:
+    """What a standard gRPC client discovers through server reflection."""
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        return sorted(s.name for r in replies for s in r.list_services_response.service)
 
 
 def _pick_users(world: Path) -> tuple[str, str]:

@@ -155,11 +155,13 @@ def main() -> None:
     ap.add_argument("--rates", default="100,300,500")
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--redis", action="store_true")
+    ap.add_argument("--server-args", default="", help="extra `audiorec serve` arguments")
     args = ap.parse_args()
     wd = Path(args.workdir).resolve()
     rates = [float(r) for r in args.rates.split(",")]
     users = pick_users(wd)
-    result = {"sqlite": run_store(wd, users, rates, args.duration, [])}
+    extra = args.server_args.split()
+    result = {"sqlite": run_store(wd, users, rates, args.duration, extra)}
     if args.redis:
         from datetime import datetime, timezone
 
@@ -173,7 +175,7 @@ def main() -> None:
             materialize(store, datetime.now(timezone.utc),
                         start=datetime(1970, 1, 2, tzinfo=timezone.utc))
             result["redis"] = run_store(wd, users, rates, args.duration,
-                                        ["--online", "redis", "--redis", url])
+                                        ["--online", "redis", "--redis", url, *extra])
         finally:
             proc.terminate()
             apply_repo(wd)  # leave the work directory on its SQLite registry entry

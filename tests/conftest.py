@@ -65,43 +65,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A real redis-server on 127.0.0.1 and a free port, stopped afterwards.
-
-    Skipped only outside CI when redis-server is not installed; CI (.ci/run) installs it,
-    and there a missing server is a failure, never a skip.
-    """
+def _redis_exe() -> str:
+    """redis-server's path. Skipped only outside CI when it is not installed; CI (.ci/run)
+    installs it, and there a missing server is a failure, never a skip."""
     import os
-    import socket
-    import subprocess
-    import time
 
     exe = shutil.which("redis-server")
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed (CI must install it: see .ci/run)")
         pytest.skip("redis-server not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return exe
+
+
+def start_redis(port: int, workdir: Path, persist: bool = False):
+    """A real redis-server on 127.0.0.1:``port``, once it answers PING. ``persist``:
+    it saves its data set on SIGTERM and loads it again when restarted in ``workdir``."""
+    import subprocess
+    import time
+
     import redis
 
+    save = ["--save", "3600 1"] if persist else ["--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([_redis_exe(), "--port", str(port), "--bind", "127.0.0.1", *save,
+                             "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + 10
     while True:
         try:
             client.ping()
-            break
+            return proc
         except redis.exceptions.ConnectionError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 pytest.fail(f"redis-server did not start on port {port}")
             time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_starter():
+    """``start_redis`` for tests that stop and restart their own server."""
+    return start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on 127.0.0.1 and a free port, stopped afterwards."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

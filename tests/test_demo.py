@@ -1,7 +1,9 @@
 """The README's main job, end to end at tiny scale: every stage runs for real and the
-recommendations it prints come through the serving path."""
+recommendations it prints come over gRPC from the real server."""
 
 from __future__ import annotations
+
+import re
 
 from audiorec.artifact import current_version
 from audiorec.cli import main
@@ -16,9 +18,12 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     assert out.count(" holds") == 7
     assert "warm (audiobook history)" in out and "cold start (podcasts only)" in out
     assert "0 audiobooks (|v|=0.00)" in out  # the cold-start user: zeros, not nulls
-    assert "COLD_START: no audiobook interactions" in out
-    assert "FALLBACK: user unknown to the feature store" in out
-    assert out.count("    5. ") == 3  # five items for each of the three users
+    assert ", PERSONALIZED" in out
+    assert "COLD_START (no audiobook interactions" in out
+    assert "FALLBACK (user unknown to the feature store" in out
+    assert "reflection lists audiorec.v1.Recommender" in out
+    assert len(re.findall(r"^\s+5  \S", out, flags=re.M)) == 3  # five items for each user
+    assert "server stopped (graceful shutdown)" in out
     wd = tmp_path / "demo"
     assert current_version(wd) is not None
     for path in ("world/events.parquet", "text/embeddings.parquet", "hgnn/manifest.json",

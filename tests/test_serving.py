@@ -220,40 +220,19 @@ def test_hot_swap_under_load_and_broken_version_refused(tiny_pipeline, tmp_path,
         running.stop(grace=1)
 
 
-def test_redis_outage_gives_flagged_fallback_then_recovers(tiny_pipeline, tmp_path, users):
+def test_redis_outage_gives_flagged_fallback_then_recovers(tiny_pipeline, tmp_path, users,
+                                                          free_port, redis_starter):
     """A real redis-server that persists to disk, stopped and restarted on its port."""
-    import os
-    import socket
-    import subprocess
-
-    import redis
+    from datetime import datetime, timezone
 
     from serving.server import ServerConfig, create_server
     from training.features.config import FeatureStoreConfig
     from training.features.store import apply_repo, materialize
-    from datetime import datetime, timezone
 
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (CI must install it: see .ci/run)")
-        pytest.skip("redis-server not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
 
     def start():
-        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save",
-                                 "3600 1", "--dir", str(tmp_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                return proc
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        return redis_starter(port, tmp_path, persist=True)
 
     proc = start()
     wd = _workdir_copy(tiny_pipeline, tmp_path)
