@@ -287,3 +287,30 @@ def test_cli_recommend_prints_a_table(server, users, capsys):
     assert main(["recommend", "", "--target", f"127.0.0.1:{server.port}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "INVALID_ARGUMENT: user_id is empty" in err[0]
+
+
+def test_cli_serve_stops_gracefully_on_sigterm(tiny_pipeline, free_port):
+    """`audiorec serve` as its own process: SERVING on the health service, then SIGTERM
+    ends it cleanly (exit 0)."""
+    import signal
+    import subprocess
+    import sys
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc = subprocess.Popen([sys.executable, "-m", "audiorec.cli", "serve", "--workdir",
+                             str(tiny_pipeline[0]), "--port", str(free_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"on 127.0.0.1:{free_port}" in line, proc.stderr.read()[-2000:]
+        with grpc.insecure_channel(f"127.0.0.1:{free_port}") as ch:
+            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
