@@ -277,10 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
-    # ibis (inside Feast's DuckDB offline store) calls a method DuckDB 2.0 deprecates
-    warnings.filterwarnings("ignore", message=".*fetch_arrow_table")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
     args = build_parser().parse_args(argv)
     try:

@@ -45,8 +45,13 @@ def _workdir_env(workdir: Path) -> Iterator[None]:
 def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
     """feature_repo/feature_store.yaml with ``${AUDIOREC_WORKDIR}`` set to ``workdir``
     and the online store chosen by ``cfg``."""
+    import warnings
+
     from feast.repo_config import RepoConfig
 
+    # After feast's import (it installs its own warning filters first): ibis inside the
+    # DuckDB offline store calls a method DuckDB 2.0 deprecates, once per query.
+    warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
     workdir = Path(workdir).resolve()
     text = (REPO_DIR / "feature_store.yaml").read_text()
     raw = yaml.safe_load(text.replace("${AUDIOREC_WORKDIR}", str(workdir)))
