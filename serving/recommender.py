@@ -167,8 +167,10 @@ class Recommender:
             per_language = [r for lang in languages
                             for r in art.popularity.get(("language", lang, item_type), [])]
             in_languages = [r for r in ranked if art.languages[r] in wanted]
-            rest = [art.label_rows[item_type][i] for lang in languages
-                    for i in self._by_language[item_type].get(lang, [])]
+            # only the first k of the rest can be needed
+            rest = [r for lang in languages
+                    for r in art.label_rows[item_type][self._by_language[item_type].get(
+                        lang, np.empty(0, np.int64))[:k]]]
             ranked = per_language + in_languages + rest
             scope = f"language {', '.join(languages)}"
         rows = list(dict.fromkeys(int(r) for r in ranked))[:k]  # best rank first, no repeats
