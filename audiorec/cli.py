@@ -142,6 +142,23 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from audiorec.config import load_overrides, validated
+    from training.evaluation.report import write_report
+    from training.evaluation.run import EvaluationConfig, run_evaluation
+
+    overrides = load_overrides(args.config)
+    if args.no_ablations:
+        overrides["ablations"] = False
+    if args.seeds:
+        overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    cfg = validated(EvaluationConfig, overrides)
+    res = run_evaluation(args.data, args.workdir, cfg, progress=not args.quiet)
+    report = write_report(res, args.out)
+    print(f"report: {report} (metrics.json, hr_at_k.png, coverage_vs_hr.png beside it)")
+    return 0
+
+
 def default_cut(data: str):
     """The day after the last event: train on everything."""
     from training.data.duck import connect_dataset
@@ -245,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--redis", help="Redis connection string, host:port")
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=_cmd_pipeline)
+
+    ev = sub.add_parser("evaluate", help="every model on the hold-out, the paper's tables")
+    ev.add_argument("--data", required=True, help="dataset directory (data contract)")
+    ev.add_argument("--workdir", required=True, help="where the evaluation trains its models")
+    ev.add_argument("--out", required=True, help="report directory")
+    ev.add_argument("--seeds", help="two-tower seeds of the main rows, e.g. 0,1,2")
+    ev.add_argument("--no-ablations", action="store_true", help="main rows only")
+    ev.add_argument("--config", help="JSON file of EvaluationConfig overrides (holdout_days, "
+                                     "seeds, ablations, popularity_days, pipeline)")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     sv = sub.add_parser("serve", help="the gRPC recommender on the current artifact version")
     sv.add_argument("--workdir", required=True, help="work directory with artifacts/current")

@@ -1,0 +1,179 @@
+"""R/report.md, R/metrics.json and the charts, in the paper's layout, paper beside ours.
+
+Our numbers are means over seeds (with the standard deviation where there are several);
+"vs 2T" is the relative change of a row's HR@10 over the 2T row, ours and the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.evaluation.run import Results
+
+# The papers' numbers (PAPER.md): HR@10, MRR, coverage %.
+PAPER = {
+    ("audiobook", "warm"): {
+        "Popularity": (0.150, 0.100, 0.0), "LLM-KNN": (0.164, 0.202, 54.7),
+        "HGNN": (0.258, 0.224, 52.8), "HGNN-w-users": (0.238, 0.163, 25.3),
+        "2T": (0.231, 0.173, 21.2), "2T-HGNN": (0.353, 0.218, 22.3),
+        "2T-HGNN, no balanced sampler": (0.332, 0.214, 24.1),
+        "2T-HGNN, no weak signals": (0.267, 0.182, 17.0),
+        "2T-HGNN, no PP edges": (0.333, 0.210, 22.3),
+        "2T-HGNN, no AA edges": (0.312, 0.198, 9.4),
+        "2T-HGNN, AA-only graph": (0.329, 0.201, 22.1),
+        "2T-HGNN, PP-only graph": (0.294, 0.192, 10.6)},
+    ("audiobook", "cold"): {
+        "Popularity": (0.161, 0.100, 0.0), "HGNN-w-users": (0.174, 0.153, 6.4),
+        "2T": (0.135, 0.146, 19.3), "2T-HGNN": (0.200, 0.156, 12.0)},
+    ("podcast", "all"): {
+        "Popularity": (0.059, None, None), "2T": (0.114, 0.135, 11.4),
+        "2T-HGNN": (0.123, 0.138, 20.6)},
+}
+TABLES = (("Audiobooks, warm-start users", "audiobook", "warm", False),
+          ("Audiobooks, cold-start users", "audiobook", "cold", False),
+          ("Podcasts, all users", "podcast", "all", False),
+          ("Ablations of 2T-HGNN, warm-start audiobooks", "audiobook", "warm", True))
+
+
+def summarize(res: Results) -> dict:
+    out = {}
+    for model, kinds in res.rows.items():
+        for kind, groups in kinds.items():
+            for group, runs in groups.items():
+                def agg(key):
+                    vals = np.array([r[key] for r in runs], dtype=float)
+                    return float(vals.mean()), float(vals.std()) if len(vals) > 1 else None
+                entry = {"users": runs[0]["users"], "seeds": len(runs),
+                         "hr_curve": np.mean([r["hr_curve"] for r in runs], axis=0).tolist()}
+                for key in ("hr@10", "mrr", "coverage"):
+                    entry[key], entry[f"{key}_sd"] = agg(key)
+                out.setdefault(model, {}).setdefault(kind, {})[group] = entry
+    return out
+
+
+def _fmt(mean, sd, pct=False) -> str:
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "-"
+    scale = 100 if pct else 1
+    text = f"{mean * scale:.1f}%" if pct else f"{mean:.3f}"
+    if sd is not None:
+        text += f" ± {sd * scale:.1f}" if pct else f" ± {sd:.3f}"
+    return text
+
+
+def _paper(v, pct=False) -> str:
+    return "-" if v is None else (f"{v:.1f}%" if pct else f"{v:.3f}")
+
+
+def _rel(a, b) -> str:
+    return "-" if a is None or b in (None, 0) or np.isnan(a) or np.isnan(b) else \
+        f"{(a / b - 1) * 100:+.0f}%"
+
+
+def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> list[str]:
+    paper = PAPER.get((kind, group), {})
+    if ablations:
+        models = ["2T-HGNN"] + [m for m in summary if m.startswith("2T-HGNN, ")]
+    else:
+        models = [m for m in ("Popularity", "LLM-KNN", "HGNN", "HGNN-w-users", "2T", "2T-HGNN")
+                  if m in summary or m in paper]
+    ref = "2T-HGNN" if ablations else "2T"
+    ours_ref = summary.get(ref, {}).get(kind, {}).get(group, {}).get("hr@10")
+    paper_ref = paper.get(ref, (None,))[0]
+    users = next((summary[m][kind][group]["users"] for m in models
+                  if kind in summary.get(m, {}) and group in summary[m][kind]), 0)
+    lines = [f"### {title} ({users:,} users)", "",
+             f"| model | HR@10 | paper | MRR | paper | coverage | paper | HR@10 vs {ref}: "
+             "ours | paper |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        s = summary.get(m, {}).get(kind, {}).get(group)
+        p = paper.get(m, (None, None, None))
+        if s is None:
+            lines.append(f"| {m} | not run | {_paper(p[0])} | | {_paper(p[1])} | | "
+                         f"{_paper(p[2], True)} | | |")
+            continue
+        lines.append(f"| {m} | {_fmt(s['hr@10'], s['hr@10_sd'])} | {_paper(p[0])} | "
+                     f"{_fmt(s['mrr'], s['mrr_sd'])} | {_paper(p[1])} | "
+                     f"{_fmt(s['coverage'], s['coverage_sd'], True)} | {_paper(p[2], True)} | "
+                     f"{_rel(s['hr@10'], ours_ref)} | {_rel(p[0], paper_ref)} |")
+    return lines + [""]
+
+
+def expectations(summary: dict) -> list[tuple[str, bool]]:
+    def hr(model, kind, group):
+        return summary.get(model, {}).get(kind, {}).get(group, {}).get("hr@10", np.nan)
+
+    warm = {m: hr(m, "audiobook", "warm") for m in summary}
+    main = {m: v for m, v in warm.items() if not m.startswith("2T-HGNN, ")}
+    out = [("warm-start audiobooks: 2T-HGNN has the best HR@10",
+            bool(main) and max(main, key=lambda m: main[m]) == "2T-HGNN"),
+           ("warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's",
+            hr("2T-HGNN", "audiobook", "warm") >= 1.3 * hr("2T", "audiobook", "warm")),
+           ("cold-start audiobooks: 2T-HGNN beats 2T and Popularity",
+            hr("2T-HGNN", "audiobook", "cold") > max(hr("2T", "audiobook", "cold"),
+                                                     hr("Popularity", "audiobook", "cold"))),
+           ("podcasts: 2T-HGNN >= 2T",
+            hr("2T-HGNN", "podcast", "all") >= hr("2T", "podcast", "all"))]
+    for m in (m for m in summary if m.startswith("2T-HGNN, ")):
+        out.append((f"ablation '{m[9:]}' is below the full model",
+                    hr(m, "audiobook", "warm") < hr("2T-HGNN", "audiobook", "warm")))
+    return out
+
+
+def write_report(res: Results, out: str | Path) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(res)
+    (out / "metrics.json").write_text(json.dumps(
+        {"protocol": {"cut": str(res.protocol.cut), "end": str(res.protocol.end)},
+         "seconds": res.seconds, "models": summary}, indent=2))
+    lines = ["# Offline evaluation", "", f"Protocol (PAPER.md): {res.protocol.summary()}. "
+             "Targets are new starts; already streamed items are never recommended. "
+             "Our values are means ± standard deviation over seeds where several ran.", ""]
+    for title, kind, group, abl in TABLES:
+        if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
+            continue
+        lines += table(summary, title, kind, group, abl)
+    lines += ["### The paper's expected orderings", ""]
+    lines += [f"- {'holds' if ok else 'does NOT hold'}: {text}" for text, ok in
+              expectations(summary)]
+    lines += ["", "Charts: `hr_at_k.png` (HR@K, K = 1..100), `coverage_vs_hr.png`.", "",
+              "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _charts(summary, out)
+    return out / "report.md"
+
+
+def _charts(summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("audiobook", "warm"), ("audiobook", "cold"), ("podcast", "all")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (kind, group) in zip(axes, panels):
+        for m, kinds in summary.items():
+            if m.startswith("2T-HGNN, ") or group not in kinds.get(kind, {}):
+                continue
+            curve = kinds[kind][group]["hr_curve"]
+            ax.plot(range(1, len(curve) + 1), curve, label=m)
+        ax.set(xscale="log", xlabel="K", ylabel="HR@K", title=f"{kind}s, {group} users")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "hr_at_k.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for m, kinds in summary.items():
+        s = kinds.get("audiobook", {}).get("warm")
+        if s:
+            ax.scatter(s["coverage"] * 100, s["hr@10"])
+            ax.annotate(m, (s["coverage"] * 100, s["hr@10"]), fontsize=7)
+    ax.set(xlabel="coverage of the top 100 (%)", ylabel="HR@10",
+           title="warm-start audiobooks: accuracy vs coverage")
+    fig.tight_layout()
+    fig.savefig(out / "coverage_vs_hr.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,155 @@
+"""``audiorec evaluate``: every model trained before the cut, scored on the hold-out.
+
+Main rows: Popularity, LLM-KNN, HGNN alone, 2T (no HGNN inputs) and 2T-HGNN, the two
+towers over ``seeds``; ablations of 2T-HGNN (balanced sampler off, no weak-signal
+features, graph without PP / without AA / AA only / PP only), each a fresh HGNN and
+feature store in its own sub-directory. Everything is trained on events before the cut
+only: the HGNN graph, the feature tables (snapshots through the cut), the two towers.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from audiorec.config import StrictConfig
+from training.evaluation.metrics import metrics, top_k
+from training.evaluation.models import (aligned, interaction_matrix, mean_item_users,
+                                        popularity, two_tower_users, unit)
+from training.evaluation.protocol import Protocol, build_protocol
+from training.pipeline import PipelineConfig
+
+ABLATIONS = {
+    "no balanced sampler": {"hgnn": {"balanced": False}},
+    "no weak signals": {"two_tower": {"use_weak_signals": False}},
+    "no PP edges": {"graph": {"relations": ("AA", "AP")}},
+    "no AA edges": {"graph": {"relations": ("AP", "PP")}},
+    "AA-only graph": {"graph": {"relations": ("AA",)}},
+    "PP-only graph": {"graph": {"relations": ("PP",)}},
+}
+
+
+class EvaluationConfig(StrictConfig):
+    holdout_days: int = Field(14, ge=1)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ablations: bool = True
+    popularity_days: int = 28
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+
+@dataclass
+class Results:
+    protocol: Protocol
+    # model -> item type -> group -> one metrics dict per seed
+    rows: dict[str, dict[str, dict[str, list[dict]]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, model: str, kind: str, group: str, m: dict) -> None:
+        self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
+
+
+def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig = EvaluationConfig(),
+                   progress: bool = True) -> Results:
+    from audiorec.cli import default_cut
+    from audiorec.config import validated
+    from training.features.embeddings import read_item_embeddings
+    from training.text.embed import embed_items
+
+    say = print if progress else (lambda *a, **k: None)
+    data, wd = Path(data).resolve(), Path(workdir).resolve()
+    end = default_cut(str(data))
+    cut = end - timedelta(days=cfg.holdout_days)
+    proto = build_protocol(data, cut, end)
+    say(f"  {proto.summary()}")
+    res = Results(proto)
+
+    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None) -> None:
+        for kind, truth in proto.truth.items():
+            iv = None if item_vecs_of is None else item_vecs_of(kind, truth.item_ids)
+            sc = None if item_scores_of is None else item_scores_of(kind, truth.item_ids)
+            for group, rows in truth.groups.items():
+                top = top_k(user_vecs, iv, truth.consumed, rows, item_scores=sc)
+                res.add(model, kind, group, metrics(top, truth.targets, rows))
+
+    def timed(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        say(f"  {name} ...", flush=True)
+        fn()
+        res.seconds[name] = round(time.perf_counter() - t0, 1)
+
+    text = wd / "text" / "embeddings.parquet"
+    embed_items(data / "items.parquet", text, cache=wd / "text" / "cache.parquet",
+                progress=progress)
+    timed("Popularity", lambda: score("Popularity", None, None, lambda kind, ids: popularity(
+        data, cut, ids, cfg.popularity_days)))
+
+    def mean_of_items(model: str, table_path: Path) -> None:
+        table = read_item_embeddings(table_path)
+        ids = np.asarray(table.item_id, dtype=object)
+        order = np.argsort(ids)
+        ids, vecs = ids[order], table.vectors[order]
+        users = mean_item_users(interaction_matrix(data, cut, proto.users, ids), vecs)
+        score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
+
+    timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
+
+    def variant(name: str, overrides: dict) -> dict:
+        """HGNN + feature store of one graph/sampler setting, in its own directory."""
+        base = cfg.pipeline.model_dump()
+        pcfg = validated(PipelineConfig, {**base, **{k: {**base[k], **v}
+                                                     for k, v in overrides.items()}})
+        return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress)
+
+    main = variant("full", {})
+    timed("HGNN", lambda: mean_of_items("HGNN", main["hgnn"]))
+    for label, use_hgnn in (("2T", False), ("2T-HGNN", True)):
+        timed(label, lambda label=label, use_hgnn=use_hgnn: _two_tower_rows(
+            label, main, cfg, {"use_hgnn": use_hgnn}, cfg.seeds, proto, score, progress))
+    if cfg.ablations:
+        for label, overrides in ABLATIONS.items():
+            graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
+            store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
+            timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
+                  _two_tower_rows(f"2T-HGNN, {label}", store, cfg, o.get("two_tower", {}),
+                                  cfg.seeds[:1], proto, score, progress))
+    return res
+
+
+def _hgnn_and_features(data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig,
+                       progress: bool) -> dict:
+    from training.features.jobs import run_feature_jobs
+    from training.features.store import apply_repo
+    from training.hgnn.run import run_hgnn
+
+    hgnn = wd / "hgnn"
+    run_hgnn(data, text, hgnn, cut, cfg.graph, cfg.hgnn, progress=progress)
+    run_feature_jobs(data, wd, hgnn / "embeddings.parquet", text, through=cut.date(),
+                     cfg=cfg.features, progress=progress)
+    return {"hgnn": hgnn / "embeddings.parquet", "store": apply_repo(wd),
+            "data": data, "cut": cut}
+
+
+def _two_tower_rows(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
+                    seeds, proto: Protocol, score, progress: bool) -> None:
+    from training.twotower.examples import build_tower_data
+    from training.twotower.train import embed, train_two_tower
+
+    base = cfg.pipeline.two_tower.with_overrides(overrides)
+    tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
+                                  progress=lambda *a: None)
+    for seed in seeds:
+        tcfg = base.with_overrides({"seed": seed})
+        towers = train_two_tower(tower_data, tcfg, progress=False)
+        users = two_tower_users(variant["store"], proto.users, variant["cut"], towers,
+                                tower_data.user_specs)
+        items = embed(towers.item_tower, tower_data.items)
+        score(model, users, lambda kind, ids: aligned(ids, tower_data.item_ids, items))
+        if progress:
+            print(f"    {model} seed {seed}: best epoch {towers.best_epoch}, validation "
+                  f"recall@10 {towers.best['val_recall_audiobook']:.3f}", flush=True)
+
