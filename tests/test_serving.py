@@ -314,3 +314,15 @@ def test_cli_serve_stops_gracefully_on_sigterm(tiny_pipeline, free_port):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serving_never_imports_torch_or_the_training_models():
+    import subprocess
+    import sys
+
+    code = ("import sys, serving.server, serving.client; "
+            "print(sorted(m for m in ('torch', 'keras', 'training.hgnn', 'training.twotower') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert out == "[]"
