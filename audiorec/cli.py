@@ -175,7 +175,7 @@ def default_cut(data: str):
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audiorec.demo import run_demo
 
-    return run_demo(args.workdir, args.scale, args.seed)
+    return run_demo(args.workdir, args.scale, args.seed, evaluate=not args.no_evaluate)
 
 
 def format_stats(stats: dict, where: Path) -> str:
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--scale", choices=("tiny", "demo", "large"), default="demo")
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--no-evaluate", action="store_true", help="skip the offline evaluation")
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -23,7 +23,8 @@ def _step(i: int, n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
+def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
+             evaluate: bool = True) -> int:
     from audiorec.cli import format_stats
     from audiorec.config import validated
     from serving.client import format_answer, recommend
@@ -35,7 +36,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
 
     wd = Path(workdir).resolve()
     world = wd / "world"
-    n = 3
+    n = 4 if evaluate else 3
     today = datetime.now(timezone.utc).date()
     t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {today}) into {world}")
     stats = generate_world(WorldConfig.for_scale(scale, end_date=today), seed, world,
@@ -48,7 +49,21 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     print(f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
           f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}")
 
-    _step(3, n, "gRPC recommender: audiorec serve, then Recommend calls over the socket")
+    report_path = None
+    if evaluate:
+        from training.evaluation.report import write_report
+        from training.evaluation.run import EvaluationConfig, run_evaluation
+
+        t = _step(3, n, "offline evaluation, the paper's protocol (main rows, 3 seeds; the "
+                        "ablations: audiorec evaluate)")
+        ecfg = validated(EvaluationConfig, {"ablations": False,
+                                            "pipeline": {"hgnn": DEMO_HGNN}})
+        results = run_evaluation(world, wd / "eval", ecfg,
+                                 text_cache=wd / "text" / "cache.parquet")
+        report_path = write_report(results, wd / "report")
+        print(f"  ({time.perf_counter() - t:.0f}s)")
+
+    _step(n, n, "gRPC recommender: audiorec serve, then Recommend calls over the socket")
     running = create_server(wd, ServerConfig(port=0))
     target = f"127.0.0.1:{running.port}"
     try:
@@ -69,6 +84,9 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7) -> int:
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
+    if report_path is not None:
+        print(f"\nOffline evaluation report: {report_path}\n  charts: "
+              f"{report_path.parent / 'hr_at_k.png'}, {report_path.parent / 'coverage_vs_hr.png'}")
     print(f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
           f"  .venv/bin/audiorec recommend {warm} --k 10")
     print(f"\nEverything is under {wd}. As a Feast user:\n"

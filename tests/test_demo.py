@@ -13,7 +13,7 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     rc = main(["demo", "--scale", "tiny", "--workdir", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    for stage in ("[1/3]", "[2/3]", "[3/3]", "[1/6]", "[6/6]"):
+    for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "[1/6]", "[6/6]"):
         assert stage in out
     assert out.count(" holds") == 7
     assert "warm (audiobook history)" in out and "cold start (podcasts only)" in out
@@ -24,6 +24,8 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     assert "reflection lists audiorec.v1.Recommender" in out
     assert len(re.findall(r"^\s+5  \S", out, flags=re.M)) == 3  # five items for each user
     assert "server stopped (graceful shutdown)" in out
+    assert "Offline evaluation report:" in out
+    assert (tmp_path / "demo" / "report" / "report.md").is_file()
     wd = tmp_path / "demo"
     assert current_version(wd) is not None
     for path in ("world/events.parquet", "text/embeddings.parquet", "hgnn/manifest.json",

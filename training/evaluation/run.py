@@ -54,7 +54,8 @@ class Results:
 
 
 def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig = EvaluationConfig(),
-                   progress: bool = True) -> Results:
+                   progress: bool = True, text_cache: str | Path | None = None) -> Results:
+    """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
     from audiorec.cli import default_cut
     from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
@@ -83,8 +84,8 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
         res.seconds[name] = round(time.perf_counter() - t0, 1)
 
     text = wd / "text" / "embeddings.parquet"
-    embed_items(data / "items.parquet", text, cache=wd / "text" / "cache.parquet",
-                progress=progress)
+    embed_items(data / "items.parquet", text,
+                cache=text_cache or wd / "text" / "cache.parquet", progress=progress)
     timed("Popularity", lambda: score("Popularity", None, None, lambda kind, ids: popularity(
         data, cut, ids, cfg.popularity_days)))
 

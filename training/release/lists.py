@@ -22,7 +22,7 @@ def write_popularity(data: str | Path, cut: datetime, out: Path, days: int = 28,
                      top_n: int = 500) -> int:
     con = connect_dataset(data, ("users", "items", "events"))
     try:
-        con.sql(f"""
+        con.sql("""
             CREATE TEMP TABLE recent AS
             SELECT e.user_id, e.item_id, i.item_type, i.language AS item_language, u.country
             FROM events e JOIN items i USING (item_id) JOIN users u USING (user_id)
