@@ -69,7 +69,7 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
                  "Podcasts, all users", "| 2T-HGNN |", "| Popularity |", "0.353"):
         assert text in report
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())["models"]
-    assert set(m) == {"Popularity", "LLM-KNN", "HGNN", "2T", "2T-HGNN"}
+    assert set(m) == {"Popularity", "LLM-KNN", "HGNN", "HGNN-w-users", "2T", "2T-HGNN"}
     for model in m.values():
         curve = model["audiobook"]["warm"]["hr_curve"]
         assert len(curve) == 100 and all(a <= b for a, b in zip(curve, curve[1:]))

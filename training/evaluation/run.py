@@ -1,7 +1,7 @@
 """``audiorec evaluate``: every model trained before the cut, scored on the hold-out.
 
-Main rows: Popularity, LLM-KNN, HGNN alone, 2T (no HGNN inputs) and 2T-HGNN, the two
-towers over ``seeds``; ablations of 2T-HGNN (balanced sampler off, no weak-signal
+Main rows: Popularity, LLM-KNN, HGNN alone, HGNN-w-users (users as graph nodes), 2T (no
+HGNN inputs) and 2T-HGNN, the two towers over ``seeds``; ablations of 2T-HGNN (balanced sampler off, no weak-signal
 features, graph without PP / without AA / AA only / PP only), each a fresh HGNN and
 feature store in its own sub-directory. Everything is trained on events before the cut
 only: the HGNN graph, the feature tables (snapshots through the cut), the two towers.
@@ -108,6 +108,14 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
 
     main = variant("full", {})
     timed("HGNN", lambda: mean_of_items("HGNN", main["hgnn"]))
+
+    def with_users() -> None:
+        from training.evaluation.hgnn_users import hgnn_with_users
+
+        users, ids, vecs = hgnn_with_users(data, text, cut, cfg.pipeline, proto.users)
+        score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
+
+    timed("HGNN-w-users", with_users)
     for label, use_hgnn in (("2T", False), ("2T-HGNN", True)):
         timed(label, lambda label=label, use_hgnn=use_hgnn: _two_tower_rows(
             label, main, cfg, {"use_hgnn": use_hgnn}, cfg.seeds, proto, score, progress))

@@ -58,23 +58,7 @@ class CoListenGraph:
 def build_colisten_graph(data: str | Path, cut: datetime,
                          cfg: GraphConfig = GraphConfig()) -> CoListenGraph:
     """The graph of the ``window_days`` before ``cut`` (events at or after it unseen)."""
-    con = connect_dataset(data, ("items", "events"))
-    con.sql("SET TimeZone = 'UTC'")
-    items = con.sql("SELECT item_id, item_type = 'audiobook' AS ab FROM items "
-                    "ORDER BY item_id").fetchnumpy()
-    con.register("node_ids", pa.table({"item_id": pa.array(items["item_id"], pa.string()),
-                                       "node": pa.array(np.arange(len(items["item_id"])))}))
-    lo = cut - timedelta(days=cfg.window_days)
-    con.sql("""
-        CREATE TEMP TABLE ui AS
-        SELECT e.user_id, n.node, max(CAST(e.ts AS TIMESTAMPTZ)) AS last_ts
-        FROM events e JOIN node_ids n USING (item_id)
-        WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
-        GROUP BY 1, 2""", params=[lo, cut])
-    con.sql(f"""
-        CREATE TEMP TABLE capped AS SELECT user_id, node FROM (
-          SELECT user_id, node, row_number() OVER (PARTITION BY user_id
-                 ORDER BY last_ts DESC, node) AS rk FROM ui) WHERE rk <= {cfg.max_items_per_user}""")
+    con, items = recent_user_items(data, cut, cfg)
     uncapped, capped = con.sql("""
         SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM ui GROUP BY user_id)),
                (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM capped
@@ -103,6 +87,31 @@ def build_colisten_graph(data: str | Path, cut: datetime,
                  max_items_per_user=cfg.max_items_per_user,
                  pairs_uncapped=int(uncapped or 0), pairs_capped=int(capped or 0))
     return CoListenGraph(items["item_id"].astype(object), ab, edges, stats)
+
+
+def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
+    """A DuckDB connection holding ``ui(user_id, node, last_ts)``, every (user, item)
+    touched (any event) in the ``window_days`` before ``cut``, and ``capped(user_id,
+    node)``, each user's ``max_items_per_user`` most recent of them; nodes are numbered in
+    item-id order. Also returns the items (item_id, ab)."""
+    con = connect_dataset(data, ("items", "events"))
+    con.sql("SET TimeZone = 'UTC'")
+    items = con.sql("SELECT item_id, item_type = 'audiobook' AS ab FROM items "
+                    "ORDER BY item_id").fetchnumpy()
+    con.register("node_ids", pa.table({"item_id": pa.array(items["item_id"], pa.string()),
+                                       "node": pa.array(np.arange(len(items["item_id"])))}))
+    lo = cut - timedelta(days=cfg.window_days)
+    con.sql("""
+        CREATE TEMP TABLE ui AS
+        SELECT e.user_id, n.node, max(CAST(e.ts AS TIMESTAMPTZ)) AS last_ts
+        FROM events e JOIN node_ids n USING (item_id)
+        WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
+        GROUP BY 1, 2""", params=[lo, cut])
+    con.sql(f"""
+        CREATE TEMP TABLE capped AS SELECT user_id, node FROM (
+          SELECT user_id, node, row_number() OVER (PARTITION BY user_id
+                 ORDER BY last_ts DESC, node) AS rk FROM ui) WHERE rk <= {cfg.max_items_per_user}""")
+    return con, items
 
 
 def graph_stats(ab: np.ndarray, edges: dict) -> dict:

@@ -32,12 +32,13 @@ def split_edges(graph: CoListenGraph, val_share: float, rng: np.random.Generator
 
 def message_csrs(edges: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> dict[str, CSR]:
     """Directed message relations from undirected edges: AA and PP both ways; an AP edge
-    (audiobook a, podcast p) sends a->p (AP) and p->a (PA)."""
+    (audiobook a, podcast p) sends a->p (AP) and p->a (PA); user-item edges UA / UP
+    likewise (UA and AU, UP and PU)."""
     csrs = {}
     for rel, (s, d) in edges.items():
         if rel in ("AA", "PP"):
             csrs[rel] = CSR.from_edges(np.concatenate([s, d]), np.concatenate([d, s]), n)
-        elif rel == "AP":
-            csrs["AP"] = CSR.from_edges(s, d, n)
-            csrs["PA"] = CSR.from_edges(d, s, n)
+        elif rel in ("AP", "UA", "UP"):  # both directions, named source-target
+            csrs[rel] = CSR.from_edges(s, d, n)
+            csrs[rel[::-1]] = CSR.from_edges(d, s, n)
     return csrs

@@ -11,9 +11,12 @@ its self term, so a new title is embedded from its text alone (inductive). ReLU 
 layers; the output is L2-normalised, ready for an inner-product nearest-neighbour index.
 
 Relations are named source-target: AA (audiobook->audiobook), PA (podcast->audiobook),
-AP (audiobook->podcast), PP (podcast->podcast).
+AP (audiobook->podcast), PP (podcast->podcast); with users as nodes (the evaluation's
+HGNN-w-users) also UA, AU, UP, PU, and a third self transform for user nodes.
 
-Shapes: x (N_in, d_in) features of ``blocks[0].nodes``; returns (n_seeds, out_dim).
+Node types: 0 audiobook, 1 podcast, 2 user (a bool "is audiobook" tensor is accepted for
+the two item types). Shapes: x (N_in, d_in) features of ``blocks[0].nodes``; returns
+(n_seeds, out_dim).
 """
 
 from __future__ import annotations
@@ -28,11 +31,18 @@ from training.hgnn.sampler import Block
 MESSAGE_RELATIONS = ("AA", "PA", "AP", "PP")
 
 
+def node_types(types: Tensor) -> Tensor:
+    """int64 node types from either form (bool "is audiobook", or 0/1/2)."""
+    return (~types).long() if types.dtype == torch.bool else types
+
+
 class HeteroSAGELayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, relations: tuple[str, ...], pool_dim: int):
         super().__init__()
         self.self_audiobook = nn.Linear(in_dim, out_dim)
         self.self_podcast = nn.Linear(in_dim, out_dim)
+        if any("U" in r for r in relations):
+            self.self_user = nn.Linear(in_dim, out_dim)
         # The pooling aggregator's projection P_r (in_dim -> pool_dim, then ReLU) is ours,
         # so that its width is a setting (SAGEConv's project=True fixes it at in_dim, 3x
         # the cost on 384-d text features); SAGEConv then max-pools and applies W_r.
@@ -42,12 +52,16 @@ class HeteroSAGELayer(nn.Module):
             for r in relations
         })
 
-    def forward(self, x: Tensor, block: Block, is_audiobook: Tensor) -> Tensor:
-        """x: (len(block.nodes), in_dim); is_audiobook: (block.n_dst,) bool."""
+    def forward(self, x: Tensor, block: Block, types: Tensor) -> Tensor:
+        """x: (len(block.nodes), in_dim); types: (block.n_dst,) node types."""
         x_dst = x[:block.n_dst]
-        out = x_dst.new_empty(block.n_dst, self.self_audiobook.out_features)
-        out[is_audiobook] = self.self_audiobook(x_dst[is_audiobook])
-        out[~is_audiobook] = self.self_podcast(x_dst[~is_audiobook])
+        types = node_types(types)
+        out = x_dst.new_zeros(block.n_dst, self.self_audiobook.out_features)
+        selfs = [self.self_audiobook, self.self_podcast, getattr(self, "self_user", None)]
+        for t, linear in enumerate(selfs):
+            mask = types == t
+            if linear is not None and mask.any():
+                out[mask] = linear(x_dst[mask])
         for r, edge_index in block.edges.items():
             if r in self.convs and edge_index.shape[1]:
                 # Project only the nodes that send on this relation, not every source node
