@@ -75,3 +75,18 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         assert len(curve) == 100 and all(a <= b for a, b in zip(curve, curve[1:]))
         assert 0 <= model["podcast"]["all"]["hr@10"] <= 1
     assert (tmp_path / "r" / "hr_at_k.png").stat().st_size > 0
+
+
+def test_tripartite_graph_joins_users_to_their_items(tiny_world):
+    from audiorec.cli import default_cut
+    from training.graph.tripartite import build_tripartite_graph
+
+    g = build_tripartite_graph(tiny_world, default_cut(str(tiny_world)))
+    assert (g.node_type[:g.n_items] < 2).all() and (g.node_type[g.n_items:] == 2).all()
+    for rel, item_type in (("UA", 0), ("UP", 1)):
+        users, items, _ = g.edges[rel]
+        assert (g.node_type[users] == 2).all() and (g.node_type[items] == item_type).all()
+    assert {"AA", "AP", "PP"} <= set(g.edges)
+    # every user node has at least one item
+    users = np.concatenate([g.edges["UA"][0], g.edges["UP"][0]])
+    assert len(np.unique(users)) == len(g.user_id)
