@@ -77,7 +77,7 @@ def evaluate(model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: 
         return {"val_loss": float("nan"), "val_auc": float("nan")}
     a = torch.cat([x for x, _ in parts.values()])
     p = torch.cat([y for _, y in parts.values()])
-    n = torch.from_numpy(rng.integers(0, graph.n, (len(a), cfg.negatives)))
+    n = torch.from_numpy(rng.integers(0, graph.negative_pool, (len(a), cfg.negatives)))
     z = embed(model, features, is_ab, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
     za, zp, zn = z[:len(a)], z[len(a):2 * len(a)], z[2 * len(a):].view(len(a), cfg.negatives, -1)
     out, lo = {}, 0
@@ -131,7 +131,7 @@ def train_hgnn(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
             ba, bp = a[lo:lo + cfg.batch_size], p[lo:lo + cfg.batch_size]
             # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
             # (fewer distinct nodes to embed per step than fully independent draws).
-            pool = torch.randint(0, graph.n, (len(ba),), generator=gen)
+            pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
             bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
             z = embed(model, features, is_ab, graph, torch.cat([ba, bp, bn.flatten()]),
                       cfg.fanouts, gen, batch=1 << 30)
