@@ -142,21 +142,73 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def _cmd_evaluate(args: argparse.Namespace, base: dict | None = None, data=None,
+                  workdir=None, out=None) -> int:
     from audiorec.config import load_overrides, validated
     from training.evaluation.report import write_report
     from training.evaluation.run import EvaluationConfig, run_evaluation
 
-    overrides = load_overrides(args.config)
+    overrides = _merge(base or {}, load_overrides(args.config))
     if args.no_ablations:
         overrides["ablations"] = False
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     cfg = validated(EvaluationConfig, overrides)
-    res = run_evaluation(args.data, args.workdir, cfg, progress=not args.quiet)
-    report = write_report(res, args.out)
+    res = run_evaluation(data or args.data, workdir or args.workdir, cfg,
+                         progress=not args.quiet)
+    report = write_report(res, out or args.out)
     print(f"report: {report} (metrics.json, hr_at_k.png, coverage_vs_hr.png beside it)")
     return 0
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, section by section (nested dicts merge)."""
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(
+            base.get(k), dict) else v
+    return merged
+
+
+def _ciao_config(args: argparse.Namespace):
+    from audiorec.config import load_overrides, validated
+    from training.data.ciao import CiaoConfig
+
+    over = load_overrides(getattr(args, "import_config", None))
+    for key in ("sparse_category", "dense_category", "min_item_ratings", "min_user_ratings"):
+        if getattr(args, key) is not None:
+            over[key] = getattr(args, key)
+    return validated(CiaoConfig, over)
+
+
+def _cmd_import_ciao(args: argparse.Namespace) -> int:
+    from training.data.ciao import import_ciao
+
+    report = import_ciao(args.src, args.out, _ciao_config(args))
+    b, a = report["before"], report["after"]
+    print(f"Ciao {report['config']['sparse_category']} (audiobook role) + "
+          f"{report['config']['dense_category']} (podcast role): {b['ratings']:,} ratings, "
+          f"{b['users']:,} users, {b['sparse_items']:,} + {b['dense_items']:,} items -> "
+          f"{a['ratings']:,} ratings, {a['users']:,} users, {a['sparse_items']:,} + "
+          f"{a['dense_items']:,} items after the k-core ({report['k_core_rounds']} rounds); "
+          f"events {report['events']}")
+    print(f"written to {args.out} (import_report.json beside the tables)")
+    return 0
+
+
+def _cmd_ciao(args: argparse.Namespace) -> int:
+    """Import Ciao and evaluate every model on it, with the Ciao evaluation preset."""
+    import json
+
+    from training.data.ciao import EVALUATION_PRESET
+
+    wd = Path(args.workdir)
+    args.out = str(wd / "data")
+    _cmd_import_ciao(args)
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "evaluation.json").write_text(json.dumps(EVALUATION_PRESET, indent=2))
+    return _cmd_evaluate(args, base=EVALUATION_PRESET, data=wd / "data",
+                         workdir=wd / "eval", out=wd / "report")
 
 
 def default_cut(data: str):
@@ -273,6 +325,35 @@ def build_parser() -> argparse.ArgumentParser:
                                      "seeds, ablations, popularity_days, pipeline)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    def ciao_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--src", default="../shared/data/ciao-tang",
+                            help="the Ciao folder (ratings.csv.gz, trust.csv.gz, catalog_ciao.txt)")
+        parser.add_argument("--sparse", dest="sparse_category",
+                            help="category in the audiobook role (default Books)")
+        parser.add_argument("--dense", dest="dense_category",
+                            help="category in the podcast role (default DVDs)")
+        parser.add_argument("--min-item-ratings", type=int, help="k-core: ratings per item (3)")
+        parser.add_argument("--min-user-ratings", type=int, help="k-core: ratings per user (3)")
+        parser.add_argument("--import-config", help="JSON file of CiaoConfig overrides")
+
+    im = sub.add_parser("import", help="convert a public dataset into the data contract")
+    im_sub = im.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    ic = im_sub.add_parser("ciao", help="Ciao (Tang et al.): ratings + trust network")
+    ciao_options(ic)
+    ic.add_argument("--out", required=True, help="dataset directory to write (atomically)")
+    ic.set_defaults(func=_cmd_import_ciao)
+
+    ca = sub.add_parser("ciao", help="import Ciao and evaluate every model on it (one command)")
+    ciao_options(ca)
+    ca.add_argument("--workdir", default="runs/ciao",
+                    help="gets data/, eval/, report/ and evaluation.json")
+    ca.add_argument("--seeds", help="two-tower seeds of the main rows, e.g. 0,1,2")
+    ca.add_argument("--no-ablations", action="store_true", help="main rows only")
+    ca.add_argument("--config", help="JSON file of EvaluationConfig overrides on top of the "
+                                     "Ciao preset")
+    ca.add_argument("--quiet", action="store_true")
+    ca.set_defaults(func=_cmd_ciao)
 
     sv = sub.add_parser("serve", help="the gRPC recommender on the current artifact version")
     sv.add_argument("--workdir", required=True, help="work directory with artifacts/current")

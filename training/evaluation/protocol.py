@@ -1,6 +1,7 @@
 """The evaluation protocol: a global temporal split and what each user is scored on.
 
-* Split: the hold-out is the last ``holdout_days`` (14) of events; every model is trained
+* Split: the hold-out is the last ``holdout_days`` (14) of events (or a share of the
+  data's days, ``holdout_share``); every model is trained
   on events before the cut only.
 * Catalogue: per item type, the items published before the cut (a model cannot know
   later ones; a hold-out stream of a later title is not a target).
@@ -17,7 +18,7 @@ All of it is DuckDB SQL over the dataset (O(events)), returned as sparse matrice
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,3 @@ def _matrix(user_ids, item_ids, users: np.ndarray, ids: np.ndarray) -> sp.csr_ma
     m.data[:] = 1
     return m
 
-
-def holdout_cut(last_event_day_after: datetime, holdout_days: int = 14) -> datetime:
-    return last_event_day_after - timedelta(days=holdout_days)

@@ -36,9 +36,14 @@ ABLATIONS = {
 
 class EvaluationConfig(StrictConfig):
     holdout_days: int = Field(14, ge=1)
+    # instead of holdout_days: this share of the data's whole time span (e.g. 0.2 = the last
+    # 20% of days), for datasets spanning years
+    holdout_share: float | None = Field(None, gt=0, lt=1)
     seeds: tuple[int, ...] = (0, 1, 2)
+    ablation_seeds: int = Field(1, ge=1)  # the first N of ``seeds`` for each ablation
     ablations: bool = True
-    popularity_days: int = 28
+    popularity_days: int = Field(28, ge=1)
+    history_days: int = Field(90, ge=1)   # the items LLM-KNN / HGNN average per user
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
@@ -64,7 +69,7 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
     say = print if progress else (lambda *a, **k: None)
     data, wd = Path(data).resolve(), Path(workdir).resolve()
     end = default_cut(str(data))
-    cut = end - timedelta(days=cfg.holdout_days)
+    cut = holdout_cut(data, end, cfg)
     proto = build_protocol(data, cut, end)
     say(f"  {proto.summary()}")
     res = Results(proto)
@@ -94,7 +99,8 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
         ids = np.asarray(table.item_id, dtype=object)
         order = np.argsort(ids)
         ids, vecs = ids[order], table.vectors[order]
-        users = mean_item_users(interaction_matrix(data, cut, proto.users, ids), vecs)
+        users = mean_item_users(interaction_matrix(data, cut, proto.users, ids,
+                                                    cfg.history_days), vecs)
         score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
 
     timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
@@ -125,8 +131,25 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
             store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
             timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
                   _two_tower_rows(f"2T-HGNN, {label}", store, cfg, o.get("two_tower", {}),
-                                  cfg.seeds[:1], proto, score, progress))
+                                  cfg.seeds[:cfg.ablation_seeds], proto, score, progress))
     return res
+
+
+def holdout_cut(data: Path, end, cfg: EvaluationConfig):
+    """The start of the hold-out: ``holdout_days`` before ``end``, or, with
+    ``holdout_share``, that share of the days from the first event to ``end``."""
+    if cfg.holdout_share is None:
+        return end - timedelta(days=cfg.holdout_days)
+    from training.data.duck import connect_dataset
+    from training.features.jobs import data_span
+    from training.features.windows import midnight
+
+    con = connect_dataset(data, ("events",))
+    try:
+        first = midnight(data_span(con)[0])
+    finally:
+        con.close()
+    return end - timedelta(days=round((end - first).days * cfg.holdout_share))
 
 
 def _hgnn_and_features(data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig,

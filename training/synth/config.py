@@ -35,6 +35,9 @@ class WorldConfig(StrictConfig):
     # users
     taste_concentration: float = Field(1.5, gt=0)   # Dirichlet total mass: lower = peakier
     demographic_taste_weight: float = Field(0.6, ge=0, le=1)
+    # Music vectors = a linear image of the planted topic taste + this much noise: at 0.25 the
+    # taste is almost recoverable from music alone, which makes the 2T baseline strong.
+    music_noise: float = Field(0.25, ge=0)
     new_user_share: float = Field(0.12, ge=0, le=1)  # signed up inside the window
     podcast_listener_share: float = Field(0.85, ge=0, le=1)
     adopter_share: float = Field(0.28, ge=0, le=1)  # users who ever touch an audiobook

@@ -114,7 +114,7 @@ def music_vectors(
 
     age_dir = projection[-1]  # one extra row of the projection encodes age
     core = pop.theta[users] @ projection[:-1] + np.outer((pop.age[users] - 40) / 20, age_dir) * 0.3
-    core += rng.normal(0, 0.25, core.shape)  # the part of music taste unrelated to topics
+    core += rng.normal(0, cfg.music_noise, core.shape)  # music taste unrelated to topics
     vec = np.repeat(core, counts, axis=0) + rng.normal(0, 0.05, (len(row_user), core.shape[1]))
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     return row_user, day, vec.astype(np.float32)

@@ -1,0 +1,156 @@
+"""The Ciao adapter on a small slice of the real files (users with id <= 800).
+
+Skipped, with the reason, where ../shared/data/ciao-tang is absent (the data is never
+copied into the repository)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from audiorec.errors import AudiorecError
+from training.data.ciao import CiaoConfig, import_ciao, read_categories
+
+SRC = Path(os.environ.get("AUDIOREC_CIAO",
+                          Path(__file__).resolve().parents[2] / "shared/data/ciao-tang"))
+pytestmark = pytest.mark.skipif(not (SRC / "ratings.csv.gz").is_file(),
+                                reason=f"Ciao data not found at {SRC} (set AUDIOREC_CIAO)")
+SLICE = 800
+
+
+@pytest.fixture(scope="module")
+def ciao(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ciao") / "data"
+    report = import_ciao(SRC, out, CiaoConfig(), limit_users=SLICE)
+    raw = pd.read_csv(SRC / "ratings.csv.gz")
+    raw = raw[(raw.user_id <= SLICE) & raw.category_id.isin([1, 2]) & (raw.rating > 0)]
+    tables = {n: pd.read_parquet(out / f"{n}.parquet") for n in ("users", "items", "events",
+                                                                  "music")}
+    return out, report, raw, tables
+
+
+def test_categories_are_read_by_name():
+    cats = read_categories(SRC)
+    assert cats["DVDs"] == 1 and cats["Books"] == 2 and len(cats) == 28
+
+
+def test_k_core_holds_and_counts_shrink(ciao):
+    _, report, _, t = ciao
+    ratings = t["events"][t["events"].event_type != "follow"]
+    assert ratings.groupby("item_id").user_id.nunique().min() >= 3
+    assert ratings.groupby("user_id").item_id.nunique().min() >= 3
+    before, after = report["before"], report["after"]
+    assert after["ratings"] == len(ratings) < before["ratings"]
+    assert after["users"] == len(t["users"]) < before["users"]
+    assert after["sparse_items"] + after["dense_items"] == len(t["items"])
+    assert (t["items"].item_type == "audiobook").sum() == after["sparse_items"] > 0
+
+
+def test_a_rating_becomes_a_stream_or_a_preview(ciao):
+    _, _, raw, t = ciao
+    ev = t["events"]
+    kept = raw[raw.user_id.map(lambda u: f"u{u}").isin(set(t["users"].user_id))]
+    kept = kept.assign(iid=np.where(kept.category_id == 2, "a", "p") + kept.item_id.astype(str),
+                       uid="u" + kept.user_id.astype(str))
+    kept = kept[kept.iid.isin(set(t["items"].item_id))]
+    row = kept[kept.rating == 5].iloc[0]
+    day = datetime.fromtimestamp(int(row.timestamp), timezone.utc)
+    hit = ev[(ev.user_id == row.uid) & (ev.item_id == row.iid)]
+    assert list(hit.event_type) == ["stream"] and hit.ms_played.iloc[0] == 5 * 60_000
+    assert hit.ts.iloc[0] == pd.Timestamp(day)
+    low = kept[kept.rating <= 2].iloc[0]
+    hit = ev[(ev.user_id == low.uid) & (ev.item_id == low.iid)]
+    assert list(hit.event_type) == ["preview"] and pd.isna(hit.ms_played.iloc[0])
+    # Books play the audiobook role, DVDs the podcast role
+    types = t["items"].set_index("item_id").item_type
+    assert types[row.iid] == ("audiobook" if row.category_id == 2 else "podcast")
+
+
+def test_follows_are_earlier_endorsements_by_three_trusted_users(ciao):
+    _, _, raw, t = ciao
+    trust = pd.read_csv(SRC / "trust.csv.gz")
+    all_raw = pd.read_csv(SRC / "ratings.csv.gz")
+    all_raw = all_raw[all_raw.category_id.isin([1, 2]) & (all_raw.user_id <= SLICE)]
+    follows = t["events"][t["events"].event_type == "follow"]
+    assert len(follows) > 0
+    for f in follows.sample(20, random_state=0).itertuples():
+        user, item = int(f.user_id[1:]), int(f.item_id[1:])
+        cat = 2 if f.item_id[0] == "a" else 1
+        trusted = set(trust[trust.truster_id == user].trustee_id)
+        at = f.ts.timestamp()
+        endorsers = all_raw[(all_raw.item_id == item) & (all_raw.category_id == cat)
+                            & all_raw.user_id.isin(trusted) & (all_raw.rating >= 4)
+                            & (all_raw.timestamp <= at)]
+        assert endorsers.user_id.nunique() >= 3
+        own = all_raw[(all_raw.user_id == user) & (all_raw.item_id == item)
+                      & (all_raw.category_id == cat) & (all_raw.timestamp <= at)]
+        assert own.empty
+
+
+def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
+    out, _, _, t = ciao
+    music, users = t["music"], t["users"]
+    assert set(music.user_id) == set(users.user_id)
+    vec = np.stack(music.music_vector.to_numpy())
+    assert vec.shape[1] == 26 + 2
+    share = vec[:, :26].sum(axis=1)
+    assert np.all(np.isclose(share, 1, atol=1e-5) | np.isclose(share, 0))
+    first = music.sort_values("event_timestamp").groupby("user_id").head(1)
+    signup = users.set_index("user_id").signup_ts
+    assert (first.event_timestamp.to_numpy() == signup[first.user_id].to_numpy()).all()
+    # hand check: the busiest user's last snapshot counts exactly their earlier ratings
+    all_raw = pd.read_csv(SRC / "ratings.csv.gz")
+    uid = music.user_id.value_counts().index[0]
+    snap = music[music.user_id == uid].sort_values("event_timestamp").iloc[-1]
+    mine = all_raw[(all_raw.user_id == int(uid[1:])) & ~all_raw.category_id.isin([1, 2])
+                   & (all_raw.rating > 0)
+                   & (all_raw.timestamp < snap.event_timestamp.timestamp())]
+    mine = mine.drop_duplicates()
+    counts = np.bincount(mine.category_id, minlength=29)[3:]
+    np.testing.assert_allclose(np.asarray(snap.music_vector[:26]), counts / counts.sum(),
+                               atol=1e-6)
+
+
+def test_protocol_on_a_share_of_days(ciao):
+    from audiorec.cli import default_cut
+    from training.evaluation.protocol import build_protocol
+    from training.evaluation.run import EvaluationConfig, holdout_cut
+
+    out = ciao[0]
+    end = default_cut(str(out))
+    cut = holdout_cut(out, end, EvaluationConfig(holdout_share=0.2))
+    con = duckdb.connect()
+    first = con.execute(f"SELECT min(ts) FROM '{out}/events.parquet'").fetchone()[0]
+    span = (end - first.replace(hour=0)).days
+    assert abs((end - cut).days - 0.2 * span) <= 1
+    proto = build_protocol(out, cut, end)
+    assert len(proto.truth["audiobook"].groups["warm"]) > 0
+    assert proto.truth["podcast"].targets.nnz > 0
+
+
+def test_bad_sources_are_one_clear_error(tmp_path):
+    with pytest.raises(AudiorecError, match="not a Ciao folder"):
+        import_ciao(tmp_path, tmp_path / "out")
+    with pytest.raises(AudiorecError, match="unknown Ciao category 'Audiobooks'"):
+        import_ciao(SRC, tmp_path / "out", CiaoConfig(sparse_category="Audiobooks"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_import_prints_counts(tmp_path, capsys):
+    from audiorec.cli import main
+
+    rc = main(["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "d"),
+               "--sparse", "Music", "--min-item-ratings", "5"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "Music (audiobook role) + DVDs (podcast role)" in printed
+    assert (tmp_path / "d" / "import_report.json").is_file()
+    rc = main(["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "e"),
+               "--dense", "Nope"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "unknown Ciao category 'Nope'" in err
