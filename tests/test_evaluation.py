@@ -90,3 +90,21 @@ def test_tripartite_graph_joins_users_to_their_items(tiny_world):
     # every user node has at least one item
     users = np.concatenate([g.edges["UA"][0], g.edges["UP"][0]])
     assert len(np.unique(users)) == len(g.user_id)
+
+
+def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
+    from training.evaluation.report import expectations
+
+    def row(hr, sd=None, seeds=1):
+        return {"audiobook": {"warm": {"hr@10": hr, "hr@10_sd": sd, "seeds": seeds}}}
+
+    summary = {"2T": row(0.30, 0.01, 3), "2T-HGNN": row(0.40, 0.01, 3),
+               "2T-HGNN, no AA edges": row(0.41, 0.02, 3), "2T-HGNN, PP-only graph": row(0.35)}
+    out = {text: (ok, why) for text, ok, why in expectations(summary)}
+    ok, why = out["warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's"]
+    # 0.40 - 1.3 * 0.30 = +0.010; se = sqrt(0.01^2/3 + (1.3 * 0.01)^2/3) = 0.0095
+    assert ok and "gap +0.010, standard error over seeds 0.009: within noise" in why
+    ok, why = out["ablation 'no AA edges' is below the full model"]
+    assert not ok and why.endswith("within noise")
+    ok, why = out["ablation 'PP-only graph' is below the full model"]
+    assert ok and why == "0.350 vs 0.400"  # one seed: no noise estimate to quote
