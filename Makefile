@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test protos bench-generate clean
+.PHONY: install demo test ciao protos bench-generate clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# The outside check on real data (README "Real data"): Ciao from ../shared/data, never copied.
+CIAO ?= ../shared/data/ciao-tang
+ciao: $(STAMP)
+	$(VENV)/bin/audiorec ciao --src $(CIAO) --workdir runs/ciao
 
 # Python stubs of the Recommend API, checked in; tests/test_serving.py fails when stale.
 protos: $(STAMP)
