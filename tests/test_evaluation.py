@@ -56,7 +56,9 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     from audiorec.cli import main
 
     cfg = tmp_path / "eval.json"
-    cfg.write_text(json.dumps({"seeds": [0], "ablations": False, "pipeline": {
+    # two seeds, the second also reseeding the HGNN; one ablation picked by name
+    cfg.write_text(json.dumps({"seeds": [0, 1], "hgnn_seeds": 2,
+                               "ablations": ["no weak signals"], "pipeline": {
         "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 2, "patience": 2,
                  "max_steps_per_epoch": 20},
         "two_tower": {"layers": [32, 16], "max_epochs": 2, "patience": 2,
@@ -69,7 +71,12 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
                  "Podcasts, all users", "| 2T-HGNN |", "| Popularity |", "0.353"):
         assert text in report
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())["models"]
-    assert set(m) == {"Popularity", "LLM-KNN", "HGNN", "HGNN-w-users", "2T", "2T-HGNN"}
+    assert set(m) == {"Popularity", "LLM-KNN", "HGNN", "HGNN-w-users", "2T", "2T-HGNN",
+                      "2T-HGNN, no weak signals"}
+    seeds = {name: model["audiobook"]["warm"]["seeds"] for name, model in m.items()}
+    assert seeds == {"Popularity": 1, "LLM-KNN": 1, "HGNN": 2, "HGNN-w-users": 1, "2T": 2,
+                     "2T-HGNN": 2, "2T-HGNN, no weak signals": 1}
+    assert (tmp_path / "w" / "variants" / "full_hgnn_seed1" / "hgnn").is_dir()
     for model in m.values():
         curve = model["audiobook"]["warm"]["hr_curve"]
         assert len(curve) == 100 and all(a <= b for a, b in zip(curve, curve[1:]))
@@ -107,4 +114,6 @@ def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
     ok, why = out["ablation 'no AA edges' is below the full model"]
     assert not ok and why.endswith("within noise")
     ok, why = out["ablation 'PP-only graph' is below the full model"]
-    assert ok and why == "0.350 vs 0.400"  # one seed: no noise estimate to quote
+    # one seed: its spread is borrowed from the full model's, se = sqrt(0.01^2 + 0.01^2/3)
+    assert ok and why == ("0.350 vs 0.400; gap -0.050, standard error 0.012 "
+                          "(one seed: spread taken from the other row's seeds)")

@@ -59,6 +59,16 @@ def test_graph_edges_match_brute_force(tiny_world, graph):
     assert graph.n == 750  # every catalogue item is a node, isolated or not
 
 
+def test_graph_is_identical_across_runs(tiny_world, graph):
+    # Edge order feeds the seeded samplers: a run-dependent order would make the same
+    # seed train a different HGNN (DuckDB's parallel GROUP BY emits rows in any order).
+    again = build_colisten_graph(tiny_world, CUT)
+    for rel, (s, d, c) in graph.edges.items():
+        s2, d2, c2 = again.edges[rel]
+        assert np.array_equal(s, s2) and np.array_equal(d, d2) and np.array_equal(c, c2)
+        assert (np.diff(s * graph.n + d) > 0).all() or rel == "AP"
+
+
 def test_power_user_cap_bounds_pairs(tiny_world):
     capped = build_colisten_graph(tiny_world, CUT, GraphConfig(max_items_per_user=5))
     assert capped.stats["pairs_capped"] < capped.stats["pairs_uncapped"]

@@ -117,12 +117,19 @@ def expectations(summary: dict) -> list[tuple[str, bool, str]]:
             return ""
         text = f"{ea['hr@10']:.3f} vs {factor:g} x {eb['hr@10']:.3f}" if factor != 1 else \
             f"{ea['hr@10']:.3f} vs {eb['hr@10']:.3f}"
-        if ea.get("hr@10_sd") is not None and eb.get("hr@10_sd") is not None:
-            se = np.sqrt(ea["hr@10_sd"] ** 2 / ea["seeds"]
-                         + (factor * eb["hr@10_sd"]) ** 2 / eb["seeds"])
-            gap = ea["hr@10"] - factor * eb["hr@10"]
-            text += (f"; gap {gap:+.3f}, standard error over seeds {se:.3f}"
-                     + (": within noise" if abs(gap) < 2 * se else ""))
+        sa, sb = ea.get("hr@10_sd"), eb.get("hr@10_sd")
+        if sa is None and sb is None:
+            return text
+        # A one-seed row has no spread of its own; the same model family retrained
+        # with another seed moves about as much as the other row's seeds did.
+        borrowed = sa is None or sb is None
+        sa, sb = (sb if sa is None else sa), (sa if sb is None else sb)
+        se = np.sqrt(sa ** 2 / ea.get("seeds", 1) + (factor * sb) ** 2 / eb.get("seeds", 1))
+        gap = ea["hr@10"] - factor * eb["hr@10"]
+        text += (f"; gap {gap:+.3f}, standard error "
+                 + (f"{se:.3f} (one seed: spread taken from the other row's seeds)"
+                    if borrowed else f"over seeds {se:.3f}")
+                 + (": within noise" if abs(gap) < 2 * se else ""))
         return text
 
     warm = {m: hr(m, "audiobook", "warm") for m in summary}
@@ -157,7 +164,8 @@ def write_report(res: Results, out: str | Path) -> Path:
          "seconds": res.seconds, "models": summary}, indent=2))
     lines = ["# Offline evaluation", "", f"Protocol (PAPER.md): {res.protocol.summary()}. "
              "Targets are new starts; already streamed items are never recommended. "
-             "Our values are means ± standard deviation over seeds where several ran.", ""]
+             "Our values are means ± standard deviation over seeds where several ran"
+             + (f" ({res.seeding})." if res.seeding else "."), ""]
     for title, kind, group, abl in TABLES:
         if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
             continue

@@ -1,7 +1,8 @@
 """``audiorec evaluate``: every model trained before the cut, scored on the hold-out.
 
 Main rows: Popularity, LLM-KNN, HGNN alone, HGNN-w-users (users as graph nodes), 2T (no
-HGNN inputs) and 2T-HGNN, the two towers over ``seeds``; ablations of 2T-HGNN (balanced sampler off, no weak-signal
+HGNN inputs) and 2T-HGNN, the two towers over ``seeds`` (with ``hgnn_seeds`` > 1 the
+HGNN is reseeded too); ablations of 2T-HGNN (balanced sampler off, no weak-signal
 features, graph without PP / without AA / AA only / PP only), each a fresh HGNN and
 feature store in its own sub-directory. Everything is trained on events before the cut
 only: the HGNN graph, the feature tables (snapshots through the cut), the two towers.
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from audiorec.config import StrictConfig
 from training.evaluation.metrics import metrics, top_k
@@ -41,10 +42,26 @@ class EvaluationConfig(StrictConfig):
     holdout_share: float | None = Field(None, gt=0, lt=1)
     seeds: tuple[int, ...] = (0, 1, 2)
     ablation_seeds: int = Field(1, ge=1)  # the first N of ``seeds`` for each ablation
-    ablations: bool = True
+    # the first N of ``seeds`` also reseed the HGNN (and its feature store) under the main
+    # HGNN and 2T-HGNN rows, so their spread holds the HGNN's noise too; 1: one HGNN
+    hgnn_seeds: int = Field(1, ge=1)
+    ablations: bool | tuple[str, ...] = True   # True: all of ABLATIONS; or a few by name
     popularity_days: int = Field(28, ge=1)
     history_days: int = Field(90, ge=1)   # the items LLM-KNN / HGNN average per user
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @field_validator("ablations")
+    @classmethod
+    def _known_ablations(cls, v):
+        unknown = [a for a in v if a not in ABLATIONS] if isinstance(v, tuple) else []
+        if unknown:
+            raise ValueError(f"unknown ablations {unknown}; expected some of {list(ABLATIONS)}")
+        return v
+
+    def chosen_ablations(self) -> dict[str, dict]:
+        if isinstance(self.ablations, bool):
+            return ABLATIONS if self.ablations else {}
+        return {a: ABLATIONS[a] for a in self.ablations}
 
 
 @dataclass
@@ -53,6 +70,8 @@ class Results:
     # model -> item type -> group -> one metrics dict per seed
     rows: dict[str, dict[str, dict[str, list[dict]]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    seeding: str = ""   # what the seeds of the rows vary, for the report
+
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
@@ -72,7 +91,12 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
     cut = holdout_cut(data, end, cfg)
     proto = build_protocol(data, cut, end)
     say(f"  {proto.summary()}")
-    res = Results(proto)
+    n_hgnn = min(cfg.hgnn_seeds, len(cfg.seeds))
+    res = Results(proto, seeding=(
+        f"2T and 2T-HGNN over {len(cfg.seeds)} tower seeds, "
+        + (f"the HGNN reseeded with {n_hgnn} of them" if n_hgnn > 1 else "on one HGNN")
+        + (f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
+           "one HGNN" if cfg.chosen_ablations() else "")))
 
     def score(model: str, user_vecs, item_vecs_of, item_scores_of=None) -> None:
         for kind, truth in proto.truth.items():
@@ -113,7 +137,10 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
         return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress)
 
     main = variant("full", {})
-    timed("HGNN", lambda: mean_of_items("HGNN", main["hgnn"]))
+    base_seed = cfg.pipeline.hgnn.seed
+    stores = [main] + [variant(f"full_hgnn_seed{base_seed + i}", {"hgnn": {"seed": base_seed + i}})
+                       for i in range(1, min(cfg.hgnn_seeds, len(cfg.seeds)))]
+    timed("HGNN", lambda: [mean_of_items("HGNN", st["hgnn"]) for st in stores])
 
     def with_users() -> None:
         from training.evaluation.hgnn_users import hgnn_with_users
@@ -122,16 +149,22 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
         score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
 
     timed("HGNN-w-users", with_users)
-    for label, use_hgnn in (("2T", False), ("2T-HGNN", True)):
-        timed(label, lambda label=label, use_hgnn=use_hgnn: _two_tower_rows(
-            label, main, cfg, {"use_hgnn": use_hgnn}, cfg.seeds, proto, score, progress))
-    if cfg.ablations:
-        for label, overrides in ABLATIONS.items():
-            graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
-            store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
-            timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
-                  _two_tower_rows(f"2T-HGNN, {label}", store, cfg, o.get("two_tower", {}),
-                                  cfg.seeds[:cfg.ablation_seeds], proto, score, progress))
+    timed("2T", lambda: _two_tower_rows("2T", main, cfg, {"use_hgnn": False}, cfg.seeds,
+                                        proto, score, progress))
+
+    def two_tower_hgnn() -> None:
+        # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
+        for i, store in enumerate(stores):
+            own = cfg.seeds[i:i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores):])
+            _two_tower_rows("2T-HGNN", store, cfg, {}, own, proto, score, progress)
+
+    timed("2T-HGNN", two_tower_hgnn)
+    for label, overrides in cfg.chosen_ablations().items():
+        graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
+        store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
+        timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
+              _two_tower_rows(f"2T-HGNN, {label}", store, cfg, o.get("two_tower", {}),
+                              cfg.seeds[:cfg.ablation_seeds], proto, score, progress))
     return res
 
 

@@ -69,7 +69,8 @@ def build_colisten_graph(data: str | Path, cut: datetime,
     pairs = con.sql(f"""
         SELECT a.node AS x, b.node AS y, count(*) AS users
         FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.node < b.node
-        GROUP BY 1, 2 HAVING count(*) >= {cfg.min_users}""").fetchnumpy()
+        GROUP BY 1, 2 HAVING count(*) >= {cfg.min_users}
+        ORDER BY 1, 2""").fetchnumpy()  # a parallel GROUP BY's row order varies per run
     con.close()
     x, y, cnt = (pairs[k].astype(np.int64) for k in ("x", "y", "users"))
     ax, ay = ab[x], ab[y]

@@ -38,7 +38,7 @@ def build_tripartite_graph(data: str | Path, cut: datetime,
     items = build_colisten_graph(data, cut, cfg)
     con, _ = recent_user_items(data, cut, cfg)
     try:
-        ui = con.sql("SELECT user_id, node FROM capped").fetchnumpy()
+        ui = con.sql("SELECT user_id, node FROM capped ORDER BY user_id, node").fetchnumpy()
     finally:
         con.close()
     users = np.unique(ui["user_id"].astype(object))

@@ -69,6 +69,9 @@ class WorldConfig(StrictConfig):
     follow_effect: float = 1.5
     preview_effect: float = 0.35
     intent_effect: float = 0.3
+    # mean days from an exposure's weak signal to its first stream (exponential): how far
+    # ahead a weak signal predicts; short lags make old, unstarted signals near-negatives
+    weak_signal_lag_days: float = Field(2.0, gt=0)
 
     # engineering
     chunk_users: int = Field(25_000, ge=100)  # users per event chunk (bounds memory)
