@@ -120,10 +120,14 @@ def expectations(summary: dict) -> list[tuple[str, bool, str]]:
         sa, sb = ea.get("hr@10_sd"), eb.get("hr@10_sd")
         if sa is None and sb is None:
             return text
-        # A one-seed row has no spread of its own; the same model family retrained
-        # with another seed moves about as much as the other row's seeds did.
-        borrowed = sa is None or sb is None
-        sa, sb = (sb if sa is None else sa), (sa if sb is None else sb)
+        # A one-seed ablation has no spread of its own; retrained with another seed it
+        # would move about as much as the full model's seeds did. Any other one-run row
+        # (Popularity, LLM-KNN, one HGNN) counts as fixed.
+        family = a.startswith(b + ", ") or b.startswith(a + ", ")
+        borrowed = family and (sa is None or sb is None)
+        if family:
+            sa, sb = (sb if sa is None else sa), (sa if sb is None else sb)
+        sa, sb = sa or 0.0, sb or 0.0
         se = np.sqrt(sa ** 2 / ea.get("seeds", 1) + (factor * sb) ** 2 / eb.get("seeds", 1))
         gap = ea["hr@10"] - factor * eb["hr@10"]
         text += (f"; gap {gap:+.3f}, standard error "
