@@ -189,6 +189,18 @@ def test_training_learns_to_rank_held_out_edges(trained, graph, text_table):
     assert m["metrics"]["val_auc"] > base + 0.1, (base, aucs)
 
 
+def test_same_seed_same_model(trained, tiny_world, text_table, tmp_path):
+    # Retrain with the module's config in a fresh directory: every embedding equal to the
+    # bit (thread-order float sums in the backward pass once broke this).
+    again = run_hgnn(tiny_world, text_table, tmp_path / "again", CUT, cfg=HGNNConfig(**SMALL),
+                     progress=False)
+    a = read_item_embeddings(trained.out / "embeddings.parquet").vectors
+    b = read_item_embeddings(again.out / "embeddings.parquet").vectors
+    assert np.array_equal(a, b)
+    drop = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
+    assert drop(again.manifest["metrics"]) == drop(trained.manifest["metrics"])
+
+
 def test_artifact_describes_itself_and_loads_back(trained, tiny_world):
     out = trained.out
     manifest = json.loads((out / "manifest.json").read_text())

@@ -191,8 +191,9 @@ def _contract_tables(con, cfg: CiaoConfig, cats: dict[str, int], sparse: int,
         # or not: their ratings were visible), unless the user had rated it by then
         endorsed = f"""UNION ALL
         SELECT 'u' || x.truster_id, x.item, 'follow', x.ts, NULL FROM (
-            SELECT t.truster_id, e.key, {item_id.replace('p.', 'e.')} AS item, e.ts, row_number() OVER (
-                PARTITION BY t.truster_id, e.key ORDER BY e.ts, e.user_id) AS n
+            SELECT t.truster_id, e.key, {item_id.replace('p.', 'e.')} AS item, e.ts,
+                   row_number() OVER (PARTITION BY t.truster_id, e.key
+                                      ORDER BY e.ts, e.user_id) AS n
             FROM (SELECT user_id, category_id || ':' || item_id AS key, category_id, item_id,
                          min(ts) AS ts FROM ratings
                   WHERE rating >= 4 AND category_id IN ({sparse}, {dense}) GROUP BY ALL) e

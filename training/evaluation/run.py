@@ -77,7 +77,8 @@ class Results:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
 
 
-def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig = EvaluationConfig(),
+def run_evaluation(data: str | Path, workdir: str | Path,
+                   cfg: EvaluationConfig = EvaluationConfig(),
                    progress: bool = True, text_cache: str | Path | None = None) -> Results:
     """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
     from audiorec.cli import default_cut
@@ -138,8 +139,8 @@ def run_evaluation(data: str | Path, workdir: str | Path, cfg: EvaluationConfig 
 
     main = variant("full", {})
     base_seed = cfg.pipeline.hgnn.seed
-    stores = [main] + [variant(f"full_hgnn_seed{base_seed + i}", {"hgnn": {"seed": base_seed + i}})
-                       for i in range(1, min(cfg.hgnn_seeds, len(cfg.seeds)))]
+    stores = [main] + [variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
+                       for seed in range(base_seed + 1, base_seed + n_hgnn)]
     timed("HGNN", lambda: [mean_of_items("HGNN", st["hgnn"]) for st in stores])
 
     def with_users() -> None:

@@ -103,7 +103,22 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def train_hgnn(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
                cfg: HGNNConfig, progress: bool = True) -> TrainResult:
-    """Train on ``graph.train``; early-stop on ``graph.val``; return the best weights."""
+    """Train on ``graph.train``; early-stop on ``graph.val``; return the best weights.
+
+    The same seed gives the same model: the backward pass of ``x[index]`` accumulates with
+    ``index_put_``, whose CPU kernel sums in a thread-dependent order unless deterministic
+    algorithms are on. Tiny float differences there grew into different early-stopping
+    epochs and different HGNNs (same cost either way, measured on Ciao)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(features, is_ab, graph, cfg, progress)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
+           cfg: HGNNConfig, progress: bool) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
