@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from training.evaluation.metrics import first_hit_rank, metrics, top_k
@@ -121,3 +122,17 @@ def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
     # one seed: its spread is borrowed from the full model's, se = sqrt(0.01^2 + 0.01^2/3)
     assert ok and why == ("0.350 vs 0.400; gap -0.050, standard error 0.012 "
                           "(one seed: spread taken from the other row's seeds)")
+
+
+def test_unknown_ablation_is_rejected_by_name():
+    from audiorec.config import validated
+    from audiorec.errors import AudiorecError
+    from training.evaluation.run import EvaluationConfig
+
+    cfg = validated(EvaluationConfig, {"ablations": ["no weak signals"], "hgnn_seeds": 2})
+    assert list(cfg.chosen_ablations()) == ["no weak signals"]
+    assert validated(EvaluationConfig, {"ablations": False}).chosen_ablations() == {}
+    with pytest.raises(AudiorecError, match=r"unknown ablations \['no AB edges'\]"):
+        validated(EvaluationConfig, {"ablations": ["no AB edges"]})
+    with pytest.raises(AudiorecError, match="hgnn_seeds"):
+        validated(EvaluationConfig, {"hgnn_seeds": 0})
