@@ -72,7 +72,6 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
     seeding: str = ""   # what the seeds of the rows vary, for the report
 
-
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
 
