@@ -213,8 +213,9 @@ def audiobook_events(cfg: WorldConfig, pop: Population, users: np.ndarray,
         d = eday[flag] + rng.random(flag.sum()) * lag
         parts.append(EventChunk(eu[flag], eitem[flag], np.full(flag.sum(), code, np.int8), d,
                                 np.full(flag.sum(), -1, np.int64)))
-    # A weak signal precedes the first stream by ~weak_signal_lag_days; otherwise it starts at once.
-    sday = eday[start] + np.where(weak[start], 0.05 + rng.exponential(cfg.weak_signal_lag_days, start.sum()), 0.0)
+    # A weak signal precedes the first stream by ~weak_signal_lag_days; else it starts at once.
+    lag_after_weak = 0.05 + rng.exponential(cfg.weak_signal_lag_days, start.sum())
+    sday = eday[start] + np.where(weak[start], lag_after_weak, 0.0)
     # Heavy listeners get further into a book: streams per start grow with their volume.
     depth = np.clip(pop.audiobook_activity[eu[start]], 0.01, 50.0) ** (
         1 - cfg.audiobook_breadth_exponent)
