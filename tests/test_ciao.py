@@ -1,7 +1,7 @@
 """The Ciao adapter on a small slice of the real files (users with id <= 800).
 
-Skipped, with the reason, where ../shared/data/ciao-tang is absent (the data is never
-copied into the repository)."""
+The tests that read the data skip, with the reason, where ../shared/data/ciao-tang is
+absent (the data is never copied into the repository); the bad-source errors always run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from training.data.ciao import CiaoConfig, import_ciao, read_categories
 
 SRC = Path(os.environ.get("AUDIOREC_CIAO",
                           Path(__file__).resolve().parents[2] / "shared/data/ciao-tang"))
-pytestmark = pytest.mark.skipif(not (SRC / "ratings.csv.gz").is_file(),
+needs_data = pytest.mark.skipif(not (SRC / "ratings.csv.gz").is_file(),
                                 reason=f"Ciao data not found at {SRC} (set AUDIOREC_CIAO)")
 SLICE = 800
 
@@ -35,11 +35,13 @@ def ciao(tmp_path_factory):
     return out, report, raw, tables
 
 
+@needs_data
 def test_categories_are_read_by_name():
     cats = read_categories(SRC)
     assert cats["DVDs"] == 1 and cats["Books"] == 2 and len(cats) == 28
 
 
+@needs_data
 def test_k_core_holds_and_counts_shrink(ciao):
     _, report, _, t = ciao
     ratings = t["events"][t["events"].event_type != "follow"]
@@ -52,6 +54,7 @@ def test_k_core_holds_and_counts_shrink(ciao):
     assert (t["items"].item_type == "audiobook").sum() == after["sparse_items"] > 0
 
 
+@needs_data
 def test_a_rating_becomes_a_stream_or_a_preview(ciao):
     _, _, raw, t = ciao
     ev = t["events"]
@@ -72,6 +75,7 @@ def test_a_rating_becomes_a_stream_or_a_preview(ciao):
     assert types[row.iid] == ("audiobook" if row.category_id == 2 else "podcast")
 
 
+@needs_data
 def test_follows_are_earlier_endorsements_by_three_trusted_users(ciao):
     _, _, raw, t = ciao
     trust = pd.read_csv(SRC / "trust.csv.gz")
@@ -93,6 +97,7 @@ def test_follows_are_earlier_endorsements_by_three_trusted_users(ciao):
         assert own.empty
 
 
+@needs_data
 def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
     out, _, _, t = ciao
     music, users = t["music"], t["users"]
@@ -117,6 +122,7 @@ def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
                                atol=1e-6)
 
 
+@needs_data
 def test_protocol_on_a_share_of_days(ciao):
     from audiorec.cli import default_cut
     from training.evaluation.protocol import build_protocol
@@ -134,14 +140,25 @@ def test_protocol_on_a_share_of_days(ciao):
     assert proto.truth["podcast"].targets.nnz > 0
 
 
-def test_bad_sources_are_one_clear_error(tmp_path):
+def test_a_folder_that_is_not_ciao_is_one_clear_error(tmp_path, capsys):
+    from audiorec.cli import main
+
     with pytest.raises(AudiorecError, match="not a Ciao folder"):
         import_ciao(tmp_path, tmp_path / "out")
+    rc = main(["import", "ciao", "--src", str(tmp_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "not a Ciao folder" in err
+    assert not (tmp_path / "out").exists()
+
+
+@needs_data
+def test_an_unknown_category_is_one_clear_error(tmp_path):
     with pytest.raises(AudiorecError, match="unknown Ciao category 'Audiobooks'"):
         import_ciao(SRC, tmp_path / "out", CiaoConfig(sparse_category="Audiobooks"))
     assert not (tmp_path / "out").exists()
 
 
+@needs_data
 def test_cli_import_prints_counts(tmp_path, capsys):
     from audiorec.cli import main
 
