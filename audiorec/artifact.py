@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from audiorec.errors import ContractError
+from audiorec.publish import remove_dead_staging
 from audiorec.tower_inputs import InputSpec
 
 KIND = "audiorec.artifact"
@@ -75,8 +77,76 @@ def artifacts_root(workdir: str | Path) -> Path:
 
 
 def current_version(workdir: str | Path) -> str | None:
+    """The name ``current`` points at; None when there is none (or it is empty/garbled:
+    then a server starts on the newest version that loads)."""
     pointer = artifacts_root(workdir) / "current"
-    return pointer.read_text().strip() if pointer.is_file() else None
+    try:
+        name = pointer.read_text(errors="replace").strip()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return name if _VERSION.match(name) else None
+
+
+_VERSION = re.compile(r"^(?!current$)[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def list_versions(workdir: str | Path) -> list[str]:
+    """Published version names (complete directories), oldest first (by the manifest's
+    creation time, then name)."""
+    root = artifacts_root(workdir)
+    if not root.is_dir():
+        return []
+
+    def created(name: str) -> str:
+        try:
+            return str(json.loads((root / name / "manifest.json").read_text())["created_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
+    names = [p.name for p in root.iterdir()
+             if _VERSION.match(p.name) and (p / "manifest.json").is_file()]
+    return sorted(names, key=lambda n: (created(n), n))
+
+
+def rollback(workdir: str | Path, version: str | None = None) -> tuple[str | None, str]:
+    """Point ``current`` at ``version`` (default: the newest version older than
+    ``current`` whose manifest and files check out). Returns (previous, new)."""
+    previous = current_version(workdir)
+    versions = list_versions(workdir)
+    if version is None:
+        older = versions[:versions.index(previous)] if previous in versions else versions
+        for candidate in reversed(older):
+            try:
+                read_manifest(artifacts_root(workdir) / candidate)
+            except ContractError:
+                continue
+            version = candidate
+            break
+        if version is None:
+            raise ContractError(f"no intact version older than {previous} under "
+                                f"{artifacts_root(workdir)} to roll back to "
+                                f"(versions: {', '.join(versions) or 'none'})")
+    elif version not in versions:
+        raise ContractError(f"no artifact version {version!r} under {artifacts_root(workdir)}"
+                            f" (versions: {', '.join(versions) or 'none'})")
+    read_manifest(artifacts_root(workdir) / version)
+    set_current(workdir, version)
+    return previous, version
+
+
+def prune_versions(workdir: str | Path, keep: int) -> list[str]:
+    """Remove all but the newest ``keep`` versions, never ``current``; dead staging
+    directories go too. Returns the names removed."""
+    if keep < 1:
+        raise ValueError("keep must be >= 1")
+    root = artifacts_root(workdir)
+    removed = remove_dead_staging(root)
+    current = current_version(workdir)
+    for name in list_versions(workdir)[:-keep]:
+        if name != current:
+            shutil.rmtree(root / name, ignore_errors=True)
+            removed.append(name)
+    return removed
 
 
 def current_dir(workdir: str | Path) -> Path:
@@ -117,6 +187,7 @@ def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest]
     place, then point ``current`` at it. Any failure leaves ``current`` untouched."""
     root = artifacts_root(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(root)
     final = root / version
     if final.exists():
         raise ContractError(f"artifact version {version} already exists under {root}")
@@ -145,7 +216,10 @@ def set_current(workdir: str | Path, version: str) -> None:
         raise ContractError(f"cannot point current at {version}: {root / version} is not a "
                             "complete artifact version")
     tmp = root / f".current.tmp-{os.getpid()}"
-    tmp.write_text(version + "\n")
+    with open(tmp, "w") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, root / "current")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from audiorec import __version__
 from audiorec.errors import AudiorecError
+from audiorec.secrets import redact
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -112,12 +113,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from training.features.config import FeatureStoreConfig
     from serving.server import ServerConfig, configure_logging, create_server
 
+    from audiorec.config import validated
+    from serving.security import SecurityConfig
+
     configure_logging(args.log_level)
     store = FeatureStoreConfig(online=args.online, **({"redis": args.redis} if args.redis else {}))
+    security = validated(SecurityConfig, {
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
+        "token": _token(args.token_file), "reflection": not args.no_reflection,
+        "insecure": args.insecure})
     cfg = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                       store=store, **({"workers": args.workers} if args.workers else {}))
+                       store=store, security=security,
+                       **({"workers": args.workers} if args.workers else {}))
     running = create_server(args.workdir, cfg)
     print(f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
+          + (" over TLS" if args.tls_cert else "") + (", token required" if
+                                                      security.token else "")
           + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
           + " (SIGTERM or Ctrl-C stops)", flush=True)
     stop = threading.Event()
@@ -129,16 +140,49 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_recommend(args: argparse.Namespace) -> int:
-    from serving.client import format_answer, recommend, similar
+def _token(token_file: str | None) -> str | None:
+    """The bearer token: from --token-file, else $AUDIOREC_TOKEN (never a command-line
+    value: arguments are visible to every user of the machine in `ps`)."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise AudiorecError(f"cannot read the token file {token_file}: {exc.strerror}") \
+                from None
+        if not token:
+            raise AudiorecError(f"the token file {token_file} is empty")
+        return token
+    return os.environ.get("AUDIOREC_TOKEN") or None
 
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from serving.client import Connection, format_answer, recommend, similar
+
+    conn = Connection(args.target, token=_token(args.token_file), tls_ca=args.tls_ca,
+                      tls_cert=args.tls_cert, tls_key=args.tls_key)
     if args.similar:
-        response = similar(args.target, args.id, args.k, args.type, args.timeout)
+        response = similar(conn, args.id, args.k, args.type, args.timeout)
     else:
-        response = recommend(args.target, args.id, args.k, args.type, args.timeout,
+        response = recommend(conn, args.id, args.k, args.type, args.timeout,
                              languages=args.languages.split(",") if args.languages else (),
                              include_consumed=args.include_consumed)
     print(format_answer(args.id, response))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from audiorec.artifact import list_versions, rollback
+
+    if args.list:
+        from audiorec.artifact import current_version
+
+        current = current_version(args.workdir)
+        for v in list_versions(args.workdir):
+            print(f"{'*' if v == current else ' '} {v}")
+        return 0
+    previous, now = rollback(args.workdir, args.version)
+    print(f"audiorec: current is now {now} (was {previous or 'none'}); a running server "
+          "swaps to it within its reload interval")
     return 0
 
 
@@ -364,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
     sv.add_argument("--workers", type=int, help="request threads (default 4)")
     sv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    sv.add_argument("--tls-cert", help="server certificate chain (PEM): serve over TLS")
+    sv.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    sv.add_argument("--tls-client-ca", help="CA (PEM) that client certificates must be "
+                    "signed by (mutual TLS)")
+    sv.add_argument("--token-file", help="file holding the bearer token every call must "
+                    "carry (default: $AUDIOREC_TOKEN; none: no token)")
+    sv.add_argument("--no-reflection", action="store_true", help="turn server reflection off")
+    sv.add_argument("--insecure", action="store_true", help="allow a non-loopback --host "
+                    "without TLS and a token")
     sv.set_defaults(func=_cmd_serve)
 
     rc = sub.add_parser("recommend", help="ask a running server (prints a table)")
@@ -375,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--similar", action="store_true", help="items similar to the item id")
     rc.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
     rc.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+    rc.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
+    rc.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
+    rc.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
+    rc.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+
+    rb = sub.add_parser("rollback", help="point artifacts/current at an older version")
+    rb.add_argument("version", nargs="?", help="version name (default: the newest intact "
+                    "version older than current)")
+    rb.add_argument("--workdir", required=True, help="work directory with artifacts/")
+    rb.add_argument("--list", action="store_true", help="list the versions (* = current)")
+    rb.set_defaults(func=_cmd_rollback)
     rc.set_defaults(func=_cmd_recommend)
 
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
@@ -392,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AudiorecError as exc:
-        print(f"audiorec: error: {exc}", file=sys.stderr)
+        print(f"audiorec: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("audiorec: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from audiorec.errors import AudiorecError
+from audiorec.secrets import redact
 
 T = TypeVar("T", bound="StrictConfig")
 
@@ -37,7 +38,8 @@ def validated(cls: type[T], data: dict[str, Any]) -> T:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else " (unknown key)")
+            + (f" (got {redact(repr(err['input']))[:80]})" if err["type"] != "extra_forbidden"
+               else " (unknown key)")
             for err in exc.errors()
         )
         raise AudiorecError(f"invalid {cls.__name__}: {problems}") from None

@@ -24,3 +24,7 @@ class NotFound(AudiorecError):
 
 class DeadlineExceeded(AudiorecError):
     """The caller's deadline passed; the remaining stages were not run."""
+
+
+class Overloaded(AudiorecError):
+    """The server is at capacity; the call was refused before any work (RESOURCE_EXHAUSTED)."""

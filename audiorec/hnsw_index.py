@@ -86,8 +86,11 @@ class ItemIndex:
         mpath = directory / "manifest.json"
         if not mpath.is_file():
             raise AudiorecError(f"{directory} is not an HNSW index (no manifest.json)")
-        m = json.loads(mpath.read_text())
-        if m.get("kind") != MANIFEST_KIND or m.get("metric") != "ip":
+        try:
+            m = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AudiorecError(f"{mpath} is corrupt ({exc})") from None
+        if not isinstance(m, dict) or m.get("kind") != MANIFEST_KIND or m.get("metric") != "ip":
             raise AudiorecError(f"{mpath}: kind {m.get('kind')!r} metric {m.get('metric')!r}, "
                                 f"expected {MANIFEST_KIND!r} with metric 'ip'")
         if expect_dim is not None and m["dim"] != expect_dim:

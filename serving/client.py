@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import grpc
@@ -13,16 +15,48 @@ from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 TYPES = {"audiobook": pb.AUDIOBOOK, "podcast": pb.PODCAST}
 
 
-def _call(target: str, method: str, request, timeout: float):
-    with grpc.insecure_channel(target) as channel:
+@dataclass(frozen=True)
+class Connection:
+    """Where the server is and how to reach it: plain, TLS (``tls_ca``: the CA to verify
+    the server; ``tls_cert``/``tls_key``: a client certificate), with a bearer token."""
+
+    target: str
+    token: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Connection({self.target!r}, tls={self.tls_ca is not None})"
+
+    def channel(self) -> grpc.Channel:
+        if self.tls_ca is None and self.tls_cert is None:
+            return grpc.insecure_channel(self.target)
+        read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
         try:
-            return getattr(pb_grpc.RecommenderStub(channel), method)(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise AudiorecError(f"{method} at {target}: {exc.code().name}: {exc.details()}") \
+            creds = grpc.ssl_channel_credentials(read(self.tls_ca), read(self.tls_key),
+                                                 read(self.tls_cert))
+        except OSError as exc:
+            raise AudiorecError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") \
                 from None
+        return grpc.secure_channel(self.target, creds)
+
+    def metadata(self) -> tuple:
+        return () if not self.token else (("authorization", f"Bearer {self.token}"),)
 
 
-def recommend(target: str, user_id: str, k: int = 10, item_type: str = "audiobook",
+def _call(conn: Connection | str, method: str, request, timeout: float):
+    conn = Connection(conn) if isinstance(conn, str) else conn
+    with conn.channel() as channel:
+        try:
+            return getattr(pb_grpc.RecommenderStub(channel), method)(
+                request, timeout=timeout, metadata=conn.metadata())
+        except grpc.RpcError as exc:
+            raise AudiorecError(f"{method} at {conn.target}: {exc.code().name}: "
+                                f"{exc.details()}") from None
+
+
+def recommend(target: Connection | str, user_id: str, k: int = 10, item_type: str = "audiobook",
               timeout: float = 5.0, languages: Sequence[str] = (),
               include_consumed: bool = False) -> pb.RecommendResponse:
     return _call(target, "Recommend", pb.RecommendRequest(
@@ -30,7 +64,7 @@ def recommend(target: str, user_id: str, k: int = 10, item_type: str = "audioboo
         include_consumed=include_consumed), timeout)
 
 
-def similar(target: str, item_id: str, k: int = 10, item_type: str = "audiobook",
+def similar(target: Connection | str, item_id: str, k: int = 10, item_type: str = "audiobook",
             timeout: float = 5.0) -> pb.RecommendSimilarResponse:
     return _call(target, "RecommendSimilar", pb.RecommendSimilarRequest(
         item_id=item_id, k=k, item_type=TYPES[item_type]), timeout)

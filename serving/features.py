@@ -1,31 +1,140 @@
-"""The online feature read of the request path: the ``user_tower`` service via Feast.
+"""The online feature read of the request path: the ``user_tower`` service via Feast,
+bounded in time and guarded by a circuit breaker.
 
-Reads are serialised by a lock: Feast shares one SQLite connection across threads
-(``check_same_thread=False``), which is only safe one statement at a time. A read costs
-~0.3-0.5 ms, so one lock allows ~2,000 reads/s, well above the target rate.
+- **No global lock.** Reads run on a small pool of reader threads, each with its own
+  Feast store object (its own SQLite connection or Redis client), so reads proceed in
+  parallel and one slow read never holds up the others.
+- **Bounded by the deadline.** A request waits for its read at most
+  ``min(read_timeout_s, time left before its deadline)``; the Redis client itself has
+  connect and socket timeouts, so a hung Redis frees the reader thread soon after.
+- **Fails fast.** ``breaker_failures`` timed-out or failed reads in a row open the
+  breaker: requests then get FALLBACK without touching the store, while a background
+  probe reads every ``probe_interval_s`` and closes the breaker on its first success.
+
+Errors raised to the request path are :class:`StoreUnavailable` with a short message
+that never carries connection strings (they may hold a password).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import logging
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
+from pydantic import Field
+
+from audiorec.config import StrictConfig
+from serving.breaker import OPEN, CircuitBreaker
+from serving.recommender import StoreUnavailable
 from training.features.config import FeatureStoreConfig
 from training.features.retrieval import USER_SERVICE, OnlineFeatureReader
 from training.features.store import feature_service, open_store
 
+log = logging.getLogger("audiorec.serving")
+PROBE_USER = "__audiorec_probe__"
+
+
+class StoreGuardConfig(StrictConfig):
+    # One online read takes ~0.3-0.5 ms; 50 ms is a store in trouble.
+    read_timeout_s: float = Field(0.05, gt=0, le=30)
+    connect_timeout_s: float = Field(0.1, gt=0, le=30)   # Redis TCP connect
+    readers: int = Field(4, ge=1, le=64)                 # reader threads
+    breaker_failures: int = Field(5, ge=1)               # failed reads in a row to open
+    probe_interval_s: float = Field(0.5, gt=0, le=60)    # while open
+
+
+def with_timeouts(cfg: FeatureStoreConfig, guard: StoreGuardConfig) -> FeatureStoreConfig:
+    """The store config with Redis connect/socket timeouts added to the connection string
+    (Feast passes its ``key=value`` parts to the redis client), unless already there."""
+    if cfg.online != "redis":
+        return cfg
+    parts = cfg.redis.split(",")
+    keys = {p.split("=", 1)[0].strip() for p in parts[1:] if "=" in p}
+    extra = []
+    if "socket_timeout" not in keys:
+        extra.append(f"socket_timeout={guard.read_timeout_s}")
+    if "socket_connect_timeout" not in keys:
+        extra.append(f"socket_connect_timeout={guard.connect_timeout_s}")
+    return cfg.model_copy(update={"redis": ",".join(parts + extra)})
+
 
 class OnlineFeatures:
-    def __init__(self, workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
-        self.store = open_store(workdir, cfg)
-        self.reader = OnlineFeatureReader(self.store)
-        self._lock = threading.Lock()
+    """``features(user_id, deadline) -> {feature: [value]}`` (deadline: a
+    ``time.monotonic()`` instant or None)."""
+
+    def __init__(self, workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
+                 guard: StoreGuardConfig = StoreGuardConfig(),
+                 on_state: Callable[[bool], None] = lambda is_open: None):
+        self.workdir, self.cfg, self.guard = workdir, with_timeouts(cfg, guard), guard
+        self.store = open_store(workdir, self.cfg)   # for the service definition only
+        self._local = threading.local()
+        self._pool = cf.ThreadPoolExecutor(guard.readers, thread_name_prefix="store-read")
+        self._on_state = on_state
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+        self.breaker = CircuitBreaker(guard.breaker_failures, guard.probe_interval_s,
+                                      on_change=self._changed)
 
     def served_features(self) -> list[str]:
         """The user-tower service's feature names, in order (the model's contract)."""
         service = feature_service(self.store, USER_SERVICE)
         return [f.name for p in service.feature_view_projections for f in p.features]
 
-    def __call__(self, user_id: str) -> dict:
-        with self._lock:
-            return self.reader.read([user_id])
+    def _read(self, user_id: str) -> dict:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:  # first read on this thread: its own store, its own connection
+            reader = self._local.reader = OnlineFeatureReader(open_store(self.workdir,
+                                                                         self.cfg))
+        return reader.read([user_id])
+
+    def __call__(self, user_id: str, deadline: float | None = None) -> dict:
+        if self.breaker.is_open:
+            raise StoreUnavailable("circuit breaker open after repeated failures")
+        budget = self.guard.read_timeout_s
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
+        store_bound = budget >= self.guard.read_timeout_s  # else the client's deadline binds
+        future = self._pool.submit(self._read, user_id)
+        try:
+            raw = future.result(timeout=max(budget, 0.0))
+        except cf.TimeoutError:
+            future.cancel()
+            if store_bound:
+                self._failed("timeout")
+            raise StoreUnavailable(f"no answer within {budget * 1e3:.0f} ms") from None
+        except Exception as exc:  # noqa: BLE001 - its text may hold connection details
+            self._failed(type(exc).__name__)
+            raise StoreUnavailable(f"read failed: {type(exc).__name__}") from None
+        self.breaker.success()
+        return raw
+
+    def _failed(self, why: str) -> None:
+        if self.breaker.failure(why):
+            self._start_prober()
+
+    def _changed(self, state: str, why: str) -> None:
+        level = logging.ERROR if state == OPEN else logging.WARNING
+        log.log(level, f"online store circuit breaker {state}", extra={"fields": {
+            "breaker": state, "why": why}})
+        self._on_state(state == OPEN)
+
+    def _start_prober(self) -> None:
+        def probe() -> None:
+            while self.breaker.is_open and not self._stop.wait(self.guard.probe_interval_s):
+                future = self._pool.submit(self._read, PROBE_USER)
+                try:
+                    future.result(timeout=self.guard.read_timeout_s * 4)
+                except Exception:  # noqa: BLE001 - still down: keep probing
+                    future.cancel()
+                    continue
+                self.breaker.success()
+
+        self._prober = threading.Thread(target=probe, name="store-probe", daemon=True)
+        self._prober.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -5,7 +5,10 @@
 * ``audiorec_stage_seconds{stage}``: features, tower, index, filter;
 * ``audiorec_fallback_total{reason}``: unknown_user / store_unavailable;
 * ``audiorec_model_info{version}``: 1 for the version being served;
-* ``audiorec_reload_total{result}``: ok / refused.
+* ``audiorec_reload_total{result}``: ok / refused;
+* ``audiorec_store_breaker_open``: 1 while the online store's circuit breaker is open;
+* ``audiorec_rejected_total{reason}``: calls refused before any work (unparseable,
+  unauthenticated, overloaded).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ class Metrics:
         self._version: str | None = None
         self.reloads = Counter("audiorec_reload_total", "Artifact reload attempts",
                                ["result"], registry=self.registry)
+
+        self.breaker_open = Gauge("audiorec_store_breaker_open",
+                                  "1 while the online store's circuit breaker is open",
+                                  registry=self.registry, multiprocess_mode="livemax")
+        self.rejected = Counter("audiorec_rejected_total", "Calls refused before any work",
+                                ["reason"], registry=self.registry)
 
     def serving(self, version: str) -> None:
         if self._version is not None:

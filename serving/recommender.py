@@ -23,9 +23,9 @@ import numpy as np
 from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
+from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
 
 ITEM_TYPES = ("audiobook", "podcast")
-MAX_K = 1000
 HISTORY = {"audiobook": "audiobook_items_90d", "podcast": "podcast_items_90d"}
 KNOWN_MARKERS = ("country", "audiobook_items_90d")  # null in both: unknown to the store
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
@@ -48,23 +48,30 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def check_request(user_or_item: str, field_name: str, k: int, item_type: str) -> None:
-    if not user_or_item or not user_or_item.strip():
-        raise InvalidRequest(f"{field_name} is empty; expected a non-empty id")
-    if not 1 <= k <= MAX_K:
-        raise InvalidRequest(f"k is {k}; expected 1 <= k <= {MAX_K}")
+class StoreUnavailable(Exception):
+    """The online store did not answer in time (or the breaker is open). The message is
+    short and free of connection details: it reaches clients in ``reason``."""
+
+
+def check_request(user_or_item: str, field_name: str, k: int, item_type: str,
+                  limits: RequestLimits) -> None:
+    check_id(user_or_item, field_name, limits)
+    check_k(k, limits)
     if item_type not in ITEM_TYPES:
-        raise InvalidRequest(f"item_type is {item_type!r}; expected one of "
+        raise InvalidRequest(f"item_type is {echo(str(item_type))}; expected one of "
                              f"{', '.join(ITEM_TYPES)}")
 
 
 class Recommender:
-    """Answers for one artifact version; ``read_features(user_id) -> {feature: [value]}``
-    is the online store (it raises on an unreachable store)."""
+    """Answers for one artifact version. ``read_features(user_id, deadline) ->
+    {feature: [value]}`` is the online store; it raises :class:`StoreUnavailable` (or
+    anything else) when the store cannot answer before ``deadline``."""
 
-    def __init__(self, artifact: Artifact, read_features: Callable[[str], dict]):
+    def __init__(self, artifact: Artifact, read_features: Callable[[str, float | None], dict],
+                 limits: RequestLimits = RequestLimits()):
         self.artifact = artifact
         self.read_features = read_features
+        self.limits = limits
         self._by_language, self._label_of = {}, {}
         for kind in ITEM_TYPES:
             rows = artifact.label_rows[kind]
@@ -83,14 +90,20 @@ class Recommender:
                   include_consumed: bool = False, languages: Sequence[str] = (),
                   deadline: float | None = None) -> Answer:
         """``deadline``: a ``time.monotonic()`` instant; past it, no further stage runs."""
-        check_request(user_id, "user_id", k, item_type)
+        check_request(user_id, "user_id", k, item_type, self.limits)
+        languages = clean_languages(languages, self.limits)
         _check_deadline(deadline, "before reading features")
         t = {"start": time.perf_counter()}
         try:
-            raw = self.read_features(user_id)
-        except Exception as exc:  # noqa: BLE001 - any store failure degrades to fallback
+            raw = self.read_features(user_id, deadline)
+        except StoreUnavailable as exc:
             answer = self._fallback(k, item_type, languages,
-                                    f"online feature store unavailable ({_short(exc)})")
+                                    f"online feature store unavailable ({exc})")
+            return _timed(answer, t, "features")
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to fallback
+            # The exception's text may carry connection details: only its type goes out.
+            answer = self._fallback(k, item_type, languages, "online feature store "
+                                    f"unavailable ({type(exc).__name__})")
             return _timed(answer, t, "features")
         t["features"] = time.perf_counter()
         _check_deadline(deadline, "after reading features")
@@ -112,11 +125,11 @@ class Recommender:
         return _timed(answer, t, "filter")
 
     def similar(self, item_id: str, k: int = 10, item_type: str = "audiobook") -> Answer:
-        check_request(item_id, "item_id", k, item_type)
+        check_request(item_id, "item_id", k, item_type, self.limits)
         art = self.artifact
         row = int(np.searchsorted(art.item_ids, item_id))
         if row >= len(art.item_ids) or art.item_ids[row] != item_id:
-            raise NotFound(f"item_id {item_id!r} is not in the catalogue of model "
+            raise NotFound(f"item_id {echo(item_id)} is not in the catalogue of model "
                            f"{self.version} ({len(art.item_ids):,} items)")
         t = {"start": time.perf_counter()}
         labels, scores = self._search(art.vectors[row], k, item_type, np.array([row]), ())
@@ -158,22 +171,22 @@ class Recommender:
                   reason: str) -> Answer:
         """Popular items: per requested language, then the global list restricted to those
         languages, then any further items in them (a language few people streamed
-        lately still gets k answers)."""
+        lately still gets k answers). Cost O(k x languages + global list): every part is
+        cut to k before it is joined, and languages are bounded and deduplicated."""
         art = self.artifact
-        ranked = list(art.popularity.get(("global", "", item_type), []))
+        empty = np.empty(0, np.int64)
+        ranked = art.popularity.get(("global", "", item_type), empty)
         scope = "global"
         if languages:
-            wanted = set(languages)
-            per_language = [r for lang in languages
-                            for r in art.popularity.get(("language", lang, item_type), [])]
-            in_languages = [r for r in ranked if art.languages[r] in wanted]
-            # only the first k of the rest can be needed
-            rest = [r for lang in languages
-                    for r in art.label_rows[item_type][self._by_language[item_type].get(
-                        lang, np.empty(0, np.int64))[:k]]]
-            ranked = per_language + in_languages + rest
+            per_language = [art.popularity.get(("language", lang, item_type), empty)[:k]
+                            for lang in languages]
+            in_languages = ranked[np.isin(art.languages[ranked], list(languages))][:k]
+            rest = [art.label_rows[item_type][self._by_language[item_type].get(lang, empty)[:k]]
+                    for lang in languages]
+            ranked = np.concatenate([*per_language, in_languages, *rest]).astype(np.int64)
             scope = f"language {', '.join(languages)}"
-        rows = list(dict.fromkeys(int(r) for r in ranked))[:k]  # best rank first, no repeats
+        _, first = np.unique(ranked, return_index=True)  # best rank first, no repeats
+        rows = ranked[np.sort(first)][:k]
         items = [Item(str(art.item_ids[r]), item_type, float(1.0 / (i + 1)),
                       str(art.titles[r])) for i, r in enumerate(rows)]
         return Answer(items, "FALLBACK", f"{reason}: most popular {item_type}s ({scope}, last "
@@ -196,7 +209,3 @@ def _timed(answer: Answer, t: dict, last: str) -> Answer:
     answer.timings_ms = {name: round((b - a) * 1e3, 3)
                          for (_, a), (name, b) in zip(stamps, stamps[1:])}
     return answer
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__

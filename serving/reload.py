@@ -5,6 +5,11 @@ feature list against the feature service, indexes) on the watcher thread while t
 one keeps serving; then one attribute assignment swaps them (atomic under the GIL), so an
 in-flight request finishes on the version it started with. A version that fails to load
 is logged and refused once; the old one keeps serving until ``current`` moves again.
+
+At start-up, when ``current`` does not load (a refused or damaged version), the newest
+other version that does load is served instead, loudly (an ERROR line naming both), so a
+bad publish never keeps a restarted server down; ``audiorec rollback`` then moves
+``current`` for good.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from audiorec.artifact import artifacts_root, current_dir, current_version
+from audiorec.artifact import artifacts_root, current_version, list_versions
+from audiorec.errors import ContractError
 from serving.recommender import Recommender
 
 log = logging.getLogger("audiorec.serving")
@@ -32,8 +38,33 @@ class ModelHolder:
         self._refused: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.current: Recommender = build(current_dir(self.workdir))
+        self.current: Recommender = self._first_loadable()
         on_swap(self.current.version)
+
+    def _first_loadable(self) -> Recommender:
+        wanted = current_version(self.workdir)
+        if wanted is None:
+            raise ContractError(f"no published artifact under {artifacts_root(self.workdir)} "
+                                "(run: audiorec pipeline --data DIR --workdir W)")
+        try:
+            return self._build(artifacts_root(self.workdir) / wanted)
+        except Exception as exc:  # noqa: BLE001 - try the older versions before giving up
+            first_error = exc
+        self._refused = wanted
+        for version in reversed(list_versions(self.workdir)):
+            if version == wanted:
+                continue
+            try:
+                rec = self._build(artifacts_root(self.workdir) / version)
+            except Exception:  # noqa: BLE001 - try the next older one
+                continue
+            log.error("current artifact version does not load; serving an older one (run "
+                      "audiorec rollback to make it current)", extra={"fields": {
+                          "current": wanted, "error": str(first_error)[:500],
+                          "serving": version}})
+            return rec
+        raise ContractError(f"the current artifact version {wanted} does not load "
+                            f"({first_error}) and no older version does either")
 
     def check_now(self) -> bool:
         """Swap if ``current`` names another loadable version; True when swapped."""

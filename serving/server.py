@@ -1,12 +1,19 @@
 """The gRPC server: ``create_server`` builds it, handlers stay thin.
 
 Each handler validates nothing itself: it hands the request to the current
-:class:`~serving.recommender.Recommender` and maps its errors to status codes
+:class:`~serving.recommender.Recommender` and maps its errors to status codes once
 (InvalidRequest -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, DeadlineExceeded ->
-DEADLINE_EXCEEDED). The standard health service reports SERVING only once an artifact
-is loaded; server reflection lists the Recommender service; the artifact is hot-reloaded
-(serving/reload.py); metrics go to a per-server Prometheus registry, optionally exposed
-over HTTP.
+DEADLINE_EXCEEDED, Overloaded -> RESOURCE_EXHAUSTED). Bytes that do not parse as the
+request message get INVALID_ARGUMENT too (the deserializer never raises), and every
+refusal is counted in the metrics.
+
+Capacity: at most ``workers`` requests compute at once (the rest wait for a slot, never
+past their deadline); beyond ``max_concurrent_rpcs`` in flight, calls are refused at once;
+the thread pool keeps ``health_threads`` more, so the health check answers in
+milliseconds whatever Recommend is doing. The standard health service reports SERVING
+only once an artifact is loaded; reflection is switchable; TLS, client certificates and a
+bearer token come from :mod:`serving.security`; the artifact is hot-reloaded
+(serving/reload.py); metrics go to a per-server Prometheus registry.
 """
 
 from __future__ import annotations
@@ -15,10 +22,13 @@ import gc
 import json
 import logging
 import sys
+import threading
 import time
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,26 +36,35 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import Field
 
 from audiorec.config import StrictConfig
-from audiorec.errors import AudiorecError, DeadlineExceeded, InvalidRequest, NotFound
+from audiorec.errors import AudiorecError, DeadlineExceeded, InvalidRequest, NotFound, \
+    Overloaded
+from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
-from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 from serving.artifact import Artifact
-from serving.features import OnlineFeatures
+from serving.features import OnlineFeatures, StoreGuardConfig
+from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
+from serving.security import SecurityConfig, TokenInterceptor, check_exposure, \
+    server_credentials
 from training.features.config import FeatureStoreConfig
 
 log = logging.getLogger("audiorec.serving")
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 TYPE_NAMES = {pb.AUDIOBOOK: "audiobook", pb.PODCAST: "podcast"}
 TYPE_VALUES = {v: k for k, v in TYPE_NAMES.items()}
+# Codes that describe the client's call, not the server: counted, logged at DEBUG, and
+# summarised at WARNING at most once per CLIENT_LOG_EVERY_S (a fuzzer must not flood logs).
+CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+CLIENT_LOG_EVERY_S = 10.0
 
 
 class ServerConfig(StrictConfig):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)  # 0: any free port (create_server returns it)
-    workers: int = Field(4, ge=1)  # more threads only contend for the GIL on 2 cores
+    workers: int = Field(4, ge=1)  # requests computing at once; more contend for the GIL
     # Freeze what loading allocated out of the garbage collector's reach and collect
     # less often: full collections over the loaded artifact were the p99 spikes.
     tune_gc: bool = True
@@ -53,12 +72,16 @@ class ServerConfig(StrictConfig):
     # The gRPC poller thread needs the GIL to hand each call to a worker; at 5 ms every
     # busy moment delays dispatch by up to that much, which is the p99.
     gil_switch_interval_ms: float | None = Field(0.5, gt=0)
-    # Beyond this many calls in flight new ones get RESOURCE_EXHAUSTED at once: under
-    # overload the server sheds load instead of queueing into everyone's deadline.
+    # Beyond this many Recommend calls in flight new ones get RESOURCE_EXHAUSTED at once:
+    # under overload the server sheds load instead of queueing into everyone's deadline.
     max_concurrent_rpcs: int = Field(64, ge=1)
+    health_threads: int = Field(2, ge=1)  # threads only health checks and refusals use
     reload_interval_s: float = Field(2.0, gt=0)
     metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus HTTP; None: off
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    store_guard: StoreGuardConfig = Field(default_factory=StoreGuardConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
 def _item_type(value: int) -> str:
@@ -73,19 +96,91 @@ def _items(answer: Answer) -> list:
                     title=i.title) for i in answer.items]
 
 
-class RecommenderService(pb_grpc.RecommenderServicer):
-    def __init__(self, holder: ModelHolder, metrics: Metrics):
+class _Unparseable:
+    """What the deserializer hands over for bytes that are not the request message."""
+
+
+UNPARSEABLE = _Unparseable()
+
+
+def _parser(message):
+    def parse(data: bytes):
+        try:
+            return message.FromString(data)
+        except Exception:  # noqa: BLE001 - DecodeError, bad UTF-8, too deep: all the same
+            return UNPARSEABLE
+    return parse
+
+
+class Admission:
+    """At most ``active`` requests compute at once; at most ``in_flight`` wait or compute."""
+
+    def __init__(self, active: int, in_flight: int):
+        self._slots = threading.BoundedSemaphore(active)
+        self._lock = threading.Lock()
+        self._in_flight, self._max = 0, in_flight
+
+    @contextmanager
+    def enter(self, deadline: float | None) -> Iterator[None]:
+        with self._lock:
+            if self._in_flight >= self._max:
+                raise Overloaded(f"server at capacity ({self._max} calls in flight); retry "
+                                 "with backoff")
+            self._in_flight += 1
+        try:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._slots.acquire(timeout=wait):
+                raise DeadlineExceeded("deadline passed while waiting for a free worker")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+class _ClientErrorLog:
+    """Counts client-side errors; one WARNING line per window summarises them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._since = time.monotonic()
+
+    def add(self, code: str) -> None:
+        with self._lock:
+            self._counts[code] = self._counts.get(code, 0) + 1
+            now = time.monotonic()
+            if now - self._since < CLIENT_LOG_EVERY_S:
+                return
+            counts, self._counts, since, self._since = self._counts, {}, self._since, now
+        log.warning("client errors", extra={"fields": {
+            "window_s": round(now - since, 1), **counts}})
+
+
+class RecommenderService:
+    def __init__(self, holder: ModelHolder, metrics: Metrics, admission: Admission):
         self.holder = holder
         self.metrics = metrics
+        self.admission = admission
+        self._client_errors = _ClientErrorLog()
 
-    def _run(self, rpc: str, context, fn):
+    def _run(self, rpc: str, request, context, fn):
         start = time.perf_counter()
         strategy, code = "", grpc.StatusCode.OK
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            response, strategy = fn(self.holder.current, deadline)
+            if request is UNPARSEABLE:
+                self.metrics.rejected.labels(reason="unparseable").inc()
+                raise InvalidRequest(f"the request bytes are not a valid {rpc}Request message")
+            with self.admission.enter(deadline):
+                response, strategy = fn(self.holder.current, deadline)
             return response
+        except Overloaded as exc:
+            self.metrics.rejected.labels(reason="overloaded").inc()
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except InvalidRequest as exc:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except NotFound as exc:
@@ -93,13 +188,18 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         except DeadlineExceeded as exc:
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
         except Exception as exc:  # noqa: BLE001 - a bug: answer INTERNAL, keep serving
-            code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+            code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
+            log.exception("internal error", extra={"fields": {"rpc": rpc}})
         finally:
             seconds = time.perf_counter() - start
             self.metrics.requests.labels(rpc=rpc, strategy=strategy or "none",
                                          code=code.name).observe(seconds)
-            if log.isEnabledFor(logging.DEBUG) or code != grpc.StatusCode.OK:
-                log.log(logging.DEBUG if code == grpc.StatusCode.OK else logging.WARNING,
+            if code in CLIENT_CODES:
+                self._client_errors.add(code.name)
+            if log.isEnabledFor(logging.DEBUG) or code not in CLIENT_CODES | {
+                    grpc.StatusCode.OK}:
+                log.log(logging.DEBUG if code in CLIENT_CODES | {grpc.StatusCode.OK}
+                        else logging.ERROR,
                         "request", extra={"fields": {"rpc": rpc, "code": code.name,
                                                      "strategy": strategy,
                                                      "ms": round(seconds * 1e3, 3)}})
@@ -108,7 +208,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     def Recommend(self, request, context):
         def answer(rec: Recommender, deadline):
             a = rec.recommend(request.user_id, request.k, _item_type(request.item_type),
-                              request.include_consumed, list(request.languages), deadline)
+                              request.include_consumed, request.languages, deadline)
             for stage, ms in a.timings_ms.items():
                 self.metrics.stages.labels(stage=stage).observe(ms / 1e3)
             if a.strategy == "FALLBACK":
@@ -117,14 +217,25 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             return pb.RecommendResponse(items=_items(a), model_version=a.model_version,
                                         strategy=pb.Strategy.Value(a.strategy),
                                         reason=a.reason), a.strategy
-        return self._run("Recommend", context, answer)
+        return self._run("Recommend", request, context, answer)
 
     def RecommendSimilar(self, request, context):
         def answer(rec: Recommender, deadline):
             a = rec.similar(request.item_id, request.k, _item_type(request.item_type))
             return pb.RecommendSimilarResponse(items=_items(a),
                                                model_version=a.model_version), "SIMILAR"
-        return self._run("RecommendSimilar", context, answer)
+        return self._run("RecommendSimilar", request, context, answer)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def method(fn, request, response):
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=_parser(request),
+                response_serializer=response.SerializeToString)
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Recommend": method(self.Recommend, pb.RecommendRequest, pb.RecommendResponse),
+            "RecommendSimilar": method(self.RecommendSimilar, pb.RecommendSimilarRequest,
+                                       pb.RecommendSimilarResponse)})
 
 
 @dataclass
@@ -134,35 +245,55 @@ class RunningServer:
     holder: ModelHolder
     metrics: Metrics
     health: health.HealthServicer
+    features: OnlineFeatures
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let in-flight ones finish (up to ``grace`` s), stop watching."""
         self.health.enter_graceful_shutdown()
         self.holder.stop()
         self.server.stop(grace).wait()
+        self.features.close()
 
 
 def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> RunningServer:
     """Load the current artifact and the feature store, and return a started server."""
-    features = OnlineFeatures(workdir, cfg.store)
-    served = features.served_features()
+    sec = cfg.security
+    check_exposure(cfg.host, sec)
+    credentials = server_credentials(sec)
     metrics = Metrics()
+    features = OnlineFeatures(workdir, cfg.store, cfg.store_guard,
+                              on_state=lambda is_open: metrics.breaker_open.set(int(is_open)))
+    served = features.served_features()
 
     def build(directory: Path) -> Recommender:
-        return Recommender(Artifact.load(directory, served_user_features=served), features)
+        return Recommender(Artifact.load(directory, served_user_features=served), features,
+                           cfg.limits)
 
     holder = ModelHolder(workdir, build, on_swap=lambda v: (metrics.serving(v),
                                                             metrics.reloads.labels("ok").inc()),
                          on_refused=lambda v, e: metrics.reloads.labels("refused").inc())
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.workers),
-                         maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
-    pb_grpc.add_RecommenderServicer_to_server(RecommenderService(holder, metrics), server)
+    interceptors = [] if sec.token is None else [TokenInterceptor(
+        sec.token, on_reject=lambda: metrics.rejected.labels(reason="unauthenticated").inc())]
+    pool = cfg.max_concurrent_rpcs + cfg.health_threads
+    limit = cfg.limits.max_receive_bytes
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=pool),
+                         interceptors=interceptors,
+                         # a memory guard only: Recommend sheds itself at max_concurrent_rpcs
+                         maximum_concurrent_rpcs=4 * pool,
+                         options=[("grpc.max_receive_message_length", limit),
+                                  ("grpc.max_metadata_size", 16 * 1024)])
+    service = RecommenderService(holder, metrics, Admission(cfg.workers,
+                                                            cfg.max_concurrent_rpcs))
+    server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if sec.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+    address = f"{cfg.host}:{cfg.port}"
+    port = server.add_insecure_port(address) if credentials is None else \
+        server.add_secure_port(address, credentials)
     if port == 0:
         raise AudiorecError(f"cannot listen on {cfg.host}:{cfg.port} (in use or not allowed)")
     if cfg.metrics_port is not None:
@@ -181,8 +312,11 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     for name in ("", SERVICE):  # SERVING only now: the artifact and the store are loaded
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving", extra={"fields": {"address": f"{cfg.host}:{port}",
-                                          "version": holder.current.version}})
-    return RunningServer(server, port, holder, metrics, health_servicer)
+                                          "version": holder.current.version,
+                                          "tls": credentials is not None,
+                                          "token": sec.token is not None,
+                                          "reflection": sec.reflection}})
+    return RunningServer(server, port, holder, metrics, health_servicer, features)
 
 
 def warm_up(recommender: Recommender, calls: int = 50) -> None:
@@ -198,9 +332,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message, and the record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                           "level": record.levelname, "msg": record.getMessage(),
-                           **getattr(record, "fields", {})})
+        fields = {k: redact(v) if isinstance(v, str) else v
+                  for k, v in getattr(record, "fields", {}).items()}
+        line = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname, "msg": redact(record.getMessage()), **fields}
+        if record.exc_info:
+            line["error"] = redact(self.formatException(record.exc_info))[-2000:]
+        return json.dumps(line)
 
 
 def configure_logging(level: str = "INFO") -> None:

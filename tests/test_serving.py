@@ -132,7 +132,7 @@ def test_deadline_stops_the_work(stub, server, users):
     from serving.recommender import Recommender
 
     calls = []
-    rec = Recommender(server.holder.current.artifact, lambda u: calls.append(u) or {})
+    rec = Recommender(server.holder.current.artifact, lambda u, d: calls.append(u) or {})
     with pytest.raises(DeadlineExceeded, match="before reading features"):
         rec.recommend(users["warm"], 10, deadline=time.monotonic() - 1)
     assert calls == []

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from pydantic import Field
 
-from audiorec.artifact import current_version, new_version_name, publish
+from audiorec.artifact import current_version, new_version_name, prune_versions, publish
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.hnsw_index import HNSWConfig
@@ -38,6 +38,9 @@ class PipelineConfig(StrictConfig):
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
     index: HNSWConfig = Field(default_factory=HNSWConfig)
+    # Published versions kept after a successful run (``current`` is never removed), so
+    # `audiorec rollback` has somewhere to go while the disk does not fill up.
+    keep_versions: int = Field(5, ge=1)
 
 
 class PipelineError(AudiorecError):
@@ -138,9 +141,13 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
                     "text_version": read_item_embeddings(text).version,
                     "hgnn_skipped": skip_hgnn}
     with step(5):
+        from training.features.refresh import check_online_hgnn
         from training.release.build import verify_roundtrip, write_version
         from training.twotower.train import plot_curve
 
+        # The tower reads preference vectors from the online store: they must come from
+        # the HGNN it was trained with, or serving would be silently skewed.
+        check_online_hgnn(wd, cfg.store, upstream["hgnn_version"])
         version = new_version_name(wd)
 
         def write(out: Path):
@@ -154,4 +161,8 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
                                    check=lambda d: verify_roundtrip(d, towers, tower_data))
         report.version = version
         say(f"  published {version} -> {report.directory} (current)")
+        removed = prune_versions(wd, cfg.keep_versions)
+        if removed:
+            say(f"  removed {len(removed)} old version(s) or dead staging directories "
+                f"(keeping the last {cfg.keep_versions})")
     return report

@@ -59,7 +59,11 @@ def read_item_embeddings(path: str | Path) -> ItemEmbeddings:
     path = Path(path)
     if not path.is_file():
         raise AudiorecError(f"item-embedding table {path} does not exist")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise AudiorecError(f"item-embedding table {path} is unreadable ({type(exc).__name__}:"
+                            f" {str(exc)[:200]}); rerun the step that writes it") from None
     for col in ("item_id", "embedding"):
         if col not in table.column_names:
             raise AudiorecError(f"item-embedding table {path}: column {col} missing "

@@ -4,14 +4,17 @@
 after the embeddings, the data or the window changed: the preference vectors live in the
 embedding space, so a new HGNN version means new history) rebuilds every table into a
 fresh directory and swaps it in; later runs only add the dates after the last one done,
-reading only the events those dates can see. Each file appears atomically, and the state
-file that records progress is written last, so a failed run is simply run again.
+reading only the events those dates can see. Each file appears atomically, the rebuilt
+directory replaces the old one in one step (a symbolic link swap), and the state file that
+records progress is written last (atomically; a corrupt one means a rebuild), so a failed
+run is simply run again. Each rebuild gets a new ``generation`` id: whatever was loaded
+from an older generation (the online store) knows it is stale.
 """
 
 from __future__ import annotations
 
-import json
 import time as _time
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,7 +25,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
-from audiorec.publish import staged_directory
+from audiorec.publish import read_json, staged_directory, write_json
 from training.data.arrow import vector_column
 from training.data.contract import validate_dataset
 from training.data.duck import connect_dataset
@@ -48,6 +51,7 @@ class FeatureRunReport:
     first: date | None
     through: date
     full_rebuild: bool
+    generation: str = ""  # the feature tables' rebuild id (see the module docstring)
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -96,18 +100,19 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     else:
         first = date.fromisoformat(state["through"]) + timedelta(days=1)
     if first > through:
-        return FeatureRunReport(None, through, False)
+        return FeatureRunReport(None, through, False, generation=state["generation"])
 
-    report = FeatureRunReport(first, through, full)
+    generation = uuid.uuid4().hex if full else state["generation"]
+    report = FeatureRunReport(first, through, full, generation=generation)
     # A rebuild is staged and swapped in whole; an incremental run adds files in place
     # (each appears atomically) and records progress last.
     try:
-        with (staged_directory(root) if full else nullcontext(root)) as target:
+        with (staged_directory(root, link=True) if full else nullcontext(root)) as target:
             _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
             since = first if full else date.fromisoformat(state["first"])
-            (target / STATE_FILE).write_text(json.dumps(
-                {"key": key, "first": since.isoformat(), "through": through.isoformat()},
-                indent=2))
+            write_json(target / STATE_FILE, {
+                "key": key, "generation": generation, "first": since.isoformat(),
+                "through": through.isoformat()})
     finally:
         con.close()
     return report
@@ -216,5 +221,11 @@ def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
 
 
 def _read_state(root: Path) -> dict | None:
-    p = root / STATE_FILE
-    return json.loads(p.read_text()) if p.is_file() else None
+    state = read_json(root / STATE_FILE, "feature-job state")
+    needed = {"key", "generation", "first", "through"}
+    if state is not None and not (isinstance(state, dict) and needed <= set(state)):
+        print(f"audiorec: warning: feature-job state {root / STATE_FILE} lacks "
+              f"{', '.join(sorted(needed - set(state if isinstance(state, dict) else ())))}"
+              "; rebuilding the feature tables", flush=True)
+        return None
+    return state

@@ -1,13 +1,24 @@
-"""One call for the feature-store step of the daily pipeline: jobs, apply, materialize."""
+"""One call for the feature-store step of the daily pipeline: jobs, apply, materialize.
+
+The online store's progress is a marker file per online store
+(``feast/_materialized_<store>.json``): the feature tables' generation it holds, the HGNN
+version its preference vectors come from, and the last snapshot date loaded. The marker is
+removed before any materialization and written (atomically) only after one succeeded, so
+a crash or an outage in between means "load everything again" on the next run, never "up
+to date". :func:`online_lineage` is what publishing checks against the model.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from audiorec.errors import AudiorecError
+from audiorec.publish import read_json, write_json
+from audiorec.secrets import redis_address
 from training.features.config import FeatureJobConfig, FeatureStoreConfig
+from training.features.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight
@@ -26,6 +37,38 @@ class RefreshReport:
                 f"{self.materialized_from} .. {self.materialized_to} into the online store")
 
 
+def _store_id(store: FeatureStoreConfig) -> str:
+    return "sqlite" if store.online == "sqlite" else f"redis {redis_address(store.redis)}"
+
+
+def marker_path(workdir: str | Path, store: FeatureStoreConfig) -> Path:
+    return Path(workdir).resolve() / "feast" / f"_materialized_{store.online}.json"
+
+
+def online_lineage(workdir: str | Path, store: FeatureStoreConfig) -> dict | None:
+    """What the online store holds: {"generation", "hgnn_version", "through", "store"},
+    or None when nothing complete was materialized into it."""
+    marker = read_json(marker_path(workdir, store), "materialization marker")
+    if not isinstance(marker, dict) or marker.get("store") != _store_id(store) or \
+            not {"generation", "hgnn_version", "through"} <= set(marker):
+        return None
+    return marker
+
+
+def check_online_hgnn(workdir: str | Path, store: FeatureStoreConfig, hgnn_version: str) -> None:
+    """Refuse when the online store's preference vectors are not from ``hgnn_version``
+    (the HGNN the model was trained with): serving would feed the tower vectors from
+    another embedding space."""
+    lineage = online_lineage(workdir, store)
+    if lineage is None:
+        raise AudiorecError("the online store holds no complete materialization (a run was "
+                            "interrupted while loading it); run the pipeline again to reload it")
+    if lineage["hgnn_version"] != hgnn_version:
+        raise AudiorecError(f"the online store holds preference vectors from HGNN "
+                            f"{lineage['hgnn_version']}, but the model was trained with HGNN "
+                            f"{hgnn_version}; run the pipeline again to reload the store")
+
+
 def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
                      text: str | Path, *, through: date | None = None,
                      jobs: FeatureJobConfig = FeatureJobConfig(),
@@ -39,17 +82,23 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     """
     report = run_feature_jobs(data, workdir, hgnn, text, through=through, cfg=jobs,
                               progress=progress)
+    hgnn_version = read_item_embeddings(hgnn).version
     fs = apply_repo(workdir, store)
-    marker = Path(workdir).resolve() / "feast" / f"_materialized_{store.online}.json"
+    marker = marker_path(workdir, store)
+    lineage = online_lineage(workdir, store)
     done = None
-    if marker.is_file() and not report.full_rebuild:
-        done = date.fromisoformat(json.loads(marker.read_text())["through"])
+    if lineage is not None and lineage["generation"] == report.generation and \
+            lineage["hgnn_version"] == hgnn_version:
+        done = date.fromisoformat(lineage["through"])
     end = midnight(report.through) + timedelta(microseconds=1)
     if done is not None and done >= report.through:
         return RefreshReport(report, None, None)
-    # From the origin after a rebuild (signups and older profile rows too), else from the
-    # last materialized snapshot date (re-writing its rows is harmless).
+    # From the origin when the store holds another generation (a rebuild, a new HGNN, an
+    # interrupted load), else from the last materialized snapshot date (re-writing its
+    # rows is harmless).
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
+    marker.unlink(missing_ok=True)  # from here until it is rewritten, nothing is trusted
     materialize(fs, end, start=start)
-    marker.write_text(json.dumps({"through": report.through.isoformat()}))
+    write_json(marker, {"store": _store_id(store), "generation": report.generation,
+                        "hgnn_version": hgnn_version, "through": report.through.isoformat()})
     return RefreshReport(report, start, end)

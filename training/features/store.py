@@ -21,6 +21,7 @@ from typing import Iterator
 import yaml
 
 from audiorec.errors import AudiorecError
+from audiorec.secrets import redact, redis_address
 from training.features.config import FeatureStoreConfig
 from training.features.layout import TABLES, features_dir
 
@@ -53,12 +54,22 @@ def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfi
     # DuckDB offline store calls a method DuckDB 2.0 deprecates, once per query.
     warnings.filterwarnings("ignore", message=".*fetch_arrow_table", category=DeprecationWarning)
     workdir = Path(workdir).resolve()
-    text = (REPO_DIR / "feature_store.yaml").read_text()
-    raw = yaml.safe_load(text.replace("${AUDIOREC_WORKDIR}", str(workdir)))
+    # Substituted into the parsed values, never into the YAML text: a '#', ':' or newline
+    # in the path must not change the document's structure.
+    raw = _substitute(yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()),
+                      "${AUDIOREC_WORKDIR}", str(workdir))
     if cfg.online == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
     return RepoConfig(repo_path=REPO_DIR, **raw)
+
+
+def _substitute(node, placeholder: str, value: str):
+    if isinstance(node, dict):
+        return {k: _substitute(v, placeholder, value) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, placeholder, value) for v in node]
+    return node.replace(placeholder, value) if isinstance(node, str) else node
 
 
 def load_repo_objects(workdir: str | Path) -> list:
@@ -146,8 +157,10 @@ def online_errors(store) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - narrowed below
         online = store.config.online_store
         if getattr(online, "type", None) == "redis" and _is_connection_error(exc):
-            raise AudiorecError(f"Redis online store at {online.connection_string} is "
-                                f"unreachable ({_first_line(exc)})") from None
+            # host:port only: the connection string's options may hold a password
+            raise AudiorecError(f"Redis online store at "
+                                f"{redis_address(online.connection_string)} is unreachable "
+                                f"({redact(_first_line(exc))})") from None
         raise
 
 

@@ -101,7 +101,7 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
         "graph_seconds": round(t_graph, 1),
         "versions": {"torch": torch.__version__, "torch_geometric": _pyg_version()},
     }
-    with staged_directory(out) as tmp:
+    with staged_directory(out, link=True) as tmp:
         write_item_embeddings(tmp / "embeddings.parquet", graph.item_id, z, version,
                               item_type=np.where(graph.is_audiobook, "audiobook", "podcast"))
         torch.save(result.model.state_dict(), tmp / "model.pt")
@@ -118,8 +118,11 @@ def load_hgnn(directory: str | Path) -> tuple[HGNN, dict]:
     mpath = directory / "manifest.json"
     if not mpath.is_file():
         raise AudiorecError(f"{directory} is not an HGNN artifact (no manifest.json)")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("kind") != MANIFEST_KIND:
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AudiorecError(f"{mpath} is corrupt ({exc}); rerun the HGNN step") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
         raise AudiorecError(f"{mpath}: kind {manifest.get('kind')!r}, expected {MANIFEST_KIND!r}")
     model = HGNN(manifest["in_dim"], manifest["hidden_dim"], manifest["out_dim"],
                  tuple(manifest["relations"]))

@@ -8,6 +8,7 @@ items are never encoded again, a changed title or a new checkpoint is.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,16 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
     known: dict[str, np.ndarray] = {}
     cache = Path(cache) if cache else None
     if cache and cache.is_file():
-        t = pq.read_table(cache)
-        vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-        known = dict(zip(t.column("key").to_pylist(), vecs))
+        try:
+            t = pq.read_table(cache)
+            vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(
+                np.float32) if t.num_rows else np.zeros((0, 0), np.float32)
+            known = dict(zip(t.column("key").to_pylist(), vecs))
+        except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
+            # A cache is only a shortcut: a damaged one is re-computed, not fatal.
+            print(f"audiorec: warning: text-embedding cache {cache} is unreadable "
+                  f"({type(exc).__name__}); re-encoding every item", flush=True)
+            known = {}
     todo = sorted({k for k in keys if k not in known})
     if todo:
         model = load_text_model(model_name)
@@ -50,7 +58,7 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
             all_keys = sorted(known)
             mat = np.stack([known[k] for k in all_keys])
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp")
+            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
             pq.write_table(pa.table({"key": all_keys, "embedding": list(mat)}), tmp)
             tmp.replace(cache)
     vectors = np.stack([known[k] for k in keys])
