@@ -30,6 +30,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from audiorec.errors import ContractError
+from audiorec.failpoints import failpoint
 from audiorec.publish import remove_dead_staging
 from audiorec.tower_inputs import InputSpec
 
@@ -205,6 +206,7 @@ def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    failpoint("version-renamed")
     set_current(workdir, version)
     return final
 

@@ -24,6 +24,7 @@ from pydantic import Field
 from audiorec.artifact import current_version, new_version_name, prune_versions, publish
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
+from audiorec.failpoints import failpoint
 from audiorec.hnsw_index import HNSWConfig
 from training.features.config import FeatureJobConfig, FeatureStoreConfig
 from training.graph.colisten import GraphConfig
@@ -106,6 +107,7 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         res = embed_items(data / "items.parquet", text, cache=wd / "text" / "cache.parquet",
                           progress=progress)
         say(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached)")
+        failpoint("after-text")
     with step(2):
         if skip_hgnn:
             if not (hgnn_dir / "embeddings.parquet").is_file():
@@ -117,6 +119,7 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
 
             run = run_hgnn(data, text, hgnn_dir, cut, cfg.graph, cfg.hgnn, progress=progress)
             say(f"  {run.summary()}")
+            failpoint("after-hgnn")
     with step(3):
         from training.features.refresh import refresh_features
 
@@ -140,6 +143,7 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         upstream = {"hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
                     "text_version": read_item_embeddings(text).version,
                     "hgnn_skipped": skip_hgnn}
+        failpoint("after-towers")
     with step(5):
         from training.features.refresh import check_online_hgnn
         from training.release.build import verify_roundtrip, write_version

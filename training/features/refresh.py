@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from audiorec.errors import AudiorecError
+from audiorec.failpoints import failpoint
 from audiorec.publish import read_json, write_json
 from audiorec.secrets import redis_address
 from training.features.config import FeatureJobConfig, FeatureStoreConfig
@@ -83,6 +84,7 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     report = run_feature_jobs(data, workdir, hgnn, text, through=through, cfg=jobs,
                               progress=progress)
     hgnn_version = read_item_embeddings(hgnn).version
+    failpoint("features-swapped")
     fs = apply_repo(workdir, store)
     marker = marker_path(workdir, store)
     lineage = online_lineage(workdir, store)
@@ -101,4 +103,5 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     materialize(fs, end, start=start)
     write_json(marker, {"store": _store_id(store), "generation": report.generation,
                         "hgnn_version": hgnn_version, "through": report.through.isoformat()})
+    failpoint("after-materialize")
     return RefreshReport(report, start, end)
