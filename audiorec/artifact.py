@@ -135,6 +135,24 @@ def rollback(workdir: str | Path, version: str | None = None) -> tuple[str | Non
     return previous, version
 
 
+def feature_project(manifest: Manifest) -> str:
+    """The Feast project a version's user features are read from (versions published
+    before projects were versioned read the default one)."""
+    return str(manifest.feature_services.get("project") or "audiorec")
+
+
+def served_projects(workdir: str | Path) -> set[str]:
+    """The Feast projects that the kept versions read."""
+    out = set()
+    for name in list_versions(workdir):
+        try:
+            out.add(feature_project(read_manifest(artifacts_root(workdir) / name,
+                                                  verify_files=False)))
+        except ContractError:
+            continue
+    return out
+
+
 def prune_versions(workdir: str | Path, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` versions, never ``current``; dead staging
     directories go too. Returns the names removed."""

@@ -12,12 +12,15 @@ bounded in time and guarded by a circuit breaker.
   probe reads every ``probe_interval_s`` and closes the breaker on its first success.
 
 Errors raised to the request path are :class:`StoreUnavailable` with a short message
-that never carries connection strings (they may hold a password).
+that never carries connection strings (they may hold a password). Reads name the Feast
+project (the online namespace of one feature generation) that the served artifact's
+manifest names, so a model and its features always switch together.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import threading
 import time
@@ -31,7 +34,7 @@ from serving.breaker import OPEN, CircuitBreaker
 from serving.recommender import StoreUnavailable
 from training.features.config import FeatureStoreConfig
 from training.features.retrieval import USER_SERVICE, OnlineFeatureReader
-from training.features.store import feature_service, open_store
+from training.features.store import DEFAULT_PROJECT, feature_service, open_store
 
 log = logging.getLogger("audiorec.serving")
 PROBE_USER = "__audiorec_probe__"
@@ -62,14 +65,14 @@ def with_timeouts(cfg: FeatureStoreConfig, guard: StoreGuardConfig) -> FeatureSt
 
 
 class OnlineFeatures:
-    """``features(user_id, deadline) -> {feature: [value]}`` (deadline: a
-    ``time.monotonic()`` instant or None)."""
+    """``features(user_id, deadline, project) -> {feature: [value]}`` (deadline: a
+    ``time.monotonic()`` instant or None); :meth:`reader` binds the project."""
 
     def __init__(self, workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
                  guard: StoreGuardConfig = StoreGuardConfig(),
                  on_state: Callable[[bool], None] = lambda is_open: None):
         self.workdir, self.cfg, self.guard = workdir, with_timeouts(cfg, guard), guard
-        self.store = open_store(workdir, self.cfg)   # for the service definition only
+        self._probe_project = DEFAULT_PROJECT
         self._local = threading.local()
         self._pool = cf.ThreadPoolExecutor(guard.readers, thread_name_prefix="store-read")
         self._on_state = on_state
@@ -78,26 +81,35 @@ class OnlineFeatures:
         self.breaker = CircuitBreaker(guard.breaker_failures, guard.probe_interval_s,
                                       on_change=self._changed)
 
-    def served_features(self) -> list[str]:
-        """The user-tower service's feature names, in order (the model's contract)."""
-        service = feature_service(self.store, USER_SERVICE)
+    def served_features(self, project: str = DEFAULT_PROJECT) -> list[str]:
+        """The user-tower service's feature names in ``project``, in order (the model's
+        contract)."""
+        service = feature_service(open_store(self.workdir, self.cfg, project), USER_SERVICE)
         return [f.name for p in service.feature_view_projections for f in p.features]
 
-    def _read(self, user_id: str) -> dict:
-        reader = getattr(self._local, "reader", None)
+    def reader(self, project: str) -> Callable[[str, float | None], dict]:
+        self._probe_project = project
+        return functools.partial(self, project=project)
+
+    def _read(self, user_id: str, project: str) -> dict:
+        readers = getattr(self._local, "readers", None)
+        if readers is None:
+            readers = self._local.readers = {}
+        reader = readers.get(project)
         if reader is None:  # first read on this thread: its own store, its own connection
-            reader = self._local.reader = OnlineFeatureReader(open_store(self.workdir,
-                                                                         self.cfg))
+            reader = readers[project] = OnlineFeatureReader(open_store(self.workdir, self.cfg,
+                                                                       project))
         return reader.read([user_id])
 
-    def __call__(self, user_id: str, deadline: float | None = None) -> dict:
+    def __call__(self, user_id: str, deadline: float | None = None,
+                 project: str = DEFAULT_PROJECT) -> dict:
         if self.breaker.is_open:
             raise StoreUnavailable("circuit breaker open after repeated failures")
         budget = self.guard.read_timeout_s
         if deadline is not None:
             budget = min(budget, deadline - time.monotonic())
         store_bound = budget >= self.guard.read_timeout_s  # else the client's deadline binds
-        future = self._pool.submit(self._read, user_id)
+        future = self._pool.submit(self._read, user_id, project)
         try:
             raw = future.result(timeout=max(budget, 0.0))
         except cf.TimeoutError:
@@ -124,7 +136,7 @@ class OnlineFeatures:
     def _start_prober(self) -> None:
         def probe() -> None:
             while self.breaker.is_open and not self._stop.wait(self.guard.probe_interval_s):
-                future = self._pool.submit(self._read, PROBE_USER)
+                future = self._pool.submit(self._read, PROBE_USER, self._probe_project)
                 try:
                     future.result(timeout=self.guard.read_timeout_s * 4)
                 except Exception:  # noqa: BLE001 - still down: keep probing

@@ -9,6 +9,9 @@
 * ``audiorec_store_breaker_open``: 1 while the online store's circuit breaker is open;
 * ``audiorec_rejected_total{reason}``: calls refused before any work (unparseable,
   unauthenticated, overloaded).
+
+Feast's import puts prometheus_client in multiprocess mode, where metric values live in
+per-process files: two servers in one process (tests) share their counters.
 """
 
 from __future__ import annotations
@@ -40,8 +43,14 @@ class Metrics:
         self.breaker_open = Gauge("audiorec_store_breaker_open",
                                   "1 while the online store's circuit breaker is open",
                                   registry=self.registry, multiprocess_mode="livemax")
+        self.breaker_open.set(0)
         self.rejected = Counter("audiorec_rejected_total", "Calls refused before any work",
                                 ["reason"], registry=self.registry)
+        # Every known series exists from the start (at 0): rates and alerts need them.
+        for reason in ("unparseable", "unauthenticated", "overloaded"):
+            self.rejected.labels(reason=reason)
+        for reason in ("store_unavailable", "unknown_user"):
+            self.fallbacks.labels(reason=reason)
 
     def serving(self, version: str) -> None:
         if self._version is not None:

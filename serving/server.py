@@ -35,9 +35,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import Field
 
+from audiorec.artifact import Manifest, feature_project, read_manifest
 from audiorec.config import StrictConfig
-from audiorec.errors import AudiorecError, DeadlineExceeded, InvalidRequest, NotFound, \
-    Overloaded
+from audiorec.errors import AudiorecError, ContractError, DeadlineExceeded, InvalidRequest, \
+    NotFound, Overloaded
 from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
 from serving.artifact import Artifact
@@ -263,11 +264,14 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     metrics = Metrics()
     features = OnlineFeatures(workdir, cfg.store, cfg.store_guard,
                               on_state=lambda is_open: metrics.breaker_open.set(int(is_open)))
-    served = features.served_features()
 
     def build(directory: Path) -> Recommender:
-        return Recommender(Artifact.load(directory, served_user_features=served), features,
-                           cfg.limits)
+        manifest = read_manifest(directory, verify_files=False)  # Artifact.load checks all
+        project = feature_project(manifest)
+        check_lineage(workdir, cfg.store, project, manifest)
+        served = features.served_features(project)
+        return Recommender(Artifact.load(directory, served_user_features=served),
+                           features.reader(project), cfg.limits)
 
     holder = ModelHolder(workdir, build, on_swap=lambda v: (metrics.serving(v),
                                                             metrics.reloads.labels("ok").inc()),
@@ -317,6 +321,25 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
                                           "token": sec.token is not None,
                                           "reflection": sec.reflection}})
     return RunningServer(server, port, holder, metrics, health_servicer, features)
+
+
+def check_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str,
+                  manifest: Manifest) -> None:
+    """Refuse a version whose online features (its project) were loaded from another HGNN
+    than the one it was trained with; warn when no complete load is recorded (a store
+    loaded outside the pipeline)."""
+    from training.features.refresh import online_lineage
+
+    lineage = online_lineage(workdir, store, project)
+    trained = manifest.upstream.get("hgnn_version")
+    if lineage is None:
+        log.warning("no complete materialization recorded for the version's online "
+                    "features", extra={"fields": {"version": manifest.version,
+                                                  "project": project}})
+    elif trained is not None and lineage["hgnn_version"] != trained:
+        raise ContractError(f"version {manifest.version} was trained with HGNN {trained}, but "
+                            f"the online store's {project} holds preference vectors from "
+                            f"HGNN {lineage['hgnn_version']}")
 
 
 def warm_up(recommender: Recommender, calls: int = 50) -> None:

@@ -53,7 +53,9 @@ def test_feast_cli_apply_and_materialize_incremental(tmp_path):
         res = subprocess.run([feast, *args], cwd=REPO_DIR, env=env, capture_output=True,
                              text=True, timeout=300)
         assert res.returncode == 0, res.stdout + res.stderr
-    on = online_features(open_store(wd), ["u0000005"])
+    # the feast CLI loads the yaml's project; the pipeline loads each generation of the
+    # feature tables into a project of its own (training/features/store.py)
+    on = online_features(open_store(wd, project="audiorec"), ["u0000005"])
     missing = [k for k, v in on.items() if v[0] is None]
     assert not missing, f"user-tower features not materialized: {missing}"
 

@@ -21,7 +21,8 @@ from typing import Iterator
 
 from pydantic import Field
 
-from audiorec.artifact import current_version, new_version_name, prune_versions, publish
+from audiorec.artifact import current_version, new_version_name, prune_versions, publish, \
+    served_projects
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
@@ -133,8 +134,9 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         from training.twotower.examples import build_tower_data
         from training.twotower.train import train_two_tower
 
-        tower_data = build_tower_data(open_store(wd, cfg.store), data, cut, cfg.two_tower,
-                                      progress=say)
+        project = refreshed.project
+        tower_data = build_tower_data(open_store(wd, cfg.store, project), data, cut,
+                                      cfg.two_tower, progress=say)
         towers = train_two_tower(tower_data, cfg.two_tower, progress=progress)
         best = towers.best
         say(f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
@@ -146,18 +148,19 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         failpoint("after-towers")
     with step(5):
         from training.features.refresh import check_online_hgnn
+        from training.features.store import drop_projects
         from training.release.build import verify_roundtrip, write_version
         from training.twotower.train import plot_curve
 
         # The tower reads preference vectors from the online store: they must come from
         # the HGNN it was trained with, or serving would be silently skewed.
-        check_online_hgnn(wd, cfg.store, upstream["hgnn_version"])
+        check_online_hgnn(wd, cfg.store, project, upstream["hgnn_version"])
         version = new_version_name(wd)
 
         def write(out: Path):
             manifest = write_version(out, version=version, towers=towers, data=tower_data,
                                      data_dir=data, cut=cut, cfg=cfg.two_tower,
-                                     index_cfg=cfg.index, upstream=upstream)
+                                     index_cfg=cfg.index, upstream=upstream, project=project)
             plot_curve(towers.history, out / "training_curve.png")
             return manifest
 
@@ -166,7 +169,9 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         report.version = version
         say(f"  published {version} -> {report.directory} (current)")
         removed = prune_versions(wd, cfg.keep_versions)
-        if removed:
-            say(f"  removed {len(removed)} old version(s) or dead staging directories "
-                f"(keeping the last {cfg.keep_versions})")
+        dropped = drop_projects(wd, cfg.store, keep=served_projects(wd) | {project})
+        if removed or dropped:
+            say(f"  removed {len(removed)} old version(s) or dead staging directories and "
+                f"{len(dropped)} unused online feature generation(s) (keeping the last "
+                f"{cfg.keep_versions} versions)")
     return report

@@ -31,7 +31,7 @@ from training.data.contract import validate_dataset
 from training.data.duck import connect_dataset
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import ItemEmbeddings, read_item_embeddings
-from training.features.layout import AtomicParquet, features_dir
+from training.features.layout import STATE_FILE, AtomicParquet, features_dir
 from training.features.windows import (
     item_popularity,
     midnight,
@@ -42,7 +42,6 @@ from training.features.windows import (
     user_windows_schema,
 )
 
-STATE_FILE = "_state.json"
 PROFILE_EPOCH = date(1970, 1, 5)  # a Monday: weekly profile snapshots fall on Mondays
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+STATE_FILE = "_state.json"  # written by the feature jobs, last (training/features/jobs.py)
 USER_TABLES = ("user_profile", "user_music", "user_windows")
 ITEM_TABLES = ("item_content", "item_hgnn", "item_popularity")
 TABLES = USER_TABLES + ITEM_TABLES
@@ -21,6 +22,15 @@ TABLES = USER_TABLES + ITEM_TABLES
 
 def features_dir(workdir: str | Path) -> Path:
     return Path(workdir).resolve() / "features"
+
+
+def current_generation(workdir: str | Path) -> str | None:
+    """The rebuild id of the feature tables now in place (None: none built yet)."""
+    from audiorec.publish import read_json
+
+    state = read_json(features_dir(workdir) / STATE_FILE, "feature-job state")
+    gen = state.get("generation") if isinstance(state, dict) else None
+    return gen if isinstance(gen, str) and gen.isalnum() else None
 
 
 def table_dir(workdir: str | Path, table: str) -> Path:

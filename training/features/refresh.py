@@ -1,11 +1,13 @@
 """One call for the feature-store step of the daily pipeline: jobs, apply, materialize.
 
-The online store's progress is a marker file per online store
-(``feast/_materialized_<store>.json``): the feature tables' generation it holds, the HGNN
-version its preference vectors come from, and the last snapshot date loaded. The marker is
-removed before any materialization and written (atomically) only after one succeeded, so
-a crash or an outage in between means "load everything again" on the next run, never "up
-to date". :func:`online_lineage` is what publishing checks against the model.
+Each generation of the feature tables is loaded into its own Feast project (online
+namespace, :func:`training.features.store.project_for`): a rebuild never touches the rows
+the served model reads. Progress is a marker file per online store and project
+(``feast/_materialized_<store>_<project>.json``): the generation, the HGNN version its
+preference vectors come from, and the last snapshot date loaded. The marker is removed
+before any materialization and written (atomically) only after one succeeded, so a crash
+or an outage in between means "load again" on the next run, never "up to date".
+:func:`check_online_hgnn` is what publishing (and serving) check against the model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from audiorec.secrets import redis_address
 from training.features.config import FeatureJobConfig, FeatureStoreConfig
 from training.features.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
-from training.features.store import apply_repo, materialize
+from training.features.store import apply_repo, materialize, project_for
 from training.features.windows import midnight
 
 
@@ -30,6 +32,7 @@ class RefreshReport:
     jobs: FeatureRunReport
     materialized_from: object
     materialized_to: object
+    project: str = ""
 
     def summary(self) -> str:
         if self.materialized_from is None:
@@ -42,30 +45,32 @@ def _store_id(store: FeatureStoreConfig) -> str:
     return "sqlite" if store.online == "sqlite" else f"redis {redis_address(store.redis)}"
 
 
-def marker_path(workdir: str | Path, store: FeatureStoreConfig) -> Path:
-    return Path(workdir).resolve() / "feast" / f"_materialized_{store.online}.json"
+def marker_path(workdir: str | Path, store: FeatureStoreConfig, project: str) -> Path:
+    return Path(workdir).resolve() / "feast" / f"_materialized_{store.online}_{project}.json"
 
 
-def online_lineage(workdir: str | Path, store: FeatureStoreConfig) -> dict | None:
-    """What the online store holds: {"generation", "hgnn_version", "through", "store"},
-    or None when nothing complete was materialized into it."""
-    marker = read_json(marker_path(workdir, store), "materialization marker")
+def online_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str) -> dict | None:
+    """What the online store holds for ``project``: {"generation", "hgnn_version",
+    "through", "store"}, or None when nothing complete was materialized into it."""
+    marker = read_json(marker_path(workdir, store, project), "materialization marker")
     if not isinstance(marker, dict) or marker.get("store") != _store_id(store) or \
             not {"generation", "hgnn_version", "through"} <= set(marker):
         return None
     return marker
 
 
-def check_online_hgnn(workdir: str | Path, store: FeatureStoreConfig, hgnn_version: str) -> None:
-    """Refuse when the online store's preference vectors are not from ``hgnn_version``
-    (the HGNN the model was trained with): serving would feed the tower vectors from
-    another embedding space."""
-    lineage = online_lineage(workdir, store)
+def check_online_hgnn(workdir: str | Path, store: FeatureStoreConfig, project: str,
+                      hgnn_version: str) -> None:
+    """Refuse when the online store's preference vectors (in ``project``) are not from
+    ``hgnn_version``, the HGNN the model was trained with: serving would feed the tower
+    vectors from another embedding space."""
+    lineage = online_lineage(workdir, store, project)
     if lineage is None:
-        raise AudiorecError("the online store holds no complete materialization (a run was "
-                            "interrupted while loading it); run the pipeline again to reload it")
+        raise AudiorecError(f"the online store holds no complete materialization of "
+                            f"{project} (a run was interrupted while loading it); run the "
+                            "pipeline again to reload it")
     if lineage["hgnn_version"] != hgnn_version:
-        raise AudiorecError(f"the online store holds preference vectors from HGNN "
+        raise AudiorecError(f"the online store's {project} holds preference vectors from HGNN "
                             f"{lineage['hgnn_version']}, but the model was trained with HGNN "
                             f"{hgnn_version}; run the pipeline again to reload the store")
 
@@ -85,17 +90,18 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
                               progress=progress)
     hgnn_version = read_item_embeddings(hgnn).version
     failpoint("features-swapped")
-    fs = apply_repo(workdir, store)
-    marker = marker_path(workdir, store)
-    lineage = online_lineage(workdir, store)
+    project = project_for(report.generation)
+    fs = apply_repo(workdir, store, project)
+    marker = marker_path(workdir, store, project)
+    lineage = online_lineage(workdir, store, project)
     done = None
     if lineage is not None and lineage["generation"] == report.generation and \
             lineage["hgnn_version"] == hgnn_version:
         done = date.fromisoformat(lineage["through"])
     end = midnight(report.through) + timedelta(microseconds=1)
     if done is not None and done >= report.through:
-        return RefreshReport(report, None, None)
-    # From the origin when the store holds another generation (a rebuild, a new HGNN, an
+        return RefreshReport(report, None, None, project)
+    # From the origin when the project was never fully loaded (a new generation, an
     # interrupted load), else from the last materialized snapshot date (re-writing its
     # rows is harmless).
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
@@ -104,4 +110,4 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     write_json(marker, {"store": _store_id(store), "generation": report.generation,
                         "hgnn_version": hgnn_version, "through": report.through.isoformat()})
     failpoint("after-materialize")
-    return RefreshReport(report, start, end)
+    return RefreshReport(report, start, end, project)

@@ -23,10 +23,11 @@ import yaml
 from audiorec.errors import AudiorecError
 from audiorec.secrets import redact, redis_address
 from training.features.config import FeatureStoreConfig
-from training.features.layout import TABLES, features_dir
+from training.features.layout import TABLES, current_generation, features_dir
 
 REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
 REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+DEFAULT_PROJECT = "audiorec"
 _LOAD_LOCK = threading.Lock()
 
 
@@ -43,9 +44,27 @@ def _workdir_env(workdir: Path) -> Iterator[None]:
             os.environ["AUDIOREC_WORKDIR"] = old
 
 
-def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
-    """feature_repo/feature_store.yaml with ``${AUDIOREC_WORKDIR}`` set to ``workdir``
-    and the online store chosen by ``cfg``."""
+def project_for(generation: str | None) -> str:
+    """The Feast project (online namespace) of one generation of the feature tables.
+
+    Each rebuild of the feature tables (a new HGNN, new data) is loaded into a project of
+    its own, so the online rows a served model reads are never overwritten by a run that
+    has not published yet: the model and its online features switch together when
+    ``current`` moves (the manifest names the project), whatever crashes in between.
+    """
+    return DEFAULT_PROJECT if generation is None else f"{DEFAULT_PROJECT}_{generation[:16]}"
+
+
+def current_project(workdir: str | Path) -> str:
+    """The project of the feature tables now in the work directory."""
+    return project_for(current_generation(workdir))
+
+
+def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
+                project: str | None = None):
+    """feature_repo/feature_store.yaml with ``${AUDIOREC_WORKDIR}`` set to ``workdir``,
+    the online store chosen by ``cfg``, and ``project`` (default: the current feature
+    tables' project, :func:`current_project`)."""
     import warnings
 
     from feast.repo_config import RepoConfig
@@ -58,6 +77,7 @@ def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfi
     # in the path must not change the document's structure.
     raw = _substitute(yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()),
                       "${AUDIOREC_WORKDIR}", str(workdir))
+    raw["project"] = project or current_project(workdir)
     if cfg.online == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
@@ -100,16 +120,18 @@ def load_repo_objects(workdir: str | Path) -> list:
     return objects
 
 
-def open_store(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
+def open_store(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
+               project: str | None = None):
     from feast import FeatureStore
 
-    return FeatureStore(config=repo_config(workdir, cfg))
+    return FeatureStore(config=repo_config(workdir, cfg, project))
 
 
-def apply_repo(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig()):
+def apply_repo(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
+               project: str | None = None):
     """``feast apply`` in-process; returns the open store."""
     check_sources(workdir)
-    store = open_store(workdir, cfg)
+    store = open_store(workdir, cfg, project)
     with online_errors(store):
         store.apply(load_repo_objects(workdir))
     return store
@@ -130,6 +152,24 @@ def materialize(store, end: datetime, start: datetime | None = None) -> None:
             store.materialize(start_date=start, end_date=end, feature_views=[view])
             if i == 0:
                 failpoint("mid-materialize")
+
+
+def drop_projects(workdir: str | Path, cfg: FeatureStoreConfig, keep: set[str]) -> list[str]:
+    """Remove the online rows and registry entries of our projects not in ``keep`` (older
+    generations no kept artifact version reads). Returns the projects dropped."""
+    store = open_store(workdir, cfg, DEFAULT_PROJECT)
+    dropped = []
+    with online_errors(store):
+        for project in store.list_projects():
+            name = project.name
+            if name in keep or not name.startswith(f"{DEFAULT_PROJECT}_"):
+                continue
+            old = open_store(workdir, cfg, name)
+            old._get_provider().teardown_infra(name, old.list_feature_views(),
+                                               old.list_entities())
+            old.registry.delete_project(name, commit=True)
+            dropped.append(name)
+    return dropped
 
 
 def check_sources(workdir: str | Path) -> None:

@@ -58,7 +58,7 @@ def library_versions() -> dict:
 
 def write_version(out: Path, *, version: str, towers: TrainedTowers, data: TowerData,
                   data_dir: str | Path, cut: datetime, cfg: TwoTowerConfig,
-                  index_cfg: HNSWConfig, upstream: dict) -> Manifest:
+                  index_cfg: HNSWConfig, upstream: dict, project: str) -> Manifest:
     export_user_tower(towers.user_tower, data.user_specs, out / "user_tower")
     vectors = item_vectors(towers.item_tower, data.items)
     con = connect_dataset(data_dir, ("items",))
@@ -96,7 +96,8 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
         version=version, created_at=datetime.now(timezone.utc).isoformat(), git_sha=git_sha(),
         data={"path": str(Path(data_dir).resolve()), **data.window,
               "popularity_rows": n_pop, "consumed_pairs": n_consumed},
-        feature_services={"user": USER_SERVICE, "item": ITEM_SERVICE},
+        # the Feast project (online namespace) whose rows this version reads
+        feature_services={"user": USER_SERVICE, "item": ITEM_SERVICE, "project": project},
         user_features=data.user_specs, item_features=data.item_specs,
         dim=int(vectors.shape[1]),
         indexes=indexes,
