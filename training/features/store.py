@@ -165,8 +165,11 @@ def drop_projects(workdir: str | Path, cfg: FeatureStoreConfig, keep: set[str]) 
             if name in keep or not name.startswith(f"{DEFAULT_PROJECT}_"):
                 continue
             old = open_store(workdir, cfg, name)
-            old._get_provider().teardown_infra(name, old.list_feature_views(),
-                                               old.list_entities())
+            # update_infra with everything to delete drops this project's tables (SQLite)
+            # or keys (Redis) only; teardown_infra would remove the whole SQLite file.
+            old._get_provider().update_infra(name, tables_to_delete=old.list_feature_views(),
+                                             tables_to_keep=[], entities_to_delete=[],
+                                             entities_to_keep=[], partial=True)
             old.registry.delete_project(name, commit=True)
             dropped.append(name)
     return dropped
