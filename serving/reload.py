@@ -43,15 +43,18 @@ class ModelHolder:
 
     def _first_loadable(self) -> Recommender:
         wanted = current_version(self.workdir)
-        if wanted is None:
+        versions = list_versions(self.workdir)
+        if wanted is None and not versions:
             raise ContractError(f"no published artifact under {artifacts_root(self.workdir)} "
                                 "(run: audiorec pipeline --data DIR --workdir W)")
-        try:
-            return self._build(artifacts_root(self.workdir) / wanted)
-        except Exception as exc:  # noqa: BLE001 - try the older versions before giving up
-            first_error = exc
-        self._refused = wanted
-        for version in reversed(list_versions(self.workdir)):
+        first_error: Exception | str = "artifacts/current is missing or unreadable"
+        if wanted is not None:
+            try:
+                return self._build(artifacts_root(self.workdir) / wanted)
+            except Exception as exc:  # noqa: BLE001 - try the older versions before giving up
+                first_error = exc
+            self._refused = wanted
+        for version in reversed(versions):
             if version == wanted:
                 continue
             try:
@@ -64,7 +67,7 @@ class ModelHolder:
                           "serving": version}})
             return rec
         raise ContractError(f"the current artifact version {wanted} does not load "
-                            f"({first_error}) and no older version does either")
+                            f"({first_error}) and no other version does either")
 
     def check_now(self) -> bool:
         """Swap if ``current`` names another loadable version; True when swapped."""
