@@ -10,9 +10,12 @@ hung). Then `audiorec serve` runs as its own process, and a separate load proces
 through these phases:
 
 1. baseline: legitimate load alone (deadline 1 s);
-2. attack: the same, plus an attacker process sending, back to back, oversized valid
+2. attack: the same, plus (in alternate 5 s windows, so that quiet and attacked windows
+   compare on this noisy VM) an attacker process sending 5 calls/s of oversized valid
    requests (an unknown user with 50,000 or 3,500 x "en" languages, a known user with
-   200,000 or 5,000 empty languages) and garbage bytes;
+   200,000 or 5,000 empty languages) and garbage bytes; "flood": the same mix back to
+   back, as fast as one client process can (on 2 shared cores it also takes CPU from the
+   server and the load generator: a volume attack, not a request of death);
 3. Redis down, 4. Redis slow (300 ms per command), 5. Redis hung: legitimate calls carry a
    100 ms deadline; each phase ends with Redis back, timing the return to PERSONALIZED.
 
@@ -99,7 +102,7 @@ def prepare(repo: Path, wd: Path, redis_addr: str) -> tuple[Path, list[str]]:
 
 
 def legit(target: str, users: list[str], rate: float, seconds: float, deadline: float,
-          out) -> None:
+          start_wall: float, out) -> None:
     """Open-loop load: call i leaves at t0 + i / rate; latency from its scheduled time."""
     import grpc
 
@@ -109,7 +112,7 @@ def legit(target: str, users: list[str], rate: float, seconds: float, deadline: 
     ch = grpc.insecure_channel(target)
     stub = pb_grpc.RecommenderStub(ch)
     results, lock, pending = [], threading.Lock(), []
-    t0 = time.perf_counter() + 0.2
+    t0 = time.perf_counter() + (start_wall - time.time())
     for i in range(int(rate * seconds)):
         due = t0 + i / rate
         time.sleep(max(0.0, due - time.perf_counter()))
@@ -136,7 +139,10 @@ def legit(target: str, users: list[str], rate: float, seconds: float, deadline: 
     out.put(results)
 
 
-def attacker(target: str, known_user: str, stop_at: float, out) -> None:
+def attacker(target: str, known_user: str, start_wall: float, seconds: float,
+             rate: float | None, out) -> None:
+    """Sends the attack mix at ``rate`` calls/s (back to back when None) during the odd
+    ATTACK_WINDOW_S windows after ``start_wall``, and nothing during the even ones."""
     import grpc
 
     from audiorec.v1 import recommender_pb2 as pb
@@ -156,20 +162,44 @@ def attacker(target: str, known_user: str, stop_at: float, out) -> None:
                                    languages=[""] * 200_000),
                pb.RecommendRequest(user_id=known_user, k=1000, item_type=1,
                                    languages=[""] * 5_000)]
+    # Serialized once, sent as bytes: the attacker's own CPU stays off the shared cores
+    # (serializing 200,000 strings per call would measure the client, not the server).
+    payloads = [a.SerializeToString() for a in attacks] + [os.urandom(2000)]
+    del stub
     codes: dict[str, int] = {}
-    i = 0
-    while time.monotonic() < stop_at:
+    i, sent_from = 0, None
+    while time.time() < start_wall + seconds:
+        window = int((time.time() - start_wall) // ATTACK_WINDOW_S)
+        if time.time() < start_wall or window % 2 == 0:
+            sent_from = None
+            time.sleep(0.01)
+            continue
+        if rate is not None:
+            if sent_from is None:
+                sent_from, i0 = time.time(), i
+            time.sleep(max(0.0, sent_from + (i - i0) / rate - time.time()))
         try:
-            if i % 5 == 4:
-                raw(os.urandom(2000), timeout=5)
-            else:
-                stub.Recommend(attacks[i % 5], timeout=5)
+            raw(payloads[i % len(payloads)], timeout=5)
             code = "OK"
         except grpc.RpcError as exc:
             code = exc.code().name
         codes[code] = codes.get(code, 0) + 1
         i += 1
-    out.put(codes)
+    t = os.times()
+    out.put({**codes, "attacker_cpu_s": round(t.user + t.system, 2)})
+
+
+ATTACK_WINDOW_S = 5.0
+
+
+def cpu_s(pid: int) -> float:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.NoSuchProcess:
+        return float("nan")
 
 
 def rss_mb(pid: int) -> float:
@@ -183,11 +213,12 @@ def rss_mb(pid: int) -> float:
 
 def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
     q = mp.get_context("spawn").Queue()
-    rss = [rss_mb(pid)]
+    rss, cpu0 = [rss_mb(pid)], cpu_s(pid)
+    start_wall = time.time() + 1.5
     p = mp.get_context("spawn").Process(target=legit, args=(target, users, 50.0, seconds,
-                                                            deadline, q))
+                                                            deadline, start_wall, q))
     p.start()
-    extra = during() if during else None
+    extra = during(start_wall) if during else None
     stop = time.monotonic() + seconds + 1
     while time.monotonic() < stop:
         rss.append(rss_mb(pid))
@@ -196,6 +227,7 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
     p.join()
     extra_result = extra() if extra else None
     rss.append(rss_mb(pid))
+    cpu = cpu_s(pid) - cpu0
     recovered = after() if after else None
     ms = np.array([r[0] for r in results])
     ok = np.array([r[1] == "OK" for r in results])
@@ -211,9 +243,18 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
            "p99_after_1s_ms": round(float(np.percentile(settled, 99)), 2),
            "answered_in_deadline": round(float(within.mean()), 4),
            "strategies": strategies, "rss_before_mb": round(rss[0], 1),
-           "rss_peak_mb": round(max(rss), 1), "rss_after_mb": round(rss[-1], 1)}
+           "rss_peak_mb": round(max(rss), 1), "rss_after_mb": round(rss[-1], 1),
+           "server_cpu_s": round(cpu, 2)}
     if extra_result is not None:
+        # Attack windows alternate with quiet ones (ATTACK_WINDOW_S each): on this noisy
+        # VM only neighbouring windows compare fairly.
+        offsets = np.array([r[3] for r in results])
+        on = (offsets // ATTACK_WINDOW_S).astype(int) % 2 == 1
         row["attacker_codes"] = extra_result
+        row["p99_quiet_ms"] = round(float(np.percentile(ms[~on], 99)), 2)
+        row["p99_attacked_ms"] = round(float(np.percentile(ms[on], 99)), 2)
+        row["p50_quiet_ms"] = round(float(np.percentile(ms[~on], 50)), 2)
+        row["p50_attacked_ms"] = round(float(np.percentile(ms[on], 50)), 2)
     if recovered is not None:
         row["recovered_s"] = recovered
     print(json.dumps(row), flush=True)
@@ -224,8 +265,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="runs/bench-hostile")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose server is measured")
-    ap.add_argument("--phase-s", type=float, default=15.0)
-    ap.add_argument("--phases", default="baseline,attack,down,slow,hang")
+    ap.add_argument("--phase-s", type=float, default=30.0)
+    ap.add_argument("--phases", default="baseline,attack,flood,down,slow,hang")
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args()
     repo, wd = Path(args.repo).resolve(), Path(args.workdir).resolve()
@@ -272,12 +313,12 @@ def main() -> None:
         for name in args.phases.split(","):
             if name == "baseline":
                 rows.append(phase(name, target, users, server.pid, args.phase_s, 1.0))
-            elif name == "attack":
-                def during():
+            elif name in ("attack", "flood"):
+                def during(start_wall, rate=5.0 if name == "attack" else None):
                     q = mp.get_context("spawn").Queue()
                     p = mp.get_context("spawn").Process(
-                        target=attacker, args=(target, known, time.monotonic() + args.phase_s,
-                                               q))
+                        target=attacker, args=(target, known, start_wall, args.phase_s,
+                                               rate, q))
                     p.start()
                     return lambda: (q.get(timeout=600), p.join())[0]
                 rows.append(phase(name, target, users, server.pid, args.phase_s, 1.0,
@@ -287,15 +328,26 @@ def main() -> None:
                 rows.append(phase(f"redis {name}", target, users, server.pid, args.phase_s,
                                   0.1, after=recover))
         print("\n| phase | deadline | p50 ms | p99 ms | p99 after 1 s | answered in deadline "
-              "| strategies | RSS before / peak / after MB | back to PERSONALIZED s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| strategies | RSS before / peak / after MB | server CPU s | back to "
+              "PERSONALIZED s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['phase']} | {r['deadline_ms']:.0f} ms | {r['p50_ms']} | {r['p99_ms']} "
                   f"| {r['p99_after_1s_ms']} "
                   f"| {r['answered_in_deadline']:.1%} | "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(r['strategies'].items()))} | "
                   f"{r['rss_before_mb']} / {r['rss_peak_mb']} / {r['rss_after_mb']} | "
-                  f"{r.get('recovered_s', '')} |")
+                  f"{r['server_cpu_s']} | {r.get('recovered_s', '')} |")
+        print("\n| attack | quiet windows p50 / p99 ms | attacked windows p50 / p99 ms | p99 "
+              "ratio | attacker calls (codes) |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            if "p99_quiet_ms" in r:
+                codes = {k: v for k, v in r["attacker_codes"].items() if k != "attacker_cpu_s"}
+                print(f"| {r['phase']} | {r['p50_quiet_ms']} / {r['p99_quiet_ms']} | "
+                      f"{r['p50_attacked_ms']} / {r['p99_attacked_ms']} | "
+                      f"{r['p99_attacked_ms'] / r['p99_quiet_ms']:.2f}x | "
+                      f"{sum(codes.values())} ({', '.join(f'{k} {v}' for k, v in codes.items())}) |")
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=2))
     finally:
