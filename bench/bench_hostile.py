@@ -344,10 +344,11 @@ def main() -> None:
         for r in rows:
             if "p99_quiet_ms" in r:
                 codes = {k: v for k, v in r["attacker_codes"].items() if k != "attacker_cpu_s"}
+                listed = ", ".join(f"{k} {v}" for k, v in codes.items())
                 print(f"| {r['phase']} | {r['p50_quiet_ms']} / {r['p99_quiet_ms']} | "
                       f"{r['p50_attacked_ms']} / {r['p99_attacked_ms']} | "
                       f"{r['p99_attacked_ms'] / r['p99_quiet_ms']:.2f}x | "
-                      f"{sum(codes.values())} ({', '.join(f'{k} {v}' for k, v in codes.items())}) |")
+                      f"{sum(codes.values())} ({listed}) |")
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=2))
     finally:
