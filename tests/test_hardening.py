@@ -287,3 +287,13 @@ def test_retention_keeps_current_and_removes_dead_staging(tiny_pipeline, tmp_pat
     removed = prune_versions(wd, keep=1)
     assert sorted(removed) == sorted([dead.name, "v29990101T000000Z"])
     assert list_versions(wd) == [first, "v29990102T000000Z"]
+
+
+def test_workdir_with_yaml_syntax_in_its_path_keeps_the_stores_there(tmp_path):
+    """The work directory is substituted into the parsed config, never into YAML text."""
+    from training.features.store import repo_config
+
+    wd = tmp_path / "odd #dir: \n[x]"
+    cfg = repo_config(wd)
+    assert cfg.online_store.path == str(wd.resolve() / "feast" / "online.db")
+    assert cfg.registry.path == str(wd.resolve() / "feast" / "registry.db")
