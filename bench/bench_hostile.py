@@ -20,7 +20,8 @@ through these phases:
    100 ms deadline; each phase ends with Redis back, timing the return to PERSONALIZED.
 
 Prints one table per phase: legitimate p50/p99, the share answered within the deadline,
-strategies, server RSS before/peak/after. ``--repo`` runs another checkout's server and
+strategies, server RSS before/peak/after, server CPU, the latency of a health check sent
+every 0.2 s. ``--repo`` runs another checkout's server and
 pipeline (the "before" column: an older commit in a git worktree).
 """
 
@@ -211,8 +212,27 @@ def rss_mb(pid: int) -> float:
         return float("nan")
 
 
+def health_ms(target: str):
+    """A function timing one standard health check (ms; inf when it fails)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(target))
+
+    def check() -> float:
+        t0 = time.perf_counter()
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return float("inf")
+        return (time.perf_counter() - t0) * 1e3
+    return check
+
+
 def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
     q = mp.get_context("spawn").Queue()
+    health = health_ms(target)
+    health_lat = []
     rss, cpu0 = [rss_mb(pid)], cpu_s(pid)
     start_wall = time.time() + 1.5
     p = mp.get_context("spawn").Process(target=legit, args=(target, users, 50.0, seconds,
@@ -222,6 +242,7 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
     stop = time.monotonic() + seconds + 1
     while time.monotonic() < stop:
         rss.append(rss_mb(pid))
+        health_lat.append(health())
         time.sleep(0.2)
     results = q.get(timeout=120)
     p.join()
@@ -244,7 +265,9 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
            "answered_in_deadline": round(float(within.mean()), 4),
            "strategies": strategies, "rss_before_mb": round(rss[0], 1),
            "rss_peak_mb": round(max(rss), 1), "rss_after_mb": round(rss[-1], 1),
-           "server_cpu_s": round(cpu, 2)}
+           "server_cpu_s": round(cpu, 2),
+           "health_p50_ms": round(float(np.percentile(health_lat, 50)), 2),
+           "health_max_ms": round(float(np.max(health_lat)), 2)}
     if extra_result is not None:
         # Attack windows alternate with quiet ones (ATTACK_WINDOW_S each): on this noisy
         # VM only neighbouring windows compare fairly.
@@ -328,16 +351,17 @@ def main() -> None:
                 rows.append(phase(f"redis {name}", target, users, server.pid, args.phase_s,
                                   0.1, after=recover))
         print("\n| phase | deadline | p50 ms | p99 ms | p99 after 1 s | answered in deadline "
-              "| strategies | RSS before / peak / after MB | server CPU s | back to "
-              "PERSONALIZED s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| strategies | RSS before / peak / after MB | server CPU s | health check "
+              "p50 / max ms | back to PERSONALIZED s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['phase']} | {r['deadline_ms']:.0f} ms | {r['p50_ms']} | {r['p99_ms']} "
                   f"| {r['p99_after_1s_ms']} "
                   f"| {r['answered_in_deadline']:.1%} | "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(r['strategies'].items()))} | "
                   f"{r['rss_before_mb']} / {r['rss_peak_mb']} / {r['rss_after_mb']} | "
-                  f"{r['server_cpu_s']} | {r.get('recovered_s', '')} |")
+                  f"{r['server_cpu_s']} | {r['health_p50_ms']} / {r['health_max_ms']} | "
+                  f"{r.get('recovered_s', '')} |")
         print("\n| attack | quiet windows p50 / p99 ms | attacked windows p50 / p99 ms | p99 "
               "ratio | attacker calls (codes) |")
         print("|---|---|---|---|---|")
