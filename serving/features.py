@@ -30,6 +30,7 @@ from typing import Callable
 from pydantic import Field
 
 from audiorec.config import StrictConfig
+from audiorec.errors import DeadlineExceeded
 from serving.breaker import OPEN, CircuitBreaker
 from serving.recommender import StoreUnavailable
 from training.features.config import FeatureStoreConfig
@@ -114,8 +115,9 @@ class OnlineFeatures:
             raw = future.result(timeout=max(budget, 0.0))
         except cf.TimeoutError:
             future.cancel()
-            if store_bound:
-                self._failed("timeout")
+            if not store_bound:  # the client's deadline, not the store, ran out
+                raise DeadlineExceeded("deadline passed while reading features") from None
+            self._failed("timeout")
             raise StoreUnavailable(f"no answer within {budget * 1e3:.0f} ms") from None
         except Exception as exc:  # noqa: BLE001 - its text may hold connection details
             self._failed(type(exc).__name__)

@@ -96,6 +96,8 @@ class Recommender:
         t = {"start": time.perf_counter()}
         try:
             raw = self.read_features(user_id, deadline)
+        except DeadlineExceeded:
+            raise  # the client is gone: no point in a fallback answer
         except StoreUnavailable as exc:
             answer = self._fallback(k, item_type, languages,
                                     f"online feature store unavailable ({exc})")

@@ -297,3 +297,31 @@ def test_workdir_with_yaml_syntax_in_its_path_keeps_the_stores_there(tmp_path):
     cfg = repo_config(wd)
     assert cfg.online_store.path == str(wd.resolve() / "feast" / "online.db")
     assert cfg.registry.path == str(wd.resolve() / "feast" / "registry.db")
+
+
+def test_read_timeouts_the_client_deadline_versus_the_store(tmp_path):
+    """A read cut short by the client's deadline is DEADLINE_EXCEEDED and not the store's
+    fault; a read past the store's own timeout counts toward opening the breaker."""
+    import time
+
+    from serving.features import OnlineFeatures, StoreGuardConfig
+    from serving.recommender import StoreUnavailable
+
+    from audiorec.errors import DeadlineExceeded
+
+    features = OnlineFeatures(tmp_path, guard=StoreGuardConfig(read_timeout_s=0.05,
+                                                               breaker_failures=3))
+    features._read = lambda user_id, project: time.sleep(0.2) or {}
+    try:
+        for _ in range(5):
+            with pytest.raises(DeadlineExceeded):
+                features("u1", time.monotonic() + 0.01)
+        assert not features.breaker.is_open
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable, match="no answer within 50 ms"):
+                features("u1", time.monotonic() + 1.0)
+        assert features.breaker.is_open
+        with pytest.raises(StoreUnavailable, match="circuit breaker open"):
+            features("u1", None)
+    finally:
+        features.close()
