@@ -2,31 +2,26 @@
 
 States: CLOSED (every read goes to the store), OPEN (no read goes to the store; requests
 get FALLBACK at once). While OPEN a probe (a background read, see
-:class:`serving.features.OnlineFeatures`) runs every ``probe_interval_s``; its first success
-closes the breaker again. Thread-safe; transitions are reported through ``on_change``.
+:class:`serving.features.OnlineFeatures`) runs periodically; its first success closes the
+breaker again. Thread-safe; transitions are reported through ``on_change``.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
 
 CLOSED, OPEN = "closed", "open"
 
 
 class CircuitBreaker:
-    def __init__(self, failures_to_open: int = 5, probe_interval_s: float = 0.5,
-                 on_change: Callable[[str, str], None] = lambda state, why: None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, failures_to_open: int = 5,
+                 on_change: Callable[[str, str], None] = lambda state, why: None):
         self.failures_to_open = failures_to_open
-        self.probe_interval_s = probe_interval_s
         self._on_change = on_change
-        self._clock = clock
         self._lock = threading.Lock()
         self._failures = 0
         self.state = CLOSED
-        self.opened_at: float | None = None
 
     @property
     def is_open(self) -> bool:
@@ -37,7 +32,7 @@ class CircuitBreaker:
             self._failures = 0
             if self.state == CLOSED:
                 return
-            self.state, self.opened_at = CLOSED, None
+            self.state = CLOSED
         self._on_change(CLOSED, "a read succeeded")
 
     def failure(self, why: str) -> bool:
@@ -46,6 +41,6 @@ class CircuitBreaker:
             self._failures += 1
             if self.state == OPEN or self._failures < self.failures_to_open:
                 return False
-            self.state, self.opened_at = OPEN, self._clock()
+            self.state = OPEN
         self._on_change(OPEN, f"{self.failures_to_open} failed reads in a row (last: {why})")
         return True

@@ -79,8 +79,7 @@ class OnlineFeatures:
         self._on_state = on_state
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
-        self.breaker = CircuitBreaker(guard.breaker_failures, guard.probe_interval_s,
-                                      on_change=self._changed)
+        self.breaker = CircuitBreaker(guard.breaker_failures, on_change=self._changed)
 
     def served_features(self, project: str = DEFAULT_PROJECT) -> list[str]:
         """The user-tower service's feature names in ``project``, in order (the model's

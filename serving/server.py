@@ -59,6 +59,7 @@ TYPE_VALUES = {v: k for k, v in TYPE_NAMES.items()}
 # summarised at WARNING at most once per CLIENT_LOG_EVERY_S (a fuzzer must not flood logs).
 CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+QUIET_CODES = CLIENT_CODES | {grpc.StatusCode.OK}  # logged at DEBUG only
 CLIENT_LOG_EVERY_S = 10.0
 
 
@@ -197,10 +198,8 @@ class RecommenderService:
                                          code=code.name).observe(seconds)
             if code in CLIENT_CODES:
                 self._client_errors.add(code.name)
-            if log.isEnabledFor(logging.DEBUG) or code not in CLIENT_CODES | {
-                    grpc.StatusCode.OK}:
-                log.log(logging.DEBUG if code in CLIENT_CODES | {grpc.StatusCode.OK}
-                        else logging.ERROR,
+            if code not in QUIET_CODES or log.isEnabledFor(logging.DEBUG):
+                log.log(logging.DEBUG if code in QUIET_CODES else logging.ERROR,
                         "request", extra={"fields": {"rpc": rpc, "code": code.name,
                                                      "strategy": strategy,
                                                      "ms": round(seconds * 1e3, 3)}})

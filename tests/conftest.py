@@ -25,6 +25,15 @@ def tiny_world(tmp_path_factory, tiny_config) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def users(tiny_world) -> dict[str, str]:
+    """A user with audiobook history, a cold-start one, and one unknown to the store."""
+    from audiorec.demo import _pick_users
+
+    warm, cold = _pick_users(tiny_world)
+    return {"warm": warm, "cold": cold, "unknown": "u_nobody"}
+
+
 # Small enough for CI (a minute), large enough to learn.
 TINY_PIPELINE = {
     "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,

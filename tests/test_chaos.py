@@ -36,11 +36,8 @@ ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def users(tiny_world):
-    from audiorec.demo import _pick_users
-
-    warm, cold = _pick_users(tiny_world)
-    return [warm, cold, "u_nobody"]
+def user_list(users):
+    return [users["warm"], users["cold"], users["unknown"]]
 
 
 def _serve(workdir: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -90,7 +87,8 @@ def _fuzz_case(rng: random.Random, users: list[str]):
 
 
 @pytest.mark.slow
-def test_fuzz_a_serving_process(tiny_pipeline, free_port, users):
+def test_fuzz_a_serving_process(tiny_pipeline, free_port, user_list):
+    users = user_list
     proc = _serve(tiny_pipeline[0], free_port)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{free_port}") as ch:
@@ -165,7 +163,7 @@ def _strategy(ask):
 
 
 @pytest.mark.slow
-def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, users, redis_server):
+def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, user_list, redis_server):
     """Every Recommend with a 200 ms deadline is answered in time whatever Redis does; the
     breaker opens and a probe closes it once Redis answers again; health stays quick."""
     from datetime import datetime, timezone
@@ -183,7 +181,7 @@ def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, users, redis_se
     materialize(apply_repo(wd, store), datetime.now(timezone.utc),
                 start=datetime(1970, 1, 2, tzinfo=timezone.utc))
     running = create_server(wd, ServerConfig(port=0, store=store))
-    warm = users[0]
+    warm = user_list[0]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             stub = pb_grpc.RecommenderStub(ch)
@@ -252,7 +250,9 @@ def _served_and_online(wd: Path, users: list[str]):
 
 
 @pytest.mark.slow
-def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tmp_path, users):
+def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tmp_path,
+                                                 user_list):
+    users = user_list
     from audiorec.artifact import current_version
     from audiorec.failpoints import POINTS
 

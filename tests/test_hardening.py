@@ -19,14 +19,6 @@ TOKEN = "t0ken-for-the-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
-def users(tiny_world):
-    from audiorec.demo import _pick_users
-
-    warm, cold = _pick_users(tiny_world)
-    return {"warm": warm, "cold": cold}
-
-
-@pytest.fixture(scope="module")
 def server(tiny_pipeline):
     from serving.server import ServerConfig, create_server
 

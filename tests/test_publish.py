@@ -57,14 +57,18 @@ def test_dead_staging_is_removed_live_is_kept(tmp_path):
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "\x00\x00\x00"])
-def test_corrupt_state_is_a_warning_and_means_redo(tmp_path, content, capsys):
+def test_corrupt_state_is_a_warning_and_means_redo(tmp_path, content, caplog):
+    import logging
+
     from audiorec.publish import read_json, write_json
 
     p = tmp_path / "_state.json"
-    assert read_json(p, "state") is None  # absent: silently None
-    p.write_text(content)
-    assert read_json(p, "feature-job state") is None
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.WARNING, logger="audiorec"):
+        assert read_json(p, "state") is None  # absent: silently None
+        assert not caplog.records
+        p.write_text(content)
+        assert read_json(p, "feature-job state") is None
+    out = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "feature-job state" in out and "corrupt" in out and "redoing" in out
     write_json(p, {"through": "2026-01-01"})
     assert read_json(p, "state") == {"through": "2026-01-01"}

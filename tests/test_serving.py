@@ -18,14 +18,6 @@ from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
-def users(tiny_world):
-    from audiorec.demo import _pick_users
-
-    warm, cold = _pick_users(tiny_world)
-    return {"warm": warm, "cold": cold, "unknown": "u_nobody"}
-
-
-@pytest.fixture(scope="module")
 def server(tiny_pipeline):
     from serving.server import ServerConfig, create_server
 
