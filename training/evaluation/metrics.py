@@ -12,6 +12,8 @@ Cost: O(users x items x dim) for scoring, O(users x k) for the metrics.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -20,17 +22,21 @@ TOP = 100
 
 def top_k(user_vectors: np.ndarray | None, item_vectors: np.ndarray | None,
           consumed: sp.csr_matrix, rows: np.ndarray, k: int = TOP,
-          item_scores: np.ndarray | None = None, block: int = 2048) -> np.ndarray:
+          item_scores: np.ndarray | None = None, block: int = 2048,
+          score_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """(len(rows), k) item columns, best first, for the users ``rows``.
 
-    Scores are ``user_vectors[rows] @ item_vectors.T`` or, for models without user
-    vectors (popularity), the same ``item_scores`` for everyone."""
+    Scores are ``user_vectors[rows] @ item_vectors.T``; for models without user vectors,
+    the same ``item_scores`` for everyone (popularity), or ``score_rows(user rows)`` ->
+    (len(rows), items) for models that score otherwise (ItemKNN)."""
     n_items = consumed.shape[1]
     k = min(k, n_items)
     out = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), block):
         r = rows[start:start + block]
-        if item_scores is not None:
+        if score_rows is not None:
+            scores = np.array(score_rows(r), np.float32)
+        elif item_scores is not None:
             scores = np.broadcast_to(item_scores.astype(np.float32), (len(r), n_items)).copy()
         else:
             scores = user_vectors[r] @ item_vectors.T

@@ -14,15 +14,18 @@ import time
 from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from audiorec.config import StrictConfig
-from training.evaluation.metrics import metrics, top_k
 from training.evaluation.models import (aligned, interaction_matrix, mean_item_users,
                                         popularity, two_tower_users, unit)
+from training.evaluation.peers import (DEFAULTS, GRIDS, PEERS, PeerConfig, event_weights_valid,
+                                       fit_peer, training_matrix)
 from training.evaluation.protocol import Protocol, build_protocol
+from training.evaluation.selection import candidates, choose, criterion, score_protocol
 from training.pipeline import PipelineConfig
 
 ABLATIONS = {
@@ -48,6 +51,14 @@ class EvaluationConfig(StrictConfig):
     ablations: bool | tuple[str, ...] = True   # True: all of ABLATIONS; or a few by name
     popularity_days: int = Field(28, ge=1)
     history_days: int = Field(90, ge=1)   # the items LLM-KNN / HGNN average per user
+    # The validation window (model selection) just before the cut: this many days, or
+    # None for as long as the hold-out. Never overlaps the hold-out.
+    validation_days: int | None = Field(None, ge=1)
+    selection_trials: int = Field(4, ge=1)   # settings tried per model on validation
+    peers: tuple[Literal["ALS", "BPR", "ItemKNN"], ...] = PEERS
+    # what one event of each type weighs in the peers' matrix (summed per user and item)
+    event_weights: dict[str, float] = Field(default_factory=lambda: {
+        "stream": 1.0, "follow": 0.5, "preview": 0.5, "intent_to_pay": 0.5})
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @field_validator("ablations")
@@ -57,6 +68,11 @@ class EvaluationConfig(StrictConfig):
         if unknown:
             raise ValueError(f"unknown ablations {unknown}; expected some of {list(ABLATIONS)}")
         return v
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_events(cls, v):
+        return event_weights_valid(v)
 
     def chosen_ablations(self) -> dict[str, dict]:
         if isinstance(self.ablations, bool):
@@ -71,6 +87,9 @@ class Results:
     rows: dict[str, dict[str, dict[str, list[dict]]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     seeding: str = ""   # what the seeds of the rows vary, for the report
+    # model -> {"setting": chosen, "trials": [...with "validation"], "window": str}
+    chosen: dict[str, dict] = field(default_factory=dict)
+    validation: str = ""   # the validation window's summary
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
@@ -98,13 +117,11 @@ def run_evaluation(data: str | Path, workdir: str | Path,
         + (f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
            "one HGNN" if cfg.chosen_ablations() else "")))
 
-    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None) -> None:
-        for kind, truth in proto.truth.items():
-            iv = None if item_vecs_of is None else item_vecs_of(kind, truth.item_ids)
-            sc = None if item_scores_of is None else item_scores_of(kind, truth.item_ids)
-            for group, rows in truth.groups.items():
-                top = top_k(user_vecs, iv, truth.consumed, rows, item_scores=sc)
-                res.add(model, kind, group, metrics(top, truth.targets, rows))
+    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None,
+              score_rows_of=None) -> None:
+        for kind, group, m in score_protocol(proto, user_vecs, item_vecs_of, item_scores_of,
+                                             score_rows_of):
+            res.add(model, kind, group, m)
 
     def timed(name: str, fn) -> None:
         t0 = time.perf_counter()
@@ -128,6 +145,13 @@ def run_evaluation(data: str | Path, workdir: str | Path,
         score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
 
     timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
+    if cfg.peers:
+        val_proto = validation_protocol(data, cut, end, cfg)
+        res.validation = val_proto.summary() if val_proto else ""
+        say(f"  validation window (model selection): {res.validation or 'none'}")
+        for peer in cfg.peers:
+            timed(peer, lambda peer=peer: _peer_rows(peer, data, cut, proto, val_proto, cfg,
+                                                     res, score))
 
     def variant(name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
@@ -183,6 +207,59 @@ def holdout_cut(data: Path, end, cfg: EvaluationConfig):
     finally:
         con.close()
     return end - timedelta(days=round((end - first).days * cfg.holdout_share))
+
+
+def validation_protocol(data: Path, cut, end, cfg: EvaluationConfig) -> Protocol | None:
+    """The protocol of the validation window before ``cut``, as long as the hold-out
+    (``cut`` .. ``end``) unless ``validation_days`` is set; None if it has no new starts
+    (then every model keeps its default settings)."""
+    from audiorec.errors import AudiorecError
+
+    days = cfg.validation_days or max(1, (end - cut).days)
+    try:
+        return build_protocol(data, cut - timedelta(days=days), cut)
+    except AudiorecError:
+        return None
+
+
+def _peer_rows(peer: str, data: Path, cut, proto: Protocol, val_proto: Protocol | None,
+               cfg: EvaluationConfig, res: Results, score) -> None:
+    """Choose the peer's settings on the validation window, refit on everything before the
+    cut, score the hold-out (over the seeds, where the peer has randomness)."""
+    con_users, con_items = _all_ids(data)
+
+    def scorer(fitted, p: Protocol):
+        rows_of = np.searchsorted(con_users, p.users)
+        return lambda kind, ids: (lambda r, cols=np.searchsorted(con_items, ids):
+                                  fitted.scores(rows_of[r], cols))
+
+    settings = candidates(GRIDS[peer], DEFAULTS[peer], cfg.selection_trials)
+    if val_proto is not None:
+        train = training_matrix(data, val_proto.cut, con_users, con_items, cfg.event_weights)
+        chosen, trials = choose(settings, lambda s: criterion(score_protocol(
+            val_proto, score_rows_of=scorer(fit_peer(train, PeerConfig(model=peer, **s)),
+                                            val_proto))))
+    else:
+        chosen, trials = settings[0], []
+    res.chosen[peer] = {"setting": chosen, "trials": trials}
+    matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
+    seeds = cfg.seeds if peer != "ItemKNN" else cfg.seeds[:1]   # ItemKNN is deterministic
+    for seed in seeds:
+        fitted = fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen))
+        score(peer, None, None, score_rows_of=scorer(fitted, proto))
+
+
+def _all_ids(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every user and item id of the dataset, sorted."""
+    from training.data.duck import connect_dataset
+
+    con = connect_dataset(data, ("users", "items"))
+    try:
+        users = con.sql("SELECT user_id FROM users ORDER BY 1").fetchnumpy()["user_id"]
+        items = con.sql("SELECT item_id FROM items ORDER BY 1").fetchnumpy()["item_id"]
+    finally:
+        con.close()
+    return np.asarray(users, dtype=object), np.asarray(items, dtype=object)
 
 
 def _hgnn_and_features(data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig,

@@ -1,0 +1,67 @@
+"""Model selection on a validation window that never sees the hold-out.
+
+The validation window is the stretch just before the evaluation's cut, as long as the
+hold-out (or ``validation_days``): a model's candidate settings are trained on events
+before the window's start and scored on the window with the hold-out's own protocol
+(catalogue, consumed filter, warm / cold groups, new starts). The criterion is HR@10
+averaged over the report's groups (warm- and cold-start audiobooks, podcasts), so a
+setting that only helps one group does not win. Every model gets the same budget:
+``trials`` settings drawn (seeded) from its grid, the defaults always among them. The
+chosen setting is then refitted on everything before the cut and scored on the hold-out
+once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+
+from training.evaluation.metrics import metrics, top_k
+from training.evaluation.protocol import Protocol
+
+Scorer = dict  # {"user_vecs", "item_vecs_of", "item_scores_of", "score_rows_of"}
+
+
+def score_protocol(proto: Protocol, user_vecs=None, item_vecs_of=None, item_scores_of=None,
+                   score_rows_of=None) -> list[tuple[str, str, dict]]:
+    """(item type, group, metrics) for every group of ``proto``. A model is given as user
+    and item vectors, one score per item (``item_scores_of(kind, ids)``) or a row scorer
+    (``score_rows_of(kind, ids)(user rows) -> scores``)."""
+    out = []
+    for kind, truth in proto.truth.items():
+        iv = None if item_vecs_of is None else item_vecs_of(kind, truth.item_ids)
+        sc = None if item_scores_of is None else item_scores_of(kind, truth.item_ids)
+        rs = None if score_rows_of is None else score_rows_of(kind, truth.item_ids)
+        for group, rows in truth.groups.items():
+            top = top_k(user_vecs, iv, truth.consumed, rows, item_scores=sc, score_rows=rs)
+            out.append((kind, group, metrics(top, truth.targets, rows)))
+    return out
+
+
+def criterion(scored: list[tuple[str, str, dict]]) -> float:
+    """Mean HR@10 over the groups that have users."""
+    values = [m["hr@10"] for _, _, m in scored if m["users"] > 0 and not np.isnan(m["hr@10"])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0
+               ) -> list[dict]:
+    """``trials`` settings from the grid: the defaults first, then seeded draws without
+    repeats (fewer when the grid is smaller)."""
+    keys = sorted(grid)
+    space = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    first = {k: defaults[k] for k in keys}
+    rest = [c for c in space if c != first]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    return [first] + [rest[i] for i in order[:max(0, trials - 1)]]
+
+
+def choose(settings: list[dict], evaluate: Callable[[dict], float]
+           ) -> tuple[dict, list[dict]]:
+    """The setting with the best validation criterion (first wins ties), and every trial
+    as ``{**setting, "validation": value}``."""
+    trials = [{**s, "validation": evaluate(s)} for s in settings]
+    scores = [t["validation"] if not np.isnan(t["validation"]) else -np.inf for t in trials]
+    return settings[int(np.argmax(scores))], trials
