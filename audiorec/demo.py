@@ -56,7 +56,9 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
 
         t = _step(3, n, "offline evaluation, the paper's protocol (main rows, 3 seeds; the "
                         "ablations: audiorec evaluate)")
-        ecfg = validated(EvaluationConfig, {"ablations": False,
+        # two settings per model on the validation window keeps the demo within minutes;
+        # `audiorec evaluate` tries four (selection_trials)
+        ecfg = validated(EvaluationConfig, {"ablations": False, "selection_trials": 2,
                                             "pipeline": {"hgnn": DEMO_HGNN}})
         results = run_evaluation(world, wd / "eval", ecfg,
                                  text_cache=wd / "text" / "cache.parquet")

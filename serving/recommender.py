@@ -134,7 +134,13 @@ class Recommender:
             raise NotFound(f"item_id {echo(item_id)} is not in the catalogue of model "
                            f"{self.version} ({len(art.item_ids):,} items)")
         t = {"start": time.perf_counter()}
-        labels, scores = self._search(art.vectors[row], k, item_type, np.array([row]), ())
+        query = art.vectors[row]
+        if art.manifest.model.get("prior"):
+            # the last coordinate is the item's prior; a user's is 1.0 (prior.py), and so
+            # is this query's: neighbours by the same score a user would get
+            query = query.copy()
+            query[-1] = 1.0
+        labels, scores = self._search(query, k, item_type, np.array([row]), ())
         t["index"] = time.perf_counter()
         return _timed(Answer(self._items(item_type, labels, scores), "PERSONALIZED", "",
                              self.version), t, "filter")

@@ -58,7 +58,7 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
 
     cfg = tmp_path / "eval.json"
     # two seeds, the second also reseeding the HGNN; one ablation picked by name
-    cfg.write_text(json.dumps({"seeds": [0, 1], "hgnn_seeds": 2,
+    cfg.write_text(json.dumps({"seeds": [0, 1], "hgnn_seeds": 2, "selection_trials": 2,
                                "ablations": ["no weak signals"], "pipeline": {
         "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 2, "patience": 2,
                  "max_steps_per_epoch": 20},
@@ -69,14 +69,26 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     assert rc == 0
     report = (tmp_path / "r" / "report.md").read_text()
     for text in ("Audiobooks, warm-start users", "Audiobooks, cold-start users",
-                 "Podcasts, all users", "| 2T-HGNN |", "| Popularity |", "0.353"):
+                 "Podcasts, all users", "| 2T-HGNN |", "| Popularity |", "0.353", "| ALS |",
+                 "| BPR |", "| ItemKNN |", "Settings chosen on the validation window"):
         assert text in report
-    m = json.loads((tmp_path / "r" / "metrics.json").read_text())["models"]
-    assert set(m) == {"Popularity", "LLM-KNN", "HGNN", "HGNN-w-users", "2T", "2T-HGNN",
-                      "2T-HGNN, no weak signals"}
+    metrics_json = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    m = metrics_json["models"]
+    assert set(m) == {"Popularity", "ALS", "BPR", "ItemKNN", "LLM-KNN", "HGNN",
+                      "HGNN-w-users", "2T", "2T-HGNN", "2T-HGNN, no weak signals"}
     seeds = {name: model["audiobook"]["warm"]["seeds"] for name, model in m.items()}
-    assert seeds == {"Popularity": 1, "LLM-KNN": 1, "HGNN": 2, "HGNN-w-users": 1, "2T": 2,
-                     "2T-HGNN": 2, "2T-HGNN, no weak signals": 1}
+    assert seeds == {"Popularity": 1, "ALS": 2, "BPR": 2, "ItemKNN": 1, "LLM-KNN": 1,
+                     "HGNN": 2, "HGNN-w-users": 1, "2T": 2, "2T-HGNN": 2,
+                     "2T-HGNN, no weak signals": 1}
+    # every peer and both towers chose among 2 settings on validation, defaults first
+    chosen = metrics_json["selection"]
+    assert set(chosen) == {"ALS", "BPR", "ItemKNN", "2T", "2T-HGNN"}
+    assert all(len(c["trials"]) == 2 for c in chosen.values())
+    assert chosen["ALS"]["trials"][0]["factors"] == 64
+    # the winner's settings, ready for `audiorec pipeline --config`
+    selected = json.loads((tmp_path / "r" / "selected.json").read_text())
+    assert selected["two_tower"]["temperature"] == chosen["2T-HGNN"]["setting"]["temperature"]
+    assert selected["hgnn"]["max_epochs"] == 2
     assert (tmp_path / "w" / "variants" / "full_hgnn_seed1" / "hgnn").is_dir()
     for model in m.values():
         curve = model["audiobook"]["warm"]["hr_curve"]
@@ -136,3 +148,89 @@ def test_unknown_ablation_is_rejected_by_name():
         validated(EvaluationConfig, {"ablations": ["no AB edges"]})
     with pytest.raises(AudiorecError, match="hgnn_seeds"):
         validated(EvaluationConfig, {"hgnn_seeds": 0})
+
+
+def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
+    """The peers' matrix sums the weights of the event types seen per cell; each peer's
+    scores are its factors' products (ItemKNN: the user's row times the similarity)."""
+    from audiorec.cli import default_cut
+    from training.data.duck import connect_dataset
+    from training.evaluation.peers import PeerConfig, fit_peer, training_matrix
+    from training.evaluation.run import _all_ids
+
+    users, items = _all_ids(tiny_world)
+    cut = default_cut(str(tiny_world))
+    weights = {"stream": 1.0, "follow": 0.25, "preview": 0.5, "intent_to_pay": 2.0}
+    m = training_matrix(tiny_world, cut, users, items, weights)
+    con = connect_dataset(tiny_world, ("events",))
+    u, i = con.sql("""SELECT user_id, item_id FROM events WHERE ts < $cut
+                      GROUP BY ALL HAVING count(DISTINCT event_type) >= 2 LIMIT 1""",
+                   params={"cut": cut}).fetchall()[0]
+    kinds = [r[0] for r in con.sql("""SELECT DISTINCT event_type FROM events WHERE user_id = $u
+                                      AND item_id = $i AND ts < $cut""",
+                                   params={"u": u, "i": i, "cut": cut}).fetchall()]
+    con.close()
+    row, col = np.searchsorted(users, u), np.searchsorted(items, i)
+    assert np.isclose(m[row, col], sum(weights[k] for k in kinds))
+    assert m.shape == (len(users), len(items)) and (m.data > 0).all()
+    rows, cols = np.arange(5), np.arange(40)
+    for name in ("ALS", "BPR", "ItemKNN"):
+        fitted = fit_peer(m, PeerConfig(model=name, factors=8, iterations=3, neighbours=10))
+        scores = fitted.scores(rows, cols)
+        assert scores.shape == (5, 40) and np.isfinite(scores).all()
+    knn = fit_peer(m, PeerConfig(model="ItemKNN", neighbours=10))
+    expected = (m[rows] @ knn.similarity[:, cols]).toarray()
+    assert np.allclose(knn.scores(rows, cols), expected)
+
+
+def test_candidates_start_with_the_defaults_and_never_repeat():
+    from training.evaluation.selection import candidates, choose
+
+    grid = {"a": [1, 2, 3], "b": [0.1, 0.2]}
+    got = candidates(grid, {"a": 2, "b": 0.2, "other": "x"}, trials=4, seed=3)
+    assert got[0] == {"a": 2, "b": 0.2} and len(got) == 4
+    assert len({tuple(sorted(c.items())) for c in got}) == 4
+    assert candidates(grid, {"a": 1, "b": 0.1}, trials=50) [0] == {"a": 1, "b": 0.1}
+    assert len(candidates(grid, {"a": 1, "b": 0.1}, trials=50)) == 6   # the whole grid
+    best, trials = choose(got, lambda s: float(s["a"] == 3) + (s["b"] == 0.1))
+    assert trials[0]["validation"] == 0.0 and best == max(
+        got, key=lambda s: float(s["a"] == 3) + (s["b"] == 0.1))
+    # ties: the first (the defaults) wins; NaN never wins
+    assert choose(got, lambda s: 1.0)[0] == got[0]
+    assert choose(got, lambda s: float("nan") if s == got[0] else 0.0)[0] == got[1]
+
+
+def test_prior_coordinate_adds_beta_times_prior_to_every_inner_product():
+    from training.twotower.prior import prior, with_item_coordinate, with_user_coordinate
+
+    types = np.array(["audiobook", "podcast", "audiobook", "podcast"], dtype=object)
+    p = prior(np.array([0.0, 9.0, 3.0, np.nan]), types)
+    # log1p over its type's maximum: audiobooks max 3, podcasts max 9; NaN counts as 0
+    assert np.allclose(p, [0.0, 1.0, 1.0, 0.0])
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    betas = {"audiobook": 0.5, "podcast": 2.0}
+    got = with_user_coordinate(u) @ with_item_coordinate(v, p, types, betas).T
+    beta = np.array([0.5, 2.0, 0.5, 2.0])
+    assert np.allclose(got, u @ v.T + (beta * p)[None, :], atol=1e-6)
+
+
+def test_recent_listeners_hand_checked(tiny_world):
+    """One item's recency-weighted listeners, computed by hand from its streams."""
+    import pandas as pd
+
+    from audiorec.cli import default_cut
+    from training.twotower.prior import recent_listeners
+
+    when = default_cut(str(tiny_world)) - timedelta(days=10)
+    ev = pd.read_parquet(tiny_world / "events.parquet")
+    ev = ev[(ev.event_type == "stream") & (ev.ts < when)]
+    item = ev.item_id.value_counts().index[0]
+    last = ev[ev.item_id == item].groupby("user_id").ts.max()
+    age = (pd.Timestamp(when) - last).dt.total_seconds() / 86400
+    ids = np.array(sorted(set(ev.item_id) | {"zz_never_streamed"}), dtype=object)
+    got = recent_listeners(tiny_world, when, ids, (7.0, 1e6))
+    col = int(np.searchsorted(ids, item))
+    assert np.isclose(got[0, col], (2.0 ** (-age / 7.0)).sum())
+    assert np.isclose(got[1, col], len(last), rtol=1e-4)   # no decay: the listeners
+    assert got[:, -1].tolist() == [0.0, 0.0]

@@ -42,7 +42,10 @@ def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
     wd, report, _ = piped
     assert current_version(wd) == report.version
     m = read_manifest(report.directory)  # checksums of every file
-    assert m.dim == 32 and m.metric == "ip" and m.feature_services["user"] == "user_tower"
+    prior = m.model["prior"]
+    # the popularity prior's coordinate: 32 tower dimensions + 1, when one was chosen
+    assert m.dim == (33 if prior else 32) and m.metric == "ip"
+    assert m.feature_services["user"] == "user_tower"
     assert m.indexes["audiobook"].count == (artifact.item_types == "audiobook").sum()
     assert m.indexes["podcast"].count == (artifact.item_types == "podcast").sum()
     assert {"tensorflow", "keras", "feast", "hnswlib"} <= set(m.libraries)
@@ -50,10 +53,24 @@ def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
     assert all(i.recall_at_10 >= 0.99 or i.ef == 1024 for i in m.indexes.values())
     assert m.git_sha and m.data["cut"] and m.upstream["hgnn_version"].startswith("hgnn-")
     assert (report.directory / "training_curve.png").stat().st_size > 0
-    np.testing.assert_allclose(np.linalg.norm(artifact.vectors, axis=1), 1, atol=1e-4)
+    towers = artifact.vectors[:, :32]
+    np.testing.assert_allclose(np.linalg.norm(towers, axis=1), 1, atol=1e-4)
+    if prior:
+        # the last coordinate is beta[type] x prior, prior in [0, 1]; users append 1.0
+        for kind, beta in prior["betas"].items():
+            last = artifact.vectors[artifact.item_types == kind, -1]
+            assert ((last >= -1e-6) & (last <= beta + 1e-6)).all()
+        user = artifact.tower({k: v[:3] for k, v in _inputs(artifact).items()})
+        assert np.allclose(user[:, -1], 1.0)
     # fallback lists exist for both types, globally
     assert len(artifact.popularity[("global", "", "audiobook")]) > 0
     assert len(artifact.popularity[("global", "", "podcast")]) > 0
+
+
+def _inputs(artifact) -> dict:
+    """Three users' raw inputs, all missing: the tower fills them inside."""
+    return tower_inputs({s.name: [None] * 3 for s in artifact.manifest.user_features},
+                        artifact.manifest.user_features)
 
 
 def test_exported_inputs_equal_the_feature_service(piped, artifact):

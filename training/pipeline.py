@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from pydantic import Field
 
 from audiorec.artifact import current_version, new_version_name, prune_versions, publish, \
@@ -137,7 +138,16 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         project = refreshed.project
         tower_data = build_tower_data(open_store(wd, cfg.store, project), data, cut,
                                       cfg.two_tower, progress=say)
+        store = open_store(wd, cfg.store, project)
         towers = train_two_tower(tower_data, cfg.two_tower, progress=progress)
+        if cfg.two_tower.popularity_prior:
+            towers.fit_prior(store, data, tower_data, cut, cfg.two_tower)
+            say("  popularity prior: " + (", ".join(
+                f"{k} beta {c['beta']:g}, half-life {c['half_life_days']:g} days (validation "
+                f"HR@10 {towers.prior['validation_hr10'][k][0][0]:.3f} without, "
+                f"{np.nanmax(towers.prior['validation_hr10'][k]):.3f} with)"
+                for k, c in towers.prior["chosen"].items()) if towers.prior else
+                "no new starts in the validation slice to choose it on: none"))
         best = towers.best
         say(f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
             f" validation recall@10 audiobooks {best['val_recall_audiobook']:.3f}, podcasts "

@@ -61,11 +61,14 @@ EVALUATION_PRESET = {
     "hgnn_seeds": 3,        # and one HGNN draw moves the small hold-out's HR@10 a lot
     "history_days": 4000,
     "popularity_days": 365,
+    "selection_trials": 6,  # every model (peers, towers) tries 6 settings on validation
     "pipeline": {
         "graph": {"window_days": 4000},
         "hgnn": {"max_epochs": 20, "patience": 3, "max_steps_per_epoch": 60},
         "features": {"window_days": 730, "profile_every_days": 90},
-        "two_tower": {"validation_days": 180},
+        # a year of validation: the prior's beta and the towers' settings are chosen on
+        # it, and half a year held too few users (67 warm) to choose beta stably
+        "two_tower": {"validation_days": 365},
     },
 }
 

@@ -79,13 +79,13 @@ def mean_item_users(interactions: sp.csr_matrix, item_vectors: np.ndarray) -> np
 
 
 def two_tower_users(store, users: np.ndarray, cut: datetime, towers, specs) -> np.ndarray:
-    """User-tower vectors of ``users`` from their Feast features as of ``cut``."""
+    """The served user vectors of ``users`` (the user tower's, with the prior coordinate
+    where the model has one) from their Feast features as of ``cut``."""
     from audiorec.tower_inputs import tower_inputs
     from training.features.retrieval import user_training_features
-    from training.twotower.train import embed
 
     entity = pd.DataFrame({"user_id": users, "event_timestamp": pd.Timestamp(cut),
                            "row": np.arange(len(users))})
     feats = user_training_features(store, entity).sort_values("row")
     inputs = tower_inputs({c: feats[c].tolist() for c in feats.columns}, specs)
-    return embed(towers.user_tower, inputs)
+    return towers.user_vectors(inputs)

@@ -204,6 +204,15 @@ def write_report(res: Results, out: str | Path) -> Path:
     lines += [f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
               for text, ok, why in expectations(summary)]
     lines += ["", *selection_lines(res)]
+    chosen = res.chosen.get("2T-HGNN", {}).get("setting")
+    if chosen:
+        # what to serve: `audiorec pipeline --config selected.json` trains the winner
+        pipeline = {**res.pipeline,
+                    "two_tower": {**res.pipeline.get("two_tower", {}), **chosen}}
+        (out / "selected.json").write_text(json.dumps(pipeline, indent=2) + "\n")
+        lines += ["", "The evaluated pipeline settings with the chosen 2T-HGNN settings are in "
+                  "`selected.json`: `audiorec pipeline --config selected.json` publishes "
+                  "that model, so what won here is what `audiorec serve` answers with."]
     lines += ["", "Charts: `hr_at_k.png` (HR@K, K = 1..100), `coverage_vs_hr.png`.", "",
               "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -35,6 +35,11 @@ ABLATIONS = {
     "no AA edges": {"graph": {"relations": ("AP", "PP")}},
     "AA-only graph": {"graph": {"relations": ("AA",)}},
     "PP-only graph": {"graph": {"relations": ("PP",)}},
+    # the levers beyond the paper, each switched off alone, then both
+    "no popularity prior": {"two_tower": {"popularity_prior": False}},
+    "no item-id embeddings": {"two_tower": {"item_id_embedding_dim": 0}},
+    "as in the paper (neither)": {"two_tower": {"popularity_prior": False,
+                                                "item_id_embedding_dim": 0}},
 }
 
 
@@ -90,6 +95,7 @@ class Results:
     # model -> {"setting": chosen, "trials": [...with "validation"], "window": str}
     chosen: dict[str, dict] = field(default_factory=dict)
     validation: str = ""   # the validation window's summary
+    pipeline: dict = field(default_factory=dict)   # the PipelineConfig the rows trained with
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
@@ -117,6 +123,8 @@ def run_evaluation(data: str | Path, workdir: str | Path,
         + (f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
            "one HGNN" if cfg.chosen_ablations() else "")))
 
+    res.pipeline = cfg.pipeline.model_dump(mode="json")
+
     def score(model: str, user_vecs, item_vecs_of, item_scores_of=None,
               score_rows_of=None) -> None:
         for kind, group, m in score_protocol(proto, user_vecs, item_vecs_of, item_scores_of,
@@ -132,8 +140,10 @@ def run_evaluation(data: str | Path, workdir: str | Path,
     text = wd / "text" / "embeddings.parquet"
     embed_items(data / "items.parquet", text,
                 cache=text_cache or wd / "text" / "cache.parquet", progress=progress)
-    timed("Popularity", lambda: score("Popularity", None, None, lambda kind, ids: popularity(
-        data, cut, ids, cfg.popularity_days)))
+    val_proto = validation_protocol(data, cut, end, cfg)
+    res.validation = val_proto.summary() if val_proto else ""
+    say(f"  validation window (model selection): {res.validation or 'none'}")
+    timed("Popularity", lambda: _popularity_rows(data, cut, val_proto, cfg, res, score))
 
     def mean_of_items(model: str, table_path: Path) -> None:
         table = read_item_embeddings(table_path)
@@ -146,9 +156,6 @@ def run_evaluation(data: str | Path, workdir: str | Path,
 
     timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
     if cfg.peers:
-        val_proto = validation_protocol(data, cut, end, cfg)
-        res.validation = val_proto.summary() if val_proto else ""
-        say(f"  validation window (model selection): {res.validation or 'none'}")
         for peer in cfg.peers:
             timed(peer, lambda peer=peer: _peer_rows(peer, data, cut, proto, val_proto, cfg,
                                                      res, score))
@@ -173,21 +180,27 @@ def run_evaluation(data: str | Path, workdir: str | Path,
         score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
 
     timed("HGNN-w-users", with_users)
-    timed("2T", lambda: _two_tower_rows("2T", main, cfg, {"use_hgnn": False}, cfg.seeds,
-                                        proto, score, progress))
+    def two_tower() -> None:
+        chosen = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
+        _two_tower_rows("2T", main, cfg, chosen, cfg.seeds, proto, score, progress)
+
+    timed("2T", two_tower)
+    tower_choice: dict = {}
 
     def two_tower_hgnn() -> None:
+        tower_choice.update(_select_towers("2T-HGNN", main, cfg, {}, res, progress))
         # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
         for i, store in enumerate(stores):
             own = cfg.seeds[i:i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores):])
-            _two_tower_rows("2T-HGNN", store, cfg, {}, own, proto, score, progress)
+            _two_tower_rows("2T-HGNN", store, cfg, tower_choice, own, proto, score, progress)
 
     timed("2T-HGNN", two_tower_hgnn)
     for label, overrides in cfg.chosen_ablations().items():
         graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
         store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
         timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
-              _two_tower_rows(f"2T-HGNN, {label}", store, cfg, o.get("two_tower", {}),
+              _two_tower_rows(f"2T-HGNN, {label}", store, cfg,
+                              {**tower_choice, **o.get("two_tower", {})},
                               cfg.seeds[:cfg.ablation_seeds], proto, score, progress))
     return res
 
@@ -220,6 +233,30 @@ def validation_protocol(data: Path, cut, end, cfg: EvaluationConfig) -> Protocol
         return build_protocol(data, cut - timedelta(days=days), cut)
     except AudiorecError:
         return None
+
+
+# Popularity's settings: distinct listeners over the last ``popularity_days`` (None, the
+# default), or listeners weighted by recency with a half-life in days, the prior's family.
+POPULARITY_GRID = {"half_life_days": [None, 7.0, 28.0, 90.0, 365.0, 1e6]}
+
+
+def _popularity_rows(data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig,
+                     res: Results, score) -> None:
+    from training.twotower.prior import recent_listeners
+
+    def scores_at(setting: dict, at):
+        h = setting["half_life_days"]
+        if h is None:
+            return lambda kind, ids: popularity(data, at, ids, cfg.popularity_days)
+        return lambda kind, ids: recent_listeners(data, at, ids, (h,))[0] \
+            + 1e-6 * -np.arange(len(ids)) / len(ids)   # ties: a fixed order
+
+    settings = candidates(POPULARITY_GRID, {"half_life_days": None}, cfg.selection_trials)
+    chosen, trials = (choose(settings, lambda s: criterion(score_protocol(
+        val_proto, item_scores_of=scores_at(s, val_proto.cut)))) if val_proto
+        else (settings[0], []))
+    res.chosen["Popularity"] = {"setting": chosen, "trials": trials}
+    score("Popularity", None, None, scores_at(chosen, cut))
 
 
 def _peer_rows(peer: str, data: Path, cut, proto: Protocol, val_proto: Protocol | None,
@@ -276,10 +313,50 @@ def _hgnn_and_features(data: Path, wd: Path, text: Path, cut, cfg: PipelineConfi
             "data": data, "cut": cut}
 
 
+# The towers' search space (same trial budget as every peer): the softmax temperature,
+# the learning rate, and item-id embeddings (0: the paper's content-only item tower).
+TOWER_GRID = {"temperature": [0.05, 0.1, 0.2], "learning_rate": [1e-3, 3e-3],
+              "item_id_embedding_dim": [0, 32]}
+
+
+def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
+                   res: Results, progress: bool) -> dict:
+    """The towers' settings with the best validation HR@10 (the prior's validation slice,
+    before the cut; the mean of the item types' best-beta values), trained with the first
+    seed; ``overrides`` plus the chosen setting. One trial: the configured defaults."""
+    from training.twotower.examples import build_tower_data
+    from training.twotower.train import train_two_tower
+
+    base = cfg.pipeline.two_tower.with_overrides(overrides)
+    settings = candidates(TOWER_GRID, base.model_dump(), cfg.selection_trials)
+    if len(settings) == 1:
+        res.chosen[model] = {"setting": settings[0], "trials": []}
+        return {**overrides, **settings[0]}
+    tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
+                                  progress=lambda *a: None)
+
+    def trial(setting: dict) -> float:
+        # scored as the prior would be chosen for it (beta 0 only, with the prior off)
+        tcfg = base.with_overrides({**setting, "seed": cfg.seeds[0], "popularity_prior": True,
+                                    **({} if base.popularity_prior else {"prior_betas": (0.0,)})})
+        towers = train_two_tower(tower_data, tcfg, progress=False)
+        towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
+        value = float(np.nanmean([np.nanmax(c) for c in towers.prior["validation_hr10"].values()])) \
+            if towers.prior else float("nan")
+        if progress:
+            print(f"    {model} trial {setting}: validation HR@10 {value:.3f}"
+                  + (f"; prior {towers.prior['chosen']}" if towers.prior else ""), flush=True)
+        return value
+
+    chosen, trials = choose(settings, trial)
+    res.chosen[model] = {"setting": chosen, "trials": trials}
+    return {**overrides, **chosen}
+
+
 def _two_tower_rows(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
                     seeds, proto: Protocol, score, progress: bool) -> None:
     from training.twotower.examples import build_tower_data
-    from training.twotower.train import embed, train_two_tower
+    from training.twotower.train import train_two_tower
 
     base = cfg.pipeline.two_tower.with_overrides(overrides)
     tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
@@ -287,11 +364,14 @@ def _two_tower_rows(model: str, variant: dict, cfg: EvaluationConfig, overrides:
     for seed in seeds:
         tcfg = base.with_overrides({"seed": seed})
         towers = train_two_tower(tower_data, tcfg, progress=False)
+        if tcfg.popularity_prior:
+            towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
         users = two_tower_users(variant["store"], proto.users, variant["cut"], towers,
                                 tower_data.user_specs)
-        items = embed(towers.item_tower, tower_data.items)
+        items = towers.item_vectors(tower_data)   # what the published index holds
         score(model, users, lambda kind, ids: aligned(ids, tower_data.item_ids, items))
         if progress:
             print(f"    {model} seed {seed}: best epoch {towers.best_epoch}, validation "
-                  f"recall@10 {towers.best['val_recall_audiobook']:.3f}", flush=True)
+                  f"recall@10 {towers.best['val_recall_audiobook']:.3f}"
+                  + (f"; prior {towers.prior['chosen']}" if towers.prior else ""), flush=True)
 

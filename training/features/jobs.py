@@ -149,7 +149,7 @@ def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfi
             batches = user_window_batches(con, hgnn, first, through, cfg.window_days,
                                           cfg.user_buckets, anchor=full)
             for batch in tqdm(batches, total=cfg.user_buckets, desc="user windows",
-                              unit="bucket", disable=not progress, leave=False):
+                              unit="bucket", disable=None if progress else True, leave=False):
                 out.write(batch)
         return out.rows
 

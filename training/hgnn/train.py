@@ -141,7 +141,7 @@ def _train(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
             steps = steps[:cfg.max_steps_per_epoch]
         losses = []
         bar = tqdm(steps, desc=f"hgnn epoch {epoch}", unit="batch", leave=False,
-                   disable=not progress)
+                   disable=None if progress else True)
         for lo in bar:
             ba, bp = a[lo:lo + cfg.batch_size], p[lo:lo + cfg.batch_size]
             # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size

@@ -28,8 +28,8 @@ from training.features.retrieval import ITEM_SERVICE, USER_SERVICE
 from training.release.lists import write_consumed, write_popularity
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
-from training.twotower.export import export_user_tower, item_vectors
-from training.twotower.train import TrainedTowers, embed
+from training.twotower.export import export_user_tower
+from training.twotower.train import TrainedTowers
 
 
 def git_sha() -> str:
@@ -59,8 +59,9 @@ def library_versions() -> dict:
 def write_version(out: Path, *, version: str, towers: TrainedTowers, data: TowerData,
                   data_dir: str | Path, cut: datetime, cfg: TwoTowerConfig,
                   index_cfg: HNSWConfig, upstream: dict, project: str) -> Manifest:
-    export_user_tower(towers.user_tower, data.user_specs, out / "user_tower")
-    vectors = item_vectors(towers.item_tower, data.items)
+    export_user_tower(towers.user_tower, data.user_specs, out / "user_tower",
+                      prior_coordinate=towers.prior is not None)
+    vectors = towers.item_vectors(data)
     con = connect_dataset(data_dir, ("items",))
     try:
         meta = con.sql("SELECT item_id, title, language, genre FROM items").arrow().read_all()
@@ -78,7 +79,7 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
     # Queries for tuning ef: real user vectors (validation examples, else training ones).
     rows = np.flatnonzero(data.scored) if data.scored.any() else np.arange(len(data))
     rows = rows[np.linspace(0, len(rows) - 1, min(1000, len(rows))).astype(int)]
-    queries = embed(towers.user_tower, {k: v[rows] for k, v in data.user.items()})
+    queries = towers.user_vectors({k: v[rows] for k, v in data.user.items()})
     indexes = {}
     for kind in ITEM_TYPES:
         mask = data.item_types == kind
@@ -102,7 +103,9 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
         dim=int(vectors.shape[1]),
         indexes=indexes,
         model={**cfg.model_dump(), "ignored_user_features": cfg.ignored_user_features(),
-               "ignored_item_features": cfg.ignored_item_features()},
+               "ignored_item_features": cfg.ignored_item_features(),
+               # the last vector coordinate is the popularity prior (prior.py), or absent
+               "prior": towers.prior},
         upstream=upstream,
         metrics={"epochs": len(towers.history), "best_epoch": towers.best_epoch,
                  "train_seconds": round(towers.seconds, 1),
@@ -122,7 +125,7 @@ def verify_roundtrip(directory: Path, towers: TrainedTowers, data: TowerData,
     art = Artifact.load(directory)
     rows = np.linspace(0, len(data) - 1, min(sample, len(data))).astype(int)
     inputs = {k: v[rows] for k, v in data.user.items()}
-    expected = embed(towers.user_tower, inputs)
+    expected = towers.user_vectors(inputs)
     got = art.tower(inputs)
     if not np.allclose(expected, got, atol=1e-5):
         raise ContractError(f"{directory}: the exported user tower differs from the trained "

@@ -114,7 +114,7 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
     n_events = 0
     with pq.ParquetWriter(root / "music.parquet", CONTRACT["music"].schema, **_WRITE) as mw, \
          pq.ParquetWriter(root / "events.parquet", CONTRACT["events"].schema, **_WRITE) as ew:
-        bar = tqdm(chunks, desc="events", unit="chunk", disable=not progress)
+        bar = tqdm(chunks, desc="events", unit="chunk", disable=None if progress else True)
         for users, cs in zip(bar, chunk_seeds):
             mu, mday, mvec = music_vectors(cfg, pop, users, proj, rng_music)
             mw.write_table(pa.table({

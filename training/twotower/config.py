@@ -28,6 +28,19 @@ class TwoTowerConfig(StrictConfig):
     learning_rate: float = 1e-3
     max_epochs: int = 10
     patience: int = 2                          # epochs without a better validation recall
+    # item-id embeddings (a hybrid): items with at least this many training positives get
+    # their own embedding row in the item tower, the rest share one, so new items are
+    # still placed by their content and HGNN inputs; 0 = off (the paper's content-only tower)
+    item_id_embedding_dim: int = 0
+    item_id_min_positives: int = 3
+    # the popularity prior (training/twotower/prior.py): beta per item type chosen on the
+    # validation slice among these (0: none); False leaves the vectors as the towers make them
+    popularity_prior: bool = True
+    prior_betas: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
+                                      2.0, 4.0)
+    # how fast a listener's weight in the prior halves (days since their last stream);
+    # chosen with beta. 1e6: no decay (all-time listeners)
+    prior_half_lives: tuple[float, ...] = (7.0, 28.0, 90.0, 365.0, 1e6)
     train_days: int | None = None              # examples from this many days before the cut (None: all)
     validation_days: int = 7                   # the later-in-time slice for early stopping
     validation_max_examples: int = 5000

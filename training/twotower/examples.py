@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 
 from audiorec.errors import AudiorecError
 from audiorec.tower_inputs import InputSpec, tower_inputs
@@ -28,6 +29,7 @@ from training.data.duck import connect_dataset, sql_literal
 from training.features.retrieval import ITEM_SERVICE, USER_SERVICE
 from training.features.store import feature_service
 from training.twotower.config import TwoTowerConfig
+
 
 
 @dataclass
@@ -52,6 +54,9 @@ class TowerData:
     item_types: np.ndarray
     items: dict[str, np.ndarray]
     window: dict
+    # (examples, items) 1 where the example's user streamed the item before the validation
+    # slice: masked when validation ranks items, as serving and the protocol mask them
+    seen: sp.csr_matrix | None = None
 
     def __len__(self) -> int:
         return len(self.item)
@@ -122,6 +127,33 @@ def item_features(store, cut: datetime, catalogue_ids: np.ndarray) -> pa.Table:
     return table.sort_by("item_id")
 
 
+def streamed_before(data: str | Path, when: datetime, example_users: np.ndarray,
+                    rows: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    """(examples, items) 1 where example ``rows``' users streamed the item before
+    ``when`` (other rows empty); ``item_ids`` sorted."""
+    users = np.unique(example_users[rows])
+    con = connect_dataset(data, ("events",))
+    try:
+        con.register("val_users", pa.table({"user_id": pa.array(users, pa.string())}))
+        df = con.sql("""SELECT DISTINCT e.user_id, e.item_id FROM events e JOIN val_users
+                        USING (user_id) WHERE e.event_type = 'stream' AND e.ts < $when""",
+                     params={"when": when}).fetchnumpy()
+    finally:
+        con.close()
+    cols = np.searchsorted(item_ids, df["item_id"].astype(object))
+    ok = cols < len(item_ids)
+    ok[ok] &= item_ids[cols[ok]] == df["item_id"].astype(object)[ok]
+    by_user = sp.csr_matrix((np.ones(ok.sum(), np.float32),
+                             (np.searchsorted(users, df["user_id"].astype(object)[ok]), cols[ok])),
+                            shape=(len(users), len(item_ids)))
+    pick = np.zeros(len(example_users), np.int64)
+    pick[rows] = np.searchsorted(users, example_users[rows])
+    out = by_user[pick]
+    keep = np.zeros(len(example_users), np.float32)
+    keep[rows] = 1
+    return sp.diags(keep) @ out
+
+
 def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig,
                      progress=print) -> TowerData:
     """Positives, their point-in-time user features, and the item table."""
@@ -151,12 +183,16 @@ def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig
     validation = (pos["event_timestamp"] >= val_start).to_numpy()
     # Validation scores streams only, so that the weak-positives switch is comparable.
     scored = validation & pos["streamed"].to_numpy()
+    item_types = items.column("item_type").to_numpy(zero_copy_only=False)
+    seen = streamed_before(data, val_start.to_pydatetime(), pos["user_id"].to_numpy(object),
+                           np.flatnonzero(validation), item_ids)
     return TowerData(
         user_specs=user_specs, item_specs=item_specs,
         user=tower_inputs({n: users.column(n) for n in users.column_names}, user_specs),
         user_ids=pos["user_id"].to_numpy(dtype=object), item=row.loc[pos["item_id"]].to_numpy(), ts=ts, validation=validation, scored=scored,
-        item_ids=item_ids, item_types=items.column("item_type").to_numpy(zero_copy_only=False),
+        item_ids=item_ids, item_types=item_types,
         items=tower_inputs({n: items.column(n) for n in items.column_names}, item_specs),
+        seen=seen,
         window={"first_example": str(pos["event_timestamp"].min()),
                 "validation_start": str(val_start), "cut": str(pd.Timestamp(cut)),
                 "examples": int(len(pos)), "validation_examples": int(scored.sum())},

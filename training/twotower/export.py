@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from audiorec.tower_inputs import InputSpec
-from training.twotower.train import embed
 
 SIGNATURE = "serving_default"
 OUTPUT = "user_vector"
@@ -37,18 +35,20 @@ class _UserTowerModule(tf.Module):
         self.tower = tower
 
 
-def export_user_tower(tower: keras.Model, specs: Sequence[InputSpec], path: str | Path) -> None:
-    """Write the SavedModel directory ``path`` (must not exist)."""
+def export_user_tower(tower: keras.Model, specs: Sequence[InputSpec], path: str | Path,
+                      prior_coordinate: bool = False) -> None:
+    """Write the SavedModel directory ``path`` (must not exist). ``prior_coordinate``:
+    the output gets a last column of 1.0, which multiplies the items' popularity prior
+    (training/twotower/prior.py), so the index's inner product is the full score."""
     module = _UserTowerModule(tower)
     signature = {s.name: _tensor_spec(s) for s in specs}
 
     @tf.function(input_signature=[signature])
     def serve(features):
-        return {OUTPUT: module.tower(features, training=False)}
+        u = module.tower(features, training=False)
+        if prior_coordinate:
+            u = tf.concat([u, tf.ones_like(u[:, :1])], axis=1)
+        return {OUTPUT: u}
 
     tf.saved_model.save(module, str(path), signatures={SIGNATURE: serve.get_concrete_function()})
 
-
-def item_vectors(item_tower: keras.Model, items: dict[str, np.ndarray]) -> np.ndarray:
-    """(m, dim) unit vectors of every item row."""
-    return embed(item_tower, items)

@@ -59,7 +59,8 @@ class FeatureEncoder(keras.layers.Layer):
                 self.lookups[s.name] = keras.layers.StringLookup(
                     vocabulary=vocab, num_oov_indices=1, name=f"{s.name}_lookup")
                 self.embeddings[s.name] = keras.layers.Embedding(
-                    len(vocab) + 1, embedding_dim, name=f"{s.name}_embedding")
+                    len(vocab) + 1, stats[s.name].get("dim", embedding_dim),
+                    name=f"{s.name}_embedding")
 
     def call(self, features: dict) -> "keras.KerasTensor":
         parts = []

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from audiorec.tower_inputs import InputSpec
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
 from training.twotower.loss import in_batch_softmax_loss
+from training.twotower.prior import with_item_coordinate, with_user_coordinate
 from training.twotower.towers import build_tower, fit_encoder_stats
 
 RECALL_K = 10
@@ -35,10 +38,47 @@ class TrainedTowers:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
+    # the popularity prior (prior.py): {"betas": {type: beta}, "validation_recall": {type:
+    # [recall@10 per candidate]}, "candidates": [...]}; None: vectors as the towers make them
+    prior: dict | None = None
+    item_prior: np.ndarray | None = None   # (items,) the prior as of the cut, in [0, 1]
+    item_ids: bool = False   # the item tower also takes item_id (item-id embeddings)
 
     @property
     def best(self) -> dict:
         return self.history[self.best_epoch - 1]
+
+    def user_vectors(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The served user vectors: the user tower's, with the prior's 1.0 appended."""
+        vecs = embed(self.user_tower, inputs)
+        return with_user_coordinate(vecs) if self.prior is not None else vecs
+
+    def item_vectors(self, data: TowerData) -> np.ndarray:
+        """The served item vectors of every item row of ``data``: the item tower's, with
+        ``beta[type] x prior`` (as of the cut) appended."""
+        vecs = embed(self.item_tower, item_inputs(data, self.item_ids))
+        if self.prior is None:
+            return vecs
+        return with_item_coordinate(vecs, self.item_prior, data.item_types,
+                                    self.prior["betas"])
+
+    def fit_prior(self, store, data_dir, data: TowerData, cut, cfg: TwoTowerConfig) -> None:
+        """Choose the popularity prior on the validation slice (prior.py); without new
+        starts there to choose on, the vectors stay as the towers make them."""
+        from training.twotower.prior import fit_prior
+
+        fitted = fit_prior(store, data_dir, data, self, cut, cfg.validation_days,
+                           cfg.prior_betas, cfg.prior_half_lives)
+        self.prior, self.item_prior = fitted if fitted else (None, None)
+
+
+ITEM_ID = InputSpec(name="item_id", kind="string")
+
+
+def item_inputs(data: TowerData, with_ids: bool) -> dict[str, np.ndarray]:
+    """The item tower's inputs: the item service's features, and the item id when the
+    tower has item-id embeddings (a training-side input: serving reads item vectors)."""
+    return {**data.items, "item_id": data.item_ids} if with_ids else data.items
 
 
 def _slice(inputs: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -58,25 +98,41 @@ def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
 
 
 def recall_at_k(user_vecs: np.ndarray, item_vecs: np.ndarray, targets: np.ndarray,
-                k: int = RECALL_K) -> float:
-    """Share of rows whose target item (row of ``item_vecs``) ranks in the top ``k``."""
+                k: int = RECALL_K, seen: sp.csr_matrix | None = None,
+                bias: np.ndarray | None = None) -> float:
+    """Share of rows whose target item (row of ``item_vecs``) ranks in the top ``k``;
+    ``seen`` (rows x items) marks items the row's user already streamed (never ranked,
+    as serving drops them), ``bias`` is added to every row's item scores."""
     if len(targets) == 0:
         return float("nan")
     scores = user_vecs @ item_vecs.T
+    if bias is not None:
+        scores = scores + bias[None, :]
+    if seen is not None:
+        coo = seen.tocoo()
+        scores[coo.row, coo.col] = -np.inf
     target = scores[np.arange(len(targets)), targets]
     return float(((scores > target[:, None]).sum(axis=1) < k).mean())
 
 
+def per_type(data: TowerData, rows: np.ndarray, kind: str):
+    """(which of ``rows`` have a target of ``kind``, the type's item rows, each target's
+    column among them, the seen mask restricted to them)."""
+    of_kind = np.flatnonzero(data.item_types == kind)
+    position = np.full(len(data.item_types), -1)
+    position[of_kind] = np.arange(len(of_kind))
+    mine = data.item_types[data.item[rows]] == kind
+    seen = data.seen[rows[mine]][:, of_kind] if data.seen is not None else None
+    return mine, of_kind, position[data.item[rows][mine]], seen
+
+
 def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray) -> dict:
     users = embed(towers.user_tower, _slice(data.user, rows))
-    items = embed(towers.item_tower, data.items)
+    items = embed(towers.item_tower, item_inputs(data, towers.item_ids))
     out = {}
     for kind in ("audiobook", "podcast"):
-        of_kind = np.flatnonzero(data.item_types == kind)
-        position = np.full(len(data.item_types), -1)
-        position[of_kind] = np.arange(len(of_kind))
-        mine = data.item_types[data.item[rows]] == kind
-        out[kind] = recall_at_k(users[mine], items[of_kind], position[data.item[rows][mine]])
+        mine, of_kind, cols, seen = per_type(data, rows, kind)
+        out[kind] = recall_at_k(users[mine], items[of_kind], cols, seen=seen)
     return out
 
 
@@ -90,14 +146,21 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
         val_rows = np.sort(rng.choice(val_rows, cfg.validation_max_examples, replace=False))
     user_stats = fit_encoder_stats(data.user_specs, _slice(data.user, train_rows))
     item_stats = fit_encoder_stats(data.item_specs, data.items)
+    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
+    item_specs, with_ids = list(data.item_specs), cfg.item_id_embedding_dim > 0
+    if with_ids:
+        # ids seen often enough to learn a row; the rest (new, rare) share the OOV row
+        known = data.item_ids[counts >= cfg.item_id_min_positives]
+        item_specs.append(ITEM_ID)
+        item_stats[ITEM_ID.name] = {"vocabulary": [str(i) for i in known] or ["<none>"],
+                                    "dim": cfg.item_id_embedding_dim}
     towers = TrainedTowers(
         build_tower(data.user_specs, user_stats, cfg.layers, cfg.string_embedding_dim,
                     cfg.ignored_user_features(), "user_tower"),
-        build_tower(data.item_specs, item_stats, cfg.layers, cfg.string_embedding_dim,
-                    cfg.ignored_item_features(), "item_tower"))
-    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
+        build_tower(item_specs, item_stats, cfg.layers, cfg.string_embedding_dim,
+                    cfg.ignored_item_features(), "item_tower"), item_ids=with_ids)
     item_prob = tf.constant(counts / max(1, counts.sum()), tf.float32)
-    item_table = _to_tensors(data.items)
+    item_table = _to_tensors(item_inputs(data, with_ids))
     optimizer = keras.optimizers.Adam(cfg.learning_rate)
     weights = towers.user_tower.trainable_variables + towers.item_tower.trainable_variables
 
@@ -119,7 +182,7 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
         order = rng.permutation(len(train_rows))
         n_batches = len(order) // cfg.batch_size  # full batches: B-1 negatives for everyone
         losses = []
-        bar = tqdm(range(n_batches), desc=f"2T epoch {epoch}", unit="batch", disable=not progress,
+        bar = tqdm(range(n_batches), desc=f"2T epoch {epoch}", unit="batch", disable=None if progress else True,
                    leave=False)
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
