@@ -41,10 +41,13 @@ class ItemIndex:
     cfg: HNSWConfig
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids, cfg: HNSWConfig = HNSWConfig()) -> "ItemIndex":
-        """Index ``vectors`` (n, dim), which must be L2-normalised (inner product = cosine)."""
+    def build(cls, vectors: np.ndarray, ids, cfg: HNSWConfig = HNSWConfig(),
+              extra_coordinates: int = 0) -> "ItemIndex":
+        """Index ``vectors`` (n, dim), L2-normalised (inner product = cosine) except for
+        their last ``extra_coordinates`` (a score term such as the popularity prior, which
+        the query multiplies by 1.0: inner-product search stays exact MIPS)."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(v, axis=1)
+        norms = np.linalg.norm(v[:, :v.shape[1] - extra_coordinates], axis=1)
         if len(v) and not np.allclose(norms, 1, atol=1e-3):
             raise AudiorecError(f"HNSW index expects unit vectors (inner product); norms range "
                                 f"{norms.min():.3f}..{norms.max():.3f}")

@@ -82,7 +82,7 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
                      "2T-HGNN, no weak signals": 1}
     # every peer and both towers chose among 2 settings on validation, defaults first
     chosen = metrics_json["selection"]
-    assert set(chosen) == {"ALS", "BPR", "ItemKNN", "2T", "2T-HGNN"}
+    assert set(chosen) == {"Popularity", "ALS", "BPR", "ItemKNN", "2T", "2T-HGNN"}
     assert all(len(c["trials"]) == 2 for c in chosen.values())
     assert chosen["ALS"]["trials"][0]["factors"] == 64
     # the winner's settings, ready for `audiorec pipeline --config`

@@ -126,8 +126,8 @@ def test_missing_values_are_filled_inside_the_model(artifact):
     """Serving passes raw values; a user with no rows at all still gets a unit vector."""
     raw = {s.name: [None] for s in artifact.manifest.user_features}
     v = artifact.tower(tower_inputs(raw, artifact.manifest.user_features))
-    assert v.shape == (1, 32) and np.isfinite(v).all()
-    np.testing.assert_allclose(np.linalg.norm(v), 1, atol=1e-4)
+    assert v.shape == (1, artifact.manifest.dim) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v[:, :32]), 1, atol=1e-4)  # + the prior's 1.0
 
 
 def test_tower_inputs_rule():
@@ -215,7 +215,8 @@ def test_loader_refuses_tampered_or_foreign_versions(piped, tmp_path):
     with pytest.raises(ContractError, match="format 99, expected 'audiorec.artifact' format 1"):
         read_manifest(d)
     (d / "manifest.json").write_text(json.dumps({**m, "dim": 64, "files": {}}))
-    with pytest.raises(ContractError, match="item vectors have dim 32, the manifest says 64"):
+    with pytest.raises(ContractError, match=f"item vectors have dim {m['dim']}, the manifest "
+                                            "says 64"):
         Artifact.load(d)
     with pytest.raises(ContractError, match="not an artifact version"):
         read_manifest(tmp_path)

@@ -83,7 +83,8 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
     indexes = {}
     for kind in ITEM_TYPES:
         mask = data.item_types == kind
-        index = ItemIndex.build(vectors[mask], data.item_ids[mask], index_cfg)
+        index = ItemIndex.build(vectors[mask], data.item_ids[mask], index_cfg,
+                                extra_coordinates=int(towers.prior is not None))
         ef, recall = tune_ef(index, vectors[mask], queries) if mask.sum() > 10 else \
             (index_cfg.ef, 1.0)
         index.save(out / "index" / kind)
