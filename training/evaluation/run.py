@@ -180,19 +180,22 @@ def run_evaluation(data: str | Path, workdir: str | Path,
         score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
 
     timed("HGNN-w-users", with_users)
+
     def two_tower() -> None:
-        chosen = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
-        _two_tower_rows("2T", main, cfg, chosen, cfg.seeds, proto, score, progress)
+        chosen, prepared = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
+        _two_tower_rows("2T", main, cfg, chosen, cfg.seeds, proto, score, progress, prepared)
 
     timed("2T", two_tower)
     tower_choice: dict = {}
 
     def two_tower_hgnn() -> None:
-        tower_choice.update(_select_towers("2T-HGNN", main, cfg, {}, res, progress))
+        chosen, prepared = _select_towers("2T-HGNN", main, cfg, {}, res, progress)
+        tower_choice.update(chosen)
         # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
         for i, store in enumerate(stores):
             own = cfg.seeds[i:i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores):])
-            _two_tower_rows("2T-HGNN", store, cfg, tower_choice, own, proto, score, progress)
+            _two_tower_rows("2T-HGNN", store, cfg, tower_choice, own, proto, score, progress,
+                            None if i else prepared)
 
     timed("2T-HGNN", two_tower_hgnn)
     for label, overrides in cfg.chosen_ablations().items():
@@ -320,10 +323,11 @@ TOWER_GRID = {"temperature": [0.05, 0.1, 0.2], "learning_rate": [1e-3, 3e-3],
 
 
 def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
-                   res: Results, progress: bool) -> dict:
+                   res: Results, progress: bool) -> tuple[dict, tuple | None]:
     """The towers' settings with the best validation HR@10 (the prior's validation slice,
     before the cut; the mean of the item types' best-beta values), trained with the first
-    seed; ``overrides`` plus the chosen setting. One trial: the configured defaults."""
+    seed. Returns (``overrides`` plus the chosen setting, (the examples, {first seed: the
+    chosen trial's towers}) for the rows to reuse). One trial: the configured defaults."""
     from training.twotower.examples import build_tower_data
     from training.twotower.train import train_two_tower
 
@@ -331,9 +335,10 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
     settings = candidates(TOWER_GRID, base.model_dump(), cfg.selection_trials)
     if len(settings) == 1:
         res.chosen[model] = {"setting": settings[0], "trials": []}
-        return {**overrides, **settings[0]}
+        return {**overrides, **settings[0]}, None
     tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
                                   progress=lambda *a: None)
+    trained: dict[str, object] = {}
 
     def trial(setting: dict) -> float:
         # scored as the prior would be chosen for it (beta 0 only, with the prior off)
@@ -343,6 +348,9 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
         towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
         value = float(np.nanmean([np.nanmax(c) for c in towers.prior["validation_hr10"].values()])) \
             if towers.prior else float("nan")
+        if not base.popularity_prior:
+            towers.prior = towers.item_prior = None   # as the rows train it
+        trained[repr(setting)] = towers
         if progress:
             print(f"    {model} trial {setting}: validation HR@10 {value:.3f}"
                   + (f"; prior {towers.prior['chosen']}" if towers.prior else ""), flush=True)
@@ -350,22 +358,27 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
 
     chosen, trials = choose(settings, trial)
     res.chosen[model] = {"setting": chosen, "trials": trials}
-    return {**overrides, **chosen}
+    return {**overrides, **chosen}, (tower_data, {cfg.seeds[0]: trained[repr(chosen)]})
 
 
 def _two_tower_rows(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
-                    seeds, proto: Protocol, score, progress: bool) -> None:
+                    seeds, proto: Protocol, score, progress: bool,
+                    prepared: tuple | None = None) -> None:
+    """``prepared``: (examples, {seed: trained towers}) from the selection, reused."""
     from training.twotower.examples import build_tower_data
     from training.twotower.train import train_two_tower
 
     base = cfg.pipeline.two_tower.with_overrides(overrides)
-    tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
-                                  progress=lambda *a: None)
+    tower_data, done = prepared or (build_tower_data(
+        variant["store"], variant["data"], variant["cut"], base, progress=lambda *a: None), {})
     for seed in seeds:
         tcfg = base.with_overrides({"seed": seed})
-        towers = train_two_tower(tower_data, tcfg, progress=False)
-        if tcfg.popularity_prior:
-            towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
+        towers = done.get(seed)
+        if towers is None:
+            towers = train_two_tower(tower_data, tcfg, progress=False)
+            if tcfg.popularity_prior:
+                towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"],
+                                 tcfg)
         users = two_tower_users(variant["store"], proto.users, variant["cut"], towers,
                                 tower_data.user_specs)
         items = towers.item_vectors(tower_data)   # what the published index holds
