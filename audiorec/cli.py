@@ -20,6 +20,7 @@ from audiorec.secrets import redact
 def _cmd_generate(args: argparse.Namespace) -> int:
     from audiorec.config import load_overrides
     from training.synth import WorldConfig, generate_world
+    from training.synth.stats import format_stats
 
     cfg = WorldConfig.for_scale(args.scale, **load_overrides(args.config))
     stats = generate_world(cfg, args.seed, args.out, overwrite=args.overwrite,
@@ -73,6 +74,7 @@ def _cmd_hgnn(args: argparse.Namespace) -> int:
     from training.graph.colisten import GraphConfig
     from training.hgnn.config import HGNNConfig
     from training.hgnn.run import run_hgnn
+    from training.data.span import default_cut
     from training.features.windows import midnight
 
     cfg = validated(HGNNConfig, load_overrides(args.config))
@@ -255,40 +257,10 @@ def _cmd_ciao(args: argparse.Namespace) -> int:
                          workdir=wd / "eval", out=wd / "report")
 
 
-def default_cut(data: str):
-    """The day after the last event: train on everything."""
-    from training.data.duck import connect_dataset
-    from training.features.jobs import data_span
-    from training.features.windows import midnight
-
-    con = connect_dataset(data, ("events",))
-    try:
-        return midnight(data_span(con)[1])
-    finally:
-        con.close()
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audiorec.demo import run_demo
 
     return run_demo(args.workdir, args.scale, args.seed, evaluate=not args.no_evaluate)
-
-
-def format_stats(stats: dict, where: Path) -> str:
-    """A readable summary of a world's stats.json."""
-    s = stats["summary"]
-    lines = [
-        f"world: {s['users']:,} users, {s['audiobooks']:,} audiobooks, {s['podcasts']:,} podcasts, "
-        f"{s['events']:,} events ({s['first_event'][:10]} .. {s['last_event'][:10]}, "
-        f"hold-out from {s['holdout_start'][:10]})",
-        "events by type: " + ", ".join(f"{k} {v:,}" for k, v in s["events_by_type"].items()),
-        "the paper's facts (PAPER.md, 'The problem'):",
-    ]
-    for key, f in stats["facts"].items():
-        mark = "holds" if f["holds"] else "FAILS"
-        lines.append(f"  {key}. {f['fact']}: {f['value']} (need {f['threshold']}) {mark}")
-    lines.append(f"written to {where} (stats.json, world.json, truth/)")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

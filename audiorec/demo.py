@@ -25,7 +25,6 @@ def _step(i: int, n: int, text: str) -> float:
 
 def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
              evaluate: bool = True) -> int:
-    from audiorec.cli import format_stats
     from audiorec.config import validated
     from serving.client import format_answer, recommend
     from serving.server import ServerConfig, create_server
@@ -33,6 +32,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
     from training.features.store import open_store
     from training.pipeline import PipelineConfig, run_pipeline
     from training.synth import WorldConfig, generate_world
+    from training.synth.stats import format_stats
 
     wd = Path(workdir).resolve()
     world = wd / "world"

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from audiorec.cli import default_cut
+from training.data.span import default_cut
 from training.graph.colisten import build_colisten_graph
 from training.hgnn.config import HGNNConfig
 from training.hgnn.graph import split_edges

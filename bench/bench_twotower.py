@@ -75,7 +75,7 @@ def index_recall(art, queries: np.ndarray, k: int = 10) -> dict:
 
 
 def variants(data: Path, wd: Path, seeds: list[int]) -> dict:
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.features.store import open_store
     from training.twotower.config import TwoTowerConfig
     from training.twotower.examples import build_tower_data

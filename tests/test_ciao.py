@@ -124,7 +124,7 @@ def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
 
 @needs_data
 def test_protocol_on_a_share_of_days(ciao):
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.evaluation.protocol import build_protocol
     from training.evaluation.run import EvaluationConfig, holdout_cut
 

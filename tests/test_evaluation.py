@@ -39,7 +39,7 @@ def test_top_k_masks_consumed_and_matches_brute_force():
 
 
 def test_protocol_invariants(tiny_world):
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
 
     end = default_cut(str(tiny_world))
     proto = build_protocol(tiny_world, end - timedelta(days=14), end)
@@ -98,7 +98,7 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
 
 
 def test_tripartite_graph_joins_users_to_their_items(tiny_world):
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.graph.tripartite import build_tripartite_graph
 
     g = build_tripartite_graph(tiny_world, default_cut(str(tiny_world)))
@@ -153,7 +153,7 @@ def test_unknown_ablation_is_rejected_by_name():
 def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
     """The peers' matrix sums the weights of the event types seen per cell; each peer's
     scores are its factors' products (ItemKNN: the user's row times the similarity)."""
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.data.duck import connect_dataset
     from training.evaluation.peers import PeerConfig, fit_peer, training_matrix
     from training.evaluation.run import _all_ids
@@ -219,7 +219,7 @@ def test_recent_listeners_hand_checked(tiny_world):
     """One item's recency-weighted listeners, computed by hand from its streams."""
     import pandas as pd
 
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.twotower.prior import recent_listeners
 
     when = default_cut(str(tiny_world)) - timedelta(days=10)

@@ -333,3 +333,25 @@ def test_serving_never_imports_torch_or_the_training_models():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip().splitlines()[-1]
     assert out == "[]"
+
+
+def test_nothing_imports_the_entry_points():
+    """The CLI and the demo are the top layer: no module of training/, serving/ or the
+    rest of audiorec/ imports them, so the package has no import cycle through them
+    (every import statement counts, also the ones inside functions)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    top = {"audiorec.cli", "audiorec.demo"}
+    offenders = []
+    for path in [*root.glob("training/**/*.py"), *root.glob("serving/**/*.py"),
+                 *root.glob("audiorec/**/*.py")]:
+        if path.relative_to(root).as_posix() in ("audiorec/cli.py", "audiorec/demo.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] \
+                if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n in top]
+    assert offenders == []

@@ -29,7 +29,7 @@ def artifact(piped):
 
 @pytest.fixture(scope="module")
 def tower_data(piped, tiny_world):
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from training.features.store import open_store
     from training.twotower.examples import build_tower_data
 

@@ -68,7 +68,7 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
                  progress: bool = True) -> PipelineReport:
     """Run every step on ``data`` into ``workdir``; train on events before ``cut``
     (default: the day after the last event)."""
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
 
     data, wd = Path(data).resolve(), Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)

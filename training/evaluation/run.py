@@ -105,7 +105,7 @@ def run_evaluation(data: str | Path, workdir: str | Path,
                    cfg: EvaluationConfig = EvaluationConfig(),
                    progress: bool = True, text_cache: str | Path | None = None) -> Results:
     """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
-    from audiorec.cli import default_cut
+    from training.data.span import default_cut
     from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
     from training.text.embed import embed_items

@@ -166,3 +166,20 @@ def _text_cosine_gap(con, pairs: int, seed: int, text_model: str | None,
     c_co, c_rnd = mean_cos(co), mean_cos(rnd)
     return c_co - c_rnd, {"co_streamed_cosine": round(c_co, 4), "random_cosine": round(c_rnd, 4),
                           "pairs": len(co)}
+
+
+def format_stats(stats: dict, where: Path) -> str:
+    """A readable summary of a world's stats.json."""
+    s = stats["summary"]
+    lines = [
+        f"world: {s['users']:,} users, {s['audiobooks']:,} audiobooks, {s['podcasts']:,} podcasts, "
+        f"{s['events']:,} events ({s['first_event'][:10]} .. {s['last_event'][:10]}, "
+        f"hold-out from {s['holdout_start'][:10]})",
+        "events by type: " + ", ".join(f"{k} {v:,}" for k, v in s["events_by_type"].items()),
+        "the paper's facts (PAPER.md, 'The problem'):",
+    ]
+    for key, f in stats["facts"].items():
+        mark = "holds" if f["holds"] else "FAILS"
+        lines.append(f"  {key}. {f['fact']}: {f['value']} (need {f['threshold']}) {mark}")
+    lines.append(f"written to {where} (stats.json, world.json, truth/)")
+    return "\n".join(lines)
