@@ -4,7 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ciao protos bench-generate clean
+.PHONY: help install demo test lint ciao protos bench-generate clean
+
+help:
+	@echo "make demo    the main job end to end (synthetic world -> pipeline -> evaluation -> gRPC calls)"
+	@echo "make test    the test suite (what CI runs, after make lint)"
+	@echo "make lint    ruff over the code (config in pyproject.toml)"
+	@echo "make ciao    the pipeline and evaluation on real data (../shared/data/ciao-tang)"
+	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"
 
 install: $(STAMP)
 
@@ -21,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # The outside check on real data (README "Real data"): Ciao from ../shared/data, never copied.
 CIAO ?= ../shared/data/ciao-tang

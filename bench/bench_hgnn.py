@@ -1,6 +1,7 @@
 """Benchmark HGNN training: time per epoch and held-out AUC, balanced vs plain sampling.
 
-    .venv/bin/python bench/bench_hgnn.py --world runs/demo/world --text runs/demo/text/embeddings.parquet
+    .venv/bin/python bench/bench_hgnn.py --world runs/demo/world \
+        --text runs/demo/text/embeddings.parquet
 
 Trains twice on the same graph (the cut: day after the last event), ``--epochs`` epochs
 each, no step cap: once with the balanced multi-link sampler, once with every training
@@ -48,7 +49,8 @@ def main() -> None:
         h = res.history
         per_epoch = np.diff([0.0] + [r["seconds"] for r in h])
         out["balanced" if balanced else "plain"] = {
-            "edges_per_epoch": h[0]["edges"], "steps_per_epoch": -(-h[0]["edges"] // cfg.batch_size),
+            "edges_per_epoch": h[0]["edges"],
+            "steps_per_epoch": -(-h[0]["edges"] // cfg.batch_size),
             "s_per_epoch": round(float(per_epoch.mean()), 1),
             "val_auc_per_epoch": [round(r["val_auc"], 3) for r in h],
             "val_auc_by_relation_last": {k[8:]: round(v, 3) for k, v in h[-1].items()

@@ -150,7 +150,8 @@ def test_cold_start_user_is_zeros_and_unknown_user_is_null(fstore):
                        "event_timestamp": pd.to_datetime(["2026-09-15"] * 2, utc=True)})
     got = user_training_features(fstore["store"], ex).set_index("user_id")
     assert got.loc[cold, "audiobook_items_90d"] == 0 and got.loc[cold, "follow_count_90d"] == 0
-    assert np.allclose(got.loc[cold, "audiobook_pref"], 0) and len(got.loc[cold, "audiobook_pref"]) == 16
+    assert np.allclose(got.loc[cold, "audiobook_pref"], 0)
+    assert len(got.loc[cold, "audiobook_pref"]) == 16
     assert pd.isna(got.loc["nobody", "audiobook_items_90d"])
     on = online_features(fstore["store"], [cold, "nobody"])
     assert on["audiobook_items_90d"] == [0, None] and on["country"][1] is None

@@ -14,7 +14,8 @@ from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 @pytest.fixture(scope="module")
 def vectors():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 32))[rng.integers(0, 50, 4000)] + rng.normal(scale=0.5, size=(4000, 32))
+    x = rng.normal(size=(50, 32))[rng.integers(0, 50, 4000)] \
+        + rng.normal(scale=0.5, size=(4000, 32))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 

@@ -346,8 +346,8 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
                                     **({} if base.popularity_prior else {"prior_betas": (0.0,)})})
         towers = train_two_tower(tower_data, tcfg, progress=False)
         towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
-        value = float(np.nanmean([np.nanmax(c) for c in towers.prior["validation_hr10"].values()])) \
-            if towers.prior else float("nan")
+        curves = towers.prior["validation_hr10"].values() if towers.prior else []
+        value = float(np.nanmean([np.nanmax(c) for c in curves])) if curves else float("nan")
         if not base.popularity_prior:
             towers.prior = towers.item_prior = None   # as the rows train it
         trained[repr(setting)] = towers

@@ -111,7 +111,8 @@ def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
     con.sql(f"""
         CREATE TEMP TABLE capped AS SELECT user_id, node FROM (
           SELECT user_id, node, row_number() OVER (PARTITION BY user_id
-                 ORDER BY last_ts DESC, node) AS rk FROM ui) WHERE rk <= {cfg.max_items_per_user}""")
+                 ORDER BY last_ts DESC, node) AS rk FROM ui)
+            WHERE rk <= {cfg.max_items_per_user}""")
     return con, items
 
 

@@ -2,7 +2,8 @@
 
 Layer (PAPER.md, "The model", point 3): for a target node v of type t,
 
-    h_v' = W_self[t] h_v + sum over relations r into t of  W_r . max_{u in S_r(v)} relu(P_r h_u + b_r)
+    h_v' = W_self[t] h_v
+           + sum over relations r into t of  W_r . max_{u in S_r(v)} relu(P_r h_u + b_r)
 
 with S_r(v) a uniform fixed-size sample of v's r-neighbours (``sampler.py``): GraphSAGE's
 pooling aggregator, P_r of width ``hidden_dim``, the max-pool and W_r done by PyG's

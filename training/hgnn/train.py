@@ -43,10 +43,13 @@ def embed(model: HGNN, features: torch.Tensor, is_ab: torch.Tensor, graph: Train
     for lo in range(0, len(uniq), batch):
         seeds = uniq[lo:lo + batch]
         out.append(model(features, sample_blocks(graph.csrs, seeds, fanouts, gen), is_ab))
-    return torch.cat(out)[inverse] if out else torch.empty(0, model.layers[-1].self_audiobook.out_features)
+    if not out:
+        return torch.empty(0, model.layers[-1].self_audiobook.out_features)
+    return torch.cat(out)[inverse]
 
 
-def margin_loss(za: torch.Tensor, zp: torch.Tensor, zn: torch.Tensor, margin: float) -> torch.Tensor:
+def margin_loss(za: torch.Tensor, zp: torch.Tensor, zn: torch.Tensor,
+                margin: float) -> torch.Tensor:
     """za, zp: (B, d); zn: (B, k, d)."""
     pos = (za * zp).sum(-1, keepdim=True)
     neg = torch.einsum("bd,bkd->bk", za, zn)

@@ -132,7 +132,8 @@ class EventChunk:
 def _categorical_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One category per row of non-negative weights ``probs`` (rows need not sum to 1)."""
     cum = np.cumsum(probs, axis=1)
-    return (cum < rng.random((len(probs), 1)) * cum[:, -1:]).sum(axis=1).clip(max=probs.shape[1] - 1)
+    below = cum < rng.random((len(probs), 1)) * cum[:, -1:]
+    return below.sum(axis=1).clip(max=probs.shape[1] - 1)
 
 
 def _expand(counts: np.ndarray, start_day: np.ndarray, mean_gap: float,

@@ -110,7 +110,8 @@ def music_vectors(
     row_user = np.repeat(users, counts)
     pos = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     base = np.repeat(len(grid) - later, counts)  # index of the first grid point after `first`
-    day = np.where(pos == 0, np.repeat(first, counts), grid[np.minimum(base + pos - 1, len(grid) - 1)])
+    day = np.where(pos == 0, np.repeat(first, counts),
+                   grid[np.minimum(base + pos - 1, len(grid) - 1)])
 
     age_dir = projection[-1]  # one extra row of the projection encodes age
     core = pop.theta[users] @ projection[:-1] + np.outer((pop.age[users] - 40) / 20, age_dir) * 0.3

@@ -84,8 +84,10 @@ def compute_stats(root: str | Path, cfg: WorldConfig | None, seed: int, *,
                                  GROUP BY 1 ORDER BY 1""").fetchall())
     summary = {
         "users": con.execute("SELECT count(*) FROM users").fetchone()[0],
-        "audiobooks": con.execute("SELECT count(*) FROM items WHERE item_type='audiobook'").fetchone()[0],
-        "podcasts": con.execute("SELECT count(*) FROM items WHERE item_type='podcast'").fetchone()[0],
+        "audiobooks": con.execute(
+            "SELECT count(*) FROM items WHERE item_type='audiobook'").fetchone()[0],
+        "podcasts": con.execute(
+            "SELECT count(*) FROM items WHERE item_type='podcast'").fetchone()[0],
         "events": sum(counts.values()),
         "events_by_type": counts,
         "first_event": str(con.execute("SELECT min(ts) FROM ev").fetchone()[0]),

@@ -52,7 +52,8 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
         model = load_text_model(model_name)
         by_key = dict(zip(keys, texts))
         emb = model.encode([by_key[k] for k in todo], batch_size=batch_size,
-                           normalize_embeddings=True, show_progress_bar=progress and sys.stderr.isatty(),
+                           normalize_embeddings=True,
+                           show_progress_bar=progress and sys.stderr.isatty(),
                            convert_to_numpy=True).astype(np.float32)
         known.update(zip(todo, emb))
         if cache:

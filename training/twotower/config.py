@@ -41,7 +41,7 @@ class TwoTowerConfig(StrictConfig):
     # how fast a listener's weight in the prior halves (days since their last stream);
     # chosen with beta. 1e6: no decay (all-time listeners)
     prior_half_lives: tuple[float, ...] = (7.0, 28.0, 90.0, 365.0, 1e6)
-    train_days: int | None = None              # examples from this many days before the cut (None: all)
+    train_days: int | None = None              # examples from the days before the cut (None: all)
     validation_days: int = 7                   # the later-in-time slice for early stopping
     validation_max_examples: int = 5000
     seed: int = 0

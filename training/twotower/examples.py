@@ -38,7 +38,8 @@ class TowerData:
 
     Examples (n): ``user`` inputs per spec, ``item`` row into the item table, ``ts``,
     ``validation`` (the later-in-time slice, never trained on), ``scored`` (the validation
-    examples that are streams: what early stopping scores). Items (m): ``item_ids``, ``item_types`` and
+    examples that are streams: what early stopping scores). Items (m): ``item_ids``,
+    ``item_types`` and
     ``items`` inputs per spec.
     """
 
@@ -101,8 +102,9 @@ def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFr
                 FROM events e JOIN items i USING (item_id)
                 WHERE {kinds} AND e.ts < $cut
                 GROUP BY ALL)
-            SELECT user_id, item_id, item_type, streamed, ts AS event_timestamp FROM firsts WHERE ts >= $start
-            ORDER BY ts, user_id, item_id""", params={"cut": cut, "start": start}).arrow().read_all()
+            SELECT user_id, item_id, item_type, streamed, ts AS event_timestamp FROM firsts
+            WHERE ts >= $start ORDER BY ts, user_id, item_id""",
+            params={"cut": cut, "start": start}).arrow().read_all()
     finally:
         con.close()
     df = table.to_pandas()
@@ -189,7 +191,8 @@ def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig
     return TowerData(
         user_specs=user_specs, item_specs=item_specs,
         user=tower_inputs({n: users.column(n) for n in users.column_names}, user_specs),
-        user_ids=pos["user_id"].to_numpy(dtype=object), item=row.loc[pos["item_id"]].to_numpy(), ts=ts, validation=validation, scored=scored,
+        user_ids=pos["user_id"].to_numpy(dtype=object), item=row.loc[pos["item_id"]].to_numpy(),
+        ts=ts, validation=validation, scored=scored,
         item_ids=item_ids, item_types=item_types,
         items=tower_inputs({n: items.column(n) for n in items.column_names}, item_specs),
         seen=seen,

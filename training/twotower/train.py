@@ -182,7 +182,8 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
         order = rng.permutation(len(train_rows))
         n_batches = len(order) // cfg.batch_size  # full batches: B-1 negatives for everyone
         losses = []
-        bar = tqdm(range(n_batches), desc=f"2T epoch {epoch}", unit="batch", disable=None if progress else True,
+        bar = tqdm(range(n_batches), desc=f"2T epoch {epoch}", unit="batch",
+                   disable=None if progress else True,
                    leave=False)
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
