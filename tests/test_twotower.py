@@ -258,3 +258,20 @@ def test_cli_pipeline_bad_config_is_one_line(tmp_path, capsys, tiny_world):
                "--config", str(cfg)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "two_tower.layerz" in err[0] and "unknown key" in err[0]
+
+
+def test_validation_masks_exactly_what_was_streamed_before_the_slice(tower_data, tiny_world):
+    """``seen``: a validation example's row holds its user's streams before the slice,
+    a training example's row is empty; never the example's own (new) item."""
+    import pandas as pd
+
+    start = pd.Timestamp(tower_data.window["validation_start"])
+    ev = pd.read_parquet(tiny_world / "events.parquet")
+    ev = ev[(ev.event_type == "stream") & (ev.ts < start)]
+    val = np.flatnonzero(tower_data.validation)
+    assert tower_data.seen[np.flatnonzero(~tower_data.validation)].nnz == 0
+    for r in val[:: max(1, len(val) // 25)]:
+        got = set(tower_data.item_ids[tower_data.seen[r].indices])
+        want = set(ev.item_id[ev.user_id == tower_data.user_ids[r]]) & set(tower_data.item_ids)
+        assert got == want
+        assert not tower_data.seen[r, tower_data.item[r]]

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from training.data.duck import connect_dataset
+from training.data.ids import positions
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -65,10 +66,8 @@ def interaction_matrix(data: str | Path, cut: datetime, users: np.ndarray,
                      params={"lo": cut - timedelta(days=days), "cut": cut}).fetchnumpy()
     finally:
         con.close()
-    rows = np.searchsorted(users, df["user_id"].astype(object))
-    cols = np.searchsorted(item_ids, df["item_id"].astype(object))
-    ok = (cols < len(item_ids))
-    ok[ok] &= item_ids[cols[ok]] == df["item_id"].astype(object)[ok]
+    rows = positions(users, df["user_id"])[0]
+    cols, ok = positions(item_ids, df["item_id"])
     return sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])),
                          shape=(len(users), len(item_ids)))
 

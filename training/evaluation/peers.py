@@ -34,6 +34,7 @@ from pydantic import Field
 from audiorec.config import StrictConfig
 from training.data.contract import EVENT_TYPES
 from training.data.duck import connect_dataset
+from training.data.ids import positions
 
 PEERS = ("ALS", "BPR", "ItemKNN")
 
@@ -92,10 +93,9 @@ def training_matrix(data: str | Path, cut: datetime, users: np.ndarray, items: n
             GROUP BY 1, 2 HAVING sum(w) > 0""", params={"lo": lo, "cut": cut}).fetchnumpy()
     finally:
         con.close()
-    u_ids, i_ids = df["user_id"].astype(object), df["item_id"].astype(object)
-    rows, cols = np.searchsorted(users, u_ids), np.searchsorted(items, i_ids)
-    ok = (rows < len(users)) & (cols < len(items))
-    ok[ok] &= (users[rows[ok]] == u_ids[ok]) & (items[cols[ok]] == i_ids[ok])
+    (rows, user_ok), (cols, item_ok) = positions(users, df["user_id"]), positions(items,
+                                                                                df["item_id"])
+    ok = user_ok & item_ok
     return sp.csr_matrix((df["w"][ok].astype(np.float32), (rows[ok], cols[ok])),
                          shape=(len(users), len(items)))
 

@@ -269,9 +269,13 @@ def _peer_rows(peer: str, data: Path, cut, proto: Protocol, val_proto: Protocol 
     con_users, con_items = _all_ids(data)
 
     def scorer(fitted, p: Protocol):
-        rows_of = np.searchsorted(con_users, p.users)
-        return lambda kind, ids: (lambda r, cols=np.searchsorted(con_items, ids):
-                                  fitted.scores(rows_of[r], cols))
+        """score_rows_of for ``p``: its users and catalogues are subsets of all ids."""
+        users = np.searchsorted(con_users, p.users)
+
+        def of_type(kind: str, ids: np.ndarray):
+            columns = np.searchsorted(con_items, ids)
+            return lambda rows: fitted.scores(users[rows], columns)
+        return of_type
 
     settings = candidates(GRIDS[peer], DEFAULTS[peer], cfg.selection_trials)
     if val_proto is not None:

@@ -26,6 +26,7 @@ from audiorec.errors import AudiorecError
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.data.contract import WEAK_SIGNALS
 from training.data.duck import connect_dataset, sql_literal
+from training.data.ids import positions
 from training.features.retrieval import ITEM_SERVICE, USER_SERVICE
 from training.features.store import feature_service
 from training.twotower.config import TwoTowerConfig
@@ -142,18 +143,15 @@ def streamed_before(data: str | Path, when: datetime, example_users: np.ndarray,
                      params={"when": when}).fetchnumpy()
     finally:
         con.close()
-    cols = np.searchsorted(item_ids, df["item_id"].astype(object))
-    ok = cols < len(item_ids)
-    ok[ok] &= item_ids[cols[ok]] == df["item_id"].astype(object)[ok]
+    cols, ok = positions(item_ids, df["item_id"])
     by_user = sp.csr_matrix((np.ones(ok.sum(), np.float32),
-                             (np.searchsorted(users, df["user_id"].astype(object)[ok]), cols[ok])),
+                             (positions(users, df["user_id"])[0][ok], cols[ok])),
                             shape=(len(users), len(item_ids)))
-    pick = np.zeros(len(example_users), np.int64)
-    pick[rows] = np.searchsorted(users, example_users[rows])
-    out = by_user[pick]
-    keep = np.zeros(len(example_users), np.float32)
-    keep[rows] = 1
-    return sp.diags(keep) @ out
+    # example row -> its user's row, for the ``rows`` only (the others stay empty)
+    pick = sp.csr_matrix((np.ones(len(rows), np.float32),
+                          (rows, positions(users, example_users[rows])[0])),
+                         shape=(len(example_users), len(users)))
+    return (pick @ by_user).tocsr()
 
 
 def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig,

@@ -44,6 +44,7 @@ def recent_listeners(data_dir: str | Path, when: datetime, item_ids: np.ndarray,
     """(len(half_lives), m): each item's listeners before ``when``, each weighted by
     2 ** (-days since their last stream of it / half-life); ``item_ids`` sorted."""
     from training.data.duck import connect_dataset
+    from training.data.ids import positions
 
     sums = ", ".join(f"sum(pow(2.0, -age / {float(h)!r})) AS h{i}"
                      for i, h in enumerate(half_lives))
@@ -57,10 +58,7 @@ def recent_listeners(data_dir: str | Path, when: datetime, item_ids: np.ndarray,
     finally:
         con.close()
     out = np.zeros((len(half_lives), len(item_ids)), np.float64)
-    ids = df["item_id"].astype(object)
-    pos = np.searchsorted(item_ids, ids)
-    ok = pos < len(item_ids)
-    ok[ok] &= item_ids[pos[ok]] == ids[ok]
+    pos, ok = positions(item_ids, df["item_id"])
     for i in range(len(half_lives)):
         out[i, pos[ok]] = df[f"h{i}"][ok]
     return out
