@@ -275,3 +275,14 @@ def test_validation_masks_exactly_what_was_streamed_before_the_slice(tower_data,
         want = set(ev.item_id[ev.user_id == tower_data.user_ids[r]]) & set(tower_data.item_ids)
         assert got == want
         assert not tower_data.seen[r, tower_data.item[r]]
+
+
+def test_prior_candidates_are_bounded():
+    from audiorec.config import validated
+    from audiorec.errors import AudiorecError
+    from training.twotower.config import TwoTowerConfig
+
+    for bad in ({"prior_betas": []}, {"prior_betas": [-1.0]}, {"prior_half_lives": [0.0]}):
+        with pytest.raises(AudiorecError, match=f"{next(iter(bad))}: .*at least one candidate"):
+            validated(TwoTowerConfig, bad)
+    assert validated(TwoTowerConfig, {"prior_half_lives": [30.0]}).prior_half_lives == (30.0,)

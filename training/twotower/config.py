@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import field_validator
+
 from audiorec.config import StrictConfig
 
 # User-tower inputs that come from the HGNN, and those that come from weak signals: the
@@ -57,3 +59,13 @@ class TwoTowerConfig(StrictConfig):
     def ignored_item_features(self) -> tuple[str, ...]:
         return tuple(sorted(set(ITEM_UNUSED) | (set() if self.use_hgnn else
                                                   set(HGNN_ITEM_FEATURES))))
+
+    @field_validator("prior_betas", "prior_half_lives")
+    @classmethod
+    def _candidates(cls, v: tuple[float, ...], info):
+        low_ok = (lambda x: x >= 0) if info.field_name == "prior_betas" else (lambda x: x > 0)
+        if not v or not all(low_ok(x) for x in v):
+            raise ValueError("needs at least one candidate, each "
+                             + (">= 0" if info.field_name == "prior_betas" else "> 0"))
+        return v
+
