@@ -18,32 +18,26 @@ whose manifest, files or checksums do not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from audiorec import manifest as base
 from audiorec.errors import ContractError
 from audiorec.failpoints import failpoint
-from audiorec.publish import remove_dead_staging
+from audiorec.publish import remove_dead_staging, staged_directory, write_atomic
 from audiorec.tower_inputs import InputSpec
 
-KIND = "audiorec.artifact"
-FORMAT_VERSION = 1
 ITEM_TYPES = ("audiobook", "podcast")
 
 
-class _Strict(BaseModel):
+class IndexInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IndexInfo(_Strict):
     path: str
     count: int
     M: int
@@ -53,24 +47,23 @@ class IndexInfo(_Strict):
                            # over 0.99 for users unlike the tuning ones)
 
 
-class Manifest(_Strict):
-    kind: str = KIND
-    format_version: int = FORMAT_VERSION
+class Manifest(base.ManifestBase):
+    KIND = "audiorec.artifact"
+    WHAT = "artifact version"
     version: str
     created_at: str
     git_sha: str
-    data: dict                    # dataset path, first/last event, cut, training window
-    feature_services: dict        # {"user": "user_tower", "item": "item_tower"}
+    data: dict[str, Any]          # dataset path, first/last event, cut, training window
+    feature_services: dict[str, str]  # {"user": "user_tower", "item": "item_tower"}
     user_features: list[InputSpec]  # the exported signature's inputs, in service order
     item_features: list[InputSpec]
     dim: int
     metric: str = "ip"            # inner product on unit vectors (cosine)
     indexes: dict[str, IndexInfo]  # per item type
-    model: dict                   # TwoTowerConfig + which inputs each tower ignores
-    upstream: dict                # hgnn / text embedding versions the features came from
-    metrics: dict                 # training: epochs, seconds, validation recall
-    libraries: dict
-    files: dict[str, str]         # relative path -> sha256
+    model: dict[str, Any]         # TwoTowerConfig + which inputs each tower ignores
+    upstream: dict[str, Any]      # hgnn / text embedding versions the features came from
+    metrics: dict[str, Any]       # training: epochs, seconds, validation recall
+    libraries: dict[str, Any]
 
 
 def artifacts_root(workdir: str | Path) -> Path:
@@ -186,19 +179,6 @@ def new_version_name(workdir: str | Path, now: datetime | None = None) -> str:
     return name
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checksums(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): sha256(p)
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "manifest.json"}
-
-
 def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest],
             check: Callable[[Path], object] | None = None) -> Path:
     """Build a version with ``write(staging_dir) -> Manifest`` (file checksums are filled
@@ -210,20 +190,11 @@ def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest]
     final = root / version
     if final.exists():
         raise ContractError(f"artifact version {version} already exists under {root}")
-    tmp = root / f".{version}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        manifest = write(tmp)
-        manifest = manifest.model_copy(update={"files": checksums(tmp)})
-        (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    with staged_directory(final) as tmp:
+        base.write_manifest(tmp, write(tmp))
         read_manifest(tmp)
         if check is not None:
             check(tmp)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     failpoint("version-renamed")
     set_current(workdir, version)
     return final
@@ -235,46 +206,16 @@ def set_current(workdir: str | Path, version: str) -> None:
     if not (root / version / "manifest.json").is_file():
         raise ContractError(f"cannot point current at {version}: {root / version} is not a "
                             "complete artifact version")
-    tmp = root / f".current.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(version + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / "current")
+    write_atomic(root / "current", version + "\n")
 
 
 def read_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
-    """The version's manifest, after checking its kind, format, and (by default) that
-    every listed file is present with its checksum and nothing is missing."""
-    directory = Path(directory)
-    path = directory / "manifest.json"
-    if not path.is_file():
-        raise ContractError(f"{directory} is not an artifact version (no manifest.json)")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"{path} is not valid JSON: {exc}") from None
-    if raw.get("kind") != KIND or raw.get("format_version") != FORMAT_VERSION:
-        raise ContractError(f"{path}: kind {raw.get('kind')!r} format "
-                            f"{raw.get('format_version')!r}, expected {KIND!r} format "
-                            f"{FORMAT_VERSION}")
-    try:
-        manifest = Manifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ContractError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") \
-            from None
+    """The version's manifest (:func:`audiorec.manifest.read_manifest`: kind, format,
+    checksums), with one index per item type."""
+    manifest = base.read_manifest(directory, Manifest, verify_files)
     if set(manifest.indexes) != set(ITEM_TYPES):
-        raise ContractError(f"{path}: indexes for {sorted(manifest.indexes)}, expected "
-                            f"{list(ITEM_TYPES)}")
-    if verify_files:
-        for rel, digest in manifest.files.items():
-            f = directory / rel
-            if not f.is_file():
-                raise ContractError(f"{directory}: {rel} listed in the manifest is missing")
-            if sha256(f) != digest:
-                raise ContractError(f"{directory}: {rel} does not match its checksum "
-                                    "(modified or truncated after publishing)")
+        raise ContractError(f"{Path(directory) / base.FILE}: indexes for "
+                            f"{sorted(manifest.indexes)}, expected {list(ITEM_TYPES)}")
     return manifest
 
 

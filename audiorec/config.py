@@ -1,8 +1,9 @@
 """Typed configuration: a strict pydantic base that rejects unknown keys.
 
-Configs are passed explicitly (no globals); ``load_overrides`` turns a JSON file or dict of
-overrides into a new config so that a typo in a key is an error, not a silently ignored
-setting.
+Configs are passed explicitly (no globals). Overrides, from a JSON file
+(``load_overrides``), a preset or a command-line flag, are combined one way only,
+:func:`merge` (section by section), and validated once (:func:`validated`), so that a typo
+in a key is an error, not a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ class StrictConfig(BaseModel):
         """A copy with ``overrides`` applied and validated again."""
         if not overrides:
             return self
-        return validated(type(self), {**self.model_dump(), **overrides})
+        return validated(type(self), merge(self.model_dump(), overrides))
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section: nested dicts merge, anything else
+    (values, lists, a dict over a non-dict) replaces."""
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(
+            base.get(k), dict) else v
+    return merged
 
 
 def validated(cls: type[T], data: dict[str, Any]) -> T:

@@ -11,9 +11,9 @@ visits O(ef log n) nodes instead of the n dot products of exact search.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Literal
 
 import hnswlib
 import numpy as np
@@ -21,10 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.config import StrictConfig
-from audiorec.errors import AudiorecError
+from audiorec.errors import AudiorecError, ContractError
+from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
-
-MANIFEST_KIND = "audiorec.hnsw"
 
 
 class HNSWConfig(StrictConfig):
@@ -34,6 +33,19 @@ class HNSWConfig(StrictConfig):
     threads: int = 2
 
 
+class IndexManifest(ManifestBase):
+    KIND = "audiorec.hnsw"
+    WHAT = "HNSW index"
+    metric: Literal["ip"] = "ip"
+    dim: int
+    count: int
+    M: int
+    ef_construction: int
+    ef: int
+    threads: int
+    hnswlib: str
+
+
 @dataclass
 class ItemIndex:
     index: hnswlib.Index
@@ -41,8 +53,8 @@ class ItemIndex:
     cfg: HNSWConfig
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids, cfg: HNSWConfig = HNSWConfig(),
-              extra_coordinates: int = 0) -> "ItemIndex":
+    def build(cls, vectors: np.ndarray, ids: Iterable[object] | np.ndarray,
+              cfg: HNSWConfig = HNSWConfig(), extra_coordinates: int = 0) -> "ItemIndex":
         """Index ``vectors`` (n, dim), L2-normalised (inner product = cosine) except for
         their last ``extra_coordinates`` (a score term such as the popularity prior, which
         the query multiplies by 1.0: inner-product search stays exact MIPS)."""
@@ -62,7 +74,7 @@ class ItemIndex:
 
     @property
     def dim(self) -> int:
-        return self.index.dim
+        return int(self.index.dim)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels (q, k) int, scores (q, k) inner products), best first."""
@@ -77,35 +89,27 @@ class ItemIndex:
             self.index.save_index(str(tmp / "index.bin"))
             pq.write_table(pa.table({"item_id": pa.array([str(i) for i in self.ids],
                                                          pa.string())}), tmp / "ids.parquet")
-            (tmp / "manifest.json").write_text(json.dumps({
-                "kind": MANIFEST_KIND, "metric": "ip", "dim": self.dim,
-                "count": int(self.index.get_current_count()), **self.cfg.model_dump(),
-                "hnswlib": getattr(hnswlib, "__version__", "0.8.0"),
-            }, indent=2))
+            write_manifest(tmp, IndexManifest(
+                dim=self.dim, count=int(self.index.get_current_count()),
+                hnswlib=getattr(hnswlib, "__version__", "0.8.0"), **self.cfg.model_dump()))
 
     @classmethod
-    def load(cls, directory: str | Path, expect_dim: int | None = None) -> "ItemIndex":
+    def load(cls, directory: str | Path, expect_dim: int | None = None,
+             verify_files: bool = True) -> "ItemIndex":
+        """The index in ``directory``, checked against its manifest (kind, dimension,
+        count and, unless an enclosing artifact already did, checksums), with its
+        query-time ``ef`` restored."""
         directory = Path(directory)
-        mpath = directory / "manifest.json"
-        if not mpath.is_file():
-            raise AudiorecError(f"{directory} is not an HNSW index (no manifest.json)")
-        try:
-            m = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AudiorecError(f"{mpath} is corrupt ({exc})") from None
-        if not isinstance(m, dict) or m.get("kind") != MANIFEST_KIND or m.get("metric") != "ip":
-            raise AudiorecError(f"{mpath}: kind {m.get('kind')!r} metric {m.get('metric')!r}, "
-                                f"expected {MANIFEST_KIND!r} with metric 'ip'")
-        if expect_dim is not None and m["dim"] != expect_dim:
-            raise AudiorecError(f"{mpath}: index dim {m['dim']}, expected {expect_dim}")
+        m = read_manifest(directory, IndexManifest, verify_files)
+        if expect_dim is not None and m.dim != expect_dim:
+            raise ContractError(f"{directory}: index dim {m.dim}, expected {expect_dim}")
         ids = pq.read_table(directory / "ids.parquet").column("item_id").to_numpy(
             zero_copy_only=False)
-        if len(ids) != m["count"]:
-            raise AudiorecError(f"{directory}: {len(ids)} ids for {m['count']} indexed vectors")
-        cfg = HNSWConfig(M=m["M"], ef_construction=m["ef_construction"], ef=m["ef"],
-                         threads=m["threads"])
-        index = hnswlib.Index(space="ip", dim=m["dim"])
-        index.load_index(str(directory / "index.bin"), max_elements=max(1, m["count"]))
+        if len(ids) != m.count:
+            raise ContractError(f"{directory}: {len(ids)} ids for {m.count} indexed vectors")
+        cfg = HNSWConfig(M=m.M, ef_construction=m.ef_construction, ef=m.ef, threads=m.threads)
+        index = hnswlib.Index(space="ip", dim=m.dim)
+        index.load_index(str(directory / "index.bin"), max_elements=max(1, m.count))
         index.set_ef(cfg.ef)  # not stored by hnswlib
         index.set_num_threads(cfg.threads)
         return cls(index, ids, cfg)

@@ -14,9 +14,11 @@ Two ways to swap:
   new generation, whatever kills the process.
 
 Staging directories of processes that are no longer alive are removed on the next swap
-(:func:`remove_dead_staging`). State and marker files are written with
-:func:`write_json` (temporary file, fsync, rename) and read with :func:`read_json`, which
+(:func:`remove_dead_staging`). Pointer, state and marker files are written with
+:func:`write_atomic` / :func:`write_json` (temporary file, fsync, rename) and read with
+:func:`read_json`, which
 turns a corrupt or empty file into a warning and ``None`` (the caller redoes the work).
+Parquet tables are written with :class:`AtomicParquet` / :func:`write_parquet`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 log = logging.getLogger("audiorec")
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old|gen)-(?:\d+-)?(?P<pid>\d+)$")
@@ -133,13 +138,18 @@ def remove_tree(path: str | Path) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as JSON so that ``path`` holds the old or the new content, whole,
-    whatever happens (temporary file, fsync, rename, fsync of the directory)."""
+    """Write ``data`` as JSON, atomically (:func:`write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2))
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds the old or the new content, whole, whatever
+    happens (temporary file, fsync, rename, fsync of the directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -169,3 +179,37 @@ def read_json(path: str | Path, what: str) -> Any | None:
                    "ignoring it and redoing the work it recorded")
         log.warning(message)  # unconfigured (the CLI), Python prints it as one stderr line
         return None
+
+
+class AtomicParquet:
+    """A parquet file written in parts, visible under its final name only once closed.
+
+    Use as a context manager; on an exception the partial file is removed.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def __enter__(self) -> "AtomicParquet":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.writer.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_parquet(path: str | Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` in one go, atomically (:class:`AtomicParquet`)."""
+    with AtomicParquet(Path(path), table.schema) as out:
+        out.write(table)

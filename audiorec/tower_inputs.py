@@ -11,7 +11,7 @@ Shapes: string (n,) object; number (n,) float32; vector (n, dim) float32.
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +30,7 @@ class InputSpec(BaseModel):
     dim: int = 1
 
 
-def tower_inputs(columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence],
+def tower_inputs(columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence[Any]],
                  specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
     """Convert each spec'd column of ``columns`` (extra columns are ignored)."""
     missing = [s.name for s in specs if s.name not in columns]
@@ -40,7 +40,7 @@ def tower_inputs(columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence],
     return {s.name: _convert(columns[s.name], s) for s in specs}
 
 
-def _from_list(values: Sequence, spec: InputSpec) -> np.ndarray:
+def _from_list(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
     """The serving path: a request's few rows, where Arrow's set-up costs more than it saves."""
     if spec.kind == "string":
         return np.array(["" if v is None else str(v) for v in values], dtype=object)
@@ -56,7 +56,8 @@ def _from_list(values: Sequence, spec: InputSpec) -> np.ndarray:
     return out
 
 
-def _convert(values, spec: InputSpec) -> np.ndarray:
+def _convert(values: pa.Array | pa.ChunkedArray | Sequence[Any],
+             spec: InputSpec) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
@@ -66,7 +67,8 @@ def _convert(values, spec: InputSpec) -> np.ndarray:
         return np.asarray(pc.fill_null(arr.cast(pa.string()), "").to_numpy(zero_copy_only=False),
                           dtype=object)
     if spec.kind == "number":
-        return pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy().astype(np.float32)
+        return np.asarray(pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy(),
+                          dtype=np.float32)
     lengths = pc.list_value_length(arr).fill_null(0).to_numpy()
     present = arr.is_valid().to_numpy(zero_copy_only=False) & (lengths > 0)
     bad = present & (lengths != spec.dim)

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from training.features.config import FeatureJobConfig, FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig
+from training.features.config import FeatureJobConfig
 from training.features.embeddings import write_item_embeddings
 from training.features.jobs import run_feature_jobs
-from training.features.retrieval import OnlineFeatureReader
+from audiorec.featurestore import OnlineFeatureReader
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight
 from training.synth import WorldConfig, generate_world

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from training.data.span import default_cut
+from training.data import Dataset
 from training.graph.colisten import build_colisten_graph
 from training.hgnn.config import HGNNConfig
 from training.hgnn.graph import split_edges
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--plain-epochs", type=int, default=1)
     args = ap.parse_args()
-    cut = default_cut(args.world)
+    cut = Dataset.open(args.world).default_cut
     t0 = time.perf_counter()
     graph = build_colisten_graph(args.world, cut)
     out = {"graph_s": round(time.perf_counter() - t0, 1),

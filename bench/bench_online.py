@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench_features import online_latency, start_redis, timed
-from training.features.config import FeatureStoreConfig
-from training.features.store import apply_repo, materialize, open_store
+from audiorec.featurestore import FeatureStoreConfig
+from audiorec.featurestore import open_store
+from training.features.store import apply_repo, materialize
 
 
 def main() -> None:

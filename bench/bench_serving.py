@@ -166,7 +166,7 @@ def main() -> None:
         from datetime import datetime, timezone
 
         from bench_features import start_redis
-        from training.features.config import FeatureStoreConfig
+        from audiorec.featurestore import FeatureStoreConfig
         from training.features.store import apply_repo, materialize
 
         proc, url = start_redis(Path(tempfile.mkdtemp()))

@@ -29,8 +29,8 @@ def tower_latency(wd: Path, calls: int) -> dict:
 
     from audiorec.tower_inputs import tower_inputs
     from serving.artifact import Artifact
-    from training.features.retrieval import OnlineFeatureReader
-    from training.features.store import open_store
+    from audiorec.featurestore import OnlineFeatureReader
+    from audiorec.featurestore import open_store
 
     art = Artifact.load_current(wd)
     users = pq.read_table(wd / "artifacts" / art.version / "consumed.parquet",
@@ -75,13 +75,13 @@ def index_recall(art, queries: np.ndarray, k: int = 10) -> dict:
 
 
 def variants(data: Path, wd: Path, seeds: list[int]) -> dict:
-    from training.data.span import default_cut
-    from training.features.store import open_store
+    from training.data import Dataset
+    from audiorec.featurestore import open_store
     from training.twotower.config import TwoTowerConfig
     from training.twotower.examples import build_tower_data
     from training.twotower.train import train_two_tower
 
-    store, cut = open_store(wd), default_cut(str(data))
+    store, cut = open_store(wd), Dataset.open(data).default_cut
     runs = {"2T-HGNN (default)": {}, "2T alone (no HGNN inputs)": {"use_hgnn": False},
             "weak signals also positives": {"weak_positives": True},
             "no log-Q correction": {"logq_correction": False}}

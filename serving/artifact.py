@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -66,7 +67,9 @@ class Artifact:
         indexes, label_rows = {}, {}
         for kind in ITEM_TYPES:
             info = manifest.indexes[kind]
-            index = ItemIndex.load(directory / info.path, expect_dim=manifest.dim)
+            # the version's manifest checked these files' checksums a moment ago
+            index = ItemIndex.load(directory / info.path, expect_dim=manifest.dim,
+                                   verify_files=False)
             rows = np.searchsorted(ids, index.ids)
             if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
                 raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
@@ -79,7 +82,7 @@ class Artifact:
                    _popularity(directory, ids))
 
     @classmethod
-    def load_current(cls, workdir: str | Path, **kwargs) -> "Artifact":
+    def load_current(cls, workdir: str | Path, **kwargs: Any) -> "Artifact":
         return cls.load(current_dir(workdir), **kwargs)
 
     def consumed(self, user_id: str) -> np.ndarray:
@@ -90,7 +93,7 @@ class Artifact:
         return self.consumed_rows[self.consumed_offsets[i]:self.consumed_offsets[i + 1]]
 
 
-def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     t = pq.read_table(directory / "consumed.parquet")
     users = t.column("user_id").to_numpy(zero_copy_only=False).astype(object)
     rows = np.searchsorted(ids, t.column("item_id").to_numpy(zero_copy_only=False).astype(object))

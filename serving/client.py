@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import grpc
 
@@ -32,7 +32,9 @@ class Connection:
     def channel(self) -> grpc.Channel:
         if self.tls_ca is None and self.tls_cert is None:
             return grpc.insecure_channel(self.target)
-        read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+        def read(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
         try:
             creds = grpc.ssl_channel_credentials(read(self.tls_ca), read(self.tls_key),
                                                  read(self.tls_cert))
@@ -41,11 +43,11 @@ class Connection:
                 from None
         return grpc.secure_channel(self.target, creds)
 
-    def metadata(self) -> tuple:
+    def metadata(self) -> tuple[tuple[str, str], ...]:
         return () if not self.token else (("authorization", f"Bearer {self.token}"),)
 
 
-def _call(conn: Connection | str, method: str, request, timeout: float):
+def _call(conn: Connection | str, method: str, request: Any, timeout: float) -> Any:
     conn = Connection(conn) if isinstance(conn, str) else conn
     with conn.channel() as channel:
         try:
@@ -59,18 +61,22 @@ def _call(conn: Connection | str, method: str, request, timeout: float):
 def recommend(target: Connection | str, user_id: str, k: int = 10, item_type: str = "audiobook",
               timeout: float = 5.0, languages: Sequence[str] = (),
               include_consumed: bool = False) -> pb.RecommendResponse:
-    return _call(target, "Recommend", pb.RecommendRequest(
+    response: pb.RecommendResponse = _call(target, "Recommend", pb.RecommendRequest(
         user_id=user_id, k=k, item_type=TYPES[item_type], languages=list(languages),
         include_consumed=include_consumed), timeout)
+    return response
 
 
 def similar(target: Connection | str, item_id: str, k: int = 10, item_type: str = "audiobook",
             timeout: float = 5.0) -> pb.RecommendSimilarResponse:
-    return _call(target, "RecommendSimilar", pb.RecommendSimilarRequest(
-        item_id=item_id, k=k, item_type=TYPES[item_type]), timeout)
+    response: pb.RecommendSimilarResponse = _call(
+        target, "RecommendSimilar",
+        pb.RecommendSimilarRequest(item_id=item_id, k=k, item_type=TYPES[item_type]), timeout)
+    return response
 
 
-def format_answer(asked: str, response) -> str:
+def format_answer(asked: str,
+                  response: pb.RecommendResponse | pb.RecommendSimilarResponse) -> str:
     """A readable table: rank, title, item id, type, score."""
     head = f"{asked}: model {response.model_version}"
     if hasattr(response, "strategy"):

@@ -30,12 +30,17 @@ from typing import Callable
 from pydantic import Field
 
 from audiorec.config import StrictConfig
-from audiorec.errors import DeadlineExceeded
+from audiorec.errors import DeadlineExceeded, StoreUnavailable
+from audiorec.featurestore import (
+    DEFAULT_PROJECT,
+    USER_SERVICE,
+    FeatureStoreConfig,
+    Features,
+    OnlineFeatureReader,
+    feature_service,
+    open_store,
+)
 from serving.breaker import OPEN, CircuitBreaker
-from serving.recommender import StoreUnavailable
-from training.features.config import FeatureStoreConfig
-from training.features.retrieval import USER_SERVICE, OnlineFeatureReader
-from training.features.store import DEFAULT_PROJECT, feature_service, open_store
 
 log = logging.getLogger("audiorec.serving")
 PROBE_USER = "__audiorec_probe__"
@@ -87,11 +92,11 @@ class OnlineFeatures:
         service = feature_service(open_store(self.workdir, self.cfg, project), USER_SERVICE)
         return [f.name for p in service.feature_view_projections for f in p.features]
 
-    def reader(self, project: str) -> Callable[[str, float | None], dict]:
+    def reader(self, project: str) -> Callable[[str, float | None], Features]:
         self._probe_project = project
         return functools.partial(self, project=project)
 
-    def _read(self, user_id: str, project: str) -> dict:
+    def _read(self, user_id: str, project: str) -> Features:
         readers = getattr(self._local, "readers", None)
         if readers is None:
             readers = self._local.readers = {}
@@ -102,7 +107,7 @@ class OnlineFeatures:
         return reader.read([user_id])
 
     def __call__(self, user_id: str, deadline: float | None = None,
-                 project: str = DEFAULT_PROJECT) -> dict:
+                 project: str = DEFAULT_PROJECT) -> Features:
         if self.breaker.is_open:
             raise StoreUnavailable("circuit breaker open after repeated failures")
         budget = self.guard.read_timeout_s

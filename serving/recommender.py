@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound
+from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUnavailable
+from audiorec.featurestore import Features
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
@@ -48,11 +49,6 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-class StoreUnavailable(Exception):
-    """The online store did not answer in time (or the breaker is open). The message is
-    short and free of connection details: it reaches clients in ``reason``."""
-
-
 def check_request(user_or_item: str, field_name: str, k: int, item_type: str,
                   limits: RequestLimits) -> None:
     check_id(user_or_item, field_name, limits)
@@ -67,7 +63,8 @@ class Recommender:
     {feature: [value]}`` is the online store; it raises :class:`StoreUnavailable` (or
     anything else) when the store cannot answer before ``deadline``."""
 
-    def __init__(self, artifact: Artifact, read_features: Callable[[str, float | None], dict],
+    def __init__(self, artifact: Artifact,
+                 read_features: Callable[[str, float | None], Features],
                  limits: RequestLimits = RequestLimits()):
         self.artifact = artifact
         self.read_features = read_features
@@ -211,7 +208,7 @@ def _check_deadline(deadline: float | None, where: str) -> None:
         raise DeadlineExceeded(f"deadline passed {where}; the remaining stages were skipped")
 
 
-def _timed(answer: Answer, t: dict, last: str) -> Answer:
+def _timed(answer: Answer, t: dict[str, float], last: str) -> Answer:
     t[last] = t.get(last, time.perf_counter())
     stamps = list(t.items())
     answer.timings_ms = {name: round((b - a) * 1e3, 3)

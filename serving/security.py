@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 from pydantic import Field, SecretStr
@@ -81,7 +81,7 @@ def _read(path: Path, what: str) -> bytes:
         raise AudiorecError(f"cannot read the TLS {what} {path}: {exc.strerror}") from None
 
 
-class TokenInterceptor(grpc.ServerInterceptor):
+class TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """UNAUTHENTICATED for any call without the right bearer token (health exempt: load
     balancers probe it without credentials)."""
 
@@ -89,7 +89,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         self._expected = f"Bearer {token.get_secret_value()}".encode()
         self._on_reject = on_reject
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(HEALTH_PREFIX):
             return handler
@@ -110,6 +110,6 @@ class TokenInterceptor(grpc.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(_deny)
 
 
-def _deny(request, context):
+def _deny(request: Any, context: Any) -> None:
     context.abort(grpc.StatusCode.UNAUTHENTICATED,
                   "missing or wrong bearer token (metadata 'authorization')")

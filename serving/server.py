@@ -28,7 +28,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,7 +38,7 @@ from pydantic import Field
 from audiorec.artifact import Manifest, feature_project, read_manifest
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError, ContractError, DeadlineExceeded, InvalidRequest, \
-    NotFound, Overloaded
+    Overloaded
 from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
 from serving.artifact import Artifact
@@ -49,12 +49,12 @@ from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
 from serving.security import SecurityConfig, TokenInterceptor, check_exposure, \
     server_credentials
-from training.features.config import FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig
 
 log = logging.getLogger("audiorec.serving")
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
-TYPE_NAMES = {pb.AUDIOBOOK: "audiobook", pb.PODCAST: "podcast"}
-TYPE_VALUES = {v: k for k, v in TYPE_NAMES.items()}
+TYPE_NAMES: dict[int, str] = {pb.AUDIOBOOK: "audiobook", pb.PODCAST: "podcast"}
+TYPE_VALUES: dict[str, Any] = {v: k for k, v in TYPE_NAMES.items()}
 # Codes that describe the client's call, not the server: counted, logged at DEBUG, and
 # summarised at WARNING at most once per CLIENT_LOG_EVERY_S (a fuzzer must not flood logs).
 CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -93,7 +93,7 @@ def _item_type(value: int) -> str:
     return TYPE_NAMES[value]
 
 
-def _items(answer: Answer) -> list:
+def _items(answer: Answer) -> list[pb.Item]:
     return [pb.Item(item_id=i.item_id, item_type=TYPE_VALUES[i.item_type], score=i.score,
                     title=i.title) for i in answer.items]
 
@@ -105,8 +105,8 @@ class _Unparseable:
 UNPARSEABLE = _Unparseable()
 
 
-def _parser(message):
-    def parse(data: bytes):
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
         try:
             return message.FromString(data)
         except Exception:  # noqa: BLE001 - DecodeError, bad UTF-8, too deep: all the same
@@ -168,7 +168,8 @@ class RecommenderService:
         self.admission = admission
         self._client_errors = _ClientErrorLog()
 
-    def _run(self, rpc: str, request, context, fn):
+    def _run(self, rpc: str, request: Any, context: Any,
+             fn: Callable[[Recommender, float | None], tuple[Any, str]]) -> Any:
         start = time.perf_counter()
         strategy, code = "", grpc.StatusCode.OK
         remaining = context.time_remaining()
@@ -180,15 +181,14 @@ class RecommenderService:
             with self.admission.enter(deadline):
                 response, strategy = fn(self.holder.current, deadline)
             return response
-        except Overloaded as exc:
-            self.metrics.rejected.labels(reason="overloaded").inc()
-            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-        except InvalidRequest as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except NotFound as exc:
-            code, message = grpc.StatusCode.NOT_FOUND, str(exc)
-        except DeadlineExceeded as exc:
-            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+        except AudiorecError as exc:
+            code = grpc.StatusCode[exc.status]
+            if isinstance(exc, Overloaded):
+                self.metrics.rejected.labels(reason="overloaded").inc()
+            message = str(exc) if code is not grpc.StatusCode.INTERNAL else \
+                f"internal error ({type(exc).__name__})"
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("internal error", extra={"fields": {"rpc": rpc}})
         except Exception as exc:  # noqa: BLE001 - a bug: answer INTERNAL, keep serving
             code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})"
             log.exception("internal error", extra={"fields": {"rpc": rpc}})
@@ -205,8 +205,8 @@ class RecommenderService:
                                                      "ms": round(seconds * 1e3, 3)}})
         context.abort(code, message)
 
-    def Recommend(self, request, context):
-        def answer(rec: Recommender, deadline):
+    def Recommend(self, request: Any, context: Any) -> Any:
+        def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
             a = rec.recommend(request.user_id, request.k, _item_type(request.item_type),
                               request.include_consumed, request.languages, deadline)
             for stage, ms in a.timings_ms.items():
@@ -219,15 +219,15 @@ class RecommenderService:
                                         reason=a.reason), a.strategy
         return self._run("Recommend", request, context, answer)
 
-    def RecommendSimilar(self, request, context):
-        def answer(rec: Recommender, deadline):
+    def RecommendSimilar(self, request: Any, context: Any) -> Any:
+        def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
             a = rec.similar(request.item_id, request.k, _item_type(request.item_type))
             return pb.RecommendSimilarResponse(items=_items(a),
                                                model_version=a.model_version), "SIMILAR"
         return self._run("RecommendSimilar", request, context, answer)
 
     def handler(self) -> grpc.GenericRpcHandler:
-        def method(fn, request, response):
+        def method(fn: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=_parser(request),
                 response_serializer=response.SerializeToString)
@@ -272,8 +272,11 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         return Recommender(Artifact.load(directory, served_user_features=served),
                            features.reader(project), cfg.limits)
 
-    holder = ModelHolder(workdir, build, on_swap=lambda v: (metrics.serving(v),
-                                                            metrics.reloads.labels("ok").inc()),
+    def swapped(version: str) -> None:
+        metrics.serving(version)
+        metrics.reloads.labels("ok").inc()
+
+    holder = ModelHolder(workdir, build, on_swap=swapped,
                          on_refused=lambda v, e: metrics.reloads.labels("refused").inc())
     interceptors = [] if sec.token is None else [TokenInterceptor(
         sec.token, on_reject=lambda: metrics.rejected.labels(reason="unauthenticated").inc())]
@@ -327,7 +330,7 @@ def check_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str,
     """Refuse a version whose online features (its project) were loaded from another HGNN
     than the one it was trained with; warn when no complete load is recorded (a store
     loaded outside the pipeline)."""
-    from training.features.refresh import online_lineage
+    from audiorec.featurestore import online_lineage
 
     lineage = online_lineage(workdir, store, project)
     trained = manifest.upstream.get("hgnn_version")

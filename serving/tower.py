@@ -9,7 +9,7 @@ contend for the 2 cores (trap 10).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ SIGNATURE = "serving_default"
 OUTPUT = "user_vector"
 
 
-def _limit_threads(tf) -> None:
+def _limit_threads(tf: Any) -> None:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -62,4 +62,4 @@ class UserTower:
         tf = self._tf
         tensors = {s.name: tf.constant(inputs[s.name].astype(str) if s.kind == "string"
                                        else inputs[s.name]) for s in self.specs}
-        return self._fn(**tensors)[OUTPUT].numpy()
+        return np.asarray(self._fn(**tensors)[OUTPUT].numpy(), dtype=np.float32)

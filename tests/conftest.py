@@ -28,9 +28,9 @@ def tiny_world(tmp_path_factory, tiny_config) -> Path:
 @pytest.fixture(scope="session")
 def users(tiny_world) -> dict[str, str]:
     """A user with audiobook history, a cold-start one, and one unknown to the store."""
-    from audiorec.demo import _pick_users
+    from training.synth.stats import pick_users
 
-    warm, cold = _pick_users(tiny_world)
+    warm, cold = pick_users(tiny_world)
     return {"warm": warm, "cold": cold, "unknown": "u_nobody"}
 
 

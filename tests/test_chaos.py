@@ -41,7 +41,7 @@ def user_list(users):
 
 
 def _serve(workdir: Path, port: int, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "audiorec.cli", "serve", "--workdir",
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--workdir",
                              str(workdir), "--port", str(port), "--log-level", "WARNING",
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -170,7 +170,7 @@ def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, user_list, redi
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from serving.server import ServerConfig, create_server
-    from training.features.config import FeatureStoreConfig
+    from audiorec.featurestore import FeatureStoreConfig
     from training.features.store import apply_repo, materialize
 
     host, port = redis_server.rsplit(":", 1)
@@ -223,7 +223,7 @@ def _pipeline(data: Path, wd: Path, seed: int, failpoint: str | None) -> int:
     env.pop("AUDIOREC_FAILPOINT", None)
     if failpoint:
         env["AUDIOREC_FAILPOINT"] = failpoint
-    res = subprocess.run([sys.executable, "-m", "audiorec.cli", "pipeline", "--data",
+    res = subprocess.run([sys.executable, "-m", "app.cli", "pipeline", "--data",
                           str(data), "--workdir", str(wd), "--config",
                           str(wd.parent / "cfg.json"), "--quiet"], env=env,
                          capture_output=True, text=True, timeout=900)
@@ -236,8 +236,8 @@ def _served_and_online(wd: Path, users: list[str]):
     """The served version, its HGNN, and whether its online preference vectors are the
     mean of that HGNN's item embeddings (recomputed from the feature tables' newest rows)."""
     from serving.artifact import Artifact
-    from training.features.retrieval import online_features
-    from training.features.store import open_store
+    from audiorec.featurestore import online_features
+    from audiorec.featurestore import open_store
 
     from audiorec.artifact import current_dir, feature_project
 
@@ -281,7 +281,7 @@ def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tm
     assert hgnn == {art.manifest.upstream["hgnn_version"]} != hgnn0
     assert not np.allclose(np.asarray(online["audiobook_pref"][0], np.float32),
                            np.asarray(online0["audiobook_pref"][0], np.float32))
-    from training.features.store import open_store
+    from audiorec.featurestore import open_store
 
     from audiorec.artifact import served_projects
 

@@ -124,12 +124,12 @@ def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
 
 @needs_data
 def test_protocol_on_a_share_of_days(ciao):
-    from training.data.span import default_cut
+    from training.data import Dataset
     from training.evaluation.protocol import build_protocol
     from training.evaluation.run import EvaluationConfig, holdout_cut
 
     out = ciao[0]
-    end = default_cut(str(out))
+    end = Dataset.open(out).default_cut
     cut = holdout_cut(out, end, EvaluationConfig(holdout_share=0.2))
     con = duckdb.connect()
     first = con.execute(f"SELECT min(ts) FROM '{out}/events.parquet'").fetchone()[0]
@@ -141,7 +141,7 @@ def test_protocol_on_a_share_of_days(ciao):
 
 
 def test_a_folder_that_is_not_ciao_is_one_clear_error(tmp_path, capsys):
-    from audiorec.cli import main
+    from app.cli import main
 
     with pytest.raises(AudiorecError, match="not a Ciao folder"):
         import_ciao(tmp_path, tmp_path / "out")
@@ -160,7 +160,7 @@ def test_an_unknown_category_is_one_clear_error(tmp_path):
 
 @needs_data
 def test_cli_import_prints_counts(tmp_path, capsys):
-    from audiorec.cli import main
+    from app.cli import main
 
     rc = main(["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "d"),
                "--sparse", "Music", "--min-item-ratings", "5"])

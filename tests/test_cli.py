@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from audiorec.cli import main
+from app.cli import main
 
 
 def test_generate_prints_facts_and_writes_the_world(tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from audiorec.artifact import current_version
-from audiorec.cli import main
+from app.cli import main
 
 
 def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):

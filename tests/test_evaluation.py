@@ -39,9 +39,9 @@ def test_top_k_masks_consumed_and_matches_brute_force():
 
 
 def test_protocol_invariants(tiny_world):
-    from training.data.span import default_cut
+    from training.data import Dataset
 
-    end = default_cut(str(tiny_world))
+    end = Dataset.open(tiny_world).default_cut
     proto = build_protocol(tiny_world, end - timedelta(days=14), end)
     for kind, t in proto.truth.items():
         assert t.targets.multiply(t.consumed).nnz == 0  # targets are new starts
@@ -54,7 +54,7 @@ def test_protocol_invariants(tiny_world):
 
 
 def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
-    from audiorec.cli import main
+    from app.cli import main
 
     cfg = tmp_path / "eval.json"
     # two seeds, the second also reseeding the HGNN; one ablation picked by name
@@ -98,10 +98,10 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
 
 
 def test_tripartite_graph_joins_users_to_their_items(tiny_world):
-    from training.data.span import default_cut
+    from training.data import Dataset
     from training.graph.tripartite import build_tripartite_graph
 
-    g = build_tripartite_graph(tiny_world, default_cut(str(tiny_world)))
+    g = build_tripartite_graph(tiny_world, Dataset.open(tiny_world).default_cut)
     assert (g.node_type[:g.n_items] < 2).all() and (g.node_type[g.n_items:] == 2).all()
     for rel, item_type in (("UA", 0), ("UP", 1)):
         users, items, _ = g.edges[rel]
@@ -153,13 +153,13 @@ def test_unknown_ablation_is_rejected_by_name():
 def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
     """The peers' matrix sums the weights of the event types seen per cell; each peer's
     scores are its factors' products (ItemKNN: the user's row times the similarity)."""
-    from training.data.span import default_cut
+    from training.data import Dataset
     from training.data.duck import connect_dataset
     from training.evaluation.peers import PeerConfig, fit_peer, training_matrix
     from training.evaluation.run import _all_ids
 
     users, items = _all_ids(tiny_world)
-    cut = default_cut(str(tiny_world))
+    cut = Dataset.open(tiny_world).default_cut
     weights = {"stream": 1.0, "follow": 0.25, "preview": 0.5, "intent_to_pay": 2.0}
     m = training_matrix(tiny_world, cut, users, items, weights)
     con = connect_dataset(tiny_world, ("events",))
@@ -219,10 +219,10 @@ def test_recent_listeners_hand_checked(tiny_world):
     """One item's recency-weighted listeners, computed by hand from its streams."""
     import pandas as pd
 
-    from training.data.span import default_cut
+    from training.data import Dataset
     from training.twotower.prior import recent_listeners
 
-    when = default_cut(str(tiny_world)) - timedelta(days=10)
+    when = Dataset.open(tiny_world).default_cut - timedelta(days=10)
     ev = pd.read_parquet(tiny_world / "events.parquet")
     ev = ev[(ev.event_type == "stream") & (ev.ts < when)]
     item = ev.item_id.value_counts().index[0]

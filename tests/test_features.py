@@ -14,19 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from audiorec.errors import AudiorecError
-from training.features.config import FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.features.jobs import run_feature_jobs
-from training.features.layout import TABLES, features_dir
+from audiorec.featurestore import features_dir
+from training.features.layout import TABLES
 from training.features.refresh import refresh_features
-from training.features.retrieval import online_features, user_training_features
-from training.features.store import (
-    apply_repo,
-    feature_service,
-    load_repo_objects,
-    materialize,
-    open_store,
-)
+from audiorec.featurestore import online_features
+from training.features.retrieval import user_training_features
+from audiorec.featurestore import feature_service, open_store
+from training.features.store import apply_repo, load_repo_objects, materialize
 
 UTC = timezone.utc
 

@@ -163,7 +163,7 @@ def test_exposure_without_protection_is_refused(tiny_pipeline):
 
     with pytest.raises(AudiorecError, match="without TLS and a token"):
         create_server(tiny_pipeline[0], ServerConfig(host="0.0.0.0", port=0))
-    from audiorec.cli import main
+    from app.cli import main
 
     assert main(["serve", "--workdir", str(tiny_pipeline[0]), "--host", "0.0.0.0",
                  "--port", "0"]) == 1
@@ -173,7 +173,7 @@ def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_por
     """Redis with a password that is down: the client, the logs, the metrics and the CLI
     see that the store is unavailable, never the connection string."""
     from serving.server import ServerConfig, create_server
-    from training.features.config import FeatureStoreConfig
+    from audiorec.featurestore import FeatureStoreConfig
     from training.features.store import apply_repo
 
     secret = "Sup3rS3cretPassw0rd"
@@ -210,14 +210,14 @@ def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_por
 
 
 def test_cli_errors_are_redacted(capsys, monkeypatch):
-    from audiorec import cli
+    from app import cli, commands
     from audiorec.errors import AudiorecError
 
     def boom(args):
         raise AudiorecError("cannot reach redis://admin:hunter2hunter2@db:6379 "
                             "(host:6379,password=hunter2hunter2)")
 
-    monkeypatch.setattr(cli, "_cmd_validate", boom)
+    monkeypatch.setattr(commands, "cmd_validate", boom)
     assert cli.main(["validate", "x"]) == 1
     err = capsys.readouterr().err
     assert "hunter2" not in err and "***" in err and len(err.strip().splitlines()) == 1
@@ -244,7 +244,7 @@ def test_serve_starts_on_the_newest_loadable_version_then_rollback(tiny_pipeline
                                                                   caplog, capsys):
     from serving.server import ServerConfig, create_server
 
-    from audiorec.cli import main
+    from app.cli import main
 
     wd, first = _versions(tiny_pipeline, tmp_path)
     assert list_versions(wd) == [first, "v29990101T000000Z", "v29990102T000000Z"]
@@ -283,7 +283,7 @@ def test_retention_keeps_current_and_removes_dead_staging(tiny_pipeline, tmp_pat
 
 def test_workdir_with_yaml_syntax_in_its_path_keeps_the_stores_there(tmp_path):
     """The work directory is substituted into the parsed config, never into YAML text."""
-    from training.features.store import repo_config
+    from audiorec.featurestore import repo_config
 
     wd = tmp_path / "odd #dir: \n[x]"
     cfg = repo_config(wd)
@@ -297,7 +297,7 @@ def test_read_timeouts_the_client_deadline_versus_the_store(tmp_path):
     import time
 
     from serving.features import OnlineFeatures, StoreGuardConfig
-    from serving.recommender import StoreUnavailable
+    from audiorec.errors import StoreUnavailable
 
     from audiorec.errors import DeadlineExceeded
 

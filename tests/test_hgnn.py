@@ -177,16 +177,16 @@ def test_training_learns_to_rank_held_out_edges(trained, graph, text_table):
     """Measured on the tiny world (seed 0): held-out edges vs random pairs, AUC averaged
     over AA/AP/PP, 0.63 untrained -> 0.89 trained (AA 0.99, AP 0.86, PP 0.81); chance 0.5."""
     m = trained.manifest
-    aucs = [h["val_auc"] for h in m["history"]]
-    assert m["metrics"]["val_auc"] >= 0.8, aucs
-    assert m["metrics"]["val_auc_PP"] >= 0.75 and m["metrics"]["val_auc_AP"] >= 0.75
+    aucs = [h["val_auc"] for h in m.history]
+    assert m.metrics["val_auc"] >= 0.8, aucs
+    assert m.metrics["val_auc_PP"] >= 0.75 and m.metrics["val_auc_AP"] >= 0.75
     x = node_features(graph, text_table)
     ab = torch.from_numpy(graph.is_audiobook)
     tg = split_edges(graph, 0.1, np.random.default_rng(0))
     torch.manual_seed(0)
     untrained = HGNN(x.shape[1], SMALL["hidden_dim"], SMALL["out_dim"], tuple(tg.csrs))
     base = evaluate(untrained, x, ab, tg, HGNNConfig(**SMALL), tg.val, 1)["val_auc"]
-    assert m["metrics"]["val_auc"] > base + 0.1, (base, aucs)
+    assert m.metrics["val_auc"] > base + 0.1, (base, aucs)
 
 
 def test_same_seed_same_model(trained, tiny_world, text_table, tmp_path):
@@ -198,7 +198,7 @@ def test_same_seed_same_model(trained, tiny_world, text_table, tmp_path):
     b = read_item_embeddings(again.out / "embeddings.parquet").vectors
     assert np.array_equal(a, b)
     drop = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
-    assert drop(again.manifest["metrics"]) == drop(trained.manifest["metrics"])
+    assert drop(again.manifest.metrics) == drop(trained.manifest.metrics)
 
 
 def test_artifact_describes_itself_and_loads_back(trained, tiny_world):
@@ -210,12 +210,16 @@ def test_artifact_describes_itself_and_loads_back(trained, tiny_world):
     assert emb.vectors.shape == (750, 16) and emb.version == trained.version
     assert np.allclose(np.linalg.norm(emb.vectors, axis=1), 1, atol=1e-5)
     model, m = load_hgnn(out)
-    assert m["version"] == trained.version
-    m["out_dim"] = 32
-    (out / "manifest.json").write_text(json.dumps(m))
+    assert m.version == trained.version and set(m.files) >= {"model.pt", "embeddings.parquet"}
+    (out / "manifest.json").write_text(json.dumps({**manifest, "out_dim": 32}))
     with pytest.raises(AudiorecError, match="model.pt does not match its manifest"):
         load_hgnn(out)
     (out / "manifest.json").write_text(json.dumps(manifest))
+    state = (out / "model.pt").read_bytes()
+    (out / "model.pt").write_bytes(state[:-10])
+    with pytest.raises(AudiorecError, match="model.pt does not match its checksum"):
+        load_hgnn(out)
+    (out / "model.pt").write_bytes(state)
 
 
 def test_missing_text_embeddings_is_a_clear_error(tiny_world, tmp_path):

@@ -56,7 +56,16 @@ def test_loader_refuses_mismatches(vectors, tmp_path):
         ItemIndex.load(tmp_path / "idx", expect_dim=64)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**m, "metric": "l2"}))
-    with pytest.raises(AudiorecError, match="expected 'audiorec.hnsw' with metric 'ip'"):
+    with pytest.raises(AudiorecError, match="metric: Input should be 'ip'"):
+        ItemIndex.load(tmp_path / "idx")
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**m, "kind": "audiorec.hgnn"}))
+    with pytest.raises(AudiorecError, match="kind 'audiorec.hgnn' format 1, expected "
+                                            "'audiorec.hnsw'"):
+        ItemIndex.load(tmp_path / "idx")
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(m))
+    with (tmp_path / "idx" / "index.bin").open("r+b") as f:
+        f.truncate(100)
+    with pytest.raises(AudiorecError, match="index.bin does not match its checksum"):
         ItemIndex.load(tmp_path / "idx")
     with pytest.raises(AudiorecError, match="not an HNSW index"):
         ItemIndex.load(tmp_path)

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from training.features.config import FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig
 from training.features.jobs import run_feature_jobs
 from training.features.refresh import refresh_features
-from training.features.retrieval import ITEM_SERVICE, online_features
-from training.features.store import REPO_DIR, open_store
+from audiorec.featurestore import ITEM_SERVICE, online_features
+from audiorec.featurestore import REPO_DIR, open_store
 from training.synth import WorldConfig, generate_world
 
 from test_features import assert_same_features, make_embeddings

@@ -29,12 +29,12 @@ def artifact(piped):
 
 @pytest.fixture(scope="module")
 def tower_data(piped, tiny_world):
-    from training.data.span import default_cut
-    from training.features.store import open_store
+    from training.data import Dataset
+    from audiorec.featurestore import open_store
     from training.twotower.examples import build_tower_data
 
     wd, _, cfg = piped
-    return build_tower_data(open_store(wd), tiny_world, default_cut(str(tiny_world)),
+    return build_tower_data(open_store(wd), tiny_world, Dataset.open(tiny_world).default_cut,
                             cfg.two_tower, progress=lambda *a: None)
 
 
@@ -74,7 +74,7 @@ def _inputs(artifact) -> dict:
 
 
 def test_exported_inputs_equal_the_feature_service(piped, artifact):
-    from training.features.store import feature_service, open_store
+    from audiorec.featurestore import feature_service, open_store
 
     service = feature_service(open_store(piped[0]), "user_tower")
     served = [f.name for p in service.feature_view_projections for f in p.features]
@@ -250,7 +250,7 @@ def test_manifest_rejects_unknown_keys(artifact):
 
 
 def test_cli_pipeline_bad_config_is_one_line(tmp_path, capsys, tiny_world):
-    from audiorec.cli import main
+    from app.cli import main
 
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"two_tower": {"layerz": [8]}}))

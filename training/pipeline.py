@@ -28,7 +28,9 @@ from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
 from audiorec.hnsw_index import HNSWConfig
-from training.features.config import FeatureJobConfig, FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig
+from training.data import Dataset
+from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
 from training.hgnn.config import HGNNConfig
 from training.twotower.config import TwoTowerConfig
@@ -63,14 +65,12 @@ STEPS = ("validate the dataset", "text embeddings", "co-listening graph + HGNN",
          "export, item vectors, HNSW indexes, publish")
 
 
-def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = PipelineConfig(),
-                 *, cut: datetime | None = None, skip_hgnn: bool = False,
-                 progress: bool = True) -> PipelineReport:
+def run_pipeline(data: Dataset | str | Path, workdir: str | Path,
+                 cfg: PipelineConfig = PipelineConfig(), *, cut: datetime | None = None,
+                 skip_hgnn: bool = False, progress: bool = True) -> PipelineReport:
     """Run every step on ``data`` into ``workdir``; train on events before ``cut``
     (default: the day after the last event)."""
-    from training.data.span import default_cut
-
-    data, wd = Path(data).resolve(), Path(workdir).resolve()
+    wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     report = PipelineReport()
     say = print if progress else (lambda *a, **k: None)
@@ -97,11 +97,9 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         say(f"  done in {report.seconds[name]:.0f}s", flush=True)
 
     with step(0):
-        from training.data import validate_dataset
-
-        info = validate_dataset(data)
-        cut = cut or default_cut(str(data))
-        say(f"  {', '.join(f'{k} {v:,}' for k, v in info.rows.items())}; training cut "
+        data = Dataset.of(data)
+        cut = cut or data.default_cut
+        say(f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; training cut "
             f"{cut:%Y-%m-%d}")
     with step(1):
         from training.text.embed import embed_items
@@ -131,7 +129,7 @@ def run_pipeline(data: str | Path, workdir: str | Path, cfg: PipelineConfig = Pi
         say("  " + refreshed.summary().replace("\n", "\n  "))
     with step(4):
         from training.features.embeddings import read_item_embeddings
-        from training.features.store import open_store
+        from audiorec.featurestore import open_store
         from training.twotower.examples import build_tower_data
         from training.twotower.train import train_two_tower
 

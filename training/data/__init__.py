@@ -1,5 +1,7 @@
-"""The data contract every dataset (synthetic or real) is written in, and its validator."""
+"""The data contract every dataset (synthetic or real) is written in, its validator, and
+the validated :class:`Dataset` the pipeline passes around."""
 
 from training.data.contract import CONTRACT, DatasetInfo, TableSpec, validate_dataset
+from training.data.dataset import Dataset
 
-__all__ = ["CONTRACT", "DatasetInfo", "TableSpec", "validate_dataset"]
+__all__ = ["CONTRACT", "Dataset", "DatasetInfo", "TableSpec", "validate_dataset"]

@@ -26,6 +26,7 @@ from training.evaluation.peers import (DEFAULTS, GRIDS, PEERS, PeerConfig, event
                                        fit_peer, training_matrix)
 from training.evaluation.protocol import Protocol, build_protocol
 from training.evaluation.selection import candidates, choose, criterion, score_protocol
+from training.data import Dataset
 from training.pipeline import PipelineConfig
 
 ABLATIONS = {
@@ -101,18 +102,17 @@ class Results:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
 
 
-def run_evaluation(data: str | Path, workdir: str | Path,
+def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
                    cfg: EvaluationConfig = EvaluationConfig(),
                    progress: bool = True, text_cache: str | Path | None = None) -> Results:
     """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
-    from training.data.span import default_cut
     from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
     from training.text.embed import embed_items
 
     say = print if progress else (lambda *a, **k: None)
-    data, wd = Path(data).resolve(), Path(workdir).resolve()
-    end = default_cut(str(data))
+    data, wd = Dataset.of(data), Path(workdir).resolve()
+    end = data.default_cut
     cut = holdout_cut(data, end, cfg)
     proto = build_protocol(data, cut, end)
     say(f"  {proto.summary()}")
@@ -208,20 +208,12 @@ def run_evaluation(data: str | Path, workdir: str | Path,
     return res
 
 
-def holdout_cut(data: Path, end, cfg: EvaluationConfig):
+def holdout_cut(data: Dataset | Path, end, cfg: EvaluationConfig):
     """The start of the hold-out: ``holdout_days`` before ``end``, or, with
     ``holdout_share``, that share of the days from the first event to ``end``."""
     if cfg.holdout_share is None:
         return end - timedelta(days=cfg.holdout_days)
-    from training.data.duck import connect_dataset
-    from training.features.jobs import data_span
-    from training.features.windows import midnight
-
-    con = connect_dataset(data, ("events",))
-    try:
-        first = midnight(data_span(con)[0])
-    finally:
-        con.close()
+    first = Dataset.of(data).first_midnight
     return end - timedelta(days=round((end - first).days * cfg.holdout_share))
 
 

@@ -1,8 +1,6 @@
-"""Typed configuration of the feature jobs and of the Feast store."""
+"""Typed configuration of the feature jobs (the store's: ``audiorec.featurestore``)."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -18,10 +16,3 @@ class FeatureJobConfig(StrictConfig):
     # Snapshot dates a full rebuild computes: all (None) or the last N before `through`
     # (training reads only recent history; the windows still see the events before).
     history_days: int | None = Field(None, ge=1)
-
-
-class FeatureStoreConfig(StrictConfig):
-    """Which online store serves the features. Offline is always DuckDB."""
-
-    online: Literal["sqlite", "redis"] = "sqlite"
-    redis: str = "localhost:6379"  # Feast connection string: host:port[,db=0,password=...]

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audiorec.errors import AudiorecError
+from audiorec.publish import write_parquet
 from training.data.arrow import vector_column
 
 
@@ -48,11 +49,7 @@ def write_item_embeddings(path: str | Path, item_id, vectors: np.ndarray, versio
         "embedding": vector_column(vectors),
         "model_version": pa.array([version] * n, type=pa.string()),
     })
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)  # readers never see a half-written table
+    write_parquet(path, table)  # readers never see a half-written table
 
 
 def read_item_embeddings(path: str | Path) -> ItemEmbeddings:

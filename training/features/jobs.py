@@ -25,13 +25,13 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
-from audiorec.publish import read_json, staged_directory, write_json
+from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
 from training.data.arrow import vector_column
-from training.data.contract import validate_dataset
+from training.data.dataset import Dataset, data_span
 from training.data.duck import connect_dataset
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import ItemEmbeddings, read_item_embeddings
-from training.features.layout import STATE_FILE, AtomicParquet, features_dir
+from audiorec.featurestore import STATE_FILE, features_dir
 from training.features.windows import (
     item_popularity,
     midnight,
@@ -62,25 +62,13 @@ class FeatureRunReport:
         return f"features {self.first} .. {self.through} ({kind}): {parts}"
 
 
-def data_span(con) -> tuple[date, date]:
-    """(first snapshot date, last snapshot date) that the events can fill."""
-    con.sql("SET TimeZone = 'UTC'")
-    lo, hi = con.sql("SELECT CAST(min(CAST(ts AS TIMESTAMPTZ)) AS DATE), "
-                         "CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM events").fetchall()[0]
-    if lo is None:
-        raise AudiorecError("events.parquet has no rows: nothing to compute features from")
-    return lo + timedelta(days=1), hi + timedelta(days=1)
-
-
 def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str | Path,
                      text_embeddings: str | Path, *, through: date | None = None,
                      cfg: FeatureJobConfig = FeatureJobConfig(),
                      validate: bool = True, progress: bool = False) -> FeatureRunReport:
     """Bring the feature tables of ``workdir`` up to snapshot date ``through``
     (default: the day after the last event)."""
-    data = Path(data).resolve()
-    if validate:
-        validate_dataset(data)
+    data = Dataset.of(data) if validate else Path(data).resolve()
     hgnn = read_item_embeddings(hgnn_embeddings)
     text = read_item_embeddings(text_embeddings)
     con = connect_dataset(data, ("users", "music", "items", "events"))

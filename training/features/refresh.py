@@ -1,7 +1,7 @@
 """One call for the feature-store step of the daily pipeline: jobs, apply, materialize.
 
 Each generation of the feature tables is loaded into its own Feast project (online
-namespace, :func:`training.features.store.project_for`): a rebuild never touches the rows
+namespace, :func:`audiorec.featurestore.project_for`): a rebuild never touches the rows
 the served model reads. Progress is a marker file per online store and project
 (``feast/_materialized_<store>_<project>.json``): the generation, the HGNN version its
 preference vectors come from, and the last snapshot date loaded. The marker is removed
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
-from audiorec.publish import read_json, write_json
-from audiorec.secrets import redis_address
-from training.features.config import FeatureJobConfig, FeatureStoreConfig
+from audiorec.publish import write_json
+from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineage, project_for
+from training.features.config import FeatureJobConfig
 from training.features.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
-from training.features.store import apply_repo, materialize, project_for
+from training.features.store import apply_repo, materialize
 from training.features.windows import midnight
 
 
@@ -39,24 +39,6 @@ class RefreshReport:
             return f"{self.jobs.summary()}\nfeast apply done; the online store is up to date"
         return (f"{self.jobs.summary()}\nfeast apply done; materialized "
                 f"{self.materialized_from} .. {self.materialized_to} into the online store")
-
-
-def _store_id(store: FeatureStoreConfig) -> str:
-    return "sqlite" if store.online == "sqlite" else f"redis {redis_address(store.redis)}"
-
-
-def marker_path(workdir: str | Path, store: FeatureStoreConfig, project: str) -> Path:
-    return Path(workdir).resolve() / "feast" / f"_materialized_{store.online}_{project}.json"
-
-
-def online_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str) -> dict | None:
-    """What the online store holds for ``project``: {"generation", "hgnn_version",
-    "through", "store"}, or None when nothing complete was materialized into it."""
-    marker = read_json(marker_path(workdir, store, project), "materialization marker")
-    if not isinstance(marker, dict) or marker.get("store") != _store_id(store) or \
-            not {"generation", "hgnn_version", "through"} <= set(marker):
-        return None
-    return marker
 
 
 def check_online_hgnn(workdir: str | Path, store: FeatureStoreConfig, project: str,
@@ -107,7 +89,7 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
     marker.unlink(missing_ok=True)  # from here until it is rewritten, nothing is trusted
     materialize(fs, end, start=start)
-    write_json(marker, {"store": _store_id(store), "generation": report.generation,
+    write_json(marker, {"store": store.label, "generation": report.generation,
                         "hgnn_version": hgnn_version, "through": report.through.isoformat()})
     failpoint("after-materialize")
     return RefreshReport(report, start, end, project)

@@ -1,8 +1,9 @@
-"""Reading features back: historical (training, point-in-time) and online (serving).
+"""Reading features back for training: historical, point-in-time.
 
-Both go through the feature services by name, so training and serving read the same
-feature list. Values are returned raw (nulls where Feast has no row): filling them is
-the model's preprocessing, exported with the model, so serving re-implements nothing.
+Through the feature services by name, as the online read (``audiorec/featurestore.py``)
+does, so training and serving read the same feature list. Values are returned raw (nulls
+where Feast has no row): filling them is the model's preprocessing, exported with the
+model, so serving re-implements nothing.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from audiorec.errors import AudiorecError
-from training.features.store import feature_service, online_errors
-
-USER_SERVICE = "user_tower"
-ITEM_SERVICE = "item_tower"
+from audiorec.featurestore import USER_SERVICE, feature_service
 
 
 def user_training_features(store, examples: pd.DataFrame,
@@ -34,24 +32,3 @@ def user_training_features(store, examples: pd.DataFrame,
     fs = feature_service(store, service)
     job = store.get_historical_features(entity_df=examples, features=fs)
     return job.to_df()
-
-
-class OnlineFeatureReader:
-    """Reads one feature service from the online store; the service is resolved once
-    (resolving it per call costs more than the read itself: ~1.3 ms vs ~0.4 ms)."""
-
-    def __init__(self, store, service: str = USER_SERVICE):
-        self.store = store
-        self.service = feature_service(store, service)
-        self.key = "user_id" if service == USER_SERVICE else "item_id"
-
-    def read(self, entity_ids: list[str]) -> dict:
-        """{feature: [value per entity]}; None where the store has no value."""
-        with online_errors(self.store):
-            return self.store.get_online_features(
-                features=self.service, entity_rows=[{self.key: e} for e in entity_ids]).to_dict()
-
-
-def online_features(store, entity_ids: list[str], service: str = USER_SERVICE) -> dict:
-    """One-off online read of ``entity_ids`` through the named service."""
-    return OnlineFeatureReader(store, service).read(entity_ids)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from audiorec.errors import AudiorecError
+from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
@@ -31,28 +32,50 @@ from training.hgnn.graph import TrainGraph, message_csrs, split_edges
 from training.hgnn.model import HGNN
 from training.hgnn.train import embed, plot_curve, train_hgnn
 
-MANIFEST_KIND = "audiorec.hgnn"
+class HGNNManifest(ManifestBase):
+    """What an HGNN run is: enough to rebuild the model (dims, relations) and to judge it."""
+
+    KIND = "audiorec.hgnn"
+    WHAT = "HGNN run"
+    version: str
+    cut: str
+    in_dim: int
+    hidden_dim: int
+    out_dim: int
+    relations: list[str]
+    text_embeddings: str
+    graph_config: dict
+    hgnn_config: dict
+    graph: dict                 # graph_stats (also in graph_stats.json)
+    items: int
+    metrics: dict
+    best_epoch: int
+    epochs_run: int
+    history: list[dict]
+    train_seconds: float
+    graph_seconds: float
+    versions: dict[str, str]
 
 
 @dataclass
 class HGNNRun:
     out: Path
     version: str
-    manifest: dict
+    manifest: HGNNManifest
 
     def summary(self) -> str:
         m = self.manifest
-        g = m["graph"]
+        g = m.graph
         rel = ", ".join(f"{r} {v['edges']:,}" for r, v in g["relations"].items())
         degrees = "; ".join(
             f"{r} degree mean {v['degree_mean']}, median {v['degree_median']:.0f}, "
             f"p99 {v['degree_p99']:.0f}, max {v['degree_max']}"
             for r, v in g["relations"].items())
-        auc = m["metrics"].get("val_auc", float("nan"))
+        auc = m.metrics.get("val_auc", float("nan"))
         return (f"HGNN {self.version}: graph {rel} edges ({g['isolated_audiobooks']:,} "
                 f"audiobooks and {g['isolated_podcasts']:,} podcasts isolated; {degrees}); "
-                f"best epoch {m['best_epoch']} of {m['epochs_run']}, held-out AUC {auc:.3f}; "
-                f"{m['train_seconds']:.0f}s; embeddings of {m['items']:,} items -> {self.out}")
+                f"best epoch {m.best_epoch} of {m.epochs_run}, held-out AUC {auc:.3f}; "
+                f"{m.train_seconds:.0f}s; embeddings of {m.items:,} items -> {self.out}")
 
 
 def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
@@ -88,44 +111,32 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
     digest = hashlib.sha1(json.dumps([graph_cfg.model_dump(mode="json"),
                                       cfg.model_dump(mode="json")]).encode()).hexdigest()[:8]
     version = f"hgnn-{cut:%Y%m%d}-{digest}"
-    manifest = {
-        "kind": MANIFEST_KIND, "version": version, "cut": cut.isoformat(),
-        "in_dim": int(features.shape[1]), "hidden_dim": cfg.hidden_dim, "out_dim": cfg.out_dim,
-        "relations": sorted(tg.csrs),
-        "text_embeddings": read_item_embeddings(text_embeddings).version,
-        "graph_config": graph_cfg.model_dump(mode="json"),
-        "hgnn_config": cfg.model_dump(mode="json"),
-        "graph": graph.stats, "items": int(graph.n), "metrics": result.best,
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-        "history": result.history, "train_seconds": round(result.seconds, 1),
-        "graph_seconds": round(t_graph, 1),
-        "versions": {"torch": torch.__version__, "torch_geometric": _pyg_version()},
-    }
+    manifest = HGNNManifest(
+        version=version, cut=cut.isoformat(), in_dim=int(features.shape[1]),
+        hidden_dim=cfg.hidden_dim, out_dim=cfg.out_dim, relations=sorted(tg.csrs),
+        text_embeddings=read_item_embeddings(text_embeddings).version,
+        graph_config=graph_cfg.model_dump(mode="json"), hgnn_config=cfg.model_dump(mode="json"),
+        graph=graph.stats, items=int(graph.n), metrics=result.best,
+        best_epoch=result.best_epoch, epochs_run=len(result.history), history=result.history,
+        train_seconds=round(result.seconds, 1), graph_seconds=round(t_graph, 1),
+        versions={"torch": torch.__version__, "torch_geometric": _pyg_version()})
     with staged_directory(out, link=True) as tmp:
         write_item_embeddings(tmp / "embeddings.parquet", graph.item_id, z, version,
                               item_type=np.where(graph.is_audiobook, "audiobook", "podcast"))
         torch.save(result.model.state_dict(), tmp / "model.pt")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         (tmp / "graph_stats.json").write_text(json.dumps(graph.stats, indent=2))
         plot_curve(result.history, tmp / "training_curve.png",
                    f"HGNN {version} ({'balanced' if cfg.balanced else 'unbalanced'} sampler)")
+        manifest = write_manifest(tmp, manifest)
     return HGNNRun(out, version, manifest)
 
 
-def load_hgnn(directory: str | Path) -> tuple[HGNN, dict]:
+def load_hgnn(directory: str | Path) -> tuple[HGNN, HGNNManifest]:
     """The model of a published HGNN directory, checked against its manifest."""
     directory = Path(directory)
-    mpath = directory / "manifest.json"
-    if not mpath.is_file():
-        raise AudiorecError(f"{directory} is not an HGNN artifact (no manifest.json)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AudiorecError(f"{mpath} is corrupt ({exc}); rerun the HGNN step") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-        raise AudiorecError(f"{mpath}: kind {manifest.get('kind')!r}, expected {MANIFEST_KIND!r}")
-    model = HGNN(manifest["in_dim"], manifest["hidden_dim"], manifest["out_dim"],
-                 tuple(manifest["relations"]))
+    manifest = read_manifest(directory, HGNNManifest)
+    model = HGNN(manifest.in_dim, manifest.hidden_dim, manifest.out_dim,
+                 tuple(manifest.relations))
     state = torch.load(directory / "model.pt", weights_only=True)
     try:
         model.load_state_dict(state)

@@ -24,7 +24,7 @@ from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from audiorec.errors import ContractError
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
-from training.features.retrieval import ITEM_SERVICE, USER_SERVICE
+from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from training.release.lists import write_consumed, write_popularity
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from audiorec.config import StrictConfig, validated
+from audiorec.config import StrictConfig, merge, validated
 
 Scale = Literal["tiny", "demo", "large"]
 
@@ -84,7 +84,7 @@ class WorldConfig(StrictConfig):
             from audiorec.errors import AudiorecError
 
             raise AudiorecError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-        return validated(cls, {**SCALES[scale], **overrides})
+        return validated(cls, merge(SCALES[scale], overrides))
 
 
 SCALES: dict[str, dict] = {

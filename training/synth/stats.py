@@ -185,3 +185,20 @@ def format_stats(stats: dict, where: Path) -> str:
         lines.append(f"  {key}. {f['fact']}: {f['value']} (need {f['threshold']}) {mark}")
     lines.append(f"written to {where} (stats.json, world.json, truth/)")
     return "\n".join(lines)
+
+
+def pick_users(world: Path) -> tuple[str, str]:
+    """The most active audiobook listener of the last 30 days, and a recent podcast-only
+    listener (no audiobook interaction ever)."""
+    con = connect_dataset(world, ("items", "events"))
+    warm = con.sql("""
+        SELECT e.user_id FROM events e JOIN items i USING (item_id)
+        WHERE i.item_type = 'audiobook' AND e.ts >= (SELECT max(ts) FROM events) - INTERVAL 30 DAY
+        GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1""").fetchall()[0][0]
+    cold = con.sql("""
+        SELECT user_id FROM events WHERE ts >= (SELECT max(ts) FROM events) - INTERVAL 30 DAY
+        GROUP BY 1 HAVING user_id NOT IN (SELECT e.user_id FROM events e JOIN items i
+                                          USING (item_id) WHERE i.item_type = 'audiobook')
+        ORDER BY count(*) DESC, 1 LIMIT 1""").fetchall()[0][0]
+    con.close()
+    return warm, cold

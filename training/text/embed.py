@@ -8,7 +8,6 @@ items are never encoded again, a changed title or a new checkpoint is.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audiorec.publish import write_parquet
 from training.features.embeddings import write_item_embeddings
 from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
 
@@ -59,10 +59,7 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
         if cache:
             all_keys = sorted(known)
             mat = np.stack([known[k] for k in all_keys])
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-            pq.write_table(pa.table({"key": all_keys, "embedding": list(mat)}), tmp)
-            tmp.replace(cache)
+            write_parquet(cache, pa.table({"key": all_keys, "embedding": list(mat)}))
     vectors = np.stack([known[k] for k in keys])
     version = f"text:{checkpoint}"
     write_item_embeddings(out, items.column("item_id").to_pylist(), vectors, version)

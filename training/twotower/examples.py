@@ -27,8 +27,8 @@ from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.data.contract import WEAK_SIGNALS
 from training.data.duck import connect_dataset, sql_literal
 from training.data.ids import positions
-from training.features.retrieval import ITEM_SERVICE, USER_SERVICE
-from training.features.store import feature_service
+from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
+from audiorec.featurestore import feature_service
 from training.twotower.config import TwoTowerConfig
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -101,19 +102,19 @@ def _hr10(scores: np.ndarray, targets) -> float:
     return float(hits.any(axis=1).mean()) if len(top) else float("nan")
 
 
-def fit_prior(store, data_dir, tower_data, towers, cut: datetime, days: int,
-              betas: tuple[float, ...], half_lives: tuple[float, ...]
-              ) -> tuple[dict, np.ndarray] | None:
+def fit_prior(store, data_dir, tower_data, embed_users: Callable[[dict], np.ndarray],
+              items: np.ndarray, cut: datetime, days: int, betas: tuple[float, ...],
+              half_lives: tuple[float, ...]) -> tuple[dict, np.ndarray] | None:
     """Choose beta and the half-life per item type on the ``days`` before ``cut`` (see
-    the module docstring). Returns (the choice, for the manifest; each item's prior as of
-    the cut, aligned with ``tower_data.item_ids``), or None when that slice has no new
-    starts to choose on."""
+    the module docstring), scoring with the towers' vectors: ``embed_users(user tower
+    inputs) -> (n, dim)`` and ``items`` (tower_data's item rows, (n_items, dim)).
+    Returns (the choice, for the manifest; each item's prior as of the cut, aligned with
+    ``tower_data.item_ids``), or None when that slice has no new starts to choose on."""
     from audiorec.errors import AudiorecError
     from audiorec.tower_inputs import tower_inputs
     from training.evaluation.models import aligned
     from training.evaluation.protocol import build_protocol
     from training.features.retrieval import user_training_features
-    from training.twotower.train import embed, item_inputs
 
     start = cut - timedelta(days=days)
     try:
@@ -123,9 +124,8 @@ def fit_prior(store, data_dir, tower_data, towers, cut: datetime, days: int,
     entity = pd.DataFrame({"user_id": proto.users, "event_timestamp": pd.Timestamp(start),
                            "row": np.arange(len(proto.users))})
     feats = user_training_features(store, entity).sort_values("row")
-    users = embed(towers.user_tower, tower_inputs(
-        {c: feats[c].tolist() for c in feats.columns}, tower_data.user_specs))
-    items = embed(towers.item_tower, item_inputs(tower_data, towers.item_ids))
+    users = embed_users(tower_inputs({c: feats[c].tolist() for c in feats.columns},
+                                     tower_data.user_specs))
     ids, types = tower_data.item_ids, tower_data.item_types
     then = recent_listeners(data_dir, start, ids, half_lives)
     rng = np.random.default_rng(0)

@@ -67,8 +67,9 @@ class TrainedTowers:
         starts there to choose on, the vectors stay as the towers make them."""
         from training.twotower.prior import fit_prior
 
-        fitted = fit_prior(store, data_dir, data, self, cut, cfg.validation_days,
-                           cfg.prior_betas, cfg.prior_half_lives)
+        fitted = fit_prior(store, data_dir, data, lambda x: embed(self.user_tower, x),
+                           embed(self.item_tower, item_inputs(data, self.item_ids)), cut,
+                           cfg.validation_days, cfg.prior_betas, cfg.prior_half_lives)
         self.prior, self.item_prior = fitted if fitted else (None, None)
 
 

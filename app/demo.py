@@ -28,11 +28,10 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
     from audiorec.config import validated
     from serving.client import format_answer, recommend
     from serving.server import ServerConfig, create_server
-    from training.features.retrieval import OnlineFeatureReader
-    from training.features.store import open_store
+    from audiorec.featurestore import OnlineFeatureReader, open_store
     from training.pipeline import PipelineConfig, run_pipeline
     from training.synth import WorldConfig, generate_world
-    from training.synth.stats import format_stats
+    from training.synth.stats import format_stats, pick_users
 
     wd = Path(workdir).resolve()
     world = wd / "world"
@@ -71,7 +70,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
     try:
         print(f"  serving {running.holder.current.version} on {target} (health: SERVING; "
               f"reflection lists {', '.join(_reflected_services(target))})")
-        warm, cold = _pick_users(world)
+        warm, cold = pick_users(world)
         reader = OnlineFeatureReader(open_store(wd))
         for label, user in (("warm (audiobook history)", warm),
                             ("cold start (podcasts only)", cold),
@@ -107,25 +106,6 @@ def _reflected_services(target: str) -> list[str]:
         replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         return sorted(s.name for r in replies for s in r.list_services_response.service)
-
-
-def _pick_users(world: Path) -> tuple[str, str]:
-    """The most active audiobook listener of the last 30 days, and a recent podcast-only
-    listener (no audiobook interaction ever)."""
-    from training.data.duck import connect_dataset
-
-    con = connect_dataset(world, ("items", "events"))
-    warm = con.sql("""
-        SELECT e.user_id FROM events e JOIN items i USING (item_id)
-        WHERE i.item_type = 'audiobook' AND e.ts >= (SELECT max(ts) FROM events) - INTERVAL 30 DAY
-        GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1""").fetchall()[0][0]
-    cold = con.sql("""
-        SELECT user_id FROM events WHERE ts >= (SELECT max(ts) FROM events) - INTERVAL 30 DAY
-        GROUP BY 1 HAVING user_id NOT IN (SELECT e.user_id FROM events e JOIN items i
-                                          USING (item_id) WHERE i.item_type = 'audiobook')
-        ORDER BY count(*) DESC, 1 LIMIT 1""").fetchall()[0][0]
-    con.close()
-    return warm, cold
 
 
 def _describe(row: dict) -> str:
