@@ -4,12 +4,13 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint ciao protos bench-generate clean
+.PHONY: help install demo test lint format ciao protos bench-generate clean
 
 help:
 	@echo "make demo    the main job end to end (synthetic world -> pipeline -> evaluation -> gRPC calls)"
 	@echo "make test    the test suite (what CI runs, after make lint)"
-	@echo "make lint    ruff over the code (config in pyproject.toml)"
+	@echo "make lint    ruff (lint + format check) and mypy (strict on audiorec/, serving/)"
+	@echo "make format  ruff format and import order, in place"
 	@echo "make ciao    the pipeline and evaluation on real data (../shared/data/ciao-tang)"
 	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"
 
@@ -31,6 +32,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
 
 # The outside check on real data (README "Real data"): Ciao from ../shared/data, never copied.
 CIAO ?= ../shared/data/ciao-tang

@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
+from app import commands
 from audiorec import __version__
 from audiorec.errors import AudiorecError
 from audiorec.secrets import redact
-from app import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output directory (written atomically)")
     g.add_argument("--config", help="JSON file of WorldConfig overrides (unknown keys rejected)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    g.add_argument("--no-check-facts", dest="check_facts", action="store_false",
-                   help="exit 0 even if a paper fact does not hold")
+    g.add_argument(
+        "--no-check-facts",
+        dest="check_facts",
+        action="store_false",
+        help="exit 0 even if a paper fact does not hold",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=commands.cmd_generate)
 
@@ -40,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("embed-text", help="sentence embeddings of item titles + descriptions")
     t.add_argument("--data", required=True, help="dataset directory (data contract)")
     t.add_argument("--out", required=True, help="item-embedding table to write (parquet)")
-    t.add_argument("--model", help="local sentence-transformers checkpoint (default: packaged "
-                                   "all-MiniLM-L6-v2)")
+    t.add_argument(
+        "--model",
+        help="local sentence-transformers checkpoint (default: packaged all-MiniLM-L6-v2)",
+    )
     t.add_argument("--cache", help="embedding cache (parquet), keyed by content hash")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=commands.cmd_embed_text)
@@ -51,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workdir", required=True, help="pipeline work directory")
     f.add_argument("--hgnn", required=True, help="item-embedding table of the HGNN")
     f.add_argument("--text", required=True, help="item-embedding table of the text model")
-    f.add_argument("--through", help="last snapshot date, YYYY-MM-DD (default: day after the "
-                                     "last event)")
+    f.add_argument(
+        "--through", help="last snapshot date, YYYY-MM-DD (default: day after the last event)"
+    )
     f.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     f.add_argument("--redis", default="localhost:6379", help="Redis connection string")
     f.set_defaults(func=commands.cmd_features)
@@ -62,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--text", required=True, help="item-embedding table of the text model")
     h.add_argument("--out", required=True, help="output directory (published atomically)")
     h.add_argument("--cut", help="training cut, YYYY-MM-DD (default: day after the last event)")
-    h.add_argument("--relations", default="AA,AP,PP",
-                   help="graph relations to keep (ablations: AA,AP / AP,PP / AA / PP)")
+    h.add_argument(
+        "--relations",
+        default="AA,AP,PP",
+        help="graph relations to keep (ablations: AA,AP / AP,PP / AA / PP)",
+    )
     h.add_argument("--no-balanced", action="store_true", help="ablation: plain edge sampling")
     h.add_argument("--config", help="JSON file of HGNNConfig overrides")
     h.add_argument("--quiet", action="store_true")
@@ -71,16 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("pipeline", help="the daily pipeline: dataset -> published artifact")
     pl.add_argument("--data", required=True, help="dataset directory (data contract)")
-    pl.add_argument("--workdir", required=True, help="work directory (features, models, "
-                                                     "artifacts/)")
-    pl.add_argument("--cut", help="train on events before this day, YYYY-MM-DD (default: the "
-                                  "day after the last event)")
-    pl.add_argument("--skip-hgnn", action="store_true",
-                    help="reuse the last HGNN item embeddings (HGNN weekly, 2T daily)")
-    pl.add_argument("--config", help="JSON file of PipelineConfig overrides: sections graph, "
-                                     "hgnn, features, store, two_tower, index")
-    pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: "
-                                                                  "sqlite)")
+    pl.add_argument(
+        "--workdir", required=True, help="work directory (features, models, artifacts/)"
+    )
+    pl.add_argument(
+        "--cut",
+        help="train on events before this day, YYYY-MM-DD (default: the day after the last event)",
+    )
+    pl.add_argument(
+        "--skip-hgnn",
+        action="store_true",
+        help="reuse the last HGNN item embeddings (HGNN weekly, 2T daily)",
+    )
+    pl.add_argument(
+        "--config",
+        help="JSON file of PipelineConfig overrides: sections graph, "
+        "hgnn, features, store, two_tower, index",
+    )
+    pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: sqlite)")
     pl.add_argument("--redis", help="Redis connection string, host:port")
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=commands.cmd_pipeline)
@@ -91,18 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="report directory")
     ev.add_argument("--seeds", help="two-tower seeds of the main rows, e.g. 0,1,2")
     ev.add_argument("--no-ablations", action="store_true", help="main rows only")
-    ev.add_argument("--config", help="JSON file of EvaluationConfig overrides (holdout_days, "
-                                     "seeds, ablations, popularity_days, pipeline)")
+    ev.add_argument(
+        "--config",
+        help="JSON file of EvaluationConfig overrides (holdout_days, "
+        "seeds, ablations, popularity_days, pipeline)",
+    )
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=commands.cmd_evaluate)
 
     def ciao_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--src", default="../shared/data/ciao-tang",
-                            help="the Ciao folder (ratings.csv.gz, trust.csv.gz, catalog_ciao.txt)")
-        parser.add_argument("--sparse", dest="sparse_category",
-                            help="category in the audiobook role (default Books)")
-        parser.add_argument("--dense", dest="dense_category",
-                            help="category in the podcast role (default DVDs)")
+        parser.add_argument(
+            "--src",
+            default="../shared/data/ciao-tang",
+            help="the Ciao folder (ratings.csv.gz, trust.csv.gz, catalog_ciao.txt)",
+        )
+        parser.add_argument(
+            "--sparse",
+            dest="sparse_category",
+            help="category in the audiobook role (default Books)",
+        )
+        parser.add_argument(
+            "--dense", dest="dense_category", help="category in the podcast role (default DVDs)"
+        )
         parser.add_argument("--min-item-ratings", type=int, help="k-core: ratings per item (3)")
         parser.add_argument("--min-user-ratings", type=int, help="k-core: ratings per user (3)")
         parser.add_argument("--import-config", help="JSON file of CiaoConfig overrides")
@@ -116,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ca = sub.add_parser("ciao", help="import Ciao and evaluate every model on it (one command)")
     ciao_options(ca)
-    ca.add_argument("--workdir", default="runs/ciao",
-                    help="gets data/, eval/, report/ and evaluation.json")
+    ca.add_argument(
+        "--workdir", default="runs/ciao", help="gets data/, eval/, report/ and evaluation.json"
+    )
     ca.add_argument("--seeds", help="two-tower seeds of the main rows, e.g. 0,1,2")
     ca.add_argument("--no-ablations", action="store_true", help="main rows only")
-    ca.add_argument("--config", help="JSON file of EvaluationConfig overrides on top of the "
-                                     "Ciao preset")
+    ca.add_argument(
+        "--config", help="JSON file of EvaluationConfig overrides on top of the Ciao preset"
+    )
     ca.add_argument("--quiet", action="store_true")
     ca.set_defaults(func=commands.cmd_ciao)
 
@@ -136,13 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     sv.add_argument("--tls-cert", help="server certificate chain (PEM): serve over TLS")
     sv.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    sv.add_argument("--tls-client-ca", help="CA (PEM) that client certificates must be "
-                    "signed by (mutual TLS)")
-    sv.add_argument("--token-file", help="file holding the bearer token every call must "
-                    "carry (default: $AUDIOREC_TOKEN; none: no token)")
+    sv.add_argument(
+        "--tls-client-ca", help="CA (PEM) that client certificates must be signed by (mutual TLS)"
+    )
+    sv.add_argument(
+        "--token-file",
+        help="file holding the bearer token every call must "
+        "carry (default: $AUDIOREC_TOKEN; none: no token)",
+    )
     sv.add_argument("--no-reflection", action="store_true", help="turn server reflection off")
-    sv.add_argument("--insecure", action="store_true", help="allow a non-loopback --host "
-                    "without TLS and a token")
+    sv.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without TLS and a token",
+    )
     sv.set_defaults(func=commands.cmd_serve)
 
     rc = sub.add_parser("recommend", help="ask a running server (prints a table)")
@@ -160,8 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
 
     rb = sub.add_parser("rollback", help="point artifacts/current at an older version")
-    rb.add_argument("version", nargs="?", help="version name (default: the newest intact "
-                    "version older than current)")
+    rb.add_argument(
+        "version",
+        nargs="?",
+        help="version name (default: the newest intact version older than current)",
+    )
     rb.add_argument("--workdir", required=True, help="work directory with artifacts/")
     rb.add_argument("--list", action="store_true", help="list the versions (* = current)")
     rb.set_defaults(func=commands.cmd_rollback)

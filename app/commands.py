@@ -19,13 +19,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from training.synth.stats import format_stats
 
     cfg = WorldConfig.for_scale(args.scale, **load_overrides(args.config))
-    stats = generate_world(cfg, args.seed, args.out, overwrite=args.overwrite,
-                           progress=not args.quiet)
+    stats = generate_world(
+        cfg, args.seed, args.out, overwrite=args.overwrite, progress=not args.quiet
+    )
     print(format_stats(stats, Path(args.out)))
     if args.check_facts and not stats["all_hold"]:
         failed = ", ".join(k for k, f in stats["facts"].items() if not f["holds"])
-        raise AudiorecError(f"facts {failed} do not hold in this world (see {args.out}/stats.json);"
-                            " pass --no-check-facts to keep it anyway")
+        raise AudiorecError(
+            f"facts {failed} do not hold in this world (see {args.out}/stats.json);"
+            " pass --no-check-facts to keep it anyway"
+        )
     return 0
 
 
@@ -34,18 +37,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     info = Dataset.open(args.data).info
     rows = ", ".join(f"{k} {v:,}" for k, v in info.rows.items())
-    print(f"{args.data}: matches the data contract ({rows}; music_dim {info.music_dim}; "
-          f"events {info.first_event} .. {info.last_event})")
+    print(
+        f"{args.data}: matches the data contract ({rows}; music_dim {info.music_dim}; "
+        f"events {info.first_event} .. {info.last_event})"
+    )
     return 0
 
 
 def cmd_embed_text(args: argparse.Namespace) -> int:
     from training.text.embed import embed_items
 
-    res = embed_items(Path(args.data) / "items.parquet", args.out, model_name=args.model,
-                      cache=args.cache, progress=not args.quiet)
-    print(f"text embeddings of {res['items']:,} items ({res['encoded']:,} encoded, "
-          f"{res['cached']:,} from cache; dim {res['dim']}) -> {args.out}")
+    res = embed_items(
+        Path(args.data) / "items.parquet",
+        args.out,
+        model_name=args.model,
+        cache=args.cache,
+        progress=not args.quiet,
+    )
+    print(
+        f"text embeddings of {res['items']:,} items ({res['encoded']:,} encoded, "
+        f"{res['cached']:,} from cache; dim {res['dim']}) -> {args.out}"
+    )
     return 0
 
 
@@ -56,9 +68,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     from training.features.refresh import refresh_features
 
     through = date.fromisoformat(args.through) if args.through else None
-    report = refresh_features(args.data, args.workdir, args.hgnn, args.text, through=through,
-                              store=FeatureStoreConfig(online=args.online, redis=args.redis),
-                              progress=True)
+    report = refresh_features(
+        args.data,
+        args.workdir,
+        args.hgnn,
+        args.text,
+        through=through,
+        store=FeatureStoreConfig(online=args.online, redis=args.redis),
+        progress=True,
+    )
     print(report.summary())
     return 0
 
@@ -67,18 +85,19 @@ def cmd_hgnn(args: argparse.Namespace) -> int:
     from datetime import date
 
     from audiorec.config import load_overrides, validated
+    from training.data import Dataset
+    from training.features.windows import midnight
     from training.graph.colisten import GraphConfig
     from training.hgnn.config import HGNNConfig
     from training.hgnn.run import run_hgnn
-    from training.data import Dataset
-    from training.features.windows import midnight
 
     cfg = validated(HGNNConfig, load_overrides(args.config))
     graph = validated(GraphConfig, {"relations": tuple(args.relations.split(","))})
     if args.no_balanced:
         cfg = cfg.with_overrides({"balanced": False})
-    cut = midnight(date.fromisoformat(args.cut)) if args.cut else \
-        Dataset.open(args.data).default_cut
+    cut = (
+        midnight(date.fromisoformat(args.cut)) if args.cut else Dataset.open(args.data).default_cut
+    )
     run = run_hgnn(args.data, args.text, args.out, cut, graph, cfg, progress=not args.quiet)
     print(run.summary())
     return 0
@@ -93,15 +112,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     overrides = load_overrides(args.config)
     if args.online:
-        overrides = merge(overrides, {"store": {"online": args.online, **(
-            {"redis": args.redis} if args.redis else {})}})
+        overrides = merge(
+            overrides,
+            {"store": {"online": args.online, **({"redis": args.redis} if args.redis else {})}},
+        )
     cfg = validated(PipelineConfig, overrides)
     cut = midnight(date.fromisoformat(args.cut)) if args.cut else None
-    report = run_pipeline(args.data, args.workdir, cfg, cut=cut, skip_hgnn=args.skip_hgnn,
-                          progress=not args.quiet)
+    report = run_pipeline(
+        args.data, args.workdir, cfg, cut=cut, skip_hgnn=args.skip_hgnn, progress=not args.quiet
+    )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
-    print(f"\npipeline done: version {report.version} published at {report.directory}\n"
-          f"  ({steps})")
+    print(f"\npipeline done: version {report.version} published at {report.directory}\n  ({steps})")
     return 0
 
 
@@ -109,27 +130,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from audiorec.featurestore import FeatureStoreConfig
-    from serving.server import ServerConfig, configure_logging, create_server
-
     from audiorec.config import validated
+    from audiorec.featurestore import FeatureStoreConfig
     from serving.security import SecurityConfig
+    from serving.server import ServerConfig, configure_logging, create_server
 
     configure_logging(args.log_level)
     store = FeatureStoreConfig(online=args.online, **({"redis": args.redis} if args.redis else {}))
-    security = validated(SecurityConfig, {
-        "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
-        "token": _token(args.token_file), "reflection": not args.no_reflection,
-        "insecure": args.insecure})
-    cfg = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                       store=store, security=security,
-                       **({"workers": args.workers} if args.workers else {}))
+    security = validated(
+        SecurityConfig,
+        {
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "token": _token(args.token_file),
+            "reflection": not args.no_reflection,
+            "insecure": args.insecure,
+        },
+    )
+    cfg = ServerConfig(
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        store=store,
+        security=security,
+        **({"workers": args.workers} if args.workers else {}),
+    )
     running = create_server(args.workdir, cfg)
-    print(f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
-          + (" over TLS" if args.tls_cert else "") + (", token required" if
-                                                      security.token else "")
-          + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
-          + " (SIGTERM or Ctrl-C stops)", flush=True)
+    print(
+        f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
+        + (" over TLS" if args.tls_cert else "")
+        + (", token required" if security.token else "")
+        + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+        + " (SIGTERM or Ctrl-C stops)",
+        flush=True,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -146,8 +181,9 @@ def _token(token_file: str | None) -> str | None:
         try:
             token = Path(token_file).read_text().strip()
         except OSError as exc:
-            raise AudiorecError(f"cannot read the token file {token_file}: {exc.strerror}") \
-                from None
+            raise AudiorecError(
+                f"cannot read the token file {token_file}: {exc.strerror}"
+            ) from None
         if not token:
             raise AudiorecError(f"the token file {token_file} is empty")
         return token
@@ -157,14 +193,25 @@ def _token(token_file: str | None) -> str | None:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from serving.client import Connection, format_answer, recommend, similar
 
-    conn = Connection(args.target, token=_token(args.token_file), tls_ca=args.tls_ca,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key)
+    conn = Connection(
+        args.target,
+        token=_token(args.token_file),
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     if args.similar:
         response = similar(conn, args.id, args.k, args.type, args.timeout)
     else:
-        response = recommend(conn, args.id, args.k, args.type, args.timeout,
-                             languages=args.languages.split(",") if args.languages else (),
-                             include_consumed=args.include_consumed)
+        response = recommend(
+            conn,
+            args.id,
+            args.k,
+            args.type,
+            args.timeout,
+            languages=args.languages.split(",") if args.languages else (),
+            include_consumed=args.include_consumed,
+        )
     print(format_answer(args.id, response))
     return 0
 
@@ -180,13 +227,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             print(f"{'*' if v == current else ' '} {v}")
         return 0
     previous, now = rollback(args.workdir, args.version)
-    print(f"audiorec: current is now {now} (was {previous or 'none'}); a running server "
-          "swaps to it within its reload interval")
+    print(
+        f"audiorec: current is now {now} (was {previous or 'none'}); a running server "
+        "swaps to it within its reload interval"
+    )
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace, base: dict | None = None, data=None,
-                  workdir=None, out=None) -> int:
+def cmd_evaluate(
+    args: argparse.Namespace, base: dict | None = None, data=None, workdir=None, out=None
+) -> int:
     from audiorec.config import load_overrides, merge, validated
     from training.evaluation.report import write_report
     from training.evaluation.run import EvaluationConfig, run_evaluation
@@ -197,8 +247,7 @@ def cmd_evaluate(args: argparse.Namespace, base: dict | None = None, data=None,
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     cfg = validated(EvaluationConfig, overrides)
-    res = run_evaluation(data or args.data, workdir or args.workdir, cfg,
-                         progress=not args.quiet)
+    res = run_evaluation(data or args.data, workdir or args.workdir, cfg, progress=not args.quiet)
     report = write_report(res, out or args.out)
     print(f"report: {report} (metrics.json, hr_at_k.png, coverage_vs_hr.png beside it)")
     return 0
@@ -220,12 +269,14 @@ def cmd_import_ciao(args: argparse.Namespace) -> int:
 
     report = import_ciao(args.src, args.out, _ciao_config(args))
     b, a = report["before"], report["after"]
-    print(f"Ciao {report['config']['sparse_category']} (audiobook role) + "
-          f"{report['config']['dense_category']} (podcast role): {b['ratings']:,} ratings, "
-          f"{b['users']:,} users, {b['sparse_items']:,} + {b['dense_items']:,} items -> "
-          f"{a['ratings']:,} ratings, {a['users']:,} users, {a['sparse_items']:,} + "
-          f"{a['dense_items']:,} items after the k-core ({report['k_core_rounds']} rounds); "
-          f"events {report['events']}")
+    print(
+        f"Ciao {report['config']['sparse_category']} (audiobook role) + "
+        f"{report['config']['dense_category']} (podcast role): {b['ratings']:,} ratings, "
+        f"{b['users']:,} users, {b['sparse_items']:,} + {b['dense_items']:,} items -> "
+        f"{a['ratings']:,} ratings, {a['users']:,} users, {a['sparse_items']:,} + "
+        f"{a['dense_items']:,} items after the k-core ({report['k_core_rounds']} rounds); "
+        f"events {report['events']}"
+    )
     print(f"written to {args.out} (import_report.json beside the tables)")
     return 0
 
@@ -241,8 +292,9 @@ def cmd_ciao(args: argparse.Namespace) -> int:
     cmd_import_ciao(args)
     wd.mkdir(parents=True, exist_ok=True)
     (wd / "evaluation.json").write_text(json.dumps(EVALUATION_PRESET, indent=2))
-    return cmd_evaluate(args, base=EVALUATION_PRESET, data=wd / "data",
-                        workdir=wd / "eval", out=wd / "report")
+    return cmd_evaluate(
+        args, base=EVALUATION_PRESET, data=wd / "data", workdir=wd / "eval", out=wd / "report"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

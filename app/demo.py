@@ -23,12 +23,11 @@ def _step(i: int, n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
-             evaluate: bool = True) -> int:
+def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: bool = True) -> int:
     from audiorec.config import validated
+    from audiorec.featurestore import OnlineFeatureReader, open_store
     from serving.client import format_answer, recommend
     from serving.server import ServerConfig, create_server
-    from audiorec.featurestore import OnlineFeatureReader, open_store
     from training.pipeline import PipelineConfig, run_pipeline
     from training.synth import WorldConfig, generate_world
     from training.synth.stats import format_stats, pick_users
@@ -38,29 +37,37 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
     n = 4 if evaluate else 3
     today = datetime.now(timezone.utc).date()
     t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {today}) into {world}")
-    stats = generate_world(WorldConfig.for_scale(scale, end_date=today), seed, world,
-                           overwrite=True)
+    stats = generate_world(
+        WorldConfig.for_scale(scale, end_date=today), seed, world, overwrite=True
+    )
     print(format_stats(stats, world))
     print(f"  ({time.perf_counter() - t:.0f}s)")
 
     t = _step(2, n, "the daily pipeline: audiorec pipeline --data world --workdir .")
     report = run_pipeline(world, wd, validated(PipelineConfig, {"hgnn": DEMO_HGNN}))
-    print(f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
-          f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}")
+    print(
+        f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
+        f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}"
+    )
 
     report_path = None
     if evaluate:
         from training.evaluation.report import write_report
         from training.evaluation.run import EvaluationConfig, run_evaluation
 
-        t = _step(3, n, "offline evaluation, the paper's protocol (main rows, 3 seeds; the "
-                        "ablations: audiorec evaluate)")
+        t = _step(
+            3,
+            n,
+            "offline evaluation, the paper's protocol (main rows, 3 seeds; the "
+            "ablations: audiorec evaluate)",
+        )
         # two settings per model on the validation window keeps the demo within minutes;
         # `audiorec evaluate` tries four (selection_trials)
-        ecfg = validated(EvaluationConfig, {"ablations": False, "selection_trials": 2,
-                                            "pipeline": {"hgnn": DEMO_HGNN}})
-        results = run_evaluation(world, wd / "eval", ecfg,
-                                 text_cache=wd / "text" / "cache.parquet")
+        ecfg = validated(
+            EvaluationConfig,
+            {"ablations": False, "selection_trials": 2, "pipeline": {"hgnn": DEMO_HGNN}},
+        )
+        results = run_evaluation(world, wd / "eval", ecfg, text_cache=wd / "text" / "cache.parquet")
         report_path = write_report(results, wd / "report")
         print(f"  ({time.perf_counter() - t:.0f}s)")
 
@@ -68,32 +75,46 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7,
     running = create_server(wd, ServerConfig(port=0))
     target = f"127.0.0.1:{running.port}"
     try:
-        print(f"  serving {running.holder.current.version} on {target} (health: SERVING; "
-              f"reflection lists {', '.join(_reflected_services(target))})")
+        print(
+            f"  serving {running.holder.current.version} on {target} (health: SERVING; "
+            f"reflection lists {', '.join(_reflected_services(target))})"
+        )
         warm, cold = pick_users(world)
         reader = OnlineFeatureReader(open_store(wd))
-        for label, user in (("warm (audiobook history)", warm),
-                            ("cold start (podcasts only)", cold),
-                            ("unknown to the store", "u_not_a_user")):
+        for label, user in (
+            ("warm (audiobook history)", warm),
+            ("cold start (podcasts only)", cold),
+            ("unknown to the store", "u_not_a_user"),
+        ):
             row = {k: v[0] for k, v in reader.read([user]).items()}
             t0 = time.perf_counter()
             response = recommend(target, user, k=5)
             ms = (time.perf_counter() - t0) * 1e3
             print(f"\n  {label}: {user}\n    {_describe(row)}")
-            print("    " + format_answer(f"Recommend({user}) in {ms:.1f} ms", response)
-                  .replace("\n", "\n    "))
+            print(
+                "    "
+                + format_answer(f"Recommend({user}) in {ms:.1f} ms", response).replace(
+                    "\n", "\n    "
+                )
+            )
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
     if report_path is not None:
-        print(f"\nOffline evaluation report: {report_path}\n  charts: "
-              f"{report_path.parent / 'hr_at_k.png'}, {report_path.parent / 'coverage_vs_hr.png'}")
-    print(f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
-          f"  .venv/bin/audiorec recommend {warm} --k 10")
-    print(f"\nEverything is under {wd}. As a Feast user:\n"
-          f"  export AUDIOREC_WORKDIR={wd}\n"
-          f"  cd feature_repo && ../.venv/bin/feast apply && "
-          f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)")
+        print(
+            f"\nOffline evaluation report: {report_path}\n  charts: "
+            f"{report_path.parent / 'hr_at_k.png'}, {report_path.parent / 'coverage_vs_hr.png'}"
+        )
+    print(
+        f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
+        f"  .venv/bin/audiorec recommend {warm} --k 10"
+    )
+    print(
+        f"\nEverything is under {wd}. As a Feast user:\n"
+        f"  export AUDIOREC_WORKDIR={wd}\n"
+        f"  cd feature_repo && ../.venv/bin/feast apply && "
+        f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)"
+    )
     return 0 if stats["all_hold"] else 1
 
 
@@ -104,7 +125,8 @@ def _reflected_services(target: str) -> list[str]:
 
     with grpc.insecure_channel(target) as channel:
         replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         return sorted(s.name for r in replies for s in r.list_services_response.service)
 
 
@@ -112,9 +134,11 @@ def _describe(row: dict) -> str:
     if row.get("country") is None and row.get("audiobook_items_90d") is None:
         return "no features in the online store (the recommender falls back to popularity)"
     norm = lambda v: "none" if v is None else f"|v|={np.linalg.norm(v):.2f}"  # noqa: E731
-    return (f"{row['country']}, age {row['age']}, {row['language']}, account "
-            f"{row['account_age_days']} days; music vector {norm(row['music_vector'])}; 90 days: "
-            f"{row['audiobook_items_90d']} audiobooks ({norm(row['audiobook_pref'])}), "
-            f"{row['podcast_items_90d']} podcasts ({norm(row['podcast_pref'])}); weak signals: "
-            f"{row['follow_count_90d']} follows, {row['preview_count_90d']} previews, "
-            f"{row['intent_to_pay_count_90d']} intents to pay")
+    return (
+        f"{row['country']}, age {row['age']}, {row['language']}, account "
+        f"{row['account_age_days']} days; music vector {norm(row['music_vector'])}; 90 days: "
+        f"{row['audiobook_items_90d']} audiobooks ({norm(row['audiobook_pref'])}), "
+        f"{row['podcast_items_90d']} podcasts ({norm(row['podcast_pref'])}); weak signals: "
+        f"{row['follow_count_90d']} follows, {row['preview_count_90d']} previews, "
+        f"{row['intent_to_pay_count_90d']} intents to pay"
+    )

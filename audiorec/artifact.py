@@ -42,9 +42,9 @@ class IndexInfo(BaseModel):
     count: int
     M: int
     ef_construction: int
-    ef: int                # raised from the configured one until real user queries reach
-    recall_at_10: float    # this recall@10 against exact search (target 0.995: headroom
-                           # over 0.99 for users unlike the tuning ones)
+    ef: int  # raised from the configured one until real user queries reach
+    recall_at_10: float  # this recall@10 against exact search (target 0.995: headroom
+    # over 0.99 for users unlike the tuning ones)
 
 
 class Manifest(base.ManifestBase):
@@ -53,16 +53,16 @@ class Manifest(base.ManifestBase):
     version: str
     created_at: str
     git_sha: str
-    data: dict[str, Any]          # dataset path, first/last event, cut, training window
+    data: dict[str, Any]  # dataset path, first/last event, cut, training window
     feature_services: dict[str, str]  # {"user": "user_tower", "item": "item_tower"}
     user_features: list[InputSpec]  # the exported signature's inputs, in service order
     item_features: list[InputSpec]
     dim: int
-    metric: str = "ip"            # inner product on unit vectors (cosine)
+    metric: str = "ip"  # inner product on unit vectors (cosine)
     indexes: dict[str, IndexInfo]  # per item type
-    model: dict[str, Any]         # TwoTowerConfig + which inputs each tower ignores
-    upstream: dict[str, Any]      # hgnn / text embedding versions the features came from
-    metrics: dict[str, Any]       # training: epochs, seconds, validation recall
+    model: dict[str, Any]  # TwoTowerConfig + which inputs each tower ignores
+    upstream: dict[str, Any]  # hgnn / text embedding versions the features came from
+    metrics: dict[str, Any]  # training: epochs, seconds, validation recall
     libraries: dict[str, Any]
 
 
@@ -97,8 +97,9 @@ def list_versions(workdir: str | Path) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError):
             return ""
 
-    names = [p.name for p in root.iterdir()
-             if _VERSION.match(p.name) and (p / "manifest.json").is_file()]
+    names = [
+        p.name for p in root.iterdir() if _VERSION.match(p.name) and (p / "manifest.json").is_file()
+    ]
     return sorted(names, key=lambda n: (created(n), n))
 
 
@@ -108,7 +109,7 @@ def rollback(workdir: str | Path, version: str | None = None) -> tuple[str | Non
     previous = current_version(workdir)
     versions = list_versions(workdir)
     if version is None:
-        older = versions[:versions.index(previous)] if previous in versions else versions
+        older = versions[: versions.index(previous)] if previous in versions else versions
         for candidate in reversed(older):
             try:
                 read_manifest(artifacts_root(workdir) / candidate)
@@ -117,12 +118,16 @@ def rollback(workdir: str | Path, version: str | None = None) -> tuple[str | Non
             version = candidate
             break
         if version is None:
-            raise ContractError(f"no intact version older than {previous} under "
-                                f"{artifacts_root(workdir)} to roll back to "
-                                f"(versions: {', '.join(versions) or 'none'})")
+            raise ContractError(
+                f"no intact version older than {previous} under "
+                f"{artifacts_root(workdir)} to roll back to "
+                f"(versions: {', '.join(versions) or 'none'})"
+            )
     elif version not in versions:
-        raise ContractError(f"no artifact version {version!r} under {artifacts_root(workdir)}"
-                            f" (versions: {', '.join(versions) or 'none'})")
+        raise ContractError(
+            f"no artifact version {version!r} under {artifacts_root(workdir)}"
+            f" (versions: {', '.join(versions) or 'none'})"
+        )
     read_manifest(artifacts_root(workdir) / version)
     set_current(workdir, version)
     return previous, version
@@ -139,8 +144,9 @@ def served_projects(workdir: str | Path) -> set[str]:
     out = set()
     for name in list_versions(workdir):
         try:
-            out.add(feature_project(read_manifest(artifacts_root(workdir) / name,
-                                                  verify_files=False)))
+            out.add(
+                feature_project(read_manifest(artifacts_root(workdir) / name, verify_files=False))
+            )
         except ContractError:
             continue
     return out
@@ -164,8 +170,10 @@ def prune_versions(workdir: str | Path, keep: int) -> list[str]:
 def current_dir(workdir: str | Path) -> Path:
     version = current_version(workdir)
     if version is None:
-        raise ContractError(f"no published artifact under {artifacts_root(workdir)} "
-                            "(run: audiorec pipeline --data DIR --workdir W)")
+        raise ContractError(
+            f"no published artifact under {artifacts_root(workdir)} "
+            "(run: audiorec pipeline --data DIR --workdir W)"
+        )
     return artifacts_root(workdir) / version
 
 
@@ -179,8 +187,12 @@ def new_version_name(workdir: str | Path, now: datetime | None = None) -> str:
     return name
 
 
-def publish(workdir: str | Path, version: str, write: Callable[[Path], Manifest],
-            check: Callable[[Path], object] | None = None) -> Path:
+def publish(
+    workdir: str | Path,
+    version: str,
+    write: Callable[[Path], Manifest],
+    check: Callable[[Path], object] | None = None,
+) -> Path:
     """Build a version with ``write(staging_dir) -> Manifest`` (file checksums are filled
     in here), optionally ``check`` it by loading it as serving would, rename it into
     place, then point ``current`` at it. Any failure leaves ``current`` untouched."""
@@ -204,8 +216,10 @@ def set_current(workdir: str | Path, version: str) -> None:
     """Point ``current`` at ``version`` (a complete directory) in one atomic rename."""
     root = artifacts_root(workdir)
     if not (root / version / "manifest.json").is_file():
-        raise ContractError(f"cannot point current at {version}: {root / version} is not a "
-                            "complete artifact version")
+        raise ContractError(
+            f"cannot point current at {version}: {root / version} is not a "
+            "complete artifact version"
+        )
     write_atomic(root / "current", version + "\n")
 
 
@@ -214,8 +228,10 @@ def read_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     checksums), with one index per item type."""
     manifest = base.read_manifest(directory, Manifest, verify_files)
     if set(manifest.indexes) != set(ITEM_TYPES):
-        raise ContractError(f"{Path(directory) / base.FILE}: indexes for "
-                            f"{sorted(manifest.indexes)}, expected {list(ITEM_TYPES)}")
+        raise ContractError(
+            f"{Path(directory) / base.FILE}: indexes for "
+            f"{sorted(manifest.indexes)}, expected {list(ITEM_TYPES)}"
+        )
     return manifest
 
 
@@ -226,4 +242,5 @@ def check_user_features(manifest: Manifest, served: list[str]) -> None:
     if trained != list(served):
         raise ContractError(
             f"artifact {manifest.version} was trained on user features {trained}, but the "
-            f"feature service {manifest.feature_services.get('user')!r} serves {list(served)}")
+            f"feature service {manifest.feature_services.get('user')!r} serves {list(served)}"
+        )

@@ -37,8 +37,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     (values, lists, a dict over a non-dict) replaces."""
     merged = dict(base)
     for k, v in over.items():
-        merged[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(
-            base.get(k), dict) else v
+        merged[k] = (
+            merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        )
     return merged
 
 
@@ -49,8 +50,11 @@ def validated(cls: type[T], data: dict[str, Any]) -> T:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            + (f" (got {redact(repr(err['input']))[:80]})" if err["type"] != "extra_forbidden"
-               else " (unknown key)")
+            + (
+                f" (got {redact(repr(err['input']))[:80]})"
+                if err["type"] != "extra_forbidden"
+                else " (unknown key)"
+            )
             for err in exc.errors()
         )
         raise AudiorecError(f"invalid {cls.__name__}: {problems}") from None

@@ -12,8 +12,15 @@ import os
 import signal
 
 ENV = "AUDIOREC_FAILPOINT"
-POINTS = ("after-text", "after-hgnn", "features-swapped", "mid-materialize",
-          "after-materialize", "after-towers", "version-renamed")
+POINTS = (
+    "after-text",
+    "after-hgnn",
+    "features-swapped",
+    "mid-materialize",
+    "after-materialize",
+    "after-towers",
+    "version-renamed",
+)
 
 
 def failpoint(name: str) -> None:

@@ -75,8 +75,9 @@ def current_project(workdir: str | Path) -> str:
     return project_for(current_generation(workdir))
 
 
-def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
-                project: str | None = None) -> Any:
+def repo_config(
+    workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(), project: str | None = None
+) -> Any:
     """feature_repo/feature_store.yaml with ``${AUDIOREC_WORKDIR}`` set to ``workdir``,
     the online store chosen by ``cfg``, and ``project`` (default: the current feature
     tables' project, :func:`current_project`)."""
@@ -90,8 +91,11 @@ def repo_config(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfi
     workdir = Path(workdir).resolve()
     # Substituted into the parsed values, never into the YAML text: a '#', ':' or newline
     # in the path must not change the document's structure.
-    raw = _substitute(yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()),
-                      "${AUDIOREC_WORKDIR}", str(workdir))
+    raw = _substitute(
+        yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text()),
+        "${AUDIOREC_WORKDIR}",
+        str(workdir),
+    )
     raw["project"] = project or current_project(workdir)
     if cfg.online == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
@@ -107,8 +111,9 @@ def _substitute(node: Any, placeholder: str, value: str) -> Any:
     return node.replace(placeholder, value) if isinstance(node, str) else node
 
 
-def open_store(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
-               project: str | None = None) -> Any:
+def open_store(
+    workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(), project: str | None = None
+) -> Any:
     from feast import FeatureStore
 
     return FeatureStore(config=repo_config(workdir, cfg, project))
@@ -124,8 +129,10 @@ def feature_service(store: Any, name: str) -> Any:
         return store.get_feature_service(name, allow_cache=True)
     except FeatureServiceNotFoundException:
         known = sorted(s.name for s in store.list_feature_services())
-        raise AudiorecError(f"unknown feature service {name!r}; known: "
-                            f"{', '.join(known) or 'none (run apply first)'}") from None
+        raise AudiorecError(
+            f"unknown feature service {name!r}; known: "
+            f"{', '.join(known) or 'none (run apply first)'}"
+        ) from None
 
 
 @contextmanager
@@ -137,9 +144,11 @@ def online_errors(store: Any) -> Iterator[None]:
         online = store.config.online_store
         if getattr(online, "type", None) == "redis" and _is_connection_error(exc):
             # host:port only: the connection string's options may hold a password
-            raise StoreUnavailable(f"Redis online store at "
-                                   f"{redis_address(online.connection_string)} is unreachable "
-                                   f"({redact(_first_line(exc))})") from None
+            raise StoreUnavailable(
+                f"Redis online store at "
+                f"{redis_address(online.connection_string)} is unreachable "
+                f"({redact(_first_line(exc))})"
+            ) from None
         raise
 
 
@@ -147,8 +156,9 @@ def _is_connection_error(exc: BaseException | None) -> bool:
     import redis
 
     while exc is not None:
-        if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                            ConnectionError)):
+        if isinstance(
+            exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)
+        ):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -171,12 +181,12 @@ class OnlineFeatureReader:
         """{feature: [value per entity]}; None where the store has no value."""
         with online_errors(self.store):
             out: Features = self.store.get_online_features(
-                features=self.service, entity_rows=[{self.key: e} for e in entity_ids]).to_dict()
+                features=self.service, entity_rows=[{self.key: e} for e in entity_ids]
+            ).to_dict()
             return out
 
 
-def online_features(store: Any, entity_ids: list[str],
-                    service: str = USER_SERVICE) -> Features:
+def online_features(store: Any, entity_ids: list[str], service: str = USER_SERVICE) -> Features:
     """One-off online read of ``entity_ids`` through the named service."""
     return OnlineFeatureReader(store, service).read(entity_ids)
 
@@ -185,12 +195,16 @@ def marker_path(workdir: str | Path, store: FeatureStoreConfig, project: str) ->
     return Path(workdir).resolve() / "feast" / f"_materialized_{store.online}_{project}.json"
 
 
-def online_lineage(workdir: str | Path, store: FeatureStoreConfig,
-                   project: str) -> dict[str, Any] | None:
+def online_lineage(
+    workdir: str | Path, store: FeatureStoreConfig, project: str
+) -> dict[str, Any] | None:
     """What the online store holds for ``project``: {"generation", "hgnn_version",
     "through", "store"}, or None when nothing complete was materialized into it."""
     marker = read_json(marker_path(workdir, store, project), "materialization marker")
-    if not isinstance(marker, dict) or marker.get("store") != store.label or \
-            not {"generation", "hgnn_version", "through"} <= set(marker):
+    if (
+        not isinstance(marker, dict)
+        or marker.get("store") != store.label
+        or not {"generation", "hgnn_version", "through"} <= set(marker)
+    ):
         return None
     return marker

@@ -49,23 +49,31 @@ class IndexManifest(ManifestBase):
 @dataclass
 class ItemIndex:
     index: hnswlib.Index
-    ids: np.ndarray   # (n,) item ids; label i of the index is ids[i]
+    ids: np.ndarray  # (n,) item ids; label i of the index is ids[i]
     cfg: HNSWConfig
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: Iterable[object] | np.ndarray,
-              cfg: HNSWConfig = HNSWConfig(), extra_coordinates: int = 0) -> "ItemIndex":
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: Iterable[object] | np.ndarray,
+        cfg: HNSWConfig = HNSWConfig(),
+        extra_coordinates: int = 0,
+    ) -> "ItemIndex":
         """Index ``vectors`` (n, dim), L2-normalised (inner product = cosine) except for
         their last ``extra_coordinates`` (a score term such as the popularity prior, which
         the query multiplies by 1.0: inner-product search stays exact MIPS)."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(v[:, :v.shape[1] - extra_coordinates], axis=1)
+        norms = np.linalg.norm(v[:, : v.shape[1] - extra_coordinates], axis=1)
         if len(v) and not np.allclose(norms, 1, atol=1e-3):
-            raise AudiorecError(f"HNSW index expects unit vectors (inner product); norms range "
-                                f"{norms.min():.3f}..{norms.max():.3f}")
+            raise AudiorecError(
+                f"HNSW index expects unit vectors (inner product); norms range "
+                f"{norms.min():.3f}..{norms.max():.3f}"
+            )
         index = hnswlib.Index(space="ip", dim=v.shape[1])
-        index.init_index(max_elements=max(1, len(v)), M=cfg.M, ef_construction=cfg.ef_construction,
-                         random_seed=0)
+        index.init_index(
+            max_elements=max(1, len(v)), M=cfg.M, ef_construction=cfg.ef_construction, random_seed=0
+        )
         index.set_num_threads(cfg.threads)
         if len(v):
             index.add_items(v, np.arange(len(v)))
@@ -87,15 +95,24 @@ class ItemIndex:
         """Write index + ids + manifest under a temporary name, then rename into place."""
         with staged_directory(directory) as tmp:
             self.index.save_index(str(tmp / "index.bin"))
-            pq.write_table(pa.table({"item_id": pa.array([str(i) for i in self.ids],
-                                                         pa.string())}), tmp / "ids.parquet")
-            write_manifest(tmp, IndexManifest(
-                dim=self.dim, count=int(self.index.get_current_count()),
-                hnswlib=getattr(hnswlib, "__version__", "0.8.0"), **self.cfg.model_dump()))
+            pq.write_table(
+                pa.table({"item_id": pa.array([str(i) for i in self.ids], pa.string())}),
+                tmp / "ids.parquet",
+            )
+            write_manifest(
+                tmp,
+                IndexManifest(
+                    dim=self.dim,
+                    count=int(self.index.get_current_count()),
+                    hnswlib=getattr(hnswlib, "__version__", "0.8.0"),
+                    **self.cfg.model_dump(),
+                ),
+            )
 
     @classmethod
-    def load(cls, directory: str | Path, expect_dim: int | None = None,
-             verify_files: bool = True) -> "ItemIndex":
+    def load(
+        cls, directory: str | Path, expect_dim: int | None = None, verify_files: bool = True
+    ) -> "ItemIndex":
         """The index in ``directory``, checked against its manifest (kind, dimension,
         count and, unless an enclosing artifact already did, checksums), with its
         query-time ``ef`` restored."""
@@ -103,8 +120,11 @@ class ItemIndex:
         m = read_manifest(directory, IndexManifest, verify_files)
         if expect_dim is not None and m.dim != expect_dim:
             raise ContractError(f"{directory}: index dim {m.dim}, expected {expect_dim}")
-        ids = pq.read_table(directory / "ids.parquet").column("item_id").to_numpy(
-            zero_copy_only=False)
+        ids = (
+            pq.read_table(directory / "ids.parquet")
+            .column("item_id")
+            .to_numpy(zero_copy_only=False)
+        )
         if len(ids) != m.count:
             raise ContractError(f"{directory}: {len(ids)} ids for {m.count} indexed vectors")
         cfg = HNSWConfig(M=m.M, ef_construction=m.ef_construction, ef=m.ef, threads=m.threads)
@@ -129,8 +149,14 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
 
 
-def tune_ef(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int = 10,
-            target: float = 0.995, max_ef: int = 1024) -> tuple[int, float]:
+def tune_ef(
+    index: ItemIndex,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int = 10,
+    target: float = 0.995,
+    max_ef: int = 1024,
+) -> tuple[int, float]:
     """Raise the index's ``ef`` from its configured value, doubling, until recall@k of
     ``queries`` against exact search reaches ``target`` (or ``max_ef``); returns
     (ef, recall). Real two-tower queries are user vectors, which sit off the item

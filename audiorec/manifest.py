@@ -34,7 +34,7 @@ class ManifestBase(BaseModel):
     FORMAT_VERSION: ClassVar[int] = 1
     kind: str = ""
     format_version: int = 0
-    files: dict[str, str] = {}   # relative path -> sha256, every file but the manifest
+    files: dict[str, str] = {}  # relative path -> sha256, every file but the manifest
 
     def model_post_init(self, _context: object) -> None:
         # Stamp kind and format on creation, so a writer never spells them out.
@@ -53,8 +53,11 @@ def sha256(path: Path) -> str:
 
 
 def checksums(directory: Path) -> dict[str, str]:
-    return {p.relative_to(directory).as_posix(): sha256(p)
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != FILE}
+    return {
+        p.relative_to(directory).as_posix(): sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != FILE
+    }
 
 
 def write_manifest(directory: str | Path, manifest: M) -> M:
@@ -77,24 +80,30 @@ def read_manifest(directory: str | Path, cls: type[M], verify_files: bool = True
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ContractError(f"{path} is corrupt ({exc}); rebuild the {cls.WHAT}") from None
-    if not isinstance(raw, dict) or raw.get("kind") != cls.KIND or \
-            raw.get("format_version") != cls.FORMAT_VERSION:
+    if (
+        not isinstance(raw, dict)
+        or raw.get("kind") != cls.KIND
+        or raw.get("format_version") != cls.FORMAT_VERSION
+    ):
         got = raw if isinstance(raw, dict) else {}
-        raise ContractError(f"{path}: kind {got.get('kind')!r} format "
-                            f"{got.get('format_version')!r}, expected {cls.KIND!r} format "
-                            f"{cls.FORMAT_VERSION}")
+        raise ContractError(
+            f"{path}: kind {got.get('kind')!r} format "
+            f"{got.get('format_version')!r}, expected {cls.KIND!r} format "
+            f"{cls.FORMAT_VERSION}"
+        )
     try:
         manifest = cls.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ContractError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") \
-            from None
+        raise ContractError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     if verify_files:
         for rel, digest in manifest.files.items():
             f = directory / rel
             if not f.is_file():
                 raise ContractError(f"{directory}: {rel} listed in the manifest is missing")
             if sha256(f) != digest:
-                raise ContractError(f"{directory}: {rel} does not match its checksum "
-                                    "(modified or truncated after publishing)")
+                raise ContractError(
+                    f"{directory}: {rel} does not match its checksum "
+                    "(modified or truncated after publishing)"
+                )
     return manifest

@@ -175,8 +175,10 @@ def read_json(path: str | Path, what: str) -> Any | None:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        message = (f"{what} {path} is corrupt ({'empty' if not text.strip() else exc}); "
-                   "ignoring it and redoing the work it recorded")
+        message = (
+            f"{what} {path} is corrupt ({'empty' if not text.strip() else exc}); "
+            "ignoring it and redoing the work it recorded"
+        )
         log.warning(message)  # unconfigured (the CLI), Python prints it as one stderr line
         return None
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_PAIRS = re.compile(r"(?i)\b(password|passwd|pwd|token|secret|api_key|apikey|auth)"
-                    r"(\s*[=:]\s*)(['\"]?)[^,\s;&'\"]+")
+_PAIRS = re.compile(
+    r"(?i)\b(password|passwd|pwd|token|secret|api_key|apikey|auth)"
+    r"(\s*[=:]\s*)(['\"]?)[^,\s;&'\"]+"
+)
 _URL = re.compile(r"(://[^:/@\s]*:)[^@\s/]+@")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 

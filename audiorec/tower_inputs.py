@@ -30,13 +30,15 @@ class InputSpec(BaseModel):
     dim: int = 1
 
 
-def tower_inputs(columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence[Any]],
-                 specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+def tower_inputs(
+    columns: Mapping[str, pa.Array | pa.ChunkedArray | Sequence[Any]], specs: Sequence[InputSpec]
+) -> dict[str, np.ndarray]:
     """Convert each spec'd column of ``columns`` (extra columns are ignored)."""
     missing = [s.name for s in specs if s.name not in columns]
     if missing:
-        raise ContractError(f"features {missing} expected by the tower are missing; "
-                            f"got {sorted(columns)}")
+        raise ContractError(
+            f"features {missing} expected by the tower are missing; got {sorted(columns)}"
+        )
     return {s.name: _convert(columns[s.name], s) for s in specs}
 
 
@@ -50,31 +52,33 @@ def _from_list(values: Sequence[Any], spec: InputSpec) -> np.ndarray:
     for i, v in enumerate(values):
         if v is not None and len(v):
             if len(v) != spec.dim:
-                raise ContractError(f"feature {spec.name!r}: vectors of length [{len(v)}], "
-                                    f"expected {spec.dim}")
+                raise ContractError(
+                    f"feature {spec.name!r}: vectors of length [{len(v)}], expected {spec.dim}"
+                )
             out[i] = v
     return out
 
 
-def _convert(values: pa.Array | pa.ChunkedArray | Sequence[Any],
-             spec: InputSpec) -> np.ndarray:
+def _convert(values: pa.Array | pa.ChunkedArray | Sequence[Any], spec: InputSpec) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
         return _from_list(values, spec)
     arr = values
     if spec.kind == "string":
-        return np.asarray(pc.fill_null(arr.cast(pa.string()), "").to_numpy(zero_copy_only=False),
-                          dtype=object)
+        return np.asarray(
+            pc.fill_null(arr.cast(pa.string()), "").to_numpy(zero_copy_only=False), dtype=object
+        )
     if spec.kind == "number":
-        return np.asarray(pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy(),
-                          dtype=np.float32)
+        return np.asarray(pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy(), dtype=np.float32)
     lengths = pc.list_value_length(arr).fill_null(0).to_numpy()
     present = arr.is_valid().to_numpy(zero_copy_only=False) & (lengths > 0)
     bad = present & (lengths != spec.dim)
     if bad.any():
-        raise ContractError(f"feature {spec.name!r}: vectors of length "
-                            f"{sorted(set(lengths[bad].tolist()))[:5]}, expected {spec.dim}")
+        raise ContractError(
+            f"feature {spec.name!r}: vectors of length "
+            f"{sorted(set(lengths[bad].tolist()))[:5]}, expected {spec.dim}"
+        )
     out = np.full((len(arr), spec.dim), np.nan, dtype=np.float32)
     flat = pc.list_flatten(arr.filter(pa.array(present))).to_numpy(zero_copy_only=False)
     out[present] = flat.astype(np.float32).reshape(-1, spec.dim)

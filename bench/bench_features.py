@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from audiorec.featurestore import FeatureStoreConfig
+from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import write_item_embeddings
 from training.features.jobs import run_feature_jobs
-from audiorec.featurestore import OnlineFeatureReader
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight
 from training.synth import WorldConfig, generate_world
@@ -50,9 +49,22 @@ def start_redis(tmp: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     return proc, f"127.0.0.1:{port}"
 
@@ -70,9 +82,12 @@ def online_latency(store, users: list[str], calls: int) -> dict:
         lat.append((time.perf_counter() - t0) * 1e3)
     gc.unfreeze()
     a = np.array(lat)
-    return {"calls": calls, "p50_ms": round(float(np.percentile(a, 50)), 3),
-            "p99_ms": round(float(np.percentile(a, 99)), 3),
-            "mean_ms": round(float(a.mean()), 3)}
+    return {
+        "calls": calls,
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
 
 
 def main() -> None:
@@ -89,30 +104,56 @@ def main() -> None:
     world = Path(args.world) if args.world else tmp / "world"
     result: dict = {"scale": args.scale}
     if not args.world:
-        _, result["generate_s"] = timed(lambda: generate_world(
-            WorldConfig.for_scale(args.scale), 7, world, overwrite=True, progress=False))
+        _, result["generate_s"] = timed(
+            lambda: generate_world(
+                WorldConfig.for_scale(args.scale), 7, world, overwrite=True, progress=False
+            )
+        )
     items = pq.read_table(world / "items.parquet", columns=["item_id"]).column(0).to_pylist()
     users = pq.read_table(world / "users.parquet", columns=["user_id"]).column(0).to_pylist()
     rng = np.random.default_rng(0)
     emb = tmp / "emb"
-    write_item_embeddings(emb / "hgnn.parquet", items,
-                          rng.normal(size=(len(items), 64)).astype(np.float32), "bench-h")
-    write_item_embeddings(emb / "text.parquet", items,
-                          rng.normal(size=(len(items), 384)).astype(np.float32), "bench-t")
+    write_item_embeddings(
+        emb / "hgnn.parquet", items, rng.normal(size=(len(items), 64)).astype(np.float32), "bench-h"
+    )
+    write_item_embeddings(
+        emb / "text.parquet",
+        items,
+        rng.normal(size=(len(items), 384)).astype(np.float32),
+        "bench-t",
+    )
     buckets = args.buckets or max(8, len(users) // 25_000)
     cfg = FeatureJobConfig(history_days=args.history_days, user_buckets=buckets)
     wd = tmp / "wd"
-    full, t_full = timed(lambda: run_feature_jobs(
-        world, wd, emb / "hgnn.parquet", emb / "text.parquet", cfg=cfg, validate=False,
-        through=_last(world) - timedelta(days=1)))
-    day, t_day = timed(lambda: run_feature_jobs(
-        world, wd, emb / "hgnn.parquet", emb / "text.parquet", cfg=cfg, validate=False))
-    result.update(users=len(users), items=len(items), buckets=buckets,
-                  history_days=args.history_days,
-                  full_rebuild={"dates": f"{full.first}..{full.through}", "s": round(t_full, 1),
-                                "rows": full.rows,
-                                "table_s": {k: round(v, 1) for k, v in full.seconds.items()}},
-                  one_day={"date": str(day.first), "s": round(t_day, 1), "rows": day.rows})
+    full, t_full = timed(
+        lambda: run_feature_jobs(
+            world,
+            wd,
+            emb / "hgnn.parquet",
+            emb / "text.parquet",
+            cfg=cfg,
+            validate=False,
+            through=_last(world) - timedelta(days=1),
+        )
+    )
+    day, t_day = timed(
+        lambda: run_feature_jobs(
+            world, wd, emb / "hgnn.parquet", emb / "text.parquet", cfg=cfg, validate=False
+        )
+    )
+    result.update(
+        users=len(users),
+        items=len(items),
+        buckets=buckets,
+        history_days=args.history_days,
+        full_rebuild={
+            "dates": f"{full.first}..{full.through}",
+            "s": round(t_full, 1),
+            "rows": full.rows,
+            "table_s": {k: round(v, 1) for k, v in full.seconds.items()},
+        },
+        one_day={"date": str(day.first), "s": round(t_day, 1), "rows": day.rows},
+    )
     end = midnight(day.through) + timedelta(microseconds=1)
     start = midnight(full.first) - timedelta(days=800)
     stores = {"sqlite": FeatureStoreConfig()}
@@ -124,9 +165,11 @@ def main() -> None:
             store = apply_repo(wd, scfg)
             _, t_mat = timed(lambda: materialize(store, end, start=start))
             rows = 4 * len(users) + 3 * len(items)  # entity rows written (latest per view)
-            result[f"materialize_{name}"] = {"s": round(t_mat, 1),
-                                             "entity_rows": rows,
-                                             "rows_per_s": round(rows / t_mat)}
+            result[f"materialize_{name}"] = {
+                "s": round(t_mat, 1),
+                "entity_rows": rows,
+                "rows_per_s": round(rows / t_mat),
+            }
             result[f"online_{name}"] = online_latency(store, users, args.calls)
     finally:
         if proc:
@@ -141,8 +184,9 @@ def _last(world: Path):
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    d = con.execute(f"SELECT CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM "
-                    f"'{world}/events.parquet'").fetchall()[0][0]
+    d = con.execute(
+        f"SELECT CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM '{world}/events.parquet'"
+    ).fetchall()[0][0]
     return d + timedelta(days=1)
 
 

@@ -36,10 +36,16 @@ def main() -> None:
     events = stats["summary"]["events"]
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**30
     result = {
-        "scale": args.scale, "users": cfg.n_users, "audiobooks": cfg.n_audiobooks,
-        "podcasts": cfg.n_podcasts, "events": events, "wall_s": round(wall, 1),
-        "events_per_s": round(events / wall), "peak_rss_gib": round(peak_gib, 2),
-        "output_gib": round(size, 2), "all_facts_hold": stats["all_hold"],
+        "scale": args.scale,
+        "users": cfg.n_users,
+        "audiobooks": cfg.n_audiobooks,
+        "podcasts": cfg.n_podcasts,
+        "events": events,
+        "wall_s": round(wall, 1),
+        "events_per_s": round(events / wall),
+        "peak_rss_gib": round(peak_gib, 2),
+        "output_gib": round(size, 2),
+        "all_facts_hold": stats["all_hold"],
         "facts": {k: f["value"] for k, f in stats["facts"].items()},
     }
     print(json.dumps(result, indent=2))

@@ -35,10 +35,12 @@ def main() -> None:
     cut = Dataset.open(args.world).default_cut
     t0 = time.perf_counter()
     graph = build_colisten_graph(args.world, cut)
-    out = {"graph_s": round(time.perf_counter() - t0, 1),
-           "edges": {r: v["edges"] for r, v in graph.stats["relations"].items()},
-           "pairs_uncapped": graph.stats["pairs_uncapped"],
-           "pairs_capped": graph.stats["pairs_capped"]}
+    out = {
+        "graph_s": round(time.perf_counter() - t0, 1),
+        "edges": {r: v["edges"] for r, v in graph.stats["relations"].items()},
+        "pairs_uncapped": graph.stats["pairs_uncapped"],
+        "pairs_capped": graph.stats["pairs_capped"],
+    }
     x = node_features(graph, args.text)
     ab = torch.from_numpy(graph.is_audiobook)
     tg = split_edges(graph, 0.1, np.random.default_rng(0))
@@ -53,9 +55,11 @@ def main() -> None:
             "steps_per_epoch": -(-h[0]["edges"] // cfg.batch_size),
             "s_per_epoch": round(float(per_epoch.mean()), 1),
             "val_auc_per_epoch": [round(r["val_auc"], 3) for r in h],
-            "val_auc_by_relation_last": {k[8:]: round(v, 3) for k, v in h[-1].items()
-                                         if k.startswith("val_auc_")},
-            "s_total": round(res.seconds, 1)}
+            "val_auc_by_relation_last": {
+                k[8:]: round(v, 3) for k, v in h[-1].items() if k.startswith("val_auc_")
+            },
+            "s_total": round(res.seconds, 1),
+        }
     print(json.dumps(out, indent=2))
 
 

@@ -55,9 +55,23 @@ def free_port() -> int:
 def start_redis(port: int, workdir: Path) -> subprocess.Popen:
     import redis
 
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(200):
         try:
@@ -70,40 +84,77 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
 
 def cli(repo: Path, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "audiorec.cli", *args], cwd=repo, env=env,
-                            **kw)
+    return subprocess.Popen([sys.executable, "-m", "audiorec.cli", *args], cwd=repo, env=env, **kw)
 
 
 def prepare(repo: Path, wd: Path, redis_addr: str) -> tuple[Path, list[str]]:
     """A tiny world and a pipeline run whose online store is the Redis behind the proxy."""
     world = wd / "world"
     if not (world / "events.parquet").is_file():
-        assert cli(repo, "generate", "--scale", "tiny", "--seed", "0", "--out", str(world),
-                   "--quiet").wait() == 0
+        assert (
+            cli(
+                repo, "generate", "--scale", "tiny", "--seed", "0", "--out", str(world), "--quiet"
+            ).wait()
+            == 0
+        )
     cfg = wd / "pipeline.json"
-    cfg.write_text(json.dumps({
-        "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,
-                 "max_steps_per_epoch": 40},
-        "two_tower": {"layers": [64, 32], "max_epochs": 6, "patience": 6, "batch_size": 64}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "hgnn": {
+                    "hidden_dim": 32,
+                    "out_dim": 16,
+                    "max_epochs": 4,
+                    "patience": 4,
+                    "max_steps_per_epoch": 40,
+                },
+                "two_tower": {"layers": [64, 32], "max_epochs": 6, "patience": 6, "batch_size": 64},
+            }
+        )
+    )
     run = wd / "run"
-    rc = cli(repo, "pipeline", "--data", str(world), "--workdir", str(run), "--config",
-             str(cfg), "--online", "redis", "--redis", redis_addr, "--quiet",
-             stdout=subprocess.DEVNULL).wait()
+    rc = cli(
+        repo,
+        "pipeline",
+        "--data",
+        str(world),
+        "--workdir",
+        str(run),
+        "--config",
+        str(cfg),
+        "--online",
+        "redis",
+        "--redis",
+        redis_addr,
+        "--quiet",
+        stdout=subprocess.DEVNULL,
+    ).wait()
     if rc != 0:
         raise SystemExit(f"pipeline failed ({rc})")
     import duckdb
 
     con = duckdb.connect()
-    known = [r[0] for r in con.sql(
-        f"SELECT DISTINCT user_id FROM '{world}/events.parquet' ORDER BY hash(user_id) "
-        "LIMIT 700").fetchall()]
+    known = [
+        r[0]
+        for r in con.sql(
+            f"SELECT DISTINCT user_id FROM '{world}/events.parquet' ORDER BY hash(user_id) "
+            "LIMIT 700"
+        ).fetchall()
+    ]
     users = known + [f"u_unknown_{i}" for i in range(300)]
     np.random.default_rng(0).shuffle(users)
     return run, users
 
 
-def legit(target: str, users: list[str], rate: float, seconds: float, deadline: float,
-          start_wall: float, out) -> None:
+def legit(
+    target: str,
+    users: list[str],
+    rate: float,
+    seconds: float,
+    deadline: float,
+    start_wall: float,
+    out,
+) -> None:
     """Open-loop load: call i leaves at t0 + i / rate; latency from its scheduled time."""
     import grpc
 
@@ -117,8 +168,10 @@ def legit(target: str, users: list[str], rate: float, seconds: float, deadline: 
     for i in range(int(rate * seconds)):
         due = t0 + i / rate
         time.sleep(max(0.0, due - time.perf_counter()))
-        fut = stub.Recommend.future(pb.RecommendRequest(
-            user_id=users[i % len(users)], k=10, item_type=1 + i % 2), timeout=deadline)
+        fut = stub.Recommend.future(
+            pb.RecommendRequest(user_id=users[i % len(users)], k=10, item_type=1 + i % 2),
+            timeout=deadline,
+        )
 
         def done(f, due=due):
             ms = (time.perf_counter() - due) * 1e3
@@ -129,6 +182,7 @@ def legit(target: str, users: list[str], rate: float, seconds: float, deadline: 
                 row = (ms, exc.code().name, "", due - t0)
             with lock:
                 results.append(row)
+
         fut.add_done_callback(done)
         pending.append(fut)
     for f in pending:
@@ -140,8 +194,9 @@ def legit(target: str, users: list[str], rate: float, seconds: float, deadline: 
     out.put(results)
 
 
-def attacker(target: str, known_user: str, start_wall: float, seconds: float,
-             rate: float | None, out) -> None:
+def attacker(
+    target: str, known_user: str, start_wall: float, seconds: float, rate: float | None, out
+) -> None:
     """Sends the attack mix at ``rate`` calls/s (back to back when None) during the odd
     ATTACK_WINDOW_S windows after ``start_wall``, and nothing during the even ones."""
     import grpc
@@ -155,14 +210,12 @@ def attacker(target: str, known_user: str, start_wall: float, seconds: float,
     # Oversized (over the 16 KiB receive limit) and in-limit (3,500 duplicates reach the
     # handler) variants of the issue's attack; a 950,000-entry list is left out: it costs
     # the unbounded server 88 s of CPU and 11.8 GB each (issue 15), not a fair fight.
-    attacks = [pb.RecommendRequest(user_id="u_nobody", k=1000, item_type=1,
-                                   languages=["en"] * 50_000),
-               pb.RecommendRequest(user_id="u_nobody", k=1000, item_type=2,
-                                   languages=["en"] * 3_500),
-               pb.RecommendRequest(user_id=known_user, k=1000, item_type=1,
-                                   languages=[""] * 200_000),
-               pb.RecommendRequest(user_id=known_user, k=1000, item_type=1,
-                                   languages=[""] * 5_000)]
+    attacks = [
+        pb.RecommendRequest(user_id="u_nobody", k=1000, item_type=1, languages=["en"] * 50_000),
+        pb.RecommendRequest(user_id="u_nobody", k=1000, item_type=2, languages=["en"] * 3_500),
+        pb.RecommendRequest(user_id=known_user, k=1000, item_type=1, languages=[""] * 200_000),
+        pb.RecommendRequest(user_id=known_user, k=1000, item_type=1, languages=[""] * 5_000),
+    ]
     # Serialized once, sent as bytes: the attacker's own CPU stays off the shared cores
     # (serializing 200,000 strings per call would measure the client, not the server).
     payloads = [a.SerializeToString() for a in attacks] + [os.urandom(2000)]
@@ -226,6 +279,7 @@ def health_ms(target: str):
         except grpc.RpcError:
             return float("inf")
         return (time.perf_counter() - t0) * 1e3
+
     return check
 
 
@@ -235,8 +289,9 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
     health_lat = []
     rss, cpu0 = [rss_mb(pid)], cpu_s(pid)
     start_wall = time.time() + 1.5
-    p = mp.get_context("spawn").Process(target=legit, args=(target, users, 50.0, seconds,
-                                                            deadline, start_wall, q))
+    p = mp.get_context("spawn").Process(
+        target=legit, args=(target, users, 50.0, seconds, deadline, start_wall, q)
+    )
     p.start()
     extra = during(start_wall) if during else None
     stop = time.monotonic() + seconds + 1
@@ -258,16 +313,22 @@ def phase(name, target, users, pid, seconds, deadline, during=None, after=None):
         key = r[2] or r[1]
         strategies[key] = strategies.get(key, 0) + 1
     settled = ms[np.array([r[3] for r in results]) > 1.0]  # after the first second
-    row = {"phase": name, "calls": len(results), "deadline_ms": deadline * 1e3,
-           "p50_ms": round(float(np.percentile(ms, 50)), 2),
-           "p99_ms": round(float(np.percentile(ms, 99)), 2),
-           "p99_after_1s_ms": round(float(np.percentile(settled, 99)), 2),
-           "answered_in_deadline": round(float(within.mean()), 4),
-           "strategies": strategies, "rss_before_mb": round(rss[0], 1),
-           "rss_peak_mb": round(max(rss), 1), "rss_after_mb": round(rss[-1], 1),
-           "server_cpu_s": round(cpu, 2),
-           "health_p50_ms": round(float(np.percentile(health_lat, 50)), 2),
-           "health_max_ms": round(float(np.max(health_lat)), 2)}
+    row = {
+        "phase": name,
+        "calls": len(results),
+        "deadline_ms": deadline * 1e3,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "p99_after_1s_ms": round(float(np.percentile(settled, 99)), 2),
+        "answered_in_deadline": round(float(within.mean()), 4),
+        "strategies": strategies,
+        "rss_before_mb": round(rss[0], 1),
+        "rss_peak_mb": round(max(rss), 1),
+        "rss_after_mb": round(rss[-1], 1),
+        "server_cpu_s": round(cpu, 2),
+        "health_p50_ms": round(float(np.percentile(health_lat, 50)), 2),
+        "health_max_ms": round(float(np.max(health_lat)), 2),
+    }
     if extra_result is not None:
         # Attack windows alternate with quiet ones (ATTACK_WINDOW_S each): on this noisy
         # VM only neighbouring windows compare fairly.
@@ -301,9 +362,23 @@ def main() -> None:
     try:
         run, users = prepare(repo, wd, proxy.address)
         port = free_port()
-        server = cli(repo, "serve", "--workdir", str(run), "--port", str(port), "--online",
-                     "redis", "--redis", proxy.address, "--log-level", "WARNING",
-                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        server = cli(
+            repo,
+            "serve",
+            "--workdir",
+            str(run),
+            "--port",
+            str(port),
+            "--online",
+            "redis",
+            "--redis",
+            proxy.address,
+            "--log-level",
+            "WARNING",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = server.stdout.readline()
         if f":{port}" not in line:
             raise SystemExit(f"server did not start: {line!r}")
@@ -318,8 +393,12 @@ def main() -> None:
 
         def personalized() -> bool:
             try:
-                return stub.Recommend(pb.RecommendRequest(user_id=known, k=10, item_type=1),
-                                      timeout=1).strategy != pb.FALLBACK
+                return (
+                    stub.Recommend(
+                        pb.RecommendRequest(user_id=known, k=10, item_type=1), timeout=1
+                    ).strategy
+                    != pb.FALLBACK
+                )
             except grpc.RpcError:
                 return False
 
@@ -337,42 +416,56 @@ def main() -> None:
             if name == "baseline":
                 rows.append(phase(name, target, users, server.pid, args.phase_s, 1.0))
             elif name in ("attack", "flood"):
+
                 def during(start_wall, rate=5.0 if name == "attack" else None):
                     q = mp.get_context("spawn").Queue()
                     p = mp.get_context("spawn").Process(
-                        target=attacker, args=(target, known, start_wall, args.phase_s,
-                                               rate, q))
+                        target=attacker, args=(target, known, start_wall, args.phase_s, rate, q)
+                    )
                     p.start()
                     return lambda: (q.get(timeout=600), p.join())[0]
-                rows.append(phase(name, target, users, server.pid, args.phase_s, 1.0,
-                                  during=during))
+
+                rows.append(
+                    phase(name, target, users, server.pid, args.phase_s, 1.0, during=during)
+                )
             else:
                 proxy.set_mode(name)
-                rows.append(phase(f"redis {name}", target, users, server.pid, args.phase_s,
-                                  0.1, after=recover))
-        print("\n| phase | deadline | p50 ms | p99 ms | p99 after 1 s | answered in deadline "
-              "| strategies | RSS before / peak / after MB | server CPU s | health check "
-              "p50 / max ms | back to PERSONALIZED s |")
+                rows.append(
+                    phase(
+                        f"redis {name}", target, users, server.pid, args.phase_s, 0.1, after=recover
+                    )
+                )
+        print(
+            "\n| phase | deadline | p50 ms | p99 ms | p99 after 1 s | answered in deadline "
+            "| strategies | RSS before / peak / after MB | server CPU s | health check "
+            "p50 / max ms | back to PERSONALIZED s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['phase']} | {r['deadline_ms']:.0f} ms | {r['p50_ms']} | {r['p99_ms']} "
-                  f"| {r['p99_after_1s_ms']} "
-                  f"| {r['answered_in_deadline']:.1%} | "
-                  f"{', '.join(f'{k} {v}' for k, v in sorted(r['strategies'].items()))} | "
-                  f"{r['rss_before_mb']} / {r['rss_peak_mb']} / {r['rss_after_mb']} | "
-                  f"{r['server_cpu_s']} | {r['health_p50_ms']} / {r['health_max_ms']} | "
-                  f"{r.get('recovered_s', '')} |")
-        print("\n| attack | quiet windows p50 / p99 ms | attacked windows p50 / p99 ms | p99 "
-              "ratio | attacker calls (codes) |")
+            print(
+                f"| {r['phase']} | {r['deadline_ms']:.0f} ms | {r['p50_ms']} | {r['p99_ms']} "
+                f"| {r['p99_after_1s_ms']} "
+                f"| {r['answered_in_deadline']:.1%} | "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(r['strategies'].items()))} | "
+                f"{r['rss_before_mb']} / {r['rss_peak_mb']} / {r['rss_after_mb']} | "
+                f"{r['server_cpu_s']} | {r['health_p50_ms']} / {r['health_max_ms']} | "
+                f"{r.get('recovered_s', '')} |"
+            )
+        print(
+            "\n| attack | quiet windows p50 / p99 ms | attacked windows p50 / p99 ms | p99 "
+            "ratio | attacker calls (codes) |"
+        )
         print("|---|---|---|---|---|")
         for r in rows:
             if "p99_quiet_ms" in r:
                 codes = {k: v for k, v in r["attacker_codes"].items() if k != "attacker_cpu_s"}
                 listed = ", ".join(f"{k} {v}" for k, v in codes.items())
-                print(f"| {r['phase']} | {r['p50_quiet_ms']} / {r['p99_quiet_ms']} | "
-                      f"{r['p50_attacked_ms']} / {r['p99_attacked_ms']} | "
-                      f"{r['p99_attacked_ms'] / r['p99_quiet_ms']:.2f}x | "
-                      f"{sum(codes.values())} ({listed}) |")
+                print(
+                    f"| {r['phase']} | {r['p50_quiet_ms']} / {r['p99_quiet_ms']} | "
+                    f"{r['p50_attacked_ms']} / {r['p99_attacked_ms']} | "
+                    f"{r['p99_attacked_ms'] / r['p99_quiet_ms']:.2f}x | "
+                    f"{sum(codes.values())} ({listed}) |"
+                )
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=2))
     finally:

@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from bench_features import online_latency, start_redis, timed
-from audiorec.featurestore import FeatureStoreConfig
-from audiorec.featurestore import open_store
+
+from audiorec.featurestore import FeatureStoreConfig, open_store
 from training.features.store import apply_repo, materialize
 
 
@@ -30,17 +29,30 @@ def main() -> None:
     ap.add_argument("--redis", action="store_true")
     args = ap.parse_args()
     wd = Path(args.workdir)
-    users = pq.read_table(next((wd / "features" / "user_profile").glob("*.parquet")),
-                          columns=["user_id"]).column(0).unique().to_pylist()
-    result = {"users": len(users), "online_sqlite": online_latency(open_store(wd), users,
-                                                                   args.calls)}
+    users = (
+        pq.read_table(
+            next((wd / "features" / "user_profile").glob("*.parquet")), columns=["user_id"]
+        )
+        .column(0)
+        .unique()
+        .to_pylist()
+    )
+    result = {
+        "users": len(users),
+        "online_sqlite": online_latency(open_store(wd), users, args.calls),
+    }
     if args.redis:
         proc, url = start_redis(Path(tempfile.mkdtemp()))
         try:
             cfg = FeatureStoreConfig(online="redis", redis=url)
             store = apply_repo(wd, cfg)
-            _, t = timed(lambda: materialize(store, datetime.now(timezone.utc),
-                                             start=datetime(1970, 1, 2, tzinfo=timezone.utc)))
+            _, t = timed(
+                lambda: materialize(
+                    store,
+                    datetime.now(timezone.utc),
+                    start=datetime(1970, 1, 2, tzinfo=timezone.utc),
+                )
+            )
             result["materialize_redis_s"] = round(t, 1)
             result["online_redis"] = online_latency(store, users, args.calls)
         finally:

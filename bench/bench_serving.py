@@ -42,12 +42,21 @@ def pick_users(wd: Path, n: int = 2000) -> list[str]:
 
     art = current_dir(wd)
     con = duckdb.connect()
-    warm = [r[0] for r in con.sql(f"SELECT DISTINCT user_id FROM '{art}/consumed.parquet' "
-                                  f"ORDER BY hash(user_id) LIMIT {int(n * 0.7)}").fetchall()]
-    everyone = [r[0] for r in con.sql(
-        f"SELECT DISTINCT user_id FROM '{wd}/features/user_profile/*.parquet' "
-        f"WHERE user_id NOT IN (SELECT user_id FROM '{art}/consumed.parquet') "
-        f"ORDER BY hash(user_id) LIMIT {int(n * 0.2)}").fetchall()]
+    warm = [
+        r[0]
+        for r in con.sql(
+            f"SELECT DISTINCT user_id FROM '{art}/consumed.parquet' "
+            f"ORDER BY hash(user_id) LIMIT {int(n * 0.7)}"
+        ).fetchall()
+    ]
+    everyone = [
+        r[0]
+        for r in con.sql(
+            f"SELECT DISTINCT user_id FROM '{wd}/features/user_profile/*.parquet' "
+            f"WHERE user_id NOT IN (SELECT user_id FROM '{art}/consumed.parquet') "
+            f"ORDER BY hash(user_id) LIMIT {int(n * 0.2)}"
+        ).fetchall()
+    ]
     unknown = [f"u_unknown_{i}" for i in range(int(n * 0.1))]
     users = warm + everyone + unknown
     np.random.default_rng(0).shuffle(users)
@@ -74,13 +83,16 @@ def load(target: str, users: list[str], rate: float, duration: float, out) -> No
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        fut = stub.Recommend.future(pb.RecommendRequest(user_id=users[i % len(users)], k=10,
-                                                        item_type=pb.AUDIOBOOK), timeout=2.0)
+        fut = stub.Recommend.future(
+            pb.RecommendRequest(user_id=users[i % len(users)], k=10, item_type=pb.AUDIOBOOK),
+            timeout=2.0,
+        )
 
         def done(f, i=i, due=due):
             latencies[i] = time.perf_counter() - due
             code = f.code().name
             codes[code] = codes.get(code, 0) + 1
+
         fut.add_done_callback(done)
         pending.append(fut)
     for f in pending:
@@ -97,8 +109,9 @@ def scrape(metrics_port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith("audiorec_stage_seconds_sum") or \
-                line.startswith("audiorec_stage_seconds_count"):
+        if line.startswith("audiorec_stage_seconds_sum") or line.startswith(
+            "audiorec_stage_seconds_count"
+        ):
             key, value = line.rsplit(" ", 1)
             values[key] = float(value)
     return values
@@ -116,13 +129,30 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
-def run_store(wd: Path, users: list[str], rates: list[float], duration: float,
-              online: list[str]) -> list[dict]:
+def run_store(
+    wd: Path, users: list[str], rates: list[float], duration: float, online: list[str]
+) -> list[dict]:
     port, metrics_port = free_port(), free_port()
-    server = subprocess.Popen([sys.executable, "-m", "audiorec.cli", "serve", "--workdir",
-                               str(wd), "--port", str(port), "--metrics-port",
-                               str(metrics_port), "--log-level", "WARNING", *online],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "audiorec.cli",
+            "serve",
+            "--workdir",
+            str(wd),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            "--log-level",
+            "WARNING",
+            *online,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         if "serving" not in line:
@@ -132,15 +162,23 @@ def run_store(wd: Path, users: list[str], rates: list[float], duration: float,
             before = scrape(metrics_port)
             parent, child = mp.Pipe()
             proc = mp.get_context("spawn").Process(
-                target=load, args=(f"127.0.0.1:{port}", users, rate, duration, child))
+                target=load, args=(f"127.0.0.1:{port}", users, rate, duration, child)
+            )
             proc.start()
             latencies, codes = parent.recv()
             proc.join()
             ok = latencies[~np.isnan(latencies)]
             ms = lambda q: round(float(np.percentile(ok, q)) * 1e3, 2)  # noqa: E731
-            row = {"rate": rate, "sent": len(latencies), "p50_ms": ms(50), "p95_ms": ms(95),
-                   "p99_ms": ms(99), "errors": sum(v for k, v in codes.items() if k != "OK"),
-                   "codes": codes, "stage_mean_ms": stage_means(before, scrape(metrics_port))}
+            row = {
+                "rate": rate,
+                "sent": len(latencies),
+                "p50_ms": ms(50),
+                "p95_ms": ms(95),
+                "p99_ms": ms(99),
+                "errors": sum(v for k, v in codes.items() if k != "OK"),
+                "codes": codes,
+                "stage_mean_ms": stage_means(before, scrape(metrics_port)),
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
         return rows
@@ -166,23 +204,28 @@ def main() -> None:
         from datetime import datetime, timezone
 
         from bench_features import start_redis
+
         from audiorec.featurestore import FeatureStoreConfig
         from training.features.store import apply_repo, materialize
 
         proc, url = start_redis(Path(tempfile.mkdtemp()))
         try:
             store = apply_repo(wd, FeatureStoreConfig(online="redis", redis=url))
-            materialize(store, datetime.now(timezone.utc),
-                        start=datetime(1970, 1, 2, tzinfo=timezone.utc))
-            result["redis"] = run_store(wd, users, rates, args.duration,
-                                        ["--online", "redis", "--redis", url, *extra])
+            materialize(
+                store, datetime.now(timezone.utc), start=datetime(1970, 1, 2, tzinfo=timezone.utc)
+            )
+            result["redis"] = run_store(
+                wd, users, rates, args.duration, ["--online", "redis", "--redis", url, *extra]
+            )
         finally:
             proc.terminate()
             apply_repo(wd)  # leave the work directory on its SQLite registry entry
     for store, rows in result.items():
         within = [r["rate"] for r in rows if r["p99_ms"] <= 10 and r["errors"] == 0]
-        print(f"{store}: highest rate with p99 <= 10 ms and no errors: "
-              f"{max(within) if within else 'none'}")
+        print(
+            f"{store}: highest rate with p99 <= 10 ms and no errors: "
+            f"{max(within) if within else 'none'}"
+        )
     print(json.dumps(result, indent=2))
 
 

@@ -1,7 +1,6 @@
 """Feature services: the contracts training and serving both use by name."""
 
 from feast import FeatureService
-
 from feature_views import (
     item_content,
     item_hgnn,

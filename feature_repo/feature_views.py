@@ -7,9 +7,6 @@ content, embeddings) never expire (ttl 0): their latest row stays true until rep
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Array, Float32, Int64, String
-
 from data_sources import (
     item_content_source,
     item_hgnn_source,
@@ -19,6 +16,8 @@ from data_sources import (
     user_windows_source,
 )
 from entities import item, user
+from feast import FeatureView, Field
+from feast.types import Array, Float32, Int64, String
 
 FOREVER = timedelta(0)
 

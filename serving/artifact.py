@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from audiorec.artifact import ITEM_TYPES, Manifest, check_user_features, current_dir, \
-    read_manifest
+from audiorec.artifact import ITEM_TYPES, Manifest, check_user_features, current_dir, read_manifest
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import ItemIndex
 from serving.tower import UserTower
@@ -31,16 +30,16 @@ class Artifact:
     directory: Path
     manifest: Manifest
     tower: UserTower
-    item_ids: np.ndarray           # (m,) sorted; an item's row is its position here
+    item_ids: np.ndarray  # (m,) sorted; an item's row is its position here
     item_types: np.ndarray
     titles: np.ndarray
     languages: np.ndarray
-    vectors: np.ndarray            # (m, dim) unit item vectors
+    vectors: np.ndarray  # (m, dim) unit item vectors
     indexes: dict[str, ItemIndex]
-    label_rows: dict[str, np.ndarray]   # per type: index label -> item row
-    users: dict[str, int]          # user id -> position in consumed_offsets
-    consumed_offsets: np.ndarray   # (u + 1,)
-    consumed_rows: np.ndarray      # item rows, grouped by user
+    label_rows: dict[str, np.ndarray]  # per type: index label -> item row
+    users: dict[str, int]  # user id -> position in consumed_offsets
+    consumed_offsets: np.ndarray  # (u + 1,)
+    consumed_rows: np.ndarray  # item rows, grouped by user
     popularity: dict[tuple[str, str, str], np.ndarray]
 
     @property
@@ -48,8 +47,9 @@ class Artifact:
         return self.manifest.version
 
     @classmethod
-    def load(cls, directory: str | Path, served_user_features: list[str] | None = None
-             ) -> "Artifact":
+    def load(
+        cls, directory: str | Path, served_user_features: list[str] | None = None
+    ) -> "Artifact":
         directory = Path(directory)
         manifest = read_manifest(directory)
         if served_user_features is not None:
@@ -59,27 +59,42 @@ class Artifact:
         ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
         if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
             raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
-        vectors = np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(
-            np.float32) if len(ids) else np.zeros((0, manifest.dim), np.float32)
+        vectors = (
+            np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+            if len(ids)
+            else np.zeros((0, manifest.dim), np.float32)
+        )
         if vectors.shape[1] != manifest.dim:
-            raise ContractError(f"{directory}: item vectors have dim {vectors.shape[1]}, the "
-                                f"manifest says {manifest.dim}")
+            raise ContractError(
+                f"{directory}: item vectors have dim {vectors.shape[1]}, the "
+                f"manifest says {manifest.dim}"
+            )
         indexes, label_rows = {}, {}
         for kind in ITEM_TYPES:
             info = manifest.indexes[kind]
             # the version's manifest checked these files' checksums a moment ago
-            index = ItemIndex.load(directory / info.path, expect_dim=manifest.dim,
-                                   verify_files=False)
+            index = ItemIndex.load(
+                directory / info.path, expect_dim=manifest.dim, verify_files=False
+            )
             rows = np.searchsorted(ids, index.ids)
             if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
                 raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
             indexes[kind], label_rows[kind] = index, rows
         types = items.column("item_type").to_numpy(zero_copy_only=False).astype(object)
-        return cls(directory, manifest, tower, ids, types,
-                   items.column("title").to_numpy(zero_copy_only=False).astype(object),
-                   items.column("language").to_numpy(zero_copy_only=False).astype(object),
-                   vectors, indexes, label_rows, *_consumed(directory, ids),
-                   _popularity(directory, ids))
+        return cls(
+            directory,
+            manifest,
+            tower,
+            ids,
+            types,
+            items.column("title").to_numpy(zero_copy_only=False).astype(object),
+            items.column("language").to_numpy(zero_copy_only=False).astype(object),
+            vectors,
+            indexes,
+            label_rows,
+            *_consumed(directory, ids),
+            _popularity(directory, ids),
+        )
 
     @classmethod
     def load_current(cls, workdir: str | Path, **kwargs: Any) -> "Artifact":
@@ -90,7 +105,7 @@ class Artifact:
         i = self.users.get(user_id)
         if i is None:
             return self.consumed_rows[:0]
-        return self.consumed_rows[self.consumed_offsets[i]:self.consumed_offsets[i + 1]]
+        return self.consumed_rows[self.consumed_offsets[i] : self.consumed_offsets[i + 1]]
 
 
 def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
@@ -107,5 +122,7 @@ def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict[str, int], np.ndar
 def _popularity(directory: Path, ids: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
     df = pq.read_table(directory / "popularity.parquet").to_pandas()
     df["row"] = np.searchsorted(ids, df["item_id"].to_numpy(dtype=object))
-    return {key: g.sort_values("rank")["row"].to_numpy()
-            for key, g in df.groupby(["scope", "key", "item_type"], sort=False)}
+    return {
+        key: g.sort_values("rank")["row"].to_numpy()
+        for key, g in df.groupby(["scope", "key", "item_type"], sort=False)
+    }

@@ -15,8 +15,11 @@ CLOSED, OPEN = "closed", "open"
 
 
 class CircuitBreaker:
-    def __init__(self, failures_to_open: int = 5,
-                 on_change: Callable[[str, str], None] = lambda state, why: None):
+    def __init__(
+        self,
+        failures_to_open: int = 5,
+        on_change: Callable[[str, str], None] = lambda state, why: None,
+    ):
         self.failures_to_open = failures_to_open
         self._on_change = on_change
         self._lock = threading.Lock()

@@ -32,15 +32,16 @@ class Connection:
     def channel(self) -> grpc.Channel:
         if self.tls_ca is None and self.tls_cert is None:
             return grpc.insecure_channel(self.target)
+
         def read(path: str | None) -> bytes | None:
             return Path(path).read_bytes() if path else None
 
         try:
-            creds = grpc.ssl_channel_credentials(read(self.tls_ca), read(self.tls_key),
-                                                 read(self.tls_cert))
+            creds = grpc.ssl_channel_credentials(
+                read(self.tls_ca), read(self.tls_key), read(self.tls_cert)
+            )
         except OSError as exc:
-            raise AudiorecError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") \
-                from None
+            raise AudiorecError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") from None
         return grpc.secure_channel(self.target, creds)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -52,31 +53,55 @@ def _call(conn: Connection | str, method: str, request: Any, timeout: float) -> 
     with conn.channel() as channel:
         try:
             return getattr(pb_grpc.RecommenderStub(channel), method)(
-                request, timeout=timeout, metadata=conn.metadata())
+                request, timeout=timeout, metadata=conn.metadata()
+            )
         except grpc.RpcError as exc:
-            raise AudiorecError(f"{method} at {conn.target}: {exc.code().name}: "
-                                f"{exc.details()}") from None
+            raise AudiorecError(
+                f"{method} at {conn.target}: {exc.code().name}: {exc.details()}"
+            ) from None
 
 
-def recommend(target: Connection | str, user_id: str, k: int = 10, item_type: str = "audiobook",
-              timeout: float = 5.0, languages: Sequence[str] = (),
-              include_consumed: bool = False) -> pb.RecommendResponse:
-    response: pb.RecommendResponse = _call(target, "Recommend", pb.RecommendRequest(
-        user_id=user_id, k=k, item_type=TYPES[item_type], languages=list(languages),
-        include_consumed=include_consumed), timeout)
+def recommend(
+    target: Connection | str,
+    user_id: str,
+    k: int = 10,
+    item_type: str = "audiobook",
+    timeout: float = 5.0,
+    languages: Sequence[str] = (),
+    include_consumed: bool = False,
+) -> pb.RecommendResponse:
+    response: pb.RecommendResponse = _call(
+        target,
+        "Recommend",
+        pb.RecommendRequest(
+            user_id=user_id,
+            k=k,
+            item_type=TYPES[item_type],
+            languages=list(languages),
+            include_consumed=include_consumed,
+        ),
+        timeout,
+    )
     return response
 
 
-def similar(target: Connection | str, item_id: str, k: int = 10, item_type: str = "audiobook",
-            timeout: float = 5.0) -> pb.RecommendSimilarResponse:
+def similar(
+    target: Connection | str,
+    item_id: str,
+    k: int = 10,
+    item_type: str = "audiobook",
+    timeout: float = 5.0,
+) -> pb.RecommendSimilarResponse:
     response: pb.RecommendSimilarResponse = _call(
-        target, "RecommendSimilar",
-        pb.RecommendSimilarRequest(item_id=item_id, k=k, item_type=TYPES[item_type]), timeout)
+        target,
+        "RecommendSimilar",
+        pb.RecommendSimilarRequest(item_id=item_id, k=k, item_type=TYPES[item_type]),
+        timeout,
+    )
     return response
 
 
-def format_answer(asked: str,
-                  response: pb.RecommendResponse | pb.RecommendSimilarResponse) -> str:
+def format_answer(asked: str, response: pb.RecommendResponse | pb.RecommendSimilarResponse) -> str:
     """A readable table: rank, title, item id, type, score."""
     head = f"{asked}: model {response.model_version}"
     if hasattr(response, "strategy"):
@@ -86,8 +111,10 @@ def format_answer(asked: str,
     width = max([len(i.title) for i in response.items] + [5])
     lines = [head, f"  {'#':>3}  {'title':<{width}}  {'item_id':<10}  {'type':<9}  score"]
     for n, i in enumerate(response.items, 1):
-        lines.append(f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  "
-                     f"{pb.ItemType.Name(i.item_type).lower():<9}  {i.score:.3f}")
+        lines.append(
+            f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  "
+            f"{pb.ItemType.Name(i.item_type).lower():<9}  {i.score:.3f}"
+        )
     if not response.items:
         lines.append("  (no items)")
     return "\n".join(lines)

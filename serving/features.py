@@ -34,8 +34,8 @@ from audiorec.errors import DeadlineExceeded, StoreUnavailable
 from audiorec.featurestore import (
     DEFAULT_PROJECT,
     USER_SERVICE,
-    FeatureStoreConfig,
     Features,
+    FeatureStoreConfig,
     OnlineFeatureReader,
     feature_service,
     open_store,
@@ -49,10 +49,10 @@ PROBE_USER = "__audiorec_probe__"
 class StoreGuardConfig(StrictConfig):
     # One online read takes ~0.3-0.5 ms; 50 ms is a store in trouble.
     read_timeout_s: float = Field(0.05, gt=0, le=30)
-    connect_timeout_s: float = Field(0.1, gt=0, le=30)   # Redis TCP connect
-    readers: int = Field(4, ge=1, le=64)                 # reader threads
-    breaker_failures: int = Field(5, ge=1)               # failed reads in a row to open
-    probe_interval_s: float = Field(0.5, gt=0, le=60)    # while open
+    connect_timeout_s: float = Field(0.1, gt=0, le=30)  # Redis TCP connect
+    readers: int = Field(4, ge=1, le=64)  # reader threads
+    breaker_failures: int = Field(5, ge=1)  # failed reads in a row to open
+    probe_interval_s: float = Field(0.5, gt=0, le=60)  # while open
 
 
 def with_timeouts(cfg: FeatureStoreConfig, guard: StoreGuardConfig) -> FeatureStoreConfig:
@@ -74,9 +74,13 @@ class OnlineFeatures:
     """``features(user_id, deadline, project) -> {feature: [value]}`` (deadline: a
     ``time.monotonic()`` instant or None); :meth:`reader` binds the project."""
 
-    def __init__(self, workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
-                 guard: StoreGuardConfig = StoreGuardConfig(),
-                 on_state: Callable[[bool], None] = lambda is_open: None):
+    def __init__(
+        self,
+        workdir: str | Path,
+        cfg: FeatureStoreConfig = FeatureStoreConfig(),
+        guard: StoreGuardConfig = StoreGuardConfig(),
+        on_state: Callable[[bool], None] = lambda is_open: None,
+    ):
         self.workdir, self.cfg, self.guard = workdir, with_timeouts(cfg, guard), guard
         self._probe_project = DEFAULT_PROJECT
         self._local = threading.local()
@@ -102,12 +106,14 @@ class OnlineFeatures:
             readers = self._local.readers = {}
         reader = readers.get(project)
         if reader is None:  # first read on this thread: its own store, its own connection
-            reader = readers[project] = OnlineFeatureReader(open_store(self.workdir, self.cfg,
-                                                                       project))
+            reader = readers[project] = OnlineFeatureReader(
+                open_store(self.workdir, self.cfg, project)
+            )
         return reader.read([user_id])
 
-    def __call__(self, user_id: str, deadline: float | None = None,
-                 project: str = DEFAULT_PROJECT) -> Features:
+    def __call__(
+        self, user_id: str, deadline: float | None = None, project: str = DEFAULT_PROJECT
+    ) -> Features:
         if self.breaker.is_open:
             raise StoreUnavailable("circuit breaker open after repeated failures")
         budget = self.guard.read_timeout_s
@@ -135,8 +141,11 @@ class OnlineFeatures:
 
     def _changed(self, state: str, why: str) -> None:
         level = logging.ERROR if state == OPEN else logging.WARNING
-        log.log(level, f"online store circuit breaker {state}", extra={"fields": {
-            "breaker": state, "why": why}})
+        log.log(
+            level,
+            f"online store circuit breaker {state}",
+            extra={"fields": {"breaker": state, "why": why}},
+        )
         self._on_state(state == OPEN)
 
     def _start_prober(self) -> None:

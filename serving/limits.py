@@ -19,10 +19,10 @@ ECHO_CHARS = 32
 
 
 class RequestLimits(StrictConfig):
-    max_id_chars: int = Field(256, ge=1, le=4096)        # user_id, item_id
+    max_id_chars: int = Field(256, ge=1, le=4096)  # user_id, item_id
     max_k: int = Field(1000, ge=1, le=100_000)
-    max_languages: int = Field(16, ge=0, le=1000)        # distinct entries after dedup
-    max_language_chars: int = Field(35, ge=1, le=256)    # longest BCP 47 tag in practice
+    max_languages: int = Field(16, ge=0, le=1000)  # distinct entries after dedup
+    max_language_chars: int = Field(35, ge=1, le=256)  # longest BCP 47 tag in practice
     # The whole message: a Recommend at every limit is under 1 KiB; 16 KiB leaves room
     # for metadata and future fields while an oversized one is refused by gRPC itself.
     max_receive_bytes: int = Field(16 * 1024, ge=1024, le=4 * 1024 * 1024)
@@ -39,8 +39,10 @@ def check_id(value: str, field_name: str, limits: RequestLimits) -> None:
     if not value or not value.strip():
         raise InvalidRequest(f"{field_name} is empty; expected a non-empty id")
     if len(value) > limits.max_id_chars:
-        raise InvalidRequest(f"{field_name} has {len(value):,} chars; the limit is "
-                             f"{limits.max_id_chars} (max_id_chars)")
+        raise InvalidRequest(
+            f"{field_name} has {len(value):,} chars; the limit is "
+            f"{limits.max_id_chars} (max_id_chars)"
+        )
 
 
 def check_k(k: int, limits: RequestLimits) -> None:
@@ -56,13 +58,18 @@ def clean_languages(languages: Sequence[str], limits: RequestLimits) -> tuple[st
     """
     out = tuple(dict.fromkeys(languages))
     if len(out) > limits.max_languages:
-        raise InvalidRequest(f"languages has {len(out):,} distinct entries; the limit is "
-                             f"{limits.max_languages} (max_languages)")
+        raise InvalidRequest(
+            f"languages has {len(out):,} distinct entries; the limit is "
+            f"{limits.max_languages} (max_languages)"
+        )
     for lang in out:
         if not lang or not lang.strip():
-            raise InvalidRequest("languages contains an empty entry; expected language "
-                                 "codes such as en or de")
+            raise InvalidRequest(
+                "languages contains an empty entry; expected language codes such as en or de"
+            )
         if len(lang) > limits.max_language_chars:
-            raise InvalidRequest(f"languages entry {echo(lang)} is longer than "
-                                 f"{limits.max_language_chars} chars (max_language_chars)")
+            raise InvalidRequest(
+                f"languages entry {echo(lang)} is longer than "
+                f"{limits.max_language_chars} chars (max_language_chars)"
+            )
     return out

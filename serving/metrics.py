@@ -24,28 +24,54 @@ BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Histogram("audiorec_request_seconds", "Request latency",
-                                  ["rpc", "strategy", "code"], buckets=BUCKETS,
-                                  registry=self.registry)
-        self.stages = Histogram("audiorec_stage_seconds", "Latency of one request stage",
-                                ["stage"], buckets=BUCKETS, registry=self.registry)
-        self.fallbacks = Counter("audiorec_fallback_total", "Answers from popularity lists",
-                                 ["reason"], registry=self.registry)
+        self.requests = Histogram(
+            "audiorec_request_seconds",
+            "Request latency",
+            ["rpc", "strategy", "code"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.stages = Histogram(
+            "audiorec_stage_seconds",
+            "Latency of one request stage",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "audiorec_fallback_total",
+            "Answers from popularity lists",
+            ["reason"],
+            registry=self.registry,
+        )
         # Importing feast switches prometheus_client to multiprocess mode (it sets
         # PROMETHEUS_MULTIPROCESS_DIR), where labels cannot be cleared: the previous
         # version's series is set to 0 instead, and gauges need an aggregation mode.
-        self.model = Gauge("audiorec_model_info", "The artifact version being served",
-                           ["version"], registry=self.registry, multiprocess_mode="livemax")
+        self.model = Gauge(
+            "audiorec_model_info",
+            "The artifact version being served",
+            ["version"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self._version: str | None = None
-        self.reloads = Counter("audiorec_reload_total", "Artifact reload attempts",
-                               ["result"], registry=self.registry)
+        self.reloads = Counter(
+            "audiorec_reload_total", "Artifact reload attempts", ["result"], registry=self.registry
+        )
 
-        self.breaker_open = Gauge("audiorec_store_breaker_open",
-                                  "1 while the online store's circuit breaker is open",
-                                  registry=self.registry, multiprocess_mode="livemax")
+        self.breaker_open = Gauge(
+            "audiorec_store_breaker_open",
+            "1 while the online store's circuit breaker is open",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         self.breaker_open.set(0)
-        self.rejected = Counter("audiorec_rejected_total", "Calls refused before any work",
-                                ["reason"], registry=self.registry)
+        self.rejected = Counter(
+            "audiorec_rejected_total",
+            "Calls refused before any work",
+            ["reason"],
+            registry=self.registry,
+        )
         # Every known series exists from the start (at 0): rates and alerts need them.
         for reason in ("unparseable", "unauthenticated", "overloaded"):
             self.rejected.labels(reason=reason)

@@ -49,13 +49,15 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def check_request(user_or_item: str, field_name: str, k: int, item_type: str,
-                  limits: RequestLimits) -> None:
+def check_request(
+    user_or_item: str, field_name: str, k: int, item_type: str, limits: RequestLimits
+) -> None:
     check_id(user_or_item, field_name, limits)
     check_k(k, limits)
     if item_type not in ITEM_TYPES:
-        raise InvalidRequest(f"item_type is {echo(str(item_type))}; expected one of "
-                             f"{', '.join(ITEM_TYPES)}")
+        raise InvalidRequest(
+            f"item_type is {echo(str(item_type))}; expected one of {', '.join(ITEM_TYPES)}"
+        )
 
 
 class Recommender:
@@ -63,9 +65,12 @@ class Recommender:
     {feature: [value]}`` is the online store; it raises :class:`StoreUnavailable` (or
     anything else) when the store cannot answer before ``deadline``."""
 
-    def __init__(self, artifact: Artifact,
-                 read_features: Callable[[str, float | None], Features],
-                 limits: RequestLimits = RequestLimits()):
+    def __init__(
+        self,
+        artifact: Artifact,
+        read_features: Callable[[str, float | None], Features],
+        limits: RequestLimits = RequestLimits(),
+    ):
         self.artifact = artifact
         self.read_features = read_features
         self.limits = limits
@@ -73,8 +78,9 @@ class Recommender:
         for kind in ITEM_TYPES:
             rows = artifact.label_rows[kind]
             langs = artifact.languages[rows]
-            self._by_language[kind] = {lang: np.flatnonzero(langs == lang)
-                                       for lang in np.unique(langs)}
+            self._by_language[kind] = {
+                lang: np.flatnonzero(langs == lang) for lang in np.unique(langs)
+            }
             label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
             label_of[rows] = np.arange(len(rows))
             self._label_of[kind] = label_of
@@ -83,9 +89,15 @@ class Recommender:
     def version(self) -> str:
         return self.artifact.version
 
-    def recommend(self, user_id: str, k: int = 10, item_type: str = "audiobook",
-                  include_consumed: bool = False, languages: Sequence[str] = (),
-                  deadline: float | None = None) -> Answer:
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        item_type: str = "audiobook",
+        include_consumed: bool = False,
+        languages: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> Answer:
         """``deadline``: a ``time.monotonic()`` instant; past it, no further stage runs."""
         check_request(user_id, "user_id", k, item_type, self.limits)
         languages = clean_languages(languages, self.limits)
@@ -96,13 +108,15 @@ class Recommender:
         except DeadlineExceeded:
             raise  # the client is gone: no point in a fallback answer
         except StoreUnavailable as exc:
-            answer = self._fallback(k, item_type, languages,
-                                    f"online feature store unavailable ({exc})")
+            answer = self._fallback(
+                k, item_type, languages, f"online feature store unavailable ({exc})"
+            )
             return _timed(answer, t, "features")
         except Exception as exc:  # noqa: BLE001 - any store failure degrades to fallback
             # The exception's text may carry connection details: only its type goes out.
-            answer = self._fallback(k, item_type, languages, "online feature store "
-                                    f"unavailable ({type(exc).__name__})")
+            answer = self._fallback(
+                k, item_type, languages, f"online feature store unavailable ({type(exc).__name__})"
+            )
             return _timed(answer, t, "features")
         t["features"] = time.perf_counter()
         _check_deadline(deadline, "after reading features")
@@ -117,9 +131,15 @@ class Recommender:
         labels, scores = self._search(vector, k, item_type, exclude, languages)
         t["index"] = time.perf_counter()
         history = raw.get(HISTORY[item_type], [0])[0] or 0
-        strategy, reason = ("PERSONALIZED", "") if history > 0 else (
-            "COLD_START", f"no {item_type} interactions in the last 90 days: served by the "
-                          "model from the user's other features")
+        strategy, reason = (
+            ("PERSONALIZED", "")
+            if history > 0
+            else (
+                "COLD_START",
+                f"no {item_type} interactions in the last 90 days: served by the "
+                "model from the user's other features",
+            )
+        )
         answer = Answer(self._items(item_type, labels, scores), strategy, reason, self.version)
         return _timed(answer, t, "filter")
 
@@ -128,8 +148,10 @@ class Recommender:
         art = self.artifact
         row = int(np.searchsorted(art.item_ids, item_id))
         if row >= len(art.item_ids) or art.item_ids[row] != item_id:
-            raise NotFound(f"item_id {echo(item_id)} is not in the catalogue of model "
-                           f"{self.version} ({len(art.item_ids):,} items)")
+            raise NotFound(
+                f"item_id {echo(item_id)} is not in the catalogue of model "
+                f"{self.version} ({len(art.item_ids):,} items)"
+            )
         t = {"start": time.perf_counter()}
         query = art.vectors[row]
         if art.manifest.model.get("prior"):
@@ -139,11 +161,20 @@ class Recommender:
             query[-1] = 1.0
         labels, scores = self._search(query, k, item_type, np.array([row]), ())
         t["index"] = time.perf_counter()
-        return _timed(Answer(self._items(item_type, labels, scores), "PERSONALIZED", "",
-                             self.version), t, "filter")
+        return _timed(
+            Answer(self._items(item_type, labels, scores), "PERSONALIZED", "", self.version),
+            t,
+            "filter",
+        )
 
-    def _search(self, vector: np.ndarray, k: int, item_type: str, exclude_rows: np.ndarray,
-                languages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        item_type: str,
+        exclude_rows: np.ndarray,
+        languages: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
         art = self.artifact
         index, label_rows = art.indexes[item_type], art.label_rows[item_type]
         n = len(label_rows)
@@ -172,8 +203,7 @@ class Recommender:
                 return labels[0][keep][:k], scores[0][keep][:k]
             fetch = min(n, fetch * 2)
 
-    def _fallback(self, k: int, item_type: str, languages: Sequence[str],
-                  reason: str) -> Answer:
+    def _fallback(self, k: int, item_type: str, languages: Sequence[str], reason: str) -> Answer:
         """Popular items: per requested language, then the global list restricted to those
         languages, then any further items in them (a language few people streamed
         lately still gets k answers). Cost O(k x languages + global list): every part is
@@ -183,24 +213,35 @@ class Recommender:
         ranked = art.popularity.get(("global", "", item_type), empty)
         scope = "global"
         if languages:
-            per_language = [art.popularity.get(("language", lang, item_type), empty)[:k]
-                            for lang in languages]
+            per_language = [
+                art.popularity.get(("language", lang, item_type), empty)[:k] for lang in languages
+            ]
             in_languages = ranked[np.isin(art.languages[ranked], list(languages))][:k]
-            rest = [art.label_rows[item_type][self._by_language[item_type].get(lang, empty)[:k]]
-                    for lang in languages]
+            rest = [
+                art.label_rows[item_type][self._by_language[item_type].get(lang, empty)[:k]]
+                for lang in languages
+            ]
             ranked = np.concatenate([*per_language, in_languages, *rest]).astype(np.int64)
             scope = f"language {', '.join(languages)}"
         _, first = np.unique(ranked, return_index=True)  # best rank first, no repeats
         rows = ranked[np.sort(first)][:k]
-        items = [Item(str(art.item_ids[r]), item_type, float(1.0 / (i + 1)),
-                      str(art.titles[r])) for i, r in enumerate(rows)]
-        return Answer(items, "FALLBACK", f"{reason}: most popular {item_type}s ({scope}, last "
-                                         "28 days)", self.version)
+        items = [
+            Item(str(art.item_ids[r]), item_type, float(1.0 / (i + 1)), str(art.titles[r]))
+            for i, r in enumerate(rows)
+        ]
+        return Answer(
+            items,
+            "FALLBACK",
+            f"{reason}: most popular {item_type}s ({scope}, last 28 days)",
+            self.version,
+        )
 
     def _items(self, item_type: str, labels: np.ndarray, scores: np.ndarray) -> list[Item]:
         rows = self.artifact.label_rows[item_type][labels]
-        return [Item(str(self.artifact.item_ids[r]), item_type, float(s),
-                     str(self.artifact.titles[r])) for r, s in zip(rows, scores)]
+        return [
+            Item(str(self.artifact.item_ids[r]), item_type, float(s), str(self.artifact.titles[r]))
+            for r, s in zip(rows, scores)
+        ]
 
 
 def _check_deadline(deadline: float | None, where: str) -> None:
@@ -211,6 +252,7 @@ def _check_deadline(deadline: float | None, where: str) -> None:
 def _timed(answer: Answer, t: dict[str, float], last: str) -> Answer:
     t[last] = t.get(last, time.perf_counter())
     stamps = list(t.items())
-    answer.timings_ms = {name: round((b - a) * 1e3, 3)
-                         for (_, a), (name, b) in zip(stamps, stamps[1:])}
+    answer.timings_ms = {
+        name: round((b - a) * 1e3, 3) for (_, a), (name, b) in zip(stamps, stamps[1:])
+    }
     return answer

@@ -29,9 +29,13 @@ log = logging.getLogger("audiorec.serving")
 class ModelHolder:
     """The recommender being served, and the watcher that replaces it."""
 
-    def __init__(self, workdir: str | Path, build: Callable[[Path], Recommender],
-                 on_swap: Callable[[str], None] = lambda v: None,
-                 on_refused: Callable[[str, str], None] = lambda v, e: None):
+    def __init__(
+        self,
+        workdir: str | Path,
+        build: Callable[[Path], Recommender],
+        on_swap: Callable[[str], None] = lambda v: None,
+        on_refused: Callable[[str, str], None] = lambda v, e: None,
+    ):
         self.workdir = Path(workdir)
         self._build = build
         self._on_swap, self._on_refused = on_swap, on_refused
@@ -45,8 +49,10 @@ class ModelHolder:
         wanted = current_version(self.workdir)
         versions = list_versions(self.workdir)
         if wanted is None and not versions:
-            raise ContractError(f"no published artifact under {artifacts_root(self.workdir)} "
-                                "(run: audiorec pipeline --data DIR --workdir W)")
+            raise ContractError(
+                f"no published artifact under {artifacts_root(self.workdir)} "
+                "(run: audiorec pipeline --data DIR --workdir W)"
+            )
         first_error: Exception | str = "artifacts/current is missing or unreadable"
         if wanted is not None:
             try:
@@ -61,13 +67,22 @@ class ModelHolder:
                 rec = self._build(artifacts_root(self.workdir) / version)
             except Exception:  # noqa: BLE001 - try the next older one
                 continue
-            log.error("current artifact version does not load; serving an older one (run "
-                      "audiorec rollback to make it current)", extra={"fields": {
-                          "current": wanted, "error": str(first_error)[:500],
-                          "serving": version}})
+            log.error(
+                "current artifact version does not load; serving an older one (run "
+                "audiorec rollback to make it current)",
+                extra={
+                    "fields": {
+                        "current": wanted,
+                        "error": str(first_error)[:500],
+                        "serving": version,
+                    }
+                },
+            )
             return rec
-        raise ContractError(f"the current artifact version {wanted} does not load "
-                            f"({first_error}) and no other version does either")
+        raise ContractError(
+            f"the current artifact version {wanted} does not load "
+            f"({first_error}) and no other version does either"
+        )
 
     def check_now(self) -> bool:
         """Swap if ``current`` names another loadable version; True when swapped."""
@@ -78,8 +93,16 @@ class ModelHolder:
             new = self._build(artifacts_root(self.workdir) / version)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old version serving
             self._refused = version
-            log.error("refused artifact version", extra={"fields": {
-                "version": version, "error": str(exc), "serving": self.current.version}})
+            log.error(
+                "refused artifact version",
+                extra={
+                    "fields": {
+                        "version": version,
+                        "error": str(exc),
+                        "serving": self.current.version,
+                    }
+                },
+            )
             self._on_refused(version, str(exc))
             return False
         old, self.current = self.current.version, new

@@ -28,12 +28,12 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class SecurityConfig(StrictConfig):
-    tls_cert: Path | None = None       # server certificate chain (PEM)
-    tls_key: Path | None = None        # its private key (PEM)
+    tls_cert: Path | None = None  # server certificate chain (PEM)
+    tls_key: Path | None = None  # its private key (PEM)
     tls_client_ca: Path | None = None  # require client certificates signed by this CA
     token: SecretStr | None = Field(None, min_length=16)  # bearer token; None: no token
-    reflection: bool = True            # gRPC server reflection (lists the services)
-    insecure: bool = False             # allow a non-loopback bind without TLS + token
+    reflection: bool = True  # gRPC server reflection (lists the services)
+    insecure: bool = False  # allow a non-loopback bind without TLS + token
 
 
 def is_loopback(host: str) -> bool:
@@ -55,10 +55,18 @@ def check_exposure(host: str, cfg: SecurityConfig) -> None:
         raise AudiorecError(
             f"refusing to serve on {host} without TLS and a token: anyone who can reach the "
             "address could call it (set --tls-cert/--tls-key and AUDIOREC_TOKEN or "
-            "--token-file, or pass --insecure to accept the risk)")
-    log.warning("serving beyond loopback without TLS and a token (--insecure)",
-                extra={"fields": {"host": host, "tls": cfg.tls_cert is not None,
-                                  "token": cfg.token is not None}})
+            "--token-file, or pass --insecure to accept the risk)"
+        )
+    log.warning(
+        "serving beyond loopback without TLS and a token (--insecure)",
+        extra={
+            "fields": {
+                "host": host,
+                "tls": cfg.tls_cert is not None,
+                "token": cfg.token is not None,
+            }
+        },
+    )
 
 
 def server_credentials(cfg: SecurityConfig) -> grpc.ServerCredentials | None:
@@ -70,8 +78,9 @@ def server_credentials(cfg: SecurityConfig) -> grpc.ServerCredentials | None:
         raise AudiorecError("TLS needs both --tls-cert and --tls-key")
     cert, key = _read(cfg.tls_cert, "certificate"), _read(cfg.tls_key, "key")
     ca = _read(cfg.tls_client_ca, "client CA") if cfg.tls_client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -111,5 +120,6 @@ class TokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is
 
 
 def _deny(request: Any, context: Any) -> None:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                  "missing or wrong bearer token (metadata 'authorization')")
+    context.abort(
+        grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata 'authorization')"
+    )

@@ -37,8 +37,14 @@ from pydantic import Field
 
 from audiorec.artifact import Manifest, feature_project, read_manifest
 from audiorec.config import StrictConfig
-from audiorec.errors import AudiorecError, ContractError, DeadlineExceeded, InvalidRequest, \
-    Overloaded
+from audiorec.errors import (
+    AudiorecError,
+    ContractError,
+    DeadlineExceeded,
+    InvalidRequest,
+    Overloaded,
+)
+from audiorec.featurestore import FeatureStoreConfig
 from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
 from serving.artifact import Artifact
@@ -47,9 +53,7 @@ from serving.limits import RequestLimits
 from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
-from serving.security import SecurityConfig, TokenInterceptor, check_exposure, \
-    server_credentials
-from audiorec.featurestore import FeatureStoreConfig
+from serving.security import SecurityConfig, TokenInterceptor, check_exposure, server_credentials
 
 log = logging.getLogger("audiorec.serving")
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -57,8 +61,12 @@ TYPE_NAMES: dict[int, str] = {pb.AUDIOBOOK: "audiobook", pb.PODCAST: "podcast"}
 TYPE_VALUES: dict[str, Any] = {v: k for k, v in TYPE_NAMES.items()}
 # Codes that describe the client's call, not the server: counted, logged at DEBUG, and
 # summarised at WARNING at most once per CLIENT_LOG_EVERY_S (a fuzzer must not flood logs).
-CLIENT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+CLIENT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 QUIET_CODES = CLIENT_CODES | {grpc.StatusCode.OK}  # logged at DEBUG only
 CLIENT_LOG_EVERY_S = 10.0
 
@@ -94,8 +102,10 @@ def _item_type(value: int) -> str:
 
 
 def _items(answer: Answer) -> list[pb.Item]:
-    return [pb.Item(item_id=i.item_id, item_type=TYPE_VALUES[i.item_type], score=i.score,
-                    title=i.title) for i in answer.items]
+    return [
+        pb.Item(item_id=i.item_id, item_type=TYPE_VALUES[i.item_type], score=i.score, title=i.title)
+        for i in answer.items
+    ]
 
 
 class _Unparseable:
@@ -111,6 +121,7 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
             return message.FromString(data)
         except Exception:  # noqa: BLE001 - DecodeError, bad UTF-8, too deep: all the same
             return UNPARSEABLE
+
     return parse
 
 
@@ -126,8 +137,9 @@ class Admission:
     def enter(self, deadline: float | None) -> Iterator[None]:
         with self._lock:
             if self._in_flight >= self._max:
-                raise Overloaded(f"server at capacity ({self._max} calls in flight); retry "
-                                 "with backoff")
+                raise Overloaded(
+                    f"server at capacity ({self._max} calls in flight); retry with backoff"
+                )
             self._in_flight += 1
         try:
             wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -157,8 +169,9 @@ class _ClientErrorLog:
             if now - self._since < CLIENT_LOG_EVERY_S:
                 return
             counts, self._counts, since, self._since = self._counts, {}, self._since, now
-        log.warning("client errors", extra={"fields": {
-            "window_s": round(now - since, 1), **counts}})
+        log.warning(
+            "client errors", extra={"fields": {"window_s": round(now - since, 1), **counts}}
+        )
 
 
 class RecommenderService:
@@ -168,8 +181,13 @@ class RecommenderService:
         self.admission = admission
         self._client_errors = _ClientErrorLog()
 
-    def _run(self, rpc: str, request: Any, context: Any,
-             fn: Callable[[Recommender, float | None], tuple[Any, str]]) -> Any:
+    def _run(
+        self,
+        rpc: str,
+        request: Any,
+        context: Any,
+        fn: Callable[[Recommender, float | None], tuple[Any, str]],
+    ) -> Any:
         start = time.perf_counter()
         strategy, code = "", grpc.StatusCode.OK
         remaining = context.time_remaining()
@@ -185,8 +203,11 @@ class RecommenderService:
             code = grpc.StatusCode[exc.status]
             if isinstance(exc, Overloaded):
                 self.metrics.rejected.labels(reason="overloaded").inc()
-            message = str(exc) if code is not grpc.StatusCode.INTERNAL else \
-                f"internal error ({type(exc).__name__})"
+            message = (
+                str(exc)
+                if code is not grpc.StatusCode.INTERNAL
+                else f"internal error ({type(exc).__name__})"
+            )
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("internal error", extra={"fields": {"rpc": rpc}})
         except Exception as exc:  # noqa: BLE001 - a bug: answer INTERNAL, keep serving
@@ -194,48 +215,76 @@ class RecommenderService:
             log.exception("internal error", extra={"fields": {"rpc": rpc}})
         finally:
             seconds = time.perf_counter() - start
-            self.metrics.requests.labels(rpc=rpc, strategy=strategy or "none",
-                                         code=code.name).observe(seconds)
+            self.metrics.requests.labels(
+                rpc=rpc, strategy=strategy or "none", code=code.name
+            ).observe(seconds)
             if code in CLIENT_CODES:
                 self._client_errors.add(code.name)
             if code not in QUIET_CODES or log.isEnabledFor(logging.DEBUG):
-                log.log(logging.DEBUG if code in QUIET_CODES else logging.ERROR,
-                        "request", extra={"fields": {"rpc": rpc, "code": code.name,
-                                                     "strategy": strategy,
-                                                     "ms": round(seconds * 1e3, 3)}})
+                log.log(
+                    logging.DEBUG if code in QUIET_CODES else logging.ERROR,
+                    "request",
+                    extra={
+                        "fields": {
+                            "rpc": rpc,
+                            "code": code.name,
+                            "strategy": strategy,
+                            "ms": round(seconds * 1e3, 3),
+                        }
+                    },
+                )
         context.abort(code, message)
 
     def Recommend(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
-            a = rec.recommend(request.user_id, request.k, _item_type(request.item_type),
-                              request.include_consumed, request.languages, deadline)
+            a = rec.recommend(
+                request.user_id,
+                request.k,
+                _item_type(request.item_type),
+                request.include_consumed,
+                request.languages,
+                deadline,
+            )
             for stage, ms in a.timings_ms.items():
                 self.metrics.stages.labels(stage=stage).observe(ms / 1e3)
             if a.strategy == "FALLBACK":
                 reason = "store_unavailable" if "unavailable" in a.reason else "unknown_user"
                 self.metrics.fallbacks.labels(reason=reason).inc()
-            return pb.RecommendResponse(items=_items(a), model_version=a.model_version,
-                                        strategy=pb.Strategy.Value(a.strategy),
-                                        reason=a.reason), a.strategy
+            return pb.RecommendResponse(
+                items=_items(a),
+                model_version=a.model_version,
+                strategy=pb.Strategy.Value(a.strategy),
+                reason=a.reason,
+            ), a.strategy
+
         return self._run("Recommend", request, context, answer)
 
     def RecommendSimilar(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
             a = rec.similar(request.item_id, request.k, _item_type(request.item_type))
-            return pb.RecommendSimilarResponse(items=_items(a),
-                                               model_version=a.model_version), "SIMILAR"
+            return pb.RecommendSimilarResponse(
+                items=_items(a), model_version=a.model_version
+            ), "SIMILAR"
+
         return self._run("RecommendSimilar", request, context, answer)
 
     def handler(self) -> grpc.GenericRpcHandler:
         def method(fn: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
             return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=_parser(request),
-                response_serializer=response.SerializeToString)
+                fn,
+                request_deserializer=_parser(request),
+                response_serializer=response.SerializeToString,
+            )
 
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "Recommend": method(self.Recommend, pb.RecommendRequest, pb.RecommendResponse),
-            "RecommendSimilar": method(self.RecommendSimilar, pb.RecommendSimilarRequest,
-                                       pb.RecommendSimilarResponse)})
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Recommend": method(self.Recommend, pb.RecommendRequest, pb.RecommendResponse),
+                "RecommendSimilar": method(
+                    self.RecommendSimilar, pb.RecommendSimilarRequest, pb.RecommendSimilarResponse
+                ),
+            },
+        )
 
 
 @dataclass
@@ -261,45 +310,71 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     check_exposure(cfg.host, sec)
     credentials = server_credentials(sec)
     metrics = Metrics()
-    features = OnlineFeatures(workdir, cfg.store, cfg.store_guard,
-                              on_state=lambda is_open: metrics.breaker_open.set(int(is_open)))
+    features = OnlineFeatures(
+        workdir,
+        cfg.store,
+        cfg.store_guard,
+        on_state=lambda is_open: metrics.breaker_open.set(int(is_open)),
+    )
 
     def build(directory: Path) -> Recommender:
         manifest = read_manifest(directory, verify_files=False)  # Artifact.load checks all
         project = feature_project(manifest)
         check_lineage(workdir, cfg.store, project, manifest)
         served = features.served_features(project)
-        return Recommender(Artifact.load(directory, served_user_features=served),
-                           features.reader(project), cfg.limits)
+        return Recommender(
+            Artifact.load(directory, served_user_features=served),
+            features.reader(project),
+            cfg.limits,
+        )
 
     def swapped(version: str) -> None:
         metrics.serving(version)
         metrics.reloads.labels("ok").inc()
 
-    holder = ModelHolder(workdir, build, on_swap=swapped,
-                         on_refused=lambda v, e: metrics.reloads.labels("refused").inc())
-    interceptors = [] if sec.token is None else [TokenInterceptor(
-        sec.token, on_reject=lambda: metrics.rejected.labels(reason="unauthenticated").inc())]
+    holder = ModelHolder(
+        workdir,
+        build,
+        on_swap=swapped,
+        on_refused=lambda v, e: metrics.reloads.labels("refused").inc(),
+    )
+    interceptors = (
+        []
+        if sec.token is None
+        else [
+            TokenInterceptor(
+                sec.token, on_reject=lambda: metrics.rejected.labels(reason="unauthenticated").inc()
+            )
+        ]
+    )
     pool = cfg.max_concurrent_rpcs + cfg.health_threads
     limit = cfg.limits.max_receive_bytes
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=pool),
-                         interceptors=interceptors,
-                         # a memory guard only: Recommend sheds itself at max_concurrent_rpcs
-                         maximum_concurrent_rpcs=4 * pool,
-                         options=[("grpc.max_receive_message_length", limit),
-                                  ("grpc.max_metadata_size", 16 * 1024)])
-    service = RecommenderService(holder, metrics, Admission(cfg.workers,
-                                                            cfg.max_concurrent_rpcs))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=pool),
+        interceptors=interceptors,
+        # a memory guard only: Recommend sheds itself at max_concurrent_rpcs
+        maximum_concurrent_rpcs=4 * pool,
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_metadata_size", 16 * 1024)],
+    )
+    service = RecommenderService(holder, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs))
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if sec.reflection:
         reflection.enable_server_reflection(
-            (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+            (
+                SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     address = f"{cfg.host}:{cfg.port}"
-    port = server.add_insecure_port(address) if credentials is None else \
-        server.add_secure_port(address, credentials)
+    port = (
+        server.add_insecure_port(address)
+        if credentials is None
+        else server.add_secure_port(address, credentials)
+    )
     if port == 0:
         raise AudiorecError(f"cannot listen on {cfg.host}:{cfg.port} (in use or not allowed)")
     if cfg.metrics_port is not None:
@@ -317,16 +392,24 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     holder.start(cfg.reload_interval_s)
     for name in ("", SERVICE):  # SERVING only now: the artifact and the store are loaded
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra={"fields": {"address": f"{cfg.host}:{port}",
-                                          "version": holder.current.version,
-                                          "tls": credentials is not None,
-                                          "token": sec.token is not None,
-                                          "reflection": sec.reflection}})
+    log.info(
+        "serving",
+        extra={
+            "fields": {
+                "address": f"{cfg.host}:{port}",
+                "version": holder.current.version,
+                "tls": credentials is not None,
+                "token": sec.token is not None,
+                "reflection": sec.reflection,
+            }
+        },
+    )
     return RunningServer(server, port, holder, metrics, health_servicer, features)
 
 
-def check_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str,
-                  manifest: Manifest) -> None:
+def check_lineage(
+    workdir: str | Path, store: FeatureStoreConfig, project: str, manifest: Manifest
+) -> None:
     """Refuse a version whose online features (its project) were loaded from another HGNN
     than the one it was trained with; warn when no complete load is recorded (a store
     loaded outside the pipeline)."""
@@ -335,13 +418,16 @@ def check_lineage(workdir: str | Path, store: FeatureStoreConfig, project: str,
     lineage = online_lineage(workdir, store, project)
     trained = manifest.upstream.get("hgnn_version")
     if lineage is None:
-        log.warning("no complete materialization recorded for the version's online "
-                    "features", extra={"fields": {"version": manifest.version,
-                                                  "project": project}})
+        log.warning(
+            "no complete materialization recorded for the version's online features",
+            extra={"fields": {"version": manifest.version, "project": project}},
+        )
     elif trained is not None and lineage["hgnn_version"] != trained:
-        raise ContractError(f"version {manifest.version} was trained with HGNN {trained}, but "
-                            f"the online store's {project} holds preference vectors from "
-                            f"HGNN {lineage['hgnn_version']}")
+        raise ContractError(
+            f"version {manifest.version} was trained with HGNN {trained}, but "
+            f"the online store's {project} holds preference vectors from "
+            f"HGNN {lineage['hgnn_version']}"
+        )
 
 
 def warm_up(recommender: Recommender, calls: int = 50) -> None:
@@ -357,10 +443,16 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message, and the record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = {k: redact(v) if isinstance(v, str) else v
-                  for k, v in getattr(record, "fields", {}).items()}
-        line = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                "level": record.levelname, "msg": redact(record.getMessage()), **fields}
+        fields = {
+            k: redact(v) if isinstance(v, str) else v
+            for k, v in getattr(record, "fields", {}).items()
+        }
+        line = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "msg": redact(record.getMessage()),
+            **fields,
+        }
         if record.exc_info:
             line["error"] = redact(self.formatException(record.exc_info))[-2000:]
         return json.dumps(line)

@@ -43,15 +43,18 @@ class UserTower:
         self.dim = dim
         loaded = tf.saved_model.load(str(path))
         if SIGNATURE not in loaded.signatures:
-            raise ContractError(f"{path}: no {SIGNATURE!r} signature "
-                                f"(has {sorted(loaded.signatures)})")
+            raise ContractError(
+                f"{path}: no {SIGNATURE!r} signature (has {sorted(loaded.signatures)})"
+            )
         self._loaded = loaded  # the signature needs its owner kept alive
         self._fn = loaded.signatures[SIGNATURE]
         inputs = set(self._fn.structured_input_signature[1])
         expected = {s.name for s in self.specs}
         if inputs != expected:
-            raise ContractError(f"{path}: the signature takes {sorted(inputs)}, the manifest "
-                                f"lists {sorted(expected)}")
+            raise ContractError(
+                f"{path}: the signature takes {sorted(inputs)}, the manifest "
+                f"lists {sorted(expected)}"
+            )
 
     @property
     def input_names(self) -> list[str]:
@@ -60,6 +63,10 @@ class UserTower:
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """(n, dim) float32 user vectors of ``inputs`` (see audiorec.tower_inputs)."""
         tf = self._tf
-        tensors = {s.name: tf.constant(inputs[s.name].astype(str) if s.kind == "string"
-                                       else inputs[s.name]) for s in self.specs}
+        tensors = {
+            s.name: tf.constant(
+                inputs[s.name].astype(str) if s.kind == "string" else inputs[s.name]
+            )
+            for s in self.specs
+        }
         return np.asarray(self._fn(**tensors)[OUTPUT].numpy(), dtype=np.float32)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import feast  # noqa: F401 - imported first: its import-time warnings.simplefilter("once",
+
 # DeprecationWarning) would otherwise override pytest's filterwarnings inside the tests
 import pytest
 
@@ -36,9 +37,15 @@ def users(tiny_world) -> dict[str, str]:
 
 # Small enough for CI (a minute), large enough to learn.
 TINY_PIPELINE = {
-    "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 4, "patience": 4,
-             "max_steps_per_epoch": 40},
-    "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64}}
+    "hgnn": {
+        "hidden_dim": 32,
+        "out_dim": 16,
+        "max_epochs": 4,
+        "patience": 4,
+        "max_steps_per_epoch": 40,
+    },
+    "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64},
+}
 
 
 @pytest.fixture(scope="session")
@@ -96,9 +103,11 @@ def start_redis(port: int, workdir: Path, persist: bool = False):
     import redis
 
     save = ["--save", "3600 1"] if persist else ["--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen([_redis_exe(), "--port", str(port), "--bind", "127.0.0.1", *save,
-                             "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_redis_exe(), "--port", str(port), "--bind", "127.0.0.1", *save, "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + 10
     while True:

@@ -73,11 +73,11 @@ class FaultyProxy:
                     continue
             with self._lock:
                 self._conns += [client] + ([upstream] if upstream else [])
-            threading.Thread(target=self._pump, args=(client, upstream, True),
-                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             if upstream is not None:
-                threading.Thread(target=self._pump, args=(upstream, client, False),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(upstream, client, False), daemon=True
+                ).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket | None, from_client: bool) -> None:
         try:

@@ -26,13 +26,18 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from tcp_proxy import FaultyProxy  # tests/ is on sys.path under pytest
 
 from audiorec.v1 import recommender_pb2 as pb
 from audiorec.v1 import recommender_pb2_grpc as pb_grpc
-from tcp_proxy import FaultyProxy  # tests/ is on sys.path under pytest
 
-ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-           grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +46,24 @@ def user_list(users):
 
 
 def _serve(workdir: Path, port: int, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--workdir",
-                             str(workdir), "--port", str(port), "--log-level", "WARNING",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--workdir",
+            str(workdir),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if f":{port}" not in line:
         proc.kill()
@@ -65,25 +84,53 @@ def _fuzz_case(rng: random.Random, users: list[str]):
     if kind < 0.08:  # garbage bytes
         return "raw", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 3000))), 2.0
     if kind < 0.14:  # tiny deadlines
-        return "Recommend", pb.RecommendRequest(user_id=rng.choice(users), k=10,
-                                                item_type=pb.AUDIOBOOK), rng.uniform(1e-4, 5e-3)
+        return (
+            "Recommend",
+            pb.RecommendRequest(user_id=rng.choice(users), k=10, item_type=pb.AUDIOBOOK),
+            rng.uniform(1e-4, 5e-3),
+        )
     if kind < 0.22:  # RecommendSimilar, random ids
-        return "RecommendSimilar", pb.RecommendSimilarRequest(
-            item_id=rnd(rng.choice([0, 5, 300, 20_000])), k=rng.randint(-3, 1200),
-            item_type=rng.randint(0, 4)), 2.0
+        return (
+            "RecommendSimilar",
+            pb.RecommendSimilarRequest(
+                item_id=rnd(rng.choice([0, 5, 300, 20_000])),
+                k=rng.randint(-3, 1200),
+                item_type=rng.randint(0, 4),
+            ),
+            2.0,
+        )
     if kind < 0.30:  # oversized fields
-        return "Recommend", pb.RecommendRequest(
-            user_id="u" * rng.choice([257, 15_000, 40_000]), k=10, item_type=pb.PODCAST), 2.0
+        return (
+            "Recommend",
+            pb.RecommendRequest(
+                user_id="u" * rng.choice([257, 15_000, 40_000]), k=10, item_type=pb.PODCAST
+            ),
+            2.0,
+        )
     if kind < 0.40:  # huge language lists: duplicates, empties, long and many distinct
-        langs = rng.choice([["en"] * 3500, [""] * 4000, [rnd(50)] * 3, [f"l{i}" for i in
-                                                                       range(40)]])
-        return "Recommend", pb.RecommendRequest(user_id=rng.choice(users), k=1000,
-                                                item_type=pb.AUDIOBOOK, languages=langs), 2.0
-    return "Recommend", pb.RecommendRequest(  # random but often valid
-        user_id=rng.choice(users + [rnd(rng.randint(0, 40))]), k=rng.randint(-2, 1100),
-        item_type=rng.randint(0, 3), include_consumed=rng.random() < 0.3,
-        languages=[rng.choice(["en", "de", "es", "fr", rnd(3)]) for _ in
-                   range(rng.randint(0, 5))]), 2.0
+        langs = rng.choice(
+            [["en"] * 3500, [""] * 4000, [rnd(50)] * 3, [f"l{i}" for i in range(40)]]
+        )
+        return (
+            "Recommend",
+            pb.RecommendRequest(
+                user_id=rng.choice(users), k=1000, item_type=pb.AUDIOBOOK, languages=langs
+            ),
+            2.0,
+        )
+    return (
+        "Recommend",
+        pb.RecommendRequest(  # random but often valid
+            user_id=rng.choice(users + [rnd(rng.randint(0, 40))]),
+            k=rng.randint(-2, 1100),
+            item_type=rng.randint(0, 3),
+            include_consumed=rng.random() < 0.3,
+            languages=[
+                rng.choice(["en", "de", "es", "fr", rnd(3)]) for _ in range(rng.randint(0, 5))
+            ],
+        ),
+        2.0,
+    )
 
 
 @pytest.mark.slow
@@ -94,8 +141,9 @@ def test_fuzz_a_serving_process(tiny_pipeline, free_port, user_list):
         with grpc.insecure_channel(f"127.0.0.1:{free_port}") as ch:
             stub = pb_grpc.RecommenderStub(ch)
             for i in range(300):  # warm: allocator and caches settle
-                stub.Recommend(pb.RecommendRequest(user_id=users[i % 3], k=100,
-                                                   item_type=1 + i % 2), timeout=5)
+                stub.Recommend(
+                    pb.RecommendRequest(user_id=users[i % 3], k=100, item_type=1 + i % 2), timeout=5
+                )
             rss_before = _rss_mb(proc.pid)
             raw = ch.unary_unary("/audiorec.v1.Recommender/Recommend")
             codes: dict[str, int] = {}
@@ -114,22 +162,25 @@ def test_fuzz_a_serving_process(tiny_pipeline, free_port, user_list):
                         code = exc.code()
                     with lock:
                         codes[code.name] = codes.get(code.name, 0) + 1
-                        if code not in ALLOWED or (timeout >= 1 and time.monotonic() - t0 >
-                                                   timeout * 0.9):
+                        if code not in ALLOWED or (
+                            timeout >= 1 and time.monotonic() - t0 > timeout * 0.9
+                        ):
                             hangs.append((method, code.name))
 
             # bursts: 8 clients at once, twice
             for round_ in range(2):
-                threads = [threading.Thread(target=worker, args=(round_ * 100 + t, 200))
-                           for t in range(8)]
+                threads = [
+                    threading.Thread(target=worker, args=(round_ * 100 + t, 200)) for t in range(8)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
                     t.join(timeout=300)
             from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                          timeout=5)
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             rss_after = _rss_mb(proc.pid)
         assert sum(codes.values()) == 3200
         assert hangs == [], (hangs[:10], codes)
@@ -169,8 +220,9 @@ def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, user_list, redi
     from datetime import datetime, timezone
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from serving.server import ServerConfig, create_server
+
     from audiorec.featurestore import FeatureStoreConfig
+    from serving.server import ServerConfig, create_server
     from training.features.store import apply_repo, materialize
 
     host, port = redis_server.rsplit(":", 1)
@@ -178,16 +230,22 @@ def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, user_list, redi
     wd = tmp_path / "wd"
     shutil.copytree(tiny_pipeline[0], wd)
     store = FeatureStoreConfig(online="redis", redis=proxy.address)
-    materialize(apply_repo(wd, store), datetime.now(timezone.utc),
-                start=datetime(1970, 1, 2, tzinfo=timezone.utc))
+    materialize(
+        apply_repo(wd, store),
+        datetime.now(timezone.utc),
+        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
+    )
     running = create_server(wd, ServerConfig(port=0, store=store))
     warm = user_list[0]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             stub = pb_grpc.RecommenderStub(ch)
             health = health_pb2_grpc.HealthStub(ch)
-            ask = lambda: stub.Recommend(pb.RecommendRequest(  # noqa: E731
-                user_id=warm, k=10, item_type=pb.AUDIOBOOK), timeout=0.2)
+
+            def ask():
+                request = pb.RecommendRequest(user_id=warm, k=10, item_type=pb.AUDIOBOOK)
+                return stub.Recommend(request, timeout=0.2)
+
             assert ask().strategy == pb.PERSONALIZED
             for mode in ("down", "slow", "hang"):
                 proxy.set_mode(mode)
@@ -196,22 +254,27 @@ def test_redis_down_slow_hung_then_back(tiny_pipeline, tmp_path, user_list, redi
                 assert all(len(a.items) == 10 for a in answers)
                 assert running.features.breaker.is_open, mode
                 assert "circuit breaker open" in answers[-1].reason
-                assert health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
-                    health_pb2.HealthCheckResponse.SERVING
-                assert running.metrics.registry.get_sample_value(
-                    "audiorec_store_breaker_open") == 1.0
+                assert (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                )
+                assert (
+                    running.metrics.registry.get_sample_value("audiorec_store_breaker_open") == 1.0
+                )
                 t0 = time.monotonic()
                 proxy.set_mode("pass")
                 assert _wait_for(lambda: _strategy(ask) == pb.PERSONALIZED, timeout=5), mode
                 assert time.monotonic() - t0 < 5
-                assert running.metrics.registry.get_sample_value(
-                    "audiorec_store_breaker_open") == 0.0
+                assert (
+                    running.metrics.registry.get_sample_value("audiorec_store_breaker_open") == 0.0
+                )
     finally:
         running.stop(grace=1)
         proxy.close()
 
 
 # --- kill -9 at each pipeline point, then rerun -----------------------------------------
+
 
 def _pipeline(data: Path, wd: Path, seed: int, failpoint: str | None) -> int:
     from conftest import TINY_PIPELINE
@@ -223,10 +286,25 @@ def _pipeline(data: Path, wd: Path, seed: int, failpoint: str | None) -> int:
     env.pop("AUDIOREC_FAILPOINT", None)
     if failpoint:
         env["AUDIOREC_FAILPOINT"] = failpoint
-    res = subprocess.run([sys.executable, "-m", "app.cli", "pipeline", "--data",
-                          str(data), "--workdir", str(wd), "--config",
-                          str(wd.parent / "cfg.json"), "--quiet"], env=env,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "pipeline",
+            "--data",
+            str(data),
+            "--workdir",
+            str(wd),
+            "--config",
+            str(wd.parent / "cfg.json"),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if failpoint is None:
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.returncode
@@ -235,23 +313,21 @@ def _pipeline(data: Path, wd: Path, seed: int, failpoint: str | None) -> int:
 def _served_and_online(wd: Path, users: list[str]):
     """The served version, its HGNN, and whether its online preference vectors are the
     mean of that HGNN's item embeddings (recomputed from the feature tables' newest rows)."""
-    from serving.artifact import Artifact
-    from audiorec.featurestore import online_features
-    from audiorec.featurestore import open_store
-
     from audiorec.artifact import current_dir, feature_project
+    from audiorec.featurestore import online_features, open_store
+    from serving.artifact import Artifact
 
     art = Artifact.load(current_dir(wd))
     project = feature_project(art.manifest)
     online = online_features(open_store(wd, project=project), users)
-    hgnn = online_features(open_store(wd, project=project), list(art.item_ids[:20]),
-                           "item_tower")["hgnn_version"]
+    hgnn = online_features(open_store(wd, project=project), list(art.item_ids[:20]), "item_tower")[
+        "hgnn_version"
+    ]
     return art, project, online, set(hgnn)
 
 
 @pytest.mark.slow
-def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tmp_path,
-                                                 user_list):
+def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tmp_path, user_list):
     users = user_list
     from audiorec.artifact import current_version
     from audiorec.failpoints import POINTS
@@ -273,24 +349,31 @@ def test_kill_9_at_every_pipeline_point_then_rerun(tiny_pipeline, tiny_world, tm
             assert art.version == first and len(list((wd / "artifacts").iterdir())) > 2
         assert hgnn == {art.manifest.upstream["hgnn_version"]}, point
         for name in ("audiobook_pref", "podcast_pref"):
-            np.testing.assert_array_equal(np.asarray(online[name][0], np.float32),
-                                          np.asarray(online0[name][0], np.float32))
+            np.testing.assert_array_equal(
+                np.asarray(online[name][0], np.float32), np.asarray(online0[name][0], np.float32)
+            )
     _pipeline(tiny_world, wd, 99, None)  # the clean rerun publishes
     art, project, online, hgnn = _served_and_online(wd, users[:2])
     assert art.version != first and project != project0
     assert hgnn == {art.manifest.upstream["hgnn_version"]} != hgnn0
-    assert not np.allclose(np.asarray(online["audiobook_pref"][0], np.float32),
-                           np.asarray(online0["audiobook_pref"][0], np.float32))
-    from audiorec.featurestore import open_store
-
+    assert not np.allclose(
+        np.asarray(online["audiobook_pref"][0], np.float32),
+        np.asarray(online0["audiobook_pref"][0], np.float32),
+    )
     from audiorec.artifact import served_projects
+    from audiorec.featurestore import open_store
 
     projects = {p.name for p in open_store(wd, project="audiorec").list_projects()}
     assert project in projects and projects - {"audiorec"} <= served_projects(wd), projects
     from audiorec.publish import _STAGING, pid_alive
 
     links = {p.resolve() for d in (wd, wd / "artifacts") for p in d.iterdir() if p.is_symlink()}
-    leftovers = [p.name for d in (wd, wd / "artifacts") for p in d.iterdir()
-                 if _STAGING.match(p.name) and p.resolve() not in links
-                 and not pid_alive(int(_STAGING.match(p.name)["pid"]))]
+    leftovers = [
+        p.name
+        for d in (wd, wd / "artifacts")
+        for p in d.iterdir()
+        if _STAGING.match(p.name)
+        and p.resolve() not in links
+        and not pid_alive(int(_STAGING.match(p.name)["pid"]))
+    ]
     assert leftovers == [], leftovers  # the killed runs' staging removed by the clean run

@@ -17,10 +17,13 @@ import pytest
 from audiorec.errors import AudiorecError
 from training.data.ciao import CiaoConfig, import_ciao, read_categories
 
-SRC = Path(os.environ.get("AUDIOREC_CIAO",
-                          Path(__file__).resolve().parents[2] / "shared/data/ciao-tang"))
-needs_data = pytest.mark.skipif(not (SRC / "ratings.csv.gz").is_file(),
-                                reason=f"Ciao data not found at {SRC} (set AUDIOREC_CIAO)")
+SRC = Path(
+    os.environ.get("AUDIOREC_CIAO", Path(__file__).resolve().parents[2] / "shared/data/ciao-tang")
+)
+needs_data = pytest.mark.skipif(
+    not (SRC / "ratings.csv.gz").is_file(),
+    reason=f"Ciao data not found at {SRC} (set AUDIOREC_CIAO)",
+)
 SLICE = 800
 
 
@@ -30,8 +33,9 @@ def ciao(tmp_path_factory):
     report = import_ciao(SRC, out, CiaoConfig(), limit_users=SLICE)
     raw = pd.read_csv(SRC / "ratings.csv.gz")
     raw = raw[(raw.user_id <= SLICE) & raw.category_id.isin([1, 2]) & (raw.rating > 0)]
-    tables = {n: pd.read_parquet(out / f"{n}.parquet") for n in ("users", "items", "events",
-                                                                  "music")}
+    tables = {
+        n: pd.read_parquet(out / f"{n}.parquet") for n in ("users", "items", "events", "music")
+    }
     return out, report, raw, tables
 
 
@@ -59,8 +63,10 @@ def test_a_rating_becomes_a_stream_or_a_preview(ciao):
     _, _, raw, t = ciao
     ev = t["events"]
     kept = raw[raw.user_id.map(lambda u: f"u{u}").isin(set(t["users"].user_id))]
-    kept = kept.assign(iid=np.where(kept.category_id == 2, "a", "p") + kept.item_id.astype(str),
-                       uid="u" + kept.user_id.astype(str))
+    kept = kept.assign(
+        iid=np.where(kept.category_id == 2, "a", "p") + kept.item_id.astype(str),
+        uid="u" + kept.user_id.astype(str),
+    )
     kept = kept[kept.iid.isin(set(t["items"].item_id))]
     row = kept[kept.rating == 5].iloc[0]
     day = datetime.fromtimestamp(int(row.timestamp), timezone.utc)
@@ -88,12 +94,20 @@ def test_follows_are_earlier_endorsements_by_three_trusted_users(ciao):
         cat = 2 if f.item_id[0] == "a" else 1
         trusted = set(trust[trust.truster_id == user].trustee_id)
         at = f.ts.timestamp()
-        endorsers = all_raw[(all_raw.item_id == item) & (all_raw.category_id == cat)
-                            & all_raw.user_id.isin(trusted) & (all_raw.rating >= 4)
-                            & (all_raw.timestamp <= at)]
+        endorsers = all_raw[
+            (all_raw.item_id == item)
+            & (all_raw.category_id == cat)
+            & all_raw.user_id.isin(trusted)
+            & (all_raw.rating >= 4)
+            & (all_raw.timestamp <= at)
+        ]
         assert endorsers.user_id.nunique() >= 3
-        own = all_raw[(all_raw.user_id == user) & (all_raw.item_id == item)
-                      & (all_raw.category_id == cat) & (all_raw.timestamp <= at)]
+        own = all_raw[
+            (all_raw.user_id == user)
+            & (all_raw.item_id == item)
+            & (all_raw.category_id == cat)
+            & (all_raw.timestamp <= at)
+        ]
         assert own.empty
 
 
@@ -113,13 +127,15 @@ def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
     all_raw = pd.read_csv(SRC / "ratings.csv.gz")
     uid = music.user_id.value_counts().index[0]
     snap = music[music.user_id == uid].sort_values("event_timestamp").iloc[-1]
-    mine = all_raw[(all_raw.user_id == int(uid[1:])) & ~all_raw.category_id.isin([1, 2])
-                   & (all_raw.rating > 0)
-                   & (all_raw.timestamp < snap.event_timestamp.timestamp())]
+    mine = all_raw[
+        (all_raw.user_id == int(uid[1:]))
+        & ~all_raw.category_id.isin([1, 2])
+        & (all_raw.rating > 0)
+        & (all_raw.timestamp < snap.event_timestamp.timestamp())
+    ]
     mine = mine.drop_duplicates()
     counts = np.bincount(mine.category_id, minlength=29)[3:]
-    np.testing.assert_allclose(np.asarray(snap.music_vector[:26]), counts / counts.sum(),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(snap.music_vector[:26]), counts / counts.sum(), atol=1e-6)
 
 
 @needs_data
@@ -162,12 +178,25 @@ def test_an_unknown_category_is_one_clear_error(tmp_path):
 def test_cli_import_prints_counts(tmp_path, capsys):
     from app.cli import main
 
-    rc = main(["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "d"),
-               "--sparse", "Music", "--min-item-ratings", "5"])
+    rc = main(
+        [
+            "import",
+            "ciao",
+            "--src",
+            str(SRC),
+            "--out",
+            str(tmp_path / "d"),
+            "--sparse",
+            "Music",
+            "--min-item-ratings",
+            "5",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0 and "Music (audiobook role) + DVDs (podcast role)" in printed
     assert (tmp_path / "d" / "import_report.json").is_file()
-    rc = main(["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "e"),
-               "--dense", "Nope"])
+    rc = main(
+        ["import", "ciao", "--src", str(SRC), "--out", str(tmp_path / "e"), "--dense", "Nope"]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "unknown Ciao category 'Nope'" in err

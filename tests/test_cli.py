@@ -11,8 +11,9 @@ from app.cli import main
 
 
 def test_generate_prints_facts_and_writes_the_world(tmp_path, capsys):
-    rc = main(["generate", "--scale", "tiny", "--seed", "2", "--out", str(tmp_path / "w"),
-               "--quiet"])
+    rc = main(
+        ["generate", "--scale", "tiny", "--seed", "2", "--out", str(tmp_path / "w"), "--quiet"]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "world: 1,000 users, 150 audiobooks, 600 podcasts" in out
@@ -25,8 +26,17 @@ def test_generate_prints_facts_and_writes_the_world(tmp_path, capsys):
 
 def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
     (tmp_path / "cfg.json").write_text('{"n_users": -3}')
-    rc = main(["generate", "--scale", "tiny", "--out", str(tmp_path / "w"),
-               "--config", str(tmp_path / "cfg.json")])
+    rc = main(
+        [
+            "generate",
+            "--scale",
+            "tiny",
+            "--out",
+            str(tmp_path / "w"),
+            "--config",
+            str(tmp_path / "cfg.json"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert err.startswith("audiorec: error: invalid WorldConfig: n_users:") and err.count("\n") == 1
@@ -41,8 +51,19 @@ def test_console_script_is_installed_and_help_is_fast():
 
 
 def test_hgnn_rejects_unknown_relation(tmp_path, capsys):
-    rc = main(["hgnn", "--data", str(tmp_path), "--text", "t.parquet", "--out",
-               str(tmp_path / "h"), "--relations", "AA,XX"])
+    rc = main(
+        [
+            "hgnn",
+            "--data",
+            str(tmp_path),
+            "--text",
+            "t.parquet",
+            "--out",
+            str(tmp_path / "h"),
+            "--relations",
+            "AA,XX",
+        ]
+    )
     assert rc == 1
     assert "relations.1: Input should be 'AA', 'AP' or 'PP' (got 'XX')" in capsys.readouterr().err
 
@@ -52,16 +73,49 @@ def test_embed_text_then_features_from_the_command_line(tiny_world, tmp_path, ca
     jobs + apply + materialize, with the text table standing in for item embeddings."""
     text = tmp_path / "text.parquet"
     cache = tmp_path / "cache.parquet"
-    args = ["embed-text", "--data", str(tiny_world), "--out", str(text), "--cache", str(cache),
-            "--quiet"]
+    args = [
+        "embed-text",
+        "--data",
+        str(tiny_world),
+        "--out",
+        str(text),
+        "--cache",
+        str(cache),
+        "--quiet",
+    ]
     assert main(args) == 0
     assert "750 items (750 encoded, 0 from cache; dim 384)" in capsys.readouterr().out
     assert main(args) == 0
     assert "(0 encoded, 750 from cache" in capsys.readouterr().out
-    rc = main(["features", "--data", str(tiny_world), "--workdir", str(tmp_path / "wd"),
-               "--hgnn", str(text), "--text", str(text)])
+    rc = main(
+        [
+            "features",
+            "--data",
+            str(tiny_world),
+            "--workdir",
+            str(tmp_path / "wd"),
+            "--hgnn",
+            str(text),
+            "--text",
+            str(text),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "(full rebuild)" in out and "materialized" in out
-    assert main(["features", "--data", str(tiny_world), "--workdir", str(tmp_path / "wd"),
-                 "--hgnn", str(text), "--text", str(text)]) == 0
+    assert (
+        main(
+            [
+                "features",
+                "--data",
+                str(tiny_world),
+                "--workdir",
+                str(tmp_path / "wd"),
+                "--hgnn",
+                str(text),
+                "--text",
+                str(text),
+            ]
+        )
+        == 0
+    )
     assert "nothing to do" in capsys.readouterr().out

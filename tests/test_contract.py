@@ -20,8 +20,9 @@ def _rewrite(root, name, fn):
 
 def _set(table: pa.Table, column: str, values) -> pa.Table:
     i = table.schema.get_field_index(column)
-    return table.set_column(i, table.schema.field(i).with_type(values.type).with_nullable(True),
-                            values)
+    return table.set_column(
+        i, table.schema.field(i).with_type(values.type).with_nullable(True), values
+    )
 
 
 def _replace_first(table: pa.Table, column: str, value, n: int = 2) -> pa.Table:
@@ -46,43 +47,85 @@ def test_schemas_are_what_writers_use(tiny_world):
 
 BROKEN = [
     # (table, how to break it, the message must match this)
-    ("events", lambda t: t.drop_columns(["event_type"]),
-     r"events\.parquet: column event_type missing \(has: user_id, item_id, ts, ms_played\)"),
-    ("users", lambda t: _set(t, "age", pc.cast(t.column("age"), pa.string())),
-     r"users\.parquet: column age has type string, expected integer"),
-    ("events", lambda t: _set(t, "ts", pc.cast(t.column("ts"), pa.timestamp("us"))),
-     r"events\.parquet: column ts has type timestamp\[us\], expected timestamp with time zone UTC"),
-    ("music", lambda t: _set(t, "music_vector", pc.cast(t.column("music_vector"),
-                                                         pa.list_(pa.float64()))),
-     r"music\.parquet: column music_vector has type list<(item|element): double>, "
-     r"expected list<float32>"),
-    ("events", lambda t: _replace_first(t, "user_id", None),
-     r"events\.parquet: column user_id: 2 row\(s\) are null; first rows: \[\{'user_id': None"),
-    ("items", lambda t: _replace_first(t, "item_id", ""),
-     r"items\.parquet: column item_id: 2 row\(s\) are empty strings"),
-    ("events", lambda t: _replace_first(t, "user_id", "u_nobody", 3),
-     r"events\.parquet: column user_id: 3 row\(s\) reference a user_id that users\.parquet "
-     r"does not have; first rows: \[\{'user_id': 'u_nobody'"),
-    ("events", lambda t: _replace_first(t, "item_id", "ab_ghost", 1),
-     r"events\.parquet: column item_id: 1 row\(s\) reference a item_id that items\.parquet "
-     r"does not have; first rows: \[\{'user_id': 'u\d+', 'item_id': 'ab_ghost'"),
-    ("events", lambda t: _replace_first(t, "event_type", "like", 4),
-     r"events\.parquet: column event_type: 4 row\(s\) have an unknown event_type \(allowed: "
-     r"stream, follow, preview, intent_to_pay\)"),
-    ("items", lambda t: _replace_first(t, "item_type", "ebook", 1),
-     r"items\.parquet: column item_type: 1 row\(s\) have an unknown item_type \(allowed: "
-     r"audiobook, podcast\); first rows: \[\{'item_id': 'ab000000', 'item_type': 'ebook'"),
-    ("users", lambda t: _replace_first(t, "user_id", "u0000001", 1),
-     r"users\.parquet: column user_id: 2 row\(s\) repeat an id that must be unique"),
-    ("music", lambda t: _replace_first(t, "music_vector", [0.5, 0.5], 1),
-     r"music\.parquet: column music_vector: 1 row\(s\) have a length other than 32"),
-    ("events", lambda t: _replace_first(t, "ms_played", -5, 1),
-     r"events\.parquet: column ms_played: 1 row\(s\) are negative"),
+    (
+        "events",
+        lambda t: t.drop_columns(["event_type"]),
+        r"events\.parquet: column event_type missing \(has: user_id, item_id, ts, ms_played\)",
+    ),
+    (
+        "users",
+        lambda t: _set(t, "age", pc.cast(t.column("age"), pa.string())),
+        r"users\.parquet: column age has type string, expected integer",
+    ),
+    (
+        "events",
+        lambda t: _set(t, "ts", pc.cast(t.column("ts"), pa.timestamp("us"))),
+        r"events\.parquet: column ts has type timestamp\[us\], expected timestamp with time "
+        "zone UTC",
+    ),
+    (
+        "music",
+        lambda t: _set(
+            t, "music_vector", pc.cast(t.column("music_vector"), pa.list_(pa.float64()))
+        ),
+        r"music\.parquet: column music_vector has type list<(item|element): double>, "
+        r"expected list<float32>",
+    ),
+    (
+        "events",
+        lambda t: _replace_first(t, "user_id", None),
+        r"events\.parquet: column user_id: 2 row\(s\) are null; first rows: \[\{'user_id': None",
+    ),
+    (
+        "items",
+        lambda t: _replace_first(t, "item_id", ""),
+        r"items\.parquet: column item_id: 2 row\(s\) are empty strings",
+    ),
+    (
+        "events",
+        lambda t: _replace_first(t, "user_id", "u_nobody", 3),
+        r"events\.parquet: column user_id: 3 row\(s\) reference a user_id that users\.parquet "
+        r"does not have; first rows: \[\{'user_id': 'u_nobody'",
+    ),
+    (
+        "events",
+        lambda t: _replace_first(t, "item_id", "ab_ghost", 1),
+        r"events\.parquet: column item_id: 1 row\(s\) reference a item_id that items\.parquet "
+        r"does not have; first rows: \[\{'user_id': 'u\d+', 'item_id': 'ab_ghost'",
+    ),
+    (
+        "events",
+        lambda t: _replace_first(t, "event_type", "like", 4),
+        r"events\.parquet: column event_type: 4 row\(s\) have an unknown event_type \(allowed: "
+        r"stream, follow, preview, intent_to_pay\)",
+    ),
+    (
+        "items",
+        lambda t: _replace_first(t, "item_type", "ebook", 1),
+        r"items\.parquet: column item_type: 1 row\(s\) have an unknown item_type \(allowed: "
+        r"audiobook, podcast\); first rows: \[\{'item_id': 'ab000000', 'item_type': 'ebook'",
+    ),
+    (
+        "users",
+        lambda t: _replace_first(t, "user_id", "u0000001", 1),
+        r"users\.parquet: column user_id: 2 row\(s\) repeat an id that must be unique",
+    ),
+    (
+        "music",
+        lambda t: _replace_first(t, "music_vector", [0.5, 0.5], 1),
+        r"music\.parquet: column music_vector: 1 row\(s\) have a length other than 32",
+    ),
+    (
+        "events",
+        lambda t: _replace_first(t, "ms_played", -5, 1),
+        r"events\.parquet: column ms_played: 1 row\(s\) are negative",
+    ),
 ]
 
 
-@pytest.mark.parametrize("table,breaker,message", BROKEN,
-                         ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    "table,breaker,message", BROKEN, ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(BROKEN)]
+)
 def test_broken_dataset_gets_one_clear_message(world_copy, table, breaker, message):
     _rewrite(world_copy, table, breaker)
     with pytest.raises(ContractError) as err:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from audiorec.artifact import current_version
 from app.cli import main
+from audiorec.artifact import current_version
 
 
 def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
@@ -28,7 +28,13 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
     wd = tmp_path / "demo"
     assert current_version(wd) is not None
-    for path in ("world/events.parquet", "text/embeddings.parquet", "hgnn/manifest.json",
-                 "hgnn/training_curve.png", "features/_state.json", "feast/online.db",
-                 f"artifacts/{current_version(wd)}/user_tower/saved_model.pb"):
+    for path in (
+        "world/events.parquet",
+        "text/embeddings.parquet",
+        "hgnn/manifest.json",
+        "hgnn/training_curve.png",
+        "features/_state.json",
+        "feast/online.db",
+        f"artifacts/{current_version(wd)}/user_tower/saved_model.pb",
+    ):
         assert (wd / path).exists(), path

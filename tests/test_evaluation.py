@@ -47,7 +47,7 @@ def test_protocol_invariants(tiny_world):
         assert t.targets.multiply(t.consumed).nnz == 0  # targets are new starts
         assert t.targets.shape == (len(proto.users), len(t.item_ids))
         rows = np.concatenate(list(t.groups.values()))
-        assert len(np.unique(rows)) == len(rows)       # groups partition the scored users
+        assert len(np.unique(rows)) == len(rows)  # groups partition the scored users
         assert (np.diff(t.targets.indptr)[rows] > 0).all()
     groups = proto.truth["audiobook"].groups
     assert set(groups) == {"warm", "cold"} and len(groups["warm"]) and len(groups["cold"])
@@ -58,28 +58,87 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
 
     cfg = tmp_path / "eval.json"
     # two seeds, the second also reseeding the HGNN; one ablation picked by name
-    cfg.write_text(json.dumps({"seeds": [0, 1], "hgnn_seeds": 2, "selection_trials": 2,
-                               "ablations": ["no weak signals"], "pipeline": {
-        "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 2, "patience": 2,
-                 "max_steps_per_epoch": 20},
-        "two_tower": {"layers": [32, 16], "max_epochs": 2, "patience": 2,
-                      "batch_size": 64}}}))
-    rc = main(["evaluate", "--data", str(tiny_world), "--workdir", str(tmp_path / "w"),
-               "--out", str(tmp_path / "r"), "--config", str(cfg), "--quiet"])
+    cfg.write_text(
+        json.dumps(
+            {
+                "seeds": [0, 1],
+                "hgnn_seeds": 2,
+                "selection_trials": 2,
+                "ablations": ["no weak signals"],
+                "pipeline": {
+                    "hgnn": {
+                        "hidden_dim": 32,
+                        "out_dim": 16,
+                        "max_epochs": 2,
+                        "patience": 2,
+                        "max_steps_per_epoch": 20,
+                    },
+                    "two_tower": {
+                        "layers": [32, 16],
+                        "max_epochs": 2,
+                        "patience": 2,
+                        "batch_size": 64,
+                    },
+                },
+            }
+        )
+    )
+    rc = main(
+        [
+            "evaluate",
+            "--data",
+            str(tiny_world),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "r"),
+            "--config",
+            str(cfg),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     report = (tmp_path / "r" / "report.md").read_text()
-    for text in ("Audiobooks, warm-start users", "Audiobooks, cold-start users",
-                 "Podcasts, all users", "| 2T-HGNN |", "| Popularity |", "0.353", "| ALS |",
-                 "| BPR |", "| ItemKNN |", "Settings chosen on the validation window"):
+    for text in (
+        "Audiobooks, warm-start users",
+        "Audiobooks, cold-start users",
+        "Podcasts, all users",
+        "| 2T-HGNN |",
+        "| Popularity |",
+        "0.353",
+        "| ALS |",
+        "| BPR |",
+        "| ItemKNN |",
+        "Settings chosen on the validation window",
+    ):
         assert text in report
     metrics_json = json.loads((tmp_path / "r" / "metrics.json").read_text())
     m = metrics_json["models"]
-    assert set(m) == {"Popularity", "ALS", "BPR", "ItemKNN", "LLM-KNN", "HGNN",
-                      "HGNN-w-users", "2T", "2T-HGNN", "2T-HGNN, no weak signals"}
+    assert set(m) == {
+        "Popularity",
+        "ALS",
+        "BPR",
+        "ItemKNN",
+        "LLM-KNN",
+        "HGNN",
+        "HGNN-w-users",
+        "2T",
+        "2T-HGNN",
+        "2T-HGNN, no weak signals",
+    }
     seeds = {name: model["audiobook"]["warm"]["seeds"] for name, model in m.items()}
-    assert seeds == {"Popularity": 1, "ALS": 2, "BPR": 2, "ItemKNN": 1, "LLM-KNN": 1,
-                     "HGNN": 2, "HGNN-w-users": 1, "2T": 2, "2T-HGNN": 2,
-                     "2T-HGNN, no weak signals": 1}
+    assert seeds == {
+        "Popularity": 1,
+        "ALS": 2,
+        "BPR": 2,
+        "ItemKNN": 1,
+        "LLM-KNN": 1,
+        "HGNN": 2,
+        "HGNN-w-users": 1,
+        "2T": 2,
+        "2T-HGNN": 2,
+        "2T-HGNN, no weak signals": 1,
+    }
     # every peer and both towers chose among 2 settings on validation, defaults first
     chosen = metrics_json["selection"]
     assert set(chosen) == {"Popularity", "ALS", "BPR", "ItemKNN", "2T", "2T-HGNN"}
@@ -102,7 +161,7 @@ def test_tripartite_graph_joins_users_to_their_items(tiny_world):
     from training.graph.tripartite import build_tripartite_graph
 
     g = build_tripartite_graph(tiny_world, Dataset.open(tiny_world).default_cut)
-    assert (g.node_type[:g.n_items] < 2).all() and (g.node_type[g.n_items:] == 2).all()
+    assert (g.node_type[: g.n_items] < 2).all() and (g.node_type[g.n_items :] == 2).all()
     for rel, item_type in (("UA", 0), ("UP", 1)):
         users, items, _ = g.edges[rel]
         assert (g.node_type[users] == 2).all() and (g.node_type[items] == item_type).all()
@@ -118,13 +177,19 @@ def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
     def row(hr, sd=None, seeds=1):
         return {"audiobook": {"warm": {"hr@10": hr, "hr@10_sd": sd, "seeds": seeds}}}
 
-    summary = {"Popularity": row(0.39), "2T": row(0.30, 0.01, 3), "2T-HGNN": row(0.40, 0.01, 3),
-               "2T-HGNN, no AA edges": row(0.41, 0.02, 3), "2T-HGNN, PP-only graph": row(0.35)}
+    summary = {
+        "Popularity": row(0.39),
+        "2T": row(0.30, 0.01, 3),
+        "2T-HGNN": row(0.40, 0.01, 3),
+        "2T-HGNN, no AA edges": row(0.41, 0.02, 3),
+        "2T-HGNN, PP-only graph": row(0.35),
+    }
     out = {text: (ok, why) for text, ok, why in expectations(summary)}
     ok, why = out["warm-start audiobooks: 2T-HGNN has the best HR@10"]
     # Popularity is deterministic: only 2T-HGNN's seeds are noise, se = 0.01 / sqrt(3)
-    assert ok and why == ("0.400 vs 0.390; gap +0.010, standard error over seeds 0.006: "
-                          "within noise")
+    assert ok and why == (
+        "0.400 vs 0.390; gap +0.010, standard error over seeds 0.006: within noise"
+    )
     ok, why = out["warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's"]
     # 0.40 - 1.3 * 0.30 = +0.010; se = sqrt(0.01^2/3 + (1.3 * 0.01)^2/3) = 0.0095
     assert ok and "gap +0.010, standard error over seeds 0.009: within noise" in why
@@ -132,8 +197,10 @@ def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
     assert not ok and why.endswith("within noise")
     ok, why = out["ablation 'PP-only graph' is below the full model"]
     # one seed: its spread is borrowed from the full model's, se = sqrt(0.01^2 + 0.01^2/3)
-    assert ok and why == ("0.350 vs 0.400; gap -0.050, standard error 0.012 "
-                          "(one seed: spread taken from the other row's seeds)")
+    assert ok and why == (
+        "0.350 vs 0.400; gap -0.050, standard error 0.012 "
+        "(one seed: spread taken from the other row's seeds)"
+    )
 
 
 def test_unknown_ablation_is_rejected_by_name():
@@ -163,12 +230,19 @@ def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
     weights = {"stream": 1.0, "follow": 0.25, "preview": 0.5, "intent_to_pay": 2.0}
     m = training_matrix(tiny_world, cut, users, items, weights)
     con = connect_dataset(tiny_world, ("events",))
-    u, i = con.sql("""SELECT user_id, item_id FROM events WHERE ts < $cut
+    u, i = con.sql(
+        """SELECT user_id, item_id FROM events WHERE ts < $cut
                       GROUP BY ALL HAVING count(DISTINCT event_type) >= 2 LIMIT 1""",
-                   params={"cut": cut}).fetchall()[0]
-    kinds = [r[0] for r in con.sql("""SELECT DISTINCT event_type FROM events WHERE user_id = $u
+        params={"cut": cut},
+    ).fetchall()[0]
+    kinds = [
+        r[0]
+        for r in con.sql(
+            """SELECT DISTINCT event_type FROM events WHERE user_id = $u
                                       AND item_id = $i AND ts < $cut""",
-                                   params={"u": u, "i": i, "cut": cut}).fetchall()]
+            params={"u": u, "i": i, "cut": cut},
+        ).fetchall()
+    ]
     con.close()
     row, col = np.searchsorted(users, u), np.searchsorted(items, i)
     assert np.isclose(m[row, col], sum(weights[k] for k in kinds))
@@ -190,11 +264,12 @@ def test_candidates_start_with_the_defaults_and_never_repeat():
     got = candidates(grid, {"a": 2, "b": 0.2, "other": "x"}, trials=4, seed=3)
     assert got[0] == {"a": 2, "b": 0.2} and len(got) == 4
     assert len({tuple(sorted(c.items())) for c in got}) == 4
-    assert candidates(grid, {"a": 1, "b": 0.1}, trials=50) [0] == {"a": 1, "b": 0.1}
-    assert len(candidates(grid, {"a": 1, "b": 0.1}, trials=50)) == 6   # the whole grid
+    assert candidates(grid, {"a": 1, "b": 0.1}, trials=50)[0] == {"a": 1, "b": 0.1}
+    assert len(candidates(grid, {"a": 1, "b": 0.1}, trials=50)) == 6  # the whole grid
     best, trials = choose(got, lambda s: float(s["a"] == 3) + (s["b"] == 0.1))
     assert trials[0]["validation"] == 0.0 and best == max(
-        got, key=lambda s: float(s["a"] == 3) + (s["b"] == 0.1))
+        got, key=lambda s: float(s["a"] == 3) + (s["b"] == 0.1)
+    )
     # ties: the first (the defaults) wins; NaN never wins
     assert choose(got, lambda s: 1.0)[0] == got[0]
     assert choose(got, lambda s: float("nan") if s == got[0] else 0.0)[0] == got[1]
@@ -232,5 +307,5 @@ def test_recent_listeners_hand_checked(tiny_world):
     got = recent_listeners(tiny_world, when, ids, (7.0, 1e6))
     col = int(np.searchsorted(ids, item))
     assert np.isclose(got[0, col], (2.0 ** (-age / 7.0)).sum())
-    assert np.isclose(got[1, col], len(last), rtol=1e-4)   # no decay: the listeners
+    assert np.isclose(got[1, col], len(last), rtol=1e-4)  # no decay: the listeners
     assert got[:, -1].tolist() == [0.0, 0.0]

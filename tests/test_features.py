@@ -14,15 +14,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from audiorec.errors import AudiorecError
-from audiorec.featurestore import FeatureStoreConfig
+from audiorec.featurestore import (
+    FeatureStoreConfig,
+    feature_service,
+    features_dir,
+    online_features,
+    open_store,
+)
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.features.jobs import run_feature_jobs
-from audiorec.featurestore import features_dir
 from training.features.layout import TABLES
 from training.features.refresh import refresh_features
-from audiorec.featurestore import online_features
 from training.features.retrieval import user_training_features
-from audiorec.featurestore import feature_service, open_store
 from training.features.store import apply_repo, load_repo_objects, materialize
 
 UTC = timezone.utc
@@ -42,8 +45,14 @@ def fstore(tiny_world, tmp_path_factory):
     wd = tmp_path_factory.mktemp("fs")
     hgnn, text = make_embeddings(tiny_world, wd / "emb")
     report = refresh_features(tiny_world, wd, hgnn, text)
-    return {"workdir": wd, "store": open_store(wd), "hgnn": hgnn, "text": text,
-            "report": report, "world": tiny_world}
+    return {
+        "workdir": wd,
+        "store": open_store(wd),
+        "hgnn": hgnn,
+        "text": text,
+        "report": report,
+        "world": tiny_world,
+    }
 
 
 def test_repo_declares_what_the_jobs_write(fstore):
@@ -54,27 +63,51 @@ def test_repo_declares_what_the_jobs_write(fstore):
         if getattr(o, "batch_source", None) is not None:
             assert o.batch_source.path.startswith(str(features_dir(fstore["workdir"])))
     store = fstore["store"]
-    user = {f.name for p in feature_service(store, "user_tower").feature_view_projections
-            for f in p.features}
-    assert {"country", "age", "language", "account_age_days", "music_vector", "audiobook_pref",
-            "podcast_pref", "audiobook_items_90d", "follow_count_90d", "preview_count_90d",
-            "intent_to_pay_count_90d", "weak_audiobook_pref"} <= user
-    item = {f.name for p in feature_service(store, "item_tower").feature_view_projections
-            for f in p.features}
-    assert {"item_type", "language", "genre", "text_embedding", "hgnn_embedding",
-            "streams_90d"} <= item
+    user = {
+        f.name
+        for p in feature_service(store, "user_tower").feature_view_projections
+        for f in p.features
+    }
+    assert {
+        "country",
+        "age",
+        "language",
+        "account_age_days",
+        "music_vector",
+        "audiobook_pref",
+        "podcast_pref",
+        "audiobook_items_90d",
+        "follow_count_90d",
+        "preview_count_90d",
+        "intent_to_pay_count_90d",
+        "weak_audiobook_pref",
+    } <= user
+    item = {
+        f.name
+        for p in feature_service(store, "item_tower").feature_view_projections
+        for f in p.features
+    }
+    assert {
+        "item_type",
+        "language",
+        "genre",
+        "text_embedding",
+        "hgnn_embedding",
+        "streams_90d",
+    } <= item
 
 
 def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
     """Brute force: the 90-day aggregates of ``user_id`` as of time ``t``."""
     day = t.floor("D")
     con = duckdb.connect()
-    rows = con.execute(f"""
+    rows = con.execute(
+        f"""
         SELECT e.item_id, i.item_type, e.event_type FROM '{world}/events.parquet' e
         JOIN '{world}/items.parquet' i USING (item_id)
         WHERE e.user_id = ? AND e.ts < ? AND e.ts >= ?""",
-                       [user_id, day.to_pydatetime(), (day - pd.Timedelta(days=90)).to_pydatetime()]
-                       ).df()
+        [user_id, day.to_pydatetime(), (day - pd.Timedelta(days=90)).to_pydatetime()],
+    ).df()
     emb = read_item_embeddings(hgnn)
     vec = dict(zip(emb.item_id, emb.vectors))
 
@@ -86,9 +119,11 @@ def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
     pod = rows[rows.item_type == "podcast"]
     weak = ab[ab.event_type != "stream"]
     return {
-        "audiobook_pref": mean(ab.item_id), "podcast_pref": mean(pod.item_id),
+        "audiobook_pref": mean(ab.item_id),
+        "podcast_pref": mean(pod.item_id),
         "weak_audiobook_pref": mean(weak.item_id),
-        "audiobook_items_90d": ab.item_id.nunique(), "podcast_items_90d": pod.item_id.nunique(),
+        "audiobook_items_90d": ab.item_id.nunique(),
+        "podcast_items_90d": pod.item_id.nunique(),
         "audiobook_streams_90d": int((ab.event_type == "stream").sum()),
         "podcast_streams_90d": int((pod.event_type == "stream").sum()),
         "follow_count_90d": int((ab.event_type == "follow").sum()),
@@ -101,8 +136,9 @@ def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
 def _assert_matches(row, expected):
     for k, v in expected.items():
         if isinstance(v, np.ndarray):
-            np.testing.assert_allclose(np.asarray(row[k], dtype=np.float64), v, atol=1e-5,
-                                       err_msg=k)
+            np.testing.assert_allclose(
+                np.asarray(row[k], dtype=np.float64), v, atol=1e-5, err_msg=k
+            )
         else:
             assert row[k] == v, k
 
@@ -110,9 +146,13 @@ def _assert_matches(row, expected):
 def test_window_features_equal_brute_force_at_random_times(fstore):
     world = fstore["world"]
     con = duckdb.connect()
-    users = con.execute(f"""SELECT user_id FROM '{world}/events.parquet' e
+    users = (
+        con.execute(f"""SELECT user_id FROM '{world}/events.parquet' e
         JOIN '{world}/items.parquet' i USING (item_id) WHERE i.item_type = 'audiobook'
-        GROUP BY 1 ORDER BY count(*) DESC LIMIT 6""").df().user_id.tolist()
+        GROUP BY 1 ORDER BY count(*) DESC LIMIT 6""")
+        .df()
+        .user_id.tolist()
+    )
     rng = np.random.default_rng(1)
     start = pd.Timestamp("2026-07-01", tz="UTC")
     times = [start + pd.Timedelta(seconds=int(s)) for s in rng.integers(0, 120 * 86400, 12)]
@@ -124,27 +164,38 @@ def test_window_features_equal_brute_force_at_random_times(fstore):
 
 
 def test_profile_and_music_rows_are_as_of_the_time(fstore):
-    ex = pd.DataFrame({"user_id": ["u0000010", "u0000010"],
-                       "event_timestamp": pd.to_datetime(["2026-08-01 12:00", "2026-10-30 00:00"],
-                                                         utc=True)})
+    ex = pd.DataFrame(
+        {
+            "user_id": ["u0000010", "u0000010"],
+            "event_timestamp": pd.to_datetime(["2026-08-01 12:00", "2026-10-30 00:00"], utc=True),
+        }
+    )
     got = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
     users = pq.read_table(fstore["world"] / "users.parquet").to_pandas().set_index("user_id")
     u = users.loc["u0000010"]
     assert (got.country == u.country).all() and (got.age == u.age).all()
     # weekly snapshots (Mondays): account age as of the last Monday at or before the time
     for _, r in got.iterrows():
-        monday = (r.event_timestamp.floor("D") - pd.Timedelta(days=r.event_timestamp.weekday()))
+        monday = r.event_timestamp.floor("D") - pd.Timedelta(days=r.event_timestamp.weekday())
         assert r.account_age_days == (monday - u.signup_ts).days
     assert all(len(v) == 32 for v in got.music_vector)
 
 
 def test_cold_start_user_is_zeros_and_unknown_user_is_null(fstore):
     world = fstore["world"]
-    cold = duckdb.connect().execute(f"""
+    cold = (
+        duckdb.connect()
+        .execute(f"""
         SELECT user_id FROM '{world}/users.parquet' WHERE signup_ts < '2026-06-01' AND user_id
-        NOT IN (SELECT user_id FROM '{world}/events.parquet') ORDER BY 1 LIMIT 1""").fetchone()[0]
-    ex = pd.DataFrame({"user_id": [cold, "nobody"],
-                       "event_timestamp": pd.to_datetime(["2026-09-15"] * 2, utc=True)})
+        NOT IN (SELECT user_id FROM '{world}/events.parquet') ORDER BY 1 LIMIT 1""")
+        .fetchone()[0]
+    )
+    ex = pd.DataFrame(
+        {
+            "user_id": [cold, "nobody"],
+            "event_timestamp": pd.to_datetime(["2026-09-15"] * 2, utc=True),
+        }
+    )
     got = user_training_features(fstore["store"], ex).set_index("user_id")
     assert got.loc[cold, "audiobook_items_90d"] == 0 and got.loc[cold, "follow_count_90d"] == 0
     assert np.allclose(got.loc[cold, "audiobook_pref"], 0)
@@ -159,13 +210,18 @@ def _plant_burst(src, dst, user, at):
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("truth", "*.json"))
     ev = pq.read_table(dst / "events.parquet")
     n = 25
-    burst = pa.table({
-        "user_id": [user] * n, "item_id": ["ab000001"] * n,
-        "event_type": ["follow"] * 5 + ["stream"] * 20,
-        "ts": pa.array([at + timedelta(minutes=i) for i in range(n)],
-                       type=pa.timestamp("us", tz="UTC")),
-        "ms_played": pa.array([None] * 5 + [60_000] * 20, type=pa.int64()),
-    }, schema=ev.schema)
+    burst = pa.table(
+        {
+            "user_id": [user] * n,
+            "item_id": ["ab000001"] * n,
+            "event_type": ["follow"] * 5 + ["stream"] * 20,
+            "ts": pa.array(
+                [at + timedelta(minutes=i) for i in range(n)], type=pa.timestamp("us", tz="UTC")
+            ),
+            "ms_played": pa.array([None] * 5 + [60_000] * 20, type=pa.int64()),
+        },
+        schema=ev.schema,
+    )
     pq.write_table(pa.concat_tables([ev, burst]), dst / "events.parquet")
 
 
@@ -176,17 +232,24 @@ def test_no_training_row_at_or_before_t_sees_a_later_burst(fstore, tmp_path):
     _plant_burst(world, tmp_path / "burst", user, t + timedelta(microseconds=1))
     wd = tmp_path / "wd"
     refresh_features(tmp_path / "burst", wd, hgnn, text)
-    before = pd.to_datetime([t - timedelta(days=30), t - timedelta(hours=15), t,
-                             t + timedelta(hours=8, minutes=59)], utc=True)
+    before = pd.to_datetime(
+        [t - timedelta(days=30), t - timedelta(hours=15), t, t + timedelta(hours=8, minutes=59)],
+        utc=True,
+    )
     ex = pd.DataFrame({"user_id": [user] * len(before), "event_timestamp": before})
     base = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
     planted = user_training_features(open_store(wd), ex).sort_values("event_timestamp")
     cols = ["audiobook_items_90d", "audiobook_streams_90d", "follow_count_90d"]
-    pd.testing.assert_frame_equal(base[cols].reset_index(drop=True),
-                                  planted[cols].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        base[cols].reset_index(drop=True), planted[cols].reset_index(drop=True)
+    )
     # ... and the first snapshot after the burst (next midnight) does see it
-    after = pd.DataFrame({"user_id": [user], "event_timestamp": pd.to_datetime(
-        [datetime(2026, 9, 11, tzinfo=UTC)], utc=True)})
+    after = pd.DataFrame(
+        {
+            "user_id": [user],
+            "event_timestamp": pd.to_datetime([datetime(2026, 9, 11, tzinfo=UTC)], utc=True),
+        }
+    )
     a0 = user_training_features(fstore["store"], after).iloc[0]
     a1 = user_training_features(open_store(wd), after).iloc[0]
     assert a1.follow_count_90d == a0.follow_count_90d + 5
@@ -196,12 +259,15 @@ def test_no_training_row_at_or_before_t_sees_a_later_burst(fstore, tmp_path):
 def test_a_feature_row_becomes_visible_exactly_at_its_timestamp(fstore):
     rows = pq.read_table(features_dir(fstore["workdir"]) / "user_windows").to_pandas()
     rows = rows.sort_values(["user_id", "event_timestamp"])
-    changed = rows[rows.user_id.eq(rows.user_id.shift()) &
-                   rows.audiobook_items_90d.ne(rows.audiobook_items_90d.shift())]
+    changed = rows[
+        rows.user_id.eq(rows.user_id.shift())
+        & rows.audiobook_items_90d.ne(rows.audiobook_items_90d.shift())
+    ]
     row = changed.iloc[len(changed) // 2]
     ts = row.event_timestamp
-    ex = pd.DataFrame({"user_id": [row.user_id] * 2,
-                       "event_timestamp": [ts - pd.Timedelta(microseconds=1), ts]})
+    ex = pd.DataFrame(
+        {"user_id": [row.user_id] * 2, "event_timestamp": [ts - pd.Timedelta(microseconds=1), ts]}
+    )
     got = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
     prev = rows[(rows.user_id == row.user_id) & (rows.event_timestamp < ts)].iloc[-1]
     assert got.iloc[0].audiobook_items_90d == prev.audiobook_items_90d
@@ -231,10 +297,10 @@ def test_incremental_days_equal_a_full_rebuild_and_touch_only_new_dates(fstore, 
         df = df.map(lambda v: tuple(np.round(v, 5)) if isinstance(v, np.ndarray) else v)
         return df.sort_values(list(df.columns[:2])).reset_index(drop=True)
 
-    for table in ("user_windows", "item_popularity", "user_profile", "user_music",
-                  "item_content"):
-        pd.testing.assert_frame_equal(load(wd, table), load(fstore["workdir"], table),
-                                      check_dtype=False)
+    for table in ("user_windows", "item_popularity", "user_profile", "user_music", "item_content"):
+        pd.testing.assert_frame_equal(
+            load(wd, table), load(fstore["workdir"], table), check_dtype=False
+        )
 
 
 def test_new_embedding_version_rebuilds_history(fstore, tmp_path):
@@ -251,14 +317,21 @@ def test_new_embedding_version_rebuilds_history(fstore, tmp_path):
 
 
 def test_clear_errors(fstore, tmp_path):
-    with pytest.raises(AudiorecError, match="unknown feature service 'user_towr'; known: "
-                                            "item_tower, user_tower"):
-        user_training_features(fstore["store"], pd.DataFrame(
-            {"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"], utc=True)}),
-            service="user_towr")
+    with pytest.raises(
+        AudiorecError, match="unknown feature service 'user_towr'; known: item_tower, user_tower"
+    ):
+        user_training_features(
+            fstore["store"],
+            pd.DataFrame(
+                {"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"], utc=True)}
+            ),
+            service="user_towr",
+        )
     with pytest.raises(AudiorecError, match="must be timezone-aware"):
-        user_training_features(fstore["store"], pd.DataFrame(
-            {"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"])}))
+        user_training_features(
+            fstore["store"],
+            pd.DataFrame({"user_id": ["u1"], "event_timestamp": pd.to_datetime(["2026-09-01"])}),
+        )
     wd = tmp_path / "broken"
     shutil.copytree(fstore["workdir"] / "features", wd / "features")
     for f in (wd / "features" / "user_music").glob("*.parquet"):
@@ -274,8 +347,9 @@ def test_unreachable_redis_is_one_clear_error(fstore, free_port):
     store = open_store(fstore["workdir"], cfg)
     message = rf"Redis online store at 127.0.0.1:{free_port} is unreachable"
     with pytest.raises(AudiorecError, match=message):
-        materialize(store, datetime(2026, 11, 2, tzinfo=UTC),
-                    start=datetime(2026, 10, 1, tzinfo=UTC))
+        materialize(
+            store, datetime(2026, 11, 2, tzinfo=UTC), start=datetime(2026, 10, 1, tzinfo=UTC)
+        )
     with pytest.raises(AudiorecError, match=message):
         online_features(store, ["u0000001"])
 
@@ -291,10 +365,15 @@ def test_truncated_history_is_still_complete_inside_it(fstore, tmp_path):
     assert report.jobs.first == report.jobs.through - timedelta(days=19)
     start = pd.Timestamp(report.jobs.first, tz="UTC")
     users = ["u0000001", "u0000007", "u0000013", "u0000021"]
-    times = [start + pd.Timedelta(hours=5), start + pd.Timedelta(days=3, hours=1),
-             start + pd.Timedelta(days=11), start + pd.Timedelta(days=18, hours=7)]
-    got = user_training_features(open_store(wd), pd.DataFrame(
-        {"user_id": users, "event_timestamp": times}))
+    times = [
+        start + pd.Timedelta(hours=5),
+        start + pd.Timedelta(days=3, hours=1),
+        start + pd.Timedelta(days=11),
+        start + pd.Timedelta(days=18, hours=7),
+    ]
+    got = user_training_features(
+        open_store(wd), pd.DataFrame({"user_id": users, "event_timestamp": times})
+    )
     for _, row in got.iterrows():
         _assert_matches(row, _expected(world, hgnn, row.user_id, row.event_timestamp))
 
@@ -310,8 +389,9 @@ def test_daily_refresh_materializes_only_new_dates_and_matches_a_full_one(fstore
     assert daily.materialized_from == midnight(last - timedelta(days=5))
     assert refresh_features(world, wd, hgnn, text).materialized_from is None  # up to date
     users = [f"u{i:07d}" for i in range(0, 1000, 37)]
-    assert_same_features(online_features(open_store(wd), users),
-                         online_features(fstore["store"], users))
+    assert_same_features(
+        online_features(open_store(wd), users), online_features(fstore["store"], users)
+    )
 
 
 def assert_same_features(a: dict, b: dict) -> None:

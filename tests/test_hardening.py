@@ -41,12 +41,18 @@ def _code(fn, *args, **kw):
 
 def test_every_field_is_bounded_and_named(channel, users):
     stub = pb_grpc.RecommenderStub(channel)
-    ask = lambda **kw: stub.Recommend(pb.RecommendRequest(**{  # noqa: E731
-        "user_id": users["warm"], "k": 10, "item_type": pb.AUDIOBOOK, **kw}), timeout=10)
-    cases = [({"k": 1001}, "max_k"), ({"user_id": "u" * 300}, "max_id_chars"),
-             ({"languages": [f"l{i}" for i in range(17)]}, "max_languages"),
-             ({"languages": ["x" * 40]}, "max_language_chars"),
-             ({"languages": [""] * 5000}, "empty entry")]
+
+    def ask(**kw):
+        fields = {"user_id": users["warm"], "k": 10, "item_type": pb.AUDIOBOOK, **kw}
+        return stub.Recommend(pb.RecommendRequest(**fields), timeout=10)
+
+    cases = [
+        ({"k": 1001}, "max_k"),
+        ({"user_id": "u" * 300}, "max_id_chars"),
+        ({"languages": [f"l{i}" for i in range(17)]}, "max_languages"),
+        ({"languages": ["x" * 40]}, "max_language_chars"),
+        ({"languages": [""] * 5000}, "empty entry"),
+    ]
     for kw, limit in cases:
         code, details = _code(ask, **kw)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and limit in details, (kw.keys(), details)
@@ -62,8 +68,11 @@ def test_every_field_is_bounded_and_named(channel, users):
 
 def test_not_found_echoes_a_short_prefix(channel):
     stub = pb_grpc.RecommenderStub(channel)
-    code, details = _code(stub.RecommendSimilar, pb.RecommendSimilarRequest(
-        item_id="nope-" + "z" * 200, k=5, item_type=pb.AUDIOBOOK), timeout=10)
+    code, details = _code(
+        stub.RecommendSimilar,
+        pb.RecommendSimilarRequest(item_id="nope-" + "z" * 200, k=5, item_type=pb.AUDIOBOOK),
+        timeout=10,
+    )
     assert code == grpc.StatusCode.NOT_FOUND
     assert "z" * 40 not in details and "205 chars" in details
 
@@ -97,44 +106,108 @@ def _certs(tmp_path):
     """A CA, a server certificate for 127.0.0.1 / localhost, and a client certificate."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed for the TLS tests (.ci/run installs it)")
-    run = lambda *a: subprocess.run(["openssl", *a], cwd=tmp_path, check=True,  # noqa: E731
-                                    capture_output=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=audiorec-test-ca")
+
+    def run(*a):
+        return subprocess.run(["openssl", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=audiorec-test-ca",
+    )
     (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "ext.cnf")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        )
     return tmp_path
 
 
 def test_tls_client_certificates_and_token(tiny_pipeline, tmp_path, users):
+    from audiorec.errors import AudiorecError
     from serving.client import Connection, recommend
     from serving.security import SecurityConfig
     from serving.server import ServerConfig, create_server
 
-    from audiorec.errors import AudiorecError
-
     d = _certs(tmp_path)
-    sec = SecurityConfig(tls_cert=d / "server.pem", tls_key=d / "server.key",
-                         tls_client_ca=d / "ca.pem", token=TOKEN, reflection=False)
+    sec = SecurityConfig(
+        tls_cert=d / "server.pem",
+        tls_key=d / "server.key",
+        tls_client_ca=d / "ca.pem",
+        token=TOKEN,
+        reflection=False,
+    )
     running = create_server(tiny_pipeline[0], ServerConfig(port=0, security=sec))
     before = _count(running, "audiorec_rejected_total", reason="unauthenticated")
     target = f"127.0.0.1:{running.port}"
-    good = Connection(target, token=TOKEN, tls_ca=str(d / "ca.pem"),
-                      tls_cert=str(d / "client.pem"), tls_key=str(d / "client.key"))
+    good = Connection(
+        target,
+        token=TOKEN,
+        tls_ca=str(d / "ca.pem"),
+        tls_cert=str(d / "client.pem"),
+        tls_key=str(d / "client.key"),
+    )
     try:
         assert recommend(good, users["warm"]).strategy == pb.PERSONALIZED
-        for bad, code in [(Connection(target, token="wrong-token-0123456789", tls_ca=good.tls_ca,
-                                      tls_cert=good.tls_cert, tls_key=good.tls_key),
-                           "UNAUTHENTICATED"),
-                          (Connection(target, tls_ca=good.tls_ca, tls_cert=good.tls_cert,
-                                      tls_key=good.tls_key), "UNAUTHENTICATED"),
-                          (Connection(target, token=TOKEN, tls_ca=good.tls_ca),  # no cert
-                           "UNAVAILABLE"),
-                          (Connection(target, token=TOKEN), "UNAVAILABLE")]:  # plaintext
+        for bad, code in [
+            (
+                Connection(
+                    target,
+                    token="wrong-token-0123456789",
+                    tls_ca=good.tls_ca,
+                    tls_cert=good.tls_cert,
+                    tls_key=good.tls_key,
+                ),
+                "UNAUTHENTICATED",
+            ),
+            (
+                Connection(
+                    target, tls_ca=good.tls_ca, tls_cert=good.tls_cert, tls_key=good.tls_key
+                ),
+                "UNAUTHENTICATED",
+            ),
+            (
+                Connection(target, token=TOKEN, tls_ca=good.tls_ca),  # no cert
+                "UNAVAILABLE",
+            ),
+            (Connection(target, token=TOKEN), "UNAVAILABLE"),
+        ]:  # plaintext
             with pytest.raises(AudiorecError, match=code):
                 recommend(bad, users["warm"], timeout=5)
         # health needs no token (load balancers); reflection is off
@@ -142,12 +215,15 @@ def test_tls_client_certificates_and_token(tiny_pipeline, tmp_path, users):
         from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
         with good.channel() as ch:
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                          timeout=5)
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             assert status.status == health_pb2.HealthCheckResponse.SERVING
             replies = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5,
-                metadata=good.metadata())
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                timeout=5,
+                metadata=good.metadata(),
+            )
             code, _ = _code(list, replies)
             assert code == grpc.StatusCode.UNIMPLEMENTED
         assert _count(running, "audiorec_rejected_total", reason="unauthenticated") == before + 2
@@ -157,23 +233,23 @@ def test_tls_client_certificates_and_token(tiny_pipeline, tmp_path, users):
 
 
 def test_exposure_without_protection_is_refused(tiny_pipeline):
-    from serving.server import ServerConfig, create_server
-
     from audiorec.errors import AudiorecError
+    from serving.server import ServerConfig, create_server
 
     with pytest.raises(AudiorecError, match="without TLS and a token"):
         create_server(tiny_pipeline[0], ServerConfig(host="0.0.0.0", port=0))
     from app.cli import main
 
-    assert main(["serve", "--workdir", str(tiny_pipeline[0]), "--host", "0.0.0.0",
-                 "--port", "0"]) == 1
+    assert (
+        main(["serve", "--workdir", str(tiny_pipeline[0]), "--host", "0.0.0.0", "--port", "0"]) == 1
+    )
 
 
 def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_port, caplog):
     """Redis with a password that is down: the client, the logs, the metrics and the CLI
     see that the store is unavailable, never the connection string."""
-    from serving.server import ServerConfig, create_server
     from audiorec.featurestore import FeatureStoreConfig
+    from serving.server import ServerConfig, create_server
     from training.features.store import apply_repo
 
     secret = "Sup3rS3cretPassw0rd"
@@ -186,8 +262,10 @@ def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_por
             with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
                 stub = pb_grpc.RecommenderStub(ch)
                 for _ in range(8):  # through the breaker opening
-                    answer = stub.Recommend(pb.RecommendRequest(
-                        user_id=users["warm"], k=5, item_type=pb.AUDIOBOOK), timeout=5)
+                    answer = stub.Recommend(
+                        pb.RecommendRequest(user_id=users["warm"], k=5, item_type=pb.AUDIOBOOK),
+                        timeout=5,
+                    )
                     assert answer.strategy == pb.FALLBACK
                     assert secret not in answer.reason and "unavailable" in answer.reason
             metrics = running.metrics.exposition().decode()
@@ -203,8 +281,11 @@ def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_por
     from training.features.store import materialize
 
     with pytest.raises(Exception) as err:  # the training side: loading that store
-        materialize(apply_repo(wd, store), datetime.now(timezone.utc),
-                    start=datetime(1970, 1, 2, tzinfo=timezone.utc))
+        materialize(
+            apply_repo(wd, store),
+            datetime.now(timezone.utc),
+            start=datetime(1970, 1, 2, tzinfo=timezone.utc),
+        )
     assert secret not in str(err.value)
     assert "is unreachable" in str(err.value) and f"127.0.0.1:{free_port}" in str(err.value)
 
@@ -214,8 +295,9 @@ def test_cli_errors_are_redacted(capsys, monkeypatch):
     from audiorec.errors import AudiorecError
 
     def boom(args):
-        raise AudiorecError("cannot reach redis://admin:hunter2hunter2@db:6379 "
-                            "(host:6379,password=hunter2hunter2)")
+        raise AudiorecError(
+            "cannot reach redis://admin:hunter2hunter2@db:6379 (host:6379,password=hunter2hunter2)"
+        )
 
     monkeypatch.setattr(commands, "cmd_validate", boom)
     assert cli.main(["validate", "x"]) == 1
@@ -240,11 +322,11 @@ def _versions(tiny_pipeline, tmp_path):
     return wd, first
 
 
-def test_serve_starts_on_the_newest_loadable_version_then_rollback(tiny_pipeline, tmp_path,
-                                                                  caplog, capsys):
-    from serving.server import ServerConfig, create_server
-
+def test_serve_starts_on_the_newest_loadable_version_then_rollback(
+    tiny_pipeline, tmp_path, caplog, capsys
+):
     from app.cli import main
+    from serving.server import ServerConfig, create_server
 
     wd, first = _versions(tiny_pipeline, tmp_path)
     assert list_versions(wd) == [first, "v29990101T000000Z", "v29990102T000000Z"]
@@ -296,13 +378,12 @@ def test_read_timeouts_the_client_deadline_versus_the_store(tmp_path):
     fault; a read past the store's own timeout counts toward opening the breaker."""
     import time
 
+    from audiorec.errors import DeadlineExceeded, StoreUnavailable
     from serving.features import OnlineFeatures, StoreGuardConfig
-    from audiorec.errors import StoreUnavailable
 
-    from audiorec.errors import DeadlineExceeded
-
-    features = OnlineFeatures(tmp_path, guard=StoreGuardConfig(read_timeout_s=0.05,
-                                                               breaker_failures=3))
+    features = OnlineFeatures(
+        tmp_path, guard=StoreGuardConfig(read_timeout_s=0.05, breaker_failures=3)
+    )
     features._read = lambda user_id, project: time.sleep(0.2) or {}
     try:
         for _ in range(5):

@@ -41,12 +41,14 @@ def graph(tiny_world):
 
 def test_graph_edges_match_brute_force(tiny_world, graph):
     con = duckdb.connect()
-    pairs = con.execute(f"""
+    pairs = con.execute(
+        f"""
         WITH ui AS (SELECT DISTINCT user_id, item_id FROM '{tiny_world}/events.parquet'
                     WHERE ts >= ? AND ts < ?)
         SELECT count(*) FROM (SELECT a.item_id, b.item_id FROM ui a JOIN ui b
                ON a.user_id = b.user_id AND a.item_id < b.item_id GROUP BY 1, 2)""",
-                        [CUT.replace(month=7, day=20), CUT]).fetchone()[0]
+        [CUT.replace(month=7, day=20), CUT],
+    ).fetchone()[0]
     assert sum(len(s) for s, _, _ in graph.edges.values()) == pairs
     ab = graph.is_audiobook
     s, d, _ = graph.edges["AA"]
@@ -106,13 +108,16 @@ def test_blocks_put_targets_first():
     top = blocks[-1]
     assert top.n_dst == 2 and top.nodes[:2].tolist() == [0, 5]
     assert sorted(top.nodes.tolist()) == [0, 1, 2, 5]
-    assert blocks[0].nodes[:len(top.nodes)].tolist() == top.nodes.tolist()
+    assert blocks[0].nodes[: len(top.nodes)].tolist() == top.nodes.tolist()
 
 
 def test_balanced_sampler_equal_counts_and_full_coverage():
     rng = np.random.default_rng(0)
-    edges = {"AA": (np.arange(7), np.arange(7)), "AP": (np.arange(30), np.arange(30)),
-             "PP": (np.arange(100), np.arange(100))}
+    edges = {
+        "AA": (np.arange(7), np.arange(7)),
+        "AP": (np.arange(30), np.arange(30)),
+        "PP": (np.arange(100), np.arange(100)),
+    }
     sampler = BalancedEdgeSampler(edges, balanced=True, rng=rng)
     seen = {r: set() for r in edges}
     names = list(edges)
@@ -127,8 +132,9 @@ def test_balanced_sampler_equal_counts_and_full_coverage():
 
 
 def _full_graph(graph):
-    return TrainGraph(graph.n, {}, {}, message_csrs(
-        {r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n))
+    return TrainGraph(
+        graph.n, {}, {}, message_csrs({r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n)
+    )
 
 
 def test_outputs_unit_norm_and_equivariant_to_relabelling(graph, text_table):
@@ -192,8 +198,9 @@ def test_training_learns_to_rank_held_out_edges(trained, graph, text_table):
 def test_same_seed_same_model(trained, tiny_world, text_table, tmp_path):
     # Retrain with the module's config in a fresh directory: every embedding equal to the
     # bit (thread-order float sums in the backward pass once broke this).
-    again = run_hgnn(tiny_world, text_table, tmp_path / "again", CUT, cfg=HGNNConfig(**SMALL),
-                     progress=False)
+    again = run_hgnn(
+        tiny_world, text_table, tmp_path / "again", CUT, cfg=HGNNConfig(**SMALL), progress=False
+    )
     a = read_item_embeddings(trained.out / "embeddings.parquet").vectors
     b = read_item_embeddings(again.out / "embeddings.parquet").vectors
     assert np.array_equal(a, b)

@@ -14,8 +14,9 @@ from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 @pytest.fixture(scope="module")
 def vectors():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 32))[rng.integers(0, 50, 4000)] \
-        + rng.normal(scale=0.5, size=(4000, 32))
+    x = rng.normal(size=(50, 32))[rng.integers(0, 50, 4000)] + rng.normal(
+        scale=0.5, size=(4000, 32)
+    )
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -25,8 +26,9 @@ def test_recall_against_brute_force(vectors):
     truth = exact_top_k(vectors[:3800], vectors[3800:], 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, truth)])
     assert recall >= 0.97
-    np.testing.assert_allclose(scores[:, 0], (vectors[3800:] * vectors[labels[:, 0]]).sum(1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scores[:, 0], (vectors[3800:] * vectors[labels[:, 0]]).sum(1), atol=1e-5
+    )
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
@@ -59,8 +61,9 @@ def test_loader_refuses_mismatches(vectors, tmp_path):
     with pytest.raises(AudiorecError, match="metric: Input should be 'ip'"):
         ItemIndex.load(tmp_path / "idx")
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps({**m, "kind": "audiorec.hgnn"}))
-    with pytest.raises(AudiorecError, match="kind 'audiorec.hgnn' format 1, expected "
-                                            "'audiorec.hnsw'"):
+    with pytest.raises(
+        AudiorecError, match="kind 'audiorec.hgnn' format 1, expected 'audiorec.hnsw'"
+    ):
         ItemIndex.load(tmp_path / "idx")
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(m))
     with (tmp_path / "idx" / "index.bin").open("r+b") as f:

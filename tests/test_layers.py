@@ -36,20 +36,36 @@ def _imports(path: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     """module -> the project's modules it imports."""
-    files = {_module(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
-             if "v1" not in p.relative_to(ROOT).parts}
+    files = {
+        _module(p): p
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("*.py")
+        if "v1" not in p.relative_to(ROOT).parts
+    }
     return {m: {i for i in _imports(p) if i in files} for m, p in files.items()}
 
 
 def _arrows(graph: dict[str, set[str]], src: str, dst: str) -> list[str]:
-    return sorted(f"{m} -> {i}" for m, deps in graph.items() if m.split(".")[0] == src
-                  for i in deps if i.split(".")[0] == dst)
+    return sorted(
+        f"{m} -> {i}"
+        for m, deps in graph.items()
+        if m.split(".")[0] == src
+        for i in deps
+        if i.split(".")[0] == dst
+    )
 
 
-@pytest.mark.parametrize("src,dst", [
-    ("audiorec", "training"), ("audiorec", "serving"), ("audiorec", "app"),
-    ("serving", "training"), ("serving", "app"), ("training", "app"),
-])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        ("audiorec", "training"),
+        ("audiorec", "serving"),
+        ("audiorec", "app"),
+        ("serving", "training"),
+        ("serving", "app"),
+        ("training", "app"),
+    ],
+)
 def test_no_arrow_up_or_across(graph, src, dst):
     assert _arrows(graph, src, dst) == []
 

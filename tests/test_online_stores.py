@@ -9,15 +9,18 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from test_features import assert_same_features, make_embeddings
 
-from audiorec.featurestore import FeatureStoreConfig
+from audiorec.featurestore import (
+    ITEM_SERVICE,
+    REPO_DIR,
+    FeatureStoreConfig,
+    online_features,
+    open_store,
+)
 from training.features.jobs import run_feature_jobs
 from training.features.refresh import refresh_features
-from audiorec.featurestore import ITEM_SERVICE, online_features
-from audiorec.featurestore import REPO_DIR, open_store
 from training.synth import WorldConfig, generate_world
-
-from test_features import assert_same_features, make_embeddings
 
 USERS = ["u0000000", "u0000005", "u0000042", "u0000999", "nobody"]
 
@@ -33,8 +36,10 @@ def test_sqlite_and_redis_return_the_same_online_features(tiny_world, tmp_path, 
     assert_same_features(a, b)
     assert a["country"][0] is not None and a["country"][-1] is None
     items = ["ab000001", "pc000003"]
-    assert_same_features(online_features(open_store(sqlite_wd), items, ITEM_SERVICE),
-          online_features(open_store(redis_wd, cfg), items, ITEM_SERVICE))
+    assert_same_features(
+        online_features(open_store(sqlite_wd), items, ITEM_SERVICE),
+        online_features(open_store(redis_wd, cfg), items, ITEM_SERVICE),
+    )
 
 
 def test_feast_cli_apply_and_materialize_incremental(tmp_path):
@@ -50,8 +55,9 @@ def test_feast_cli_apply_and_materialize_incremental(tmp_path):
     env = {**os.environ, "AUDIOREC_WORKDIR": str(wd)}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     for args in (["apply"], ["materialize-incremental", now]):
-        res = subprocess.run([feast, *args], cwd=REPO_DIR, env=env, capture_output=True,
-                             text=True, timeout=300)
+        res = subprocess.run(
+            [feast, *args], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=300
+        )
         assert res.returncode == 0, res.stdout + res.stderr
     # the feast CLI loads the yaml's project; the pipeline loads each generation of the
     # feature tables into a project of its own (training/features/store.py)
@@ -63,7 +69,8 @@ def test_feast_cli_apply_and_materialize_incremental(tmp_path):
 def test_feast_cli_without_workdir_says_what_to_set(tmp_path):
     feast = str(Path(sys.executable).parent / "feast")
     env = {k: v for k, v in os.environ.items() if k != "AUDIOREC_WORKDIR"}
-    res = subprocess.run([feast, "plan"], cwd=REPO_DIR, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [feast, "plan"], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode != 0
     assert "AUDIOREC_WORKDIR is not set" in res.stdout + res.stderr

@@ -38,8 +38,7 @@ def test_link_swap_is_one_rename_and_migrates_a_plain_directory(tmp_path):
     with staged_directory(out, link=True) as d:
         (d / "v").write_text("2")
     assert (out / "v").read_text() == "2" and not first.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["features",
-                                                                 out.resolve().name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["features", out.resolve().name])
 
 
 def test_dead_staging_is_removed_live_is_kept(tmp_path):
@@ -86,8 +85,7 @@ def test_garbled_current_pointer_serves_the_newest_loadable(tmp_path, caplog):
     root = artifacts_root(tmp_path)
     for i, name in enumerate(("v1", "v2", "v3")):
         (root / name).mkdir(parents=True)
-        (root / name / "manifest.json").write_text(json.dumps(
-            {"created_at": f"2026-01-0{i + 1}"}))
+        (root / name / "manifest.json").write_text(json.dumps({"created_at": f"2026-01-0{i + 1}"}))
     (root / "current").write_text("")
     assert current_version(tmp_path) is None
 
@@ -100,5 +98,6 @@ def test_garbled_current_pointer_serves_the_newest_loadable(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="audiorec"):
         holder = ModelHolder(tmp_path, Fake)
     assert holder.current.version == "v2"
-    assert any("does not load" in r.getMessage() or "no valid" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "does not load" in r.getMessage() or "no valid" in r.getMessage() for r in caplog.records
+    )

@@ -34,8 +34,9 @@ def stub(server):
 
 
 def ask(stub, user, k=10, item_type=pb.AUDIOBOOK, **kw):
-    return stub.Recommend(pb.RecommendRequest(user_id=user, k=k, item_type=item_type, **kw),
-                          timeout=10)
+    return stub.Recommend(
+        pb.RecommendRequest(user_id=user, k=k, item_type=item_type, **kw), timeout=10
+    )
 
 
 def test_warm_cold_and_unknown_users(stub, users, tiny_pipeline):
@@ -62,8 +63,9 @@ def test_consumed_items_are_never_returned(stub, server, users):
     answer = ask(stub, users["warm"], k=1000)
     returned = {i.item_id for i in answer.items}
     assert not returned & consumed
-    assert len(returned) == audiobooks - len(consumed & set(art.item_ids[art.item_types ==
-                                                                          "audiobook"]))
+    assert len(returned) == audiobooks - len(
+        consumed & set(art.item_ids[art.item_types == "audiobook"])
+    )
     with_consumed = ask(stub, users["warm"], k=1000, include_consumed=True)
     assert len(with_consumed.items) == audiobooks
 
@@ -77,18 +79,36 @@ def test_language_filter(stub, server, users):
         assert len(rows) > 0 and set(art.languages[rows]) == {lang}
 
 
-@pytest.mark.parametrize("request_kw, field, code", [
-    ({"user_id": "", "k": 10, "item_type": pb.AUDIOBOOK}, "user_id is empty",
-     grpc.StatusCode.INVALID_ARGUMENT),
-    ({"user_id": "u1", "k": 0, "item_type": pb.AUDIOBOOK}, "k is 0; expected 1 <= k <= 1000",
-     grpc.StatusCode.INVALID_ARGUMENT),
-    ({"user_id": "u1", "k": 1001, "item_type": pb.AUDIOBOOK}, "k is 1001",
-     grpc.StatusCode.INVALID_ARGUMENT),
-    ({"user_id": "u1", "k": 10}, "item_type is ITEM_TYPE_UNSPECIFIED; expected AUDIOBOOK (1) "
-     "or PODCAST (2)", grpc.StatusCode.INVALID_ARGUMENT),
-    ({"user_id": "u1", "k": 10, "item_type": 7}, "item_type is 7",
-     grpc.StatusCode.INVALID_ARGUMENT),
-])
+@pytest.mark.parametrize(
+    "request_kw, field, code",
+    [
+        (
+            {"user_id": "", "k": 10, "item_type": pb.AUDIOBOOK},
+            "user_id is empty",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            {"user_id": "u1", "k": 0, "item_type": pb.AUDIOBOOK},
+            "k is 0; expected 1 <= k <= 1000",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            {"user_id": "u1", "k": 1001, "item_type": pb.AUDIOBOOK},
+            "k is 1001",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            {"user_id": "u1", "k": 10},
+            "item_type is ITEM_TYPE_UNSPECIFIED; expected AUDIOBOOK (1) or PODCAST (2)",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            {"user_id": "u1", "k": 10, "item_type": 7},
+            "item_type is 7",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+)
 def test_bad_recommend_requests(stub, request_kw, field, code):
     with pytest.raises(grpc.RpcError) as err:
         stub.Recommend(pb.RecommendRequest(**request_kw), timeout=10)
@@ -98,8 +118,9 @@ def test_bad_recommend_requests(stub, request_kw, field, code):
 def test_recommend_similar(stub, server):
     art = server.holder.current.artifact
     item = str(art.item_ids[art.item_types == "audiobook"][0])
-    answer = stub.RecommendSimilar(pb.RecommendSimilarRequest(item_id=item, k=5,
-                                                              item_type=pb.AUDIOBOOK), timeout=10)
+    answer = stub.RecommendSimilar(
+        pb.RecommendSimilarRequest(item_id=item, k=5, item_type=pb.AUDIOBOOK), timeout=10
+    )
     assert len(answer.items) == 5 and item not in {i.item_id for i in answer.items}
     # the answer is the exact top 5 of the served score: content similarity plus, with a
     # popularity prior, the neighbours' prior coordinate (the query's own is set to 1.0)
@@ -111,25 +132,30 @@ def test_recommend_similar(stub, server):
     scores[art.item_ids[rows] == item] = -np.inf
     expected = art.item_ids[rows][np.argsort(-scores, kind="stable")[:5]]
     got = [i.item_id for i in answer.items]
-    assert len(set(got) & set(expected)) >= 4   # HNSW: approximate, tuned to recall 0.99
-    podcasts = stub.RecommendSimilar(pb.RecommendSimilarRequest(item_id=item, k=5,
-                                                                item_type=pb.PODCAST), timeout=10)
+    assert len(set(got) & set(expected)) >= 4  # HNSW: approximate, tuned to recall 0.99
+    podcasts = stub.RecommendSimilar(
+        pb.RecommendSimilarRequest(item_id=item, k=5, item_type=pb.PODCAST), timeout=10
+    )
     assert all(i.item_type == pb.PODCAST for i in podcasts.items)
     with pytest.raises(grpc.RpcError) as err:
-        stub.RecommendSimilar(pb.RecommendSimilarRequest(item_id="ab_missing", k=5,
-                                                         item_type=pb.AUDIOBOOK), timeout=10)
+        stub.RecommendSimilar(
+            pb.RecommendSimilarRequest(item_id="ab_missing", k=5, item_type=pb.AUDIOBOOK),
+            timeout=10,
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "item_id 'ab_missing' is not in the catalogue" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
-        stub.RecommendSimilar(pb.RecommendSimilarRequest(item_id="", k=5,
-                                                         item_type=pb.AUDIOBOOK), timeout=10)
+        stub.RecommendSimilar(
+            pb.RecommendSimilarRequest(item_id="", k=5, item_type=pb.AUDIOBOOK), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_deadline_stops_the_work(stub, server, users):
     with pytest.raises(grpc.RpcError) as err:
-        stub.Recommend(pb.RecommendRequest(user_id=users["warm"], k=10,
-                                           item_type=pb.AUDIOBOOK), timeout=1e-4)
+        stub.Recommend(
+            pb.RecommendRequest(user_id=users["warm"], k=10, item_type=pb.AUDIOBOOK), timeout=1e-4
+        )
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # and no stage runs once the deadline has passed: the store is not even read
     from serving.recommender import Recommender
@@ -147,10 +173,12 @@ def test_health_and_reflection(server):
 
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         status = health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="audiorec.v1.Recommender"), timeout=5)
+            health_pb2.HealthCheckRequest(service="audiorec.v1.Recommender"), timeout=5
+        )
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         replies = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         names = {s.name for r in replies for s in r.list_services_response.service}
     assert "audiorec.v1.Recommender" in names and "grpc.health.v1.Health" in names
 
@@ -223,13 +251,14 @@ def test_hot_swap_under_load_and_broken_version_refused(tiny_pipeline, tmp_path,
         running.stop(grace=1)
 
 
-def test_redis_outage_gives_flagged_fallback_then_recovers(tiny_pipeline, tmp_path, users,
-                                                          free_port, redis_starter):
+def test_redis_outage_gives_flagged_fallback_then_recovers(
+    tiny_pipeline, tmp_path, users, free_port, redis_starter
+):
     """A real redis-server that persists to disk, stopped and restarted on its port."""
     from datetime import datetime, timezone
 
-    from serving.server import ServerConfig, create_server
     from audiorec.featurestore import FeatureStoreConfig
+    from serving.server import ServerConfig, create_server
     from training.features.store import apply_repo, materialize
 
     port = free_port
@@ -240,13 +269,20 @@ def test_redis_outage_gives_flagged_fallback_then_recovers(tiny_pipeline, tmp_pa
     proc = start()
     wd = _workdir_copy(tiny_pipeline, tmp_path)
     store_cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
-    materialize(apply_repo(wd, store_cfg), datetime.now(timezone.utc),
-                start=datetime(1970, 1, 2, tzinfo=timezone.utc))
+    materialize(
+        apply_repo(wd, store_cfg),
+        datetime.now(timezone.utc),
+        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
+    )
     running = create_server(wd, ServerConfig(port=0, store=store_cfg))
+
     # Feast puts prometheus_client in multiprocess mode: servers of one process share
     # counters, so count the difference.
-    fallbacks = lambda: running.metrics.registry.get_sample_value(  # noqa: E731
-        "audiorec_fallback_total", {"reason": "store_unavailable"}) or 0.0
+    def fallbacks():
+        registry = running.metrics.registry
+        labels = {"reason": "store_unavailable"}
+        return registry.get_sample_value("audiorec_fallback_total", labels) or 0.0
+
     before = fallbacks()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
@@ -274,21 +310,32 @@ def test_generated_stubs_are_fresh(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     # In a subprocess: grpc_tools' compiler crashes when loaded beside TensorFlow.
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{root / 'protos'}",
-                    f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
-                    f"--grpc_python_out={tmp_path}",
-                    str(root / "protos" / "audiorec" / "v1" / "recommender.proto")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{root / 'protos'}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(root / "protos" / "audiorec" / "v1" / "recommender.proto"),
+        ],
+        check=True,
+    )
     for name in ("recommender_pb2.py", "recommender_pb2.pyi", "recommender_pb2_grpc.py"):
         fresh = (tmp_path / "audiorec" / "v1" / name).read_text()
-        assert fresh == (root / "audiorec" / "v1" / name).read_text(), \
+        assert fresh == (root / "audiorec" / "v1" / name).read_text(), (
             f"audiorec/v1/{name} is stale: run make protos"
+        )
 
 
 def test_cli_recommend_prints_a_table(server, users, capsys):
     from app.cli import main
 
-    assert main(["recommend", users["warm"], "--k", "3",
-                 "--target", f"127.0.0.1:{server.port}"]) == 0
+    assert (
+        main(["recommend", users["warm"], "--k", "3", "--target", f"127.0.0.1:{server.port}"]) == 0
+    )
     out = capsys.readouterr().out
     assert "PERSONALIZED" in out and "  3  " in out and "audiobook" in out
     assert main(["recommend", "", "--target", f"127.0.0.1:{server.port}"]) == 1
@@ -305,15 +352,28 @@ def test_cli_serve_stops_gracefully_on_sigterm(tiny_pipeline, free_port):
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--workdir",
-                             str(tiny_pipeline[0]), "--port", str(free_port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--workdir",
+            str(tiny_pipeline[0]),
+            "--port",
+            str(free_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert f"on 127.0.0.1:{free_port}" in line, proc.stderr.read()[-2000:]
         with grpc.insecure_channel(f"127.0.0.1:{free_port}") as ch:
-            status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                          timeout=5)
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             assert status.status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -327,9 +387,14 @@ def test_serving_never_imports_torch_or_the_training_models():
     import subprocess
     import sys
 
-    code = ("import sys, serving.server, serving.client; "
-            "print(sorted(m for m in ('torch', 'keras', 'training.hgnn', 'training.twotower') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
+    code = (
+        "import sys, serving.server, serving.client; "
+        "print(sorted(m for m in ('torch', 'keras', 'training.hgnn', 'training.twotower') "
+        "if m in sys.modules))"
+    )
+    out = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert out == "[]"

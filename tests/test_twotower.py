@@ -8,12 +8,19 @@ import shutil
 import numpy as np
 import pytest
 
-from audiorec.artifact import (Manifest, artifacts_root, check_user_features, current_version,
-                               publish, read_manifest)
+from audiorec.artifact import (
+    Manifest,
+    artifacts_root,
+    check_user_features,
+    current_version,
+    publish,
+    read_manifest,
+)
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.pipeline import PipelineError, run_pipeline
+
 
 @pytest.fixture(scope="module")
 def piped(tiny_pipeline):
@@ -29,13 +36,18 @@ def artifact(piped):
 
 @pytest.fixture(scope="module")
 def tower_data(piped, tiny_world):
-    from training.data import Dataset
     from audiorec.featurestore import open_store
+    from training.data import Dataset
     from training.twotower.examples import build_tower_data
 
     wd, _, cfg = piped
-    return build_tower_data(open_store(wd), tiny_world, Dataset.open(tiny_world).default_cut,
-                            cfg.two_tower, progress=lambda *a: None)
+    return build_tower_data(
+        open_store(wd),
+        tiny_world,
+        Dataset.open(tiny_world).default_cut,
+        cfg.two_tower,
+        progress=lambda *a: None,
+    )
 
 
 def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
@@ -69,8 +81,10 @@ def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
 
 def _inputs(artifact) -> dict:
     """Three users' raw inputs, all missing: the tower fills them inside."""
-    return tower_inputs({s.name: [None] * 3 for s in artifact.manifest.user_features},
-                        artifact.manifest.user_features)
+    return tower_inputs(
+        {s.name: [None] * 3 for s in artifact.manifest.user_features},
+        artifact.manifest.user_features,
+    )
 
 
 def test_exported_inputs_equal_the_feature_service(piped, artifact):
@@ -92,9 +106,9 @@ def test_training_learns_and_export_round_trips(tower_data, tmp_path):
     from training.twotower.train import embed, train_two_tower, validation_recall
 
     cfg = TwoTowerConfig(layers=(64, 32), max_epochs=6, patience=6, batch_size=64)
-    untrained = train_two_tower(tower_data, cfg.with_overrides({"max_epochs": 1,
-                                                                "learning_rate": 1e-9}),
-                                progress=False)
+    untrained = train_two_tower(
+        tower_data, cfg.with_overrides({"max_epochs": 1, "learning_rate": 1e-9}), progress=False
+    )
     trained = train_two_tower(tower_data, cfg, progress=False)
     rows = np.flatnonzero(tower_data.scored)
     before = validation_recall(tower_data, untrained, rows)["audiobook"]
@@ -131,8 +145,11 @@ def test_missing_values_are_filled_inside_the_model(artifact):
 
 
 def test_tower_inputs_rule():
-    specs = [InputSpec(name="s", kind="string"), InputSpec(name="n", kind="number"),
-             InputSpec(name="v", kind="vector", dim=2)]
+    specs = [
+        InputSpec(name="s", kind="string"),
+        InputSpec(name="n", kind="number"),
+        InputSpec(name="v", kind="vector", dim=2),
+    ]
     out = tower_inputs({"s": ["a", None], "n": [3, None], "v": [[1, 2], None]}, specs)
     assert out["s"].tolist() == ["a", ""]
     assert out["n"][0] == 3 and np.isnan(out["n"][1])
@@ -145,8 +162,9 @@ def test_recall_against_brute_force_random_10k():
     """Production index settings, 10k random clustered unit vectors (uniform random
     vectors in high dimension have no neighbour structure; see BENCHMARKS.md)."""
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(200, 64))[rng.integers(0, 200, 10_500)] + \
-        rng.normal(scale=0.6, size=(10_500, 64))
+    x = rng.normal(size=(200, 64))[rng.integers(0, 200, 10_500)] + rng.normal(
+        scale=0.6, size=(10_500, 64)
+    )
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     index = ItemIndex.build(x[:10_000], np.arange(10_000), HNSWConfig())
     labels, _ = index.search(x[10_000:], 10)
@@ -189,15 +207,18 @@ def test_interrupted_publish_keeps_current(piped, tmp_path, monkeypatch):
         shutil.copytree(wd / "artifacts" / old, out, dirs_exist_ok=True)
         return manifest.model_copy(update={"version": "v-new"})
 
-    monkeypatch.setattr(art, "set_current", lambda *a: (_ for _ in ()).throw(
-        KeyboardInterrupt()))
+    monkeypatch.setattr(art, "set_current", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         publish(wd, "v-new", copy)
     assert current_version(wd) == old
     monkeypatch.undo()
     with pytest.raises(ContractError, match="refused"):
-        publish(wd, "v-bad", copy, check=lambda d: (_ for _ in ()).throw(
-            ContractError("refused by check")))
+        publish(
+            wd,
+            "v-bad",
+            copy,
+            check=lambda d: (_ for _ in ()).throw(ContractError("refused by check")),
+        )
     assert current_version(wd) == old and not (wd / "artifacts" / "v-bad").exists()
 
 
@@ -215,17 +236,21 @@ def test_loader_refuses_tampered_or_foreign_versions(piped, tmp_path):
     with pytest.raises(ContractError, match="format 99, expected 'audiorec.artifact' format 1"):
         read_manifest(d)
     (d / "manifest.json").write_text(json.dumps({**m, "dim": 64, "files": {}}))
-    with pytest.raises(ContractError, match=f"item vectors have dim {m['dim']}, the manifest "
-                                            "says 64"):
+    with pytest.raises(
+        ContractError, match=f"item vectors have dim {m['dim']}, the manifest says 64"
+    ):
         Artifact.load(d)
     with pytest.raises(ContractError, match="not an artifact version"):
         read_manifest(tmp_path)
 
 
 def test_failed_step_is_named_and_nothing_is_published(tiny_world, tmp_path):
-    with pytest.raises(PipelineError, match=r"step 3 \(co-listening graph \+ HGNN\) failed: "
-                                            r"--skip-hgnn needs earlier HGNN embeddings.*"
-                                            r"nothing was published"):
+    with pytest.raises(
+        PipelineError,
+        match=r"step 3 \(co-listening graph \+ HGNN\) failed: "
+        r"--skip-hgnn needs earlier HGNN embeddings.*"
+        r"nothing was published",
+    ):
         run_pipeline(tiny_world, tmp_path, skip_hgnn=True, progress=False)
     assert current_version(tmp_path) is None
 
@@ -235,10 +260,16 @@ def test_failed_training_keeps_the_published_version(piped, tiny_world, tmp_path
     import training.twotower.train as train
 
     wd, report, cfg = piped
-    monkeypatch.setattr(train, "train_two_tower", lambda *a, **k: (_ for _ in ()).throw(
-        MemoryError("out of memory")))
-    with pytest.raises(PipelineError, match=rf"step 5 .* failed: MemoryError: out of memory; "
-                                            rf"the published version {report.version} is"):
+    monkeypatch.setattr(
+        train,
+        "train_two_tower",
+        lambda *a, **k: (_ for _ in ()).throw(MemoryError("out of memory")),
+    )
+    with pytest.raises(
+        PipelineError,
+        match=rf"step 5 .* failed: MemoryError: out of memory; "
+        rf"the published version {report.version} is",
+    ):
         run_pipeline(tiny_world, wd, cfg, skip_hgnn=True, progress=False)
     assert current_version(wd) == report.version
 
@@ -254,8 +285,17 @@ def test_cli_pipeline_bad_config_is_one_line(tmp_path, capsys, tiny_world):
 
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"two_tower": {"layerz": [8]}}))
-    rc = main(["pipeline", "--data", str(tiny_world), "--workdir", str(tmp_path / "w"),
-               "--config", str(cfg)])
+    rc = main(
+        [
+            "pipeline",
+            "--data",
+            str(tiny_world),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--config",
+            str(cfg),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "two_tower.layerz" in err[0] and "unknown key" in err[0]
 

@@ -31,8 +31,9 @@ def second_world(tmp_path_factory, tiny_config):
 
 def test_same_seed_gives_identical_files(tiny_world, second_world):
     assert _digest(tiny_world) == _digest(second_world / "same")
-    assert (json.loads((tiny_world / "stats.json").read_text())
-            == json.loads((second_world / "same" / "stats.json").read_text()))
+    assert json.loads((tiny_world / "stats.json").read_text()) == json.loads(
+        (second_world / "same" / "stats.json").read_text()
+    )
 
 
 def test_other_seed_gives_other_world(tiny_world, second_world):
@@ -74,22 +75,55 @@ def _count(con, sql: str) -> int:
 
 def test_no_event_before_signup_or_publication_or_after_the_end(con, tiny_world):
     dates = json.loads((tiny_world / "world.json").read_text())["dates"]
-    assert _count(con, "SELECT count(*) FROM events e JOIN users u USING (user_id) "
-                       "WHERE e.ts < u.signup_ts") == 0
-    assert _count(con, "SELECT count(*) FROM events e JOIN items i USING (item_id) "
-                       "WHERE e.ts < i.publish_ts") == 0
-    assert _count(con, f"SELECT count(*) FROM events WHERE ts >= TIMESTAMPTZ '{dates['end']}' "
-                       f"OR ts < TIMESTAMPTZ '{dates['start']}'") == 0
-    assert _count(con, f"""SELECT count(*) FROM events e JOIN items i USING (item_id)
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM events e JOIN users u USING (user_id) WHERE e.ts < u.signup_ts",
+        )
+        == 0
+    )
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM events e JOIN items i USING (item_id) WHERE e.ts < i.publish_ts",
+        )
+        == 0
+    )
+    assert (
+        _count(
+            con,
+            f"SELECT count(*) FROM events WHERE ts >= TIMESTAMPTZ '{dates['end']}' "
+            f"OR ts < TIMESTAMPTZ '{dates['start']}'",
+        )
+        == 0
+    )
+    assert (
+        _count(
+            con,
+            f"""SELECT count(*) FROM events e JOIN items i USING (item_id)
                            WHERE i.item_type = 'audiobook'
-                           AND e.ts < TIMESTAMPTZ '{dates['audiobook_launch']}'""") == 0
+                           AND e.ts < TIMESTAMPTZ '{dates["audiobook_launch"]}'""",
+        )
+        == 0
+    )
 
 
 def test_streams_have_ms_played_and_weak_signals_do_not(con):
-    assert _count(con, "SELECT count(*) FROM events WHERE event_type = 'stream' "
-                       "AND (ms_played IS NULL OR ms_played <= 0)") == 0
-    assert _count(con, "SELECT count(*) FROM events WHERE event_type <> 'stream' "
-                       "AND ms_played IS NOT NULL") == 0
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM events WHERE event_type = 'stream' "
+            "AND (ms_played IS NULL OR ms_played <= 0)",
+        )
+        == 0
+    )
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM events WHERE event_type <> 'stream' AND ms_played IS NOT NULL",
+        )
+        == 0
+    )
 
 
 def test_weak_signals_precede_the_streams_they_predict(con):
@@ -109,8 +143,14 @@ def test_audiobooks_keep_arriving_and_tastes_show_in_choices(con, tiny_world):
     """New titles in the hold-out window; and listeners pick items of their planted topics
     far more often than a taste-blind choice would."""
     dates = json.loads((tiny_world / "world.json").read_text())["dates"]
-    assert _count(con, f"SELECT count(*) FROM items WHERE item_type = 'audiobook' AND "
-                       f"publish_ts >= TIMESTAMPTZ '{dates['holdout_start']}'") > 0
+    assert (
+        _count(
+            con,
+            f"SELECT count(*) FROM items WHERE item_type = 'audiobook' AND "
+            f"publish_ts >= TIMESTAMPTZ '{dates['holdout_start']}'",
+        )
+        > 0
+    )
     affinity = con.execute(f"""
         WITH t AS (SELECT user_id, taste FROM '{tiny_world}/truth/users.parquet'),
              it AS (SELECT item_id, primary_topic FROM '{tiny_world}/truth/items.parquet')
@@ -122,17 +162,34 @@ def test_audiobooks_keep_arriving_and_tastes_show_in_choices(con, tiny_world):
 
 
 def test_music_vectors_are_unit_snapshots_from_signup(con):
-    assert _count(con, "SELECT count(*) FROM music WHERE abs(list_dot_product(music_vector, "
-                       "music_vector) - 1) > 1e-4") == 0
-    assert _count(con, "SELECT count(*) FROM music m JOIN users u USING (user_id) "
-                       "WHERE m.event_timestamp < u.signup_ts") == 0
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM music WHERE abs(list_dot_product(music_vector, "
+            "music_vector) - 1) > 1e-4",
+        )
+        == 0
+    )
+    assert (
+        _count(
+            con,
+            "SELECT count(*) FROM music m JOIN users u USING (user_id) "
+            "WHERE m.event_timestamp < u.signup_ts",
+        )
+        == 0
+    )
     assert _count(con, "SELECT count(DISTINCT user_id) FROM music") == 1000
 
 
 def test_cell_sampler_draws_by_weight_among_published_items():
     # cell 0: items 10 (day 0, w 1), 11 (day 5, w 3); cell 1: item 12 (day 9, w 2)
-    s = CellSampler(cell=np.array([0, 0, 1]), publish_day=np.array([0.0, 5.0, 9.0]),
-                    weight=np.array([1.0, 3.0, 2.0]), items=np.array([10, 11, 12]), n_cells=2)
+    s = CellSampler(
+        cell=np.array([0, 0, 1]),
+        publish_day=np.array([0.0, 5.0, 9.0]),
+        weight=np.array([1.0, 3.0, 2.0]),
+        items=np.array([10, 11, 12]),
+        n_cells=2,
+    )
     rng = np.random.default_rng(0)
     n = 40_000
     early = s.sample(np.zeros(n, dtype=np.int64), np.full(n, 2.0), rng.random(n))

@@ -22,13 +22,18 @@ from typing import Iterator
 import numpy as np
 from pydantic import Field
 
-from audiorec.artifact import current_version, new_version_name, prune_versions, publish, \
-    served_projects
+from audiorec.artifact import (
+    current_version,
+    new_version_name,
+    prune_versions,
+    publish,
+    served_projects,
+)
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
-from audiorec.hnsw_index import HNSWConfig
 from audiorec.featurestore import FeatureStoreConfig
+from audiorec.hnsw_index import HNSWConfig
 from training.data import Dataset
 from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
@@ -60,14 +65,25 @@ class PipelineReport:
     lines: list[str] = field(default_factory=list)
 
 
-STEPS = ("validate the dataset", "text embeddings", "co-listening graph + HGNN",
-         "feature store: jobs, apply, materialize", "two-tower training (Feast historical)",
-         "export, item vectors, HNSW indexes, publish")
+STEPS = (
+    "validate the dataset",
+    "text embeddings",
+    "co-listening graph + HGNN",
+    "feature store: jobs, apply, materialize",
+    "two-tower training (Feast historical)",
+    "export, item vectors, HNSW indexes, publish",
+)
 
 
-def run_pipeline(data: Dataset | str | Path, workdir: str | Path,
-                 cfg: PipelineConfig = PipelineConfig(), *, cut: datetime | None = None,
-                 skip_hgnn: bool = False, progress: bool = True) -> PipelineReport:
+def run_pipeline(
+    data: Dataset | str | Path,
+    workdir: str | Path,
+    cfg: PipelineConfig = PipelineConfig(),
+    *,
+    cut: datetime | None = None,
+    skip_hgnn: bool = False,
+    progress: bool = True,
+) -> PipelineReport:
     """Run every step on ``data`` into ``workdir``; train on events before ``cut``
     (default: the day after the last event)."""
     wd = Path(workdir).resolve()
@@ -85,34 +101,40 @@ def run_pipeline(data: Dataset | str | Path, workdir: str | Path,
             yield
         except BaseException as exc:
             served = current_version(wd)
-            kept = f"the published version {served} is untouched" if served else \
-                "nothing was published"
-            cause = str(exc) if isinstance(exc, AudiorecError) else \
-                f"{type(exc).__name__}: {exc}"
+            kept = (
+                f"the published version {served} is untouched"
+                if served
+                else "nothing was published"
+            )
+            cause = str(exc) if isinstance(exc, AudiorecError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, KeyboardInterrupt):
                 cause = "interrupted"
-            raise PipelineError(f"pipeline step {i + 1} ({name}) failed: {cause}; {kept}") \
-                from exc
+            raise PipelineError(f"pipeline step {i + 1} ({name}) failed: {cause}; {kept}") from exc
         report.seconds[name] = round(time.perf_counter() - t0, 1)
         say(f"  done in {report.seconds[name]:.0f}s", flush=True)
 
     with step(0):
         data = Dataset.of(data)
         cut = cut or data.default_cut
-        say(f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; training cut "
-            f"{cut:%Y-%m-%d}")
+        say(
+            f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; training cut "
+            f"{cut:%Y-%m-%d}"
+        )
     with step(1):
         from training.text.embed import embed_items
 
-        res = embed_items(data / "items.parquet", text, cache=wd / "text" / "cache.parquet",
-                          progress=progress)
+        res = embed_items(
+            data / "items.parquet", text, cache=wd / "text" / "cache.parquet", progress=progress
+        )
         say(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached)")
         failpoint("after-text")
     with step(2):
         if skip_hgnn:
             if not (hgnn_dir / "embeddings.parquet").is_file():
-                raise AudiorecError(f"--skip-hgnn needs earlier HGNN embeddings in {hgnn_dir}; "
-                                    "there are none (run once without --skip-hgnn)")
+                raise AudiorecError(
+                    f"--skip-hgnn needs earlier HGNN embeddings in {hgnn_dir}; "
+                    "there are none (run once without --skip-hgnn)"
+                )
             say(f"  skipped: reusing the item embeddings in {hgnn_dir}")
         else:
             from training.hgnn.run import run_hgnn
@@ -123,36 +145,55 @@ def run_pipeline(data: Dataset | str | Path, workdir: str | Path,
     with step(3):
         from training.features.refresh import refresh_features
 
-        refreshed = refresh_features(data, wd, hgnn_dir / "embeddings.parquet", text,
-                                     through=cut.date(), jobs=cfg.features, store=cfg.store,
-                                     progress=progress)
+        refreshed = refresh_features(
+            data,
+            wd,
+            hgnn_dir / "embeddings.parquet",
+            text,
+            through=cut.date(),
+            jobs=cfg.features,
+            store=cfg.store,
+            progress=progress,
+        )
         say("  " + refreshed.summary().replace("\n", "\n  "))
     with step(4):
-        from training.features.embeddings import read_item_embeddings
         from audiorec.featurestore import open_store
+        from training.features.embeddings import read_item_embeddings
         from training.twotower.examples import build_tower_data
         from training.twotower.train import train_two_tower
 
         project = refreshed.project
-        tower_data = build_tower_data(open_store(wd, cfg.store, project), data, cut,
-                                      cfg.two_tower, progress=say)
+        tower_data = build_tower_data(
+            open_store(wd, cfg.store, project), data, cut, cfg.two_tower, progress=say
+        )
         store = open_store(wd, cfg.store, project)
         towers = train_two_tower(tower_data, cfg.two_tower, progress=progress)
         if cfg.two_tower.popularity_prior:
             towers.fit_prior(store, data, tower_data, cut, cfg.two_tower)
-            say("  popularity prior: " + (", ".join(
-                f"{k} beta {c['beta']:g}, half-life {c['half_life_days']:g} days (validation "
-                f"HR@10 {towers.prior['validation_hr10'][k][0][0]:.3f} without, "
-                f"{np.nanmax(towers.prior['validation_hr10'][k]):.3f} with)"
-                for k, c in towers.prior["chosen"].items()) if towers.prior else
-                "no new starts in the validation slice to choose it on: none"))
+            say(
+                "  popularity prior: "
+                + (
+                    ", ".join(
+                        f"{k} beta {c['beta']:g}, half-life {c['half_life_days']:g} days "
+                        f"(validation HR@10 {towers.prior['validation_hr10'][k][0][0]:.3f} "
+                        f"without, {np.nanmax(towers.prior['validation_hr10'][k]):.3f} with)"
+                        for k, c in towers.prior["chosen"].items()
+                    )
+                    if towers.prior
+                    else "no new starts in the validation slice to choose it on: none"
+                )
+            )
         best = towers.best
-        say(f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
+        say(
+            f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
             f" validation recall@10 audiobooks {best['val_recall_audiobook']:.3f}, podcasts "
-            f"{best['val_recall_podcast']:.3f}")
-        upstream = {"hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
-                    "text_version": read_item_embeddings(text).version,
-                    "hgnn_skipped": skip_hgnn}
+            f"{best['val_recall_podcast']:.3f}"
+        )
+        upstream = {
+            "hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
+            "text_version": read_item_embeddings(text).version,
+            "hgnn_skipped": skip_hgnn,
+        }
         failpoint("after-towers")
     with step(5):
         from training.features.refresh import check_online_hgnn
@@ -166,20 +207,32 @@ def run_pipeline(data: Dataset | str | Path, workdir: str | Path,
         version = new_version_name(wd)
 
         def write(out: Path):
-            manifest = write_version(out, version=version, towers=towers, data=tower_data,
-                                     data_dir=data, cut=cut, cfg=cfg.two_tower,
-                                     index_cfg=cfg.index, upstream=upstream, project=project)
+            manifest = write_version(
+                out,
+                version=version,
+                towers=towers,
+                data=tower_data,
+                data_dir=data,
+                cut=cut,
+                cfg=cfg.two_tower,
+                index_cfg=cfg.index,
+                upstream=upstream,
+                project=project,
+            )
             plot_curve(towers.history, out / "training_curve.png")
             return manifest
 
-        report.directory = publish(wd, version, write,
-                                   check=lambda d: verify_roundtrip(d, towers, tower_data))
+        report.directory = publish(
+            wd, version, write, check=lambda d: verify_roundtrip(d, towers, tower_data)
+        )
         report.version = version
         say(f"  published {version} -> {report.directory} (current)")
         removed = prune_versions(wd, cfg.keep_versions)
         dropped = drop_projects(wd, cfg.store, keep=served_projects(wd) | {project})
         if removed or dropped:
-            say(f"  removed {len(removed)} old version(s) or dead staging directories and "
+            say(
+                f"  removed {len(removed)} old version(s) or dead staging directories and "
                 f"{len(dropped)} unused online feature generation(s) (keeping the last "
-                f"{cfg.keep_versions} versions)")
+                f"{cfg.keep_versions} versions)"
+            )
     return report

@@ -57,8 +57,8 @@ FILES = ("ratings.csv.gz", "trust.csv.gz", "catalog_ciao.txt")
 # one-year popularity, a half-year validation slice.
 EVALUATION_PRESET = {
     "holdout_share": 0.2,
-    "ablation_seeds": 3,    # ablations train in seconds here,
-    "hgnn_seeds": 3,        # and one HGNN draw moves the small hold-out's HR@10 a lot
+    "ablation_seeds": 3,  # ablations train in seconds here,
+    "hgnn_seeds": 3,  # and one HGNN draw moves the small hold-out's HR@10 a lot
     "history_days": 4000,
     "popularity_days": 365,
     "selection_trials": 6,  # every model (peers, towers) tries 6 settings on validation
@@ -74,12 +74,12 @@ EVALUATION_PRESET = {
 
 
 class CiaoConfig(StrictConfig):
-    sparse_category: str = "Books"      # the audiobook role
-    dense_category: str = "DVDs"        # the podcast role
+    sparse_category: str = "Books"  # the audiobook role
+    dense_category: str = "DVDs"  # the podcast role
     min_item_ratings: int = Field(3, ge=1)
     min_user_ratings: int = Field(3, ge=1)
     stream_min_rating: int = Field(3, ge=1, le=5)
-    trust_endorsements: int = Field(3, ge=0)   # 0: no trust-derived follow events
+    trust_endorsements: int = Field(3, ge=0)  # 0: no trust-derived follow events
     music_every_days: int = Field(90, ge=1)
 
 
@@ -93,20 +93,24 @@ def read_categories(src: Path) -> dict[str, int]:
     return names
 
 
-def import_ciao(src: str | Path, out: str | Path, cfg: CiaoConfig = CiaoConfig(),
-                limit_users: int | None = None) -> dict:
+def import_ciao(
+    src: str | Path, out: str | Path, cfg: CiaoConfig = CiaoConfig(), limit_users: int | None = None
+) -> dict:
     """Write the contract tables for Ciao into ``out`` (atomically) and return the import
     report. ``limit_users``: keep only users with id <= it (a small real slice, for tests)."""
     src = Path(src)
     missing = [f for f in FILES if not (src / f).is_file()]
     if missing:
-        raise AudiorecError(f"{src}: not a Ciao folder (missing {', '.join(missing)}); "
-                            "expected the files of ../shared/data/ciao-tang")
+        raise AudiorecError(
+            f"{src}: not a Ciao folder (missing {', '.join(missing)}); "
+            "expected the files of ../shared/data/ciao-tang"
+        )
     cats = read_categories(src)
     for role in (cfg.sparse_category, cfg.dense_category):
         if role not in cats:
-            raise AudiorecError(f"unknown Ciao category {role!r}; expected one of "
-                                f"{', '.join(sorted(cats))}")
+            raise AudiorecError(
+                f"unknown Ciao category {role!r}; expected one of {', '.join(sorted(cats))}"
+            )
     if cfg.sparse_category == cfg.dense_category:
         raise AudiorecError("sparse_category and dense_category must differ")
     sparse, dense = cats[cfg.sparse_category], cats[cfg.dense_category]
@@ -115,26 +119,36 @@ def import_ciao(src: str | Path, out: str | Path, cfg: CiaoConfig = CiaoConfig()
         user_cap = f"AND user_id <= {int(limit_users)}" if limit_users else ""
         con.execute(f"""CREATE TABLE ratings AS SELECT DISTINCT user_id, item_id, category_id,
                         rating, make_timestamp(timestamp * 1000000)::TIMESTAMPTZ AS ts
-                        FROM read_csv({sql_literal(str(src / 'ratings.csv.gz'))})
+                        FROM read_csv({sql_literal(str(src / "ratings.csv.gz"))})
                         WHERE rating > 0 {user_cap}""")
         con.execute(f"""CREATE TABLE trust AS SELECT truster_id, trustee_id
-                        FROM read_csv({sql_literal(str(src / 'trust.csv.gz'))})""")
+                        FROM read_csv({sql_literal(str(src / "trust.csv.gz"))})""")
         con.execute(f"""CREATE TABLE pair AS SELECT user_id, category_id || ':' || item_id AS key,
                         item_id, category_id, rating, ts FROM ratings
                         WHERE category_id IN ({sparse}, {dense})""")
-        report = {"source": str(src.resolve()), "config": cfg.model_dump(),
-                  "before": _counts(con, "pair", sparse, dense)}
+        report = {
+            "source": str(src.resolve()),
+            "config": cfg.model_dump(),
+            "before": _counts(con, "pair", sparse, dense),
+        }
         report["k_core_rounds"] = _k_core(con, cfg.min_item_ratings, cfg.min_user_ratings)
         report["after"] = _counts(con, "pair", sparse, dense)
         if report["after"]["ratings"] == 0:
-            raise AudiorecError(f"the {cfg.min_user_ratings}/{cfg.min_item_ratings}-core of "
-                                f"{cfg.sparse_category} + {cfg.dense_category} is empty")
+            raise AudiorecError(
+                f"the {cfg.min_user_ratings}/{cfg.min_item_ratings}-core of "
+                f"{cfg.sparse_category} + {cfg.dense_category} is empty"
+            )
         tables = _contract_tables(con, cfg, cats, sparse, dense)
     finally:
         con.close()
     report["rows"] = {name: t.num_rows for name, t in tables.items()}
-    report["events"] = dict(zip(*np.unique(tables["events"]["event_type"].to_numpy(
-        zero_copy_only=False), return_counts=True)))
+    report["events"] = dict(
+        zip(
+            *np.unique(
+                tables["events"]["event_type"].to_numpy(zero_copy_only=False), return_counts=True
+            )
+        )
+    )
     report["events"] = {k: int(v) for k, v in report["events"].items()}
     with staged_directory(out) as tmp:
         for name, table in tables.items():
@@ -149,8 +163,13 @@ def _counts(con, table: str, sparse: int, dense: int) -> dict:
         count(DISTINCT key) FILTER (WHERE category_id = {sparse}),
         count(DISTINCT key) FILTER (WHERE category_id = {dense}),
         count(*) FILTER (WHERE category_id = {sparse}) FROM {table}""").fetchone()
-    return {"ratings": row[0], "users": row[1], "sparse_items": row[2], "dense_items": row[3],
-            "sparse_ratings": row[4]}
+    return {
+        "ratings": row[0],
+        "users": row[1],
+        "sparse_items": row[2],
+        "dense_items": row[3],
+        "sparse_ratings": row[4],
+    }
 
 
 def _k_core(con, min_item: int, min_user: int) -> int:
@@ -166,8 +185,9 @@ def _k_core(con, min_item: int, min_user: int) -> int:
     raise AudiorecError("k-core filtering did not converge in 100 rounds")
 
 
-def _contract_tables(con, cfg: CiaoConfig, cats: dict[str, int], sparse: int,
-                     dense: int) -> dict[str, pa.Table]:
+def _contract_tables(
+    con, cfg: CiaoConfig, cats: dict[str, int], sparse: int, dense: int
+) -> dict[str, pa.Table]:
     names = {v: k for k, v in cats.items()}
     con.execute("""CREATE TABLE kept_users AS SELECT DISTINCT user_id FROM pair""")
     users = con.sql("""
@@ -194,7 +214,7 @@ def _contract_tables(con, cfg: CiaoConfig, cats: dict[str, int], sparse: int,
         # or not: their ratings were visible), unless the user had rated it by then
         endorsed = f"""UNION ALL
         SELECT 'u' || x.truster_id, x.item, 'follow', x.ts, NULL FROM (
-            SELECT t.truster_id, e.key, {item_id.replace('p.', 'e.')} AS item, e.ts,
+            SELECT t.truster_id, e.key, {item_id.replace("p.", "e.")} AS item, e.ts,
                    row_number() OVER (PARTITION BY t.truster_id, e.key
                                       ORDER BY e.ts, e.user_id) AS n
             FROM (SELECT user_id, category_id || ':' || item_id AS key, category_id, item_id,
@@ -214,8 +234,12 @@ def _contract_tables(con, cfg: CiaoConfig, cats: dict[str, int], sparse: int,
                    AS ms_played
         FROM pair p {endorsed}
         ORDER BY ts, user_id, item_id""").to_arrow_table()
-    return {"users": users, "items": items, "events": events,
-            "music": _music(con, cfg, sparse, dense, len(cats))}
+    return {
+        "users": users,
+        "items": items,
+        "events": events,
+        "music": _music(con, cfg, sparse, dense, len(cats)),
+    }
 
 
 def _music(con, cfg: CiaoConfig, sparse: int, dense: int, n_cats: int) -> pa.Table:
@@ -260,8 +284,10 @@ def _music(con, cfg: CiaoConfig, sparse: int, dense: int, n_cats: int) -> pa.Tab
     degree_row = np.searchsorted(trust["user_id"], out_user)
     deg = np.stack([trust[k][degree_row] for k in list(trust)[1:]], axis=1)
     vec = np.hstack([share, np.log1p(deg) / 10]).astype(np.float32)
-    return pa.table({
-        "user_id": pa.array(np.char.add("u", out_user.astype(str))),
-        "music_vector": pa.array(list(vec), pa.list_(pa.float32())),
-        "event_timestamp": pa.array(out_snap),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(np.char.add("u", out_user.astype(str))),
+            "music_vector": pa.array(list(vec), pa.list_(pa.float32())),
+            "event_timestamp": pa.array(out_snap),
+        }
+    )

@@ -196,9 +196,7 @@ def _fail_with_rows(con, spec: TableSpec, column: str, where: str, problem: str)
         return
     cur = con.execute(f"SELECT * FROM {spec.name} WHERE {where} LIMIT 3")
     names = [d[0] for d in cur.description]
-    rows = [
-        {k: _short(v) for k, v in zip(names, r) if k != "description"} for r in cur.fetchall()
-    ]
+    rows = [{k: _short(v) for k, v in zip(names, r) if k != "description"} for r in cur.fetchall()]
     raise ContractError(f"{spec.file}: column {column}: {n} row(s) {problem}; first rows: {rows}")
 
 
@@ -219,7 +217,9 @@ def _check_values(con, spec: TableSpec) -> None:
     if spec.unique:
         u = spec.unique
         _fail_with_rows(
-            con, spec, u,
+            con,
+            spec,
+            u,
             f"{u} IN (SELECT {u} FROM {spec.name} GROUP BY {u} HAVING count(*) > 1)",
             "repeat an id that must be unique",
         )
@@ -228,7 +228,10 @@ def _check_values(con, spec: TableSpec) -> None:
         col, allowed = domains[spec.name]
         listed = ", ".join(f"'{a}'" for a in allowed)
         _fail_with_rows(
-            con, spec, col, f"{col} NOT IN ({listed})",
+            con,
+            spec,
+            col,
+            f"{col} NOT IN ({listed})",
             f"have an unknown {col} (allowed: {', '.join(allowed)})",
         )
     if spec.name == "events":
@@ -245,18 +248,33 @@ def _check_music_dim(con) -> int:
         raise ContractError("music.parquet: no rows (every dataset needs music vectors)")
     dim = dims[0][0]
     spec = CONTRACT["music"]
-    _fail_with_rows(con, spec, "music_vector", f"len(music_vector) <> {dim}",
-                    f"have a length other than {dim} (the dimension of most rows)")
-    _fail_with_rows(con, spec, "music_vector", "list_count(music_vector) <> len(music_vector)",
-                    "hold null values")
+    _fail_with_rows(
+        con,
+        spec,
+        "music_vector",
+        f"len(music_vector) <> {dim}",
+        f"have a length other than {dim} (the dimension of most rows)",
+    )
+    _fail_with_rows(
+        con,
+        spec,
+        "music_vector",
+        "list_count(music_vector) <> len(music_vector)",
+        "hold null values",
+    )
     return int(dim)
 
 
 def _check_references(con) -> None:
-    for table, col, parent in (("music", "user_id", "users"), ("events", "user_id", "users"),
-                               ("events", "item_id", "items")):
+    for table, col, parent in (
+        ("music", "user_id", "users"),
+        ("events", "user_id", "users"),
+        ("events", "item_id", "items"),
+    ):
         _fail_with_rows(
-            con, CONTRACT[table], col,
+            con,
+            CONTRACT[table],
+            col,
             f"{col} NOT IN (SELECT {col} FROM {parent})",
             f"reference a {col} that {parent}.parquet does not have",
         )

@@ -31,8 +31,10 @@ def data_span(con: duckdb.DuckDBPyConnection) -> tuple[date, date]:
     """(first snapshot date, last snapshot date) that the events of ``con``'s ``events``
     view can fill."""
     con.sql("SET TimeZone = 'UTC'")
-    lo, hi = con.sql("SELECT CAST(min(CAST(ts AS TIMESTAMPTZ)) AS DATE), "
-                     "CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM events").fetchall()[0]
+    lo, hi = con.sql(
+        "SELECT CAST(min(CAST(ts AS TIMESTAMPTZ)) AS DATE), "
+        "CAST(max(CAST(ts AS TIMESTAMPTZ)) AS DATE) FROM events"
+    ).fetchall()[0]
     if lo is None:
         raise ContractError("events.parquet has no rows: nothing to compute features from")
     return lo + timedelta(days=1), hi + timedelta(days=1)
@@ -82,7 +84,8 @@ class Dataset(os.PathLike):
         """The day after the first event (a UTC midnight): the first snapshot."""
         return datetime.combine(self.span[0], time(), tzinfo=timezone.utc)
 
-    def connect(self, tables: Iterable[str] = tuple(CONTRACT),
-                con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    def connect(
+        self, tables: Iterable[str] = tuple(CONTRACT), con: duckdb.DuckDBPyConnection | None = None
+    ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per named table (default: all four)."""
         return connect_dataset(self.root, tables, con)

@@ -13,8 +13,9 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect_dataset(root: str | Path, tables: Iterable[str],
-                    con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+def connect_dataset(
+    root: str | Path, tables: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
     """A connection with a view ``<name>`` over ``root/<name>.parquet`` for each table."""
     con = con or duckdb.connect()
     for name in tables:

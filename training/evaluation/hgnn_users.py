@@ -23,26 +23,41 @@ from training.hgnn.graph import TrainGraph, message_csrs, split_edges
 from training.hgnn.train import embed, train_hgnn
 
 
-def hgnn_with_users(data: str | Path, text_path: str | Path, cut: datetime, pipeline_cfg,
-                    users: np.ndarray, progress: bool = False):
+def hgnn_with_users(
+    data: str | Path,
+    text_path: str | Path,
+    cut: datetime,
+    pipeline_cfg,
+    users: np.ndarray,
+    progress: bool = False,
+):
     """(user vectors aligned to ``users``, item ids, item vectors) of a trained model."""
     cfg, graph_cfg = pipeline_cfg.hgnn, pipeline_cfg.graph
     g = build_tripartite_graph(data, cut, graph_cfg)
     text = read_item_embeddings(text_path)
     item_x = unit(aligned(g.item_id, np.asarray(text.item_id, dtype=object), text.vectors))
     s, d, _ = (np.concatenate(parts) for parts in zip(g.edges["UA"], g.edges["UP"]))
-    touched = sp.csr_matrix((np.ones(len(s), np.float32), (s - g.n_items, d)),
-                            shape=(len(g.user_id), g.n_items))
+    touched = sp.csr_matrix(
+        (np.ones(len(s), np.float32), (s - g.n_items, d)), shape=(len(g.user_id), g.n_items)
+    )
     user_x = unit(touched @ item_x)
     features = torch.from_numpy(np.concatenate([item_x, user_x]).astype(np.float32))
     types = torch.from_numpy(g.node_type)
     tg = split_edges(g, cfg.val_share, np.random.default_rng(cfg.seed))
     result = train_hgnn(features, types, tg, cfg, progress=progress)
-    full = TrainGraph(g.n, {}, {}, message_csrs({r: (a, b) for r, (a, b, _) in g.edges.items()},
-                                                g.n))
+    full = TrainGraph(
+        g.n, {}, {}, message_csrs({r: (a, b) for r, (a, b, _) in g.edges.items()}, g.n)
+    )
     result.model.eval()
     with torch.no_grad():
-        z = embed(result.model, features, types, full, torch.arange(g.n), cfg.fanouts,
-                  torch.Generator().manual_seed(cfg.seed + 2)).numpy()
-    user_vecs = aligned(np.asarray(users, dtype=object), g.user_id, z[g.n_items:])
-    return user_vecs, g.item_id, z[:g.n_items]
+        z = embed(
+            result.model,
+            features,
+            types,
+            full,
+            torch.arange(g.n),
+            cfg.fanouts,
+            torch.Generator().manual_seed(cfg.seed + 2),
+        ).numpy()
+    user_vecs = aligned(np.asarray(users, dtype=object), g.user_id, z[g.n_items :])
+    return user_vecs, g.item_id, z[: g.n_items]

@@ -20,10 +20,16 @@ import scipy.sparse as sp
 TOP = 100
 
 
-def top_k(user_vectors: np.ndarray | None, item_vectors: np.ndarray | None,
-          consumed: sp.csr_matrix, rows: np.ndarray, k: int = TOP,
-          item_scores: np.ndarray | None = None, block: int = 2048,
-          score_rows: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def top_k(
+    user_vectors: np.ndarray | None,
+    item_vectors: np.ndarray | None,
+    consumed: sp.csr_matrix,
+    rows: np.ndarray,
+    k: int = TOP,
+    item_scores: np.ndarray | None = None,
+    block: int = 2048,
+    score_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """(len(rows), k) item columns, best first, for the users ``rows``.
 
     Scores are ``user_vectors[rows] @ item_vectors.T``; for models without user vectors,
@@ -33,7 +39,7 @@ def top_k(user_vectors: np.ndarray | None, item_vectors: np.ndarray | None,
     k = min(k, n_items)
     out = np.empty((len(rows), k), np.int64)
     for start in range(0, len(rows), block):
-        r = rows[start:start + block]
+        r = rows[start : start + block]
         if score_rows is not None:
             scores = np.array(score_rows(r), np.float32)
         elif item_scores is not None:
@@ -44,7 +50,7 @@ def top_k(user_vectors: np.ndarray | None, item_vectors: np.ndarray | None,
         scores[seen.row, seen.col] = -np.inf
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-        out[start:start + block] = np.take_along_axis(part, order, axis=1)
+        out[start : start + block] = np.take_along_axis(part, order, axis=1)
     return out
 
 
@@ -61,6 +67,10 @@ def metrics(top: np.ndarray, targets: sp.csr_matrix, rows: np.ndarray) -> dict:
     rank = first_hit_rank(top, targets, rows)
     hr_curve = [(rank < K).mean() if len(rank) else float("nan") for K in range(1, k + 1)]
     mrr = float(np.where(rank < k, 1.0 / (rank + 1), 0.0).mean()) if len(rank) else float("nan")
-    return {"users": int(len(rows)), "hr@10": float(hr_curve[9]) if k >= 10 else float("nan"),
-            "mrr": mrr, "coverage": float(len(np.unique(top)) / targets.shape[1]),
-            "hr_curve": [float(h) for h in hr_curve]}
+    return {
+        "users": int(len(rows)),
+        "hr@10": float(hr_curve[9]) if k >= 10 else float("nan"),
+        "mrr": mrr,
+        "coverage": float(len(np.unique(top)) / targets.shape[1]),
+        "hr_curve": [float(h) for h in hr_curve],
+    }

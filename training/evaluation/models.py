@@ -39,37 +39,43 @@ def aligned(ids: np.ndarray, table_ids: np.ndarray, table: np.ndarray) -> np.nda
     return out
 
 
-def popularity(data: str | Path, cut: datetime, item_ids: np.ndarray, days: int = 28
-               ) -> np.ndarray:
+def popularity(data: str | Path, cut: datetime, item_ids: np.ndarray, days: int = 28) -> np.ndarray:
     con = connect_dataset(data, ("events",))
     try:
-        df = con.sql("""SELECT item_id, count(DISTINCT user_id) AS listeners FROM events
+        df = con.sql(
+            """SELECT item_id, count(DISTINCT user_id) AS listeners FROM events
                         WHERE event_type = 'stream' AND ts >= $lo AND ts < $cut GROUP BY 1""",
-                     params={"lo": cut - timedelta(days=days), "cut": cut}).fetchnumpy()
+            params={"lo": cut - timedelta(days=days), "cut": cut},
+        ).fetchnumpy()
     finally:
         con.close()
-    scores = aligned(item_ids, df["item_id"].astype(object),
-                     df["listeners"].astype(np.float32)[:, None])[:, 0]
+    scores = aligned(
+        item_ids, df["item_id"].astype(object), df["listeners"].astype(np.float32)[:, None]
+    )[:, 0]
     return scores + 1e-6 * -np.arange(len(item_ids))  # ties: a fixed order
 
 
-def interaction_matrix(data: str | Path, cut: datetime, users: np.ndarray,
-                       item_ids: np.ndarray, days: int = 90) -> sp.csr_matrix:
+def interaction_matrix(
+    data: str | Path, cut: datetime, users: np.ndarray, item_ids: np.ndarray, days: int = 90
+) -> sp.csr_matrix:
     """(users, items) 0/1: any event (streams and weak signals) in the window."""
     import pyarrow as pa
 
     con = connect_dataset(data, ("events",))
     try:
         con.register("scored_users", pa.table({"user_id": pa.array(users, pa.string())}))
-        df = con.sql("""SELECT DISTINCT e.user_id, e.item_id FROM events e
+        df = con.sql(
+            """SELECT DISTINCT e.user_id, e.item_id FROM events e
                         JOIN scored_users USING (user_id) WHERE e.ts >= $lo AND e.ts < $cut""",
-                     params={"lo": cut - timedelta(days=days), "cut": cut}).fetchnumpy()
+            params={"lo": cut - timedelta(days=days), "cut": cut},
+        ).fetchnumpy()
     finally:
         con.close()
     rows = positions(users, df["user_id"])[0]
     cols, ok = positions(item_ids, df["item_id"])
-    return sp.csr_matrix((np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])),
-                         shape=(len(users), len(item_ids)))
+    return sp.csr_matrix(
+        (np.ones(ok.sum(), np.float32), (rows[ok], cols[ok])), shape=(len(users), len(item_ids))
+    )
 
 
 def mean_item_users(interactions: sp.csr_matrix, item_vectors: np.ndarray) -> np.ndarray:
@@ -83,8 +89,9 @@ def two_tower_users(store, users: np.ndarray, cut: datetime, towers, specs) -> n
     from audiorec.tower_inputs import tower_inputs
     from training.features.retrieval import user_training_features
 
-    entity = pd.DataFrame({"user_id": users, "event_timestamp": pd.Timestamp(cut),
-                           "row": np.arange(len(users))})
+    entity = pd.DataFrame(
+        {"user_id": users, "event_timestamp": pd.Timestamp(cut), "row": np.arange(len(users))}
+    )
     feats = user_training_features(store, entity).sort_values("row")
     inputs = tower_inputs({c: feats[c].tolist() for c in feats.columns}, specs)
     return towers.user_vectors(inputs)

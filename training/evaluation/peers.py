@@ -45,10 +45,10 @@ class PeerConfig(StrictConfig):
     model: Literal["ALS", "BPR", "ItemKNN"]
     factors: int = Field(64, ge=1)
     regularization: float = Field(0.01, ge=0)
-    alpha: float = Field(1.0, gt=0)              # ALS confidence scale
-    learning_rate: float = Field(0.01, gt=0)     # BPR
+    alpha: float = Field(1.0, gt=0)  # ALS confidence scale
+    learning_rate: float = Field(0.01, gt=0)  # BPR
     iterations: int = Field(15, ge=1)
-    neighbours: int = Field(100, ge=1)           # ItemKNN
+    neighbours: int = Field(100, ge=1)  # ItemKNN
     seed: int = 0
 
 
@@ -60,10 +60,18 @@ DEFAULTS: dict[str, dict] = {
 }
 # The search space per peer (same trial budget as the towers: selection.trials draws).
 GRIDS: dict[str, dict[str, list]] = {
-    "ALS": {"factors": [32, 64, 128], "regularization": [0.01, 0.1, 1.0],
-            "alpha": [1.0, 5.0, 20.0], "iterations": [15]},
-    "BPR": {"factors": [32, 64, 128], "regularization": [0.001, 0.01, 0.1],
-            "learning_rate": [0.01, 0.05], "iterations": [100, 300]},
+    "ALS": {
+        "factors": [32, 64, 128],
+        "regularization": [0.01, 0.1, 1.0],
+        "alpha": [1.0, 5.0, 20.0],
+        "iterations": [15],
+    },
+    "BPR": {
+        "factors": [32, 64, 128],
+        "regularization": [0.001, 0.01, 0.1],
+        "learning_rate": [0.01, 0.05],
+        "iterations": [100, 300],
+    },
     "ItemKNN": {"neighbours": [20, 50, 100, 200, 400]},
 }
 
@@ -71,13 +79,20 @@ GRIDS: dict[str, dict[str, list]] = {
 def event_weights_valid(weights: dict[str, float]) -> dict[str, float]:
     unknown = set(weights) - set(EVENT_TYPES)
     if unknown:
-        raise ValueError(f"unknown event types {sorted(unknown)}; expected some of "
-                         f"{list(EVENT_TYPES)}")
+        raise ValueError(
+            f"unknown event types {sorted(unknown)}; expected some of {list(EVENT_TYPES)}"
+        )
     return weights
 
 
-def training_matrix(data: str | Path, cut: datetime, users: np.ndarray, items: np.ndarray,
-                    weights: dict[str, float], days: int | None = None) -> sp.csr_matrix:
+def training_matrix(
+    data: str | Path,
+    cut: datetime,
+    users: np.ndarray,
+    items: np.ndarray,
+    weights: dict[str, float],
+    days: int | None = None,
+) -> sp.csr_matrix:
     """(users, items) float32: per cell the summed weights of the event types seen before
     ``cut`` (within ``days`` if given). ``users`` and ``items`` are sorted; rows or columns
     outside them are dropped."""
@@ -85,19 +100,25 @@ def training_matrix(data: str | Path, cut: datetime, users: np.ndarray, items: n
     lo = cut - timedelta(days=days) if days else datetime(1970, 1, 1, tzinfo=cut.tzinfo)
     con = connect_dataset(data, ("events",))
     try:
-        df = con.sql(f"""
+        df = con.sql(
+            f"""
             SELECT user_id, item_id, sum(w) AS w FROM (
                 SELECT DISTINCT user_id, item_id, event_type,
                        CASE event_type {cases} ELSE 0.0 END AS w
                 FROM events WHERE ts >= $lo AND ts < $cut)
-            GROUP BY 1, 2 HAVING sum(w) > 0""", params={"lo": lo, "cut": cut}).fetchnumpy()
+            GROUP BY 1, 2 HAVING sum(w) > 0""",
+            params={"lo": lo, "cut": cut},
+        ).fetchnumpy()
     finally:
         con.close()
-    (rows, user_ok), (cols, item_ok) = positions(users, df["user_id"]), positions(items,
-                                                                                df["item_id"])
+    (rows, user_ok), (cols, item_ok) = (
+        positions(users, df["user_id"]),
+        positions(items, df["item_id"]),
+    )
     ok = user_ok & item_ok
-    return sp.csr_matrix((df["w"][ok].astype(np.float32), (rows[ok], cols[ok])),
-                         shape=(len(users), len(items)))
+    return sp.csr_matrix(
+        (df["w"][ok].astype(np.float32), (rows[ok], cols[ok])), shape=(len(users), len(items))
+    )
 
 
 @dataclass
@@ -105,15 +126,16 @@ class FittedPeer:
     """Scores of one fitted peer. ``scores(rows, columns)`` -> (len(rows), len(columns))."""
 
     cfg: PeerConfig
-    matrix: sp.csr_matrix                 # the training matrix (users x all items)
+    matrix: sp.csr_matrix  # the training matrix (users x all items)
     user_factors: np.ndarray | None = None
     item_factors: np.ndarray | None = None
     similarity: sp.csr_matrix | None = None
 
     def scores(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         if self.similarity is not None:
-            return np.asarray((self.matrix[rows] @ self.similarity[:, columns]).todense(),
-                              np.float32)
+            return np.asarray(
+                (self.matrix[rows] @ self.similarity[:, columns]).todense(), np.float32
+            )
         return self.user_factors[rows] @ self.item_factors[columns].T
 
 
@@ -137,16 +159,27 @@ def fit_peer(matrix: sp.csr_matrix, cfg: PeerConfig) -> FittedPeer:
         if cfg.model == "ALS":
             from implicit.cpu.als import AlternatingLeastSquares
 
-            model = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization,
-                                            alpha=cfg.alpha, iterations=cfg.iterations,
-                                            random_state=cfg.seed)
+            model = AlternatingLeastSquares(
+                factors=cfg.factors,
+                regularization=cfg.regularization,
+                alpha=cfg.alpha,
+                iterations=cfg.iterations,
+                random_state=cfg.seed,
+            )
         else:
             from implicit.cpu.bpr import BayesianPersonalizedRanking
 
             model = BayesianPersonalizedRanking(
-                factors=cfg.factors, learning_rate=cfg.learning_rate,
-                regularization=cfg.regularization, iterations=cfg.iterations,
-                random_state=cfg.seed)
+                factors=cfg.factors,
+                learning_rate=cfg.learning_rate,
+                regularization=cfg.regularization,
+                iterations=cfg.iterations,
+                random_state=cfg.seed,
+            )
         model.fit(matrix, show_progress=False)
-    return FittedPeer(cfg, matrix, np.asarray(model.user_factors, np.float32),
-                      np.asarray(model.item_factors, np.float32))
+    return FittedPeer(
+        cfg,
+        matrix,
+        np.asarray(model.user_factors, np.float32),
+        np.asarray(model.item_factors, np.float32),
+    )

@@ -37,8 +37,8 @@ class TypeTruth:
     catalogue (``item_ids``)."""
 
     item_ids: np.ndarray
-    targets: sp.csr_matrix        # (users, items) 1 where a new start in the hold-out
-    consumed: sp.csr_matrix       # (users, items) 1 where streamed before the cut
+    targets: sp.csr_matrix  # (users, items) 1 where a new start in the hold-out
+    consumed: sp.csr_matrix  # (users, items) 1 where streamed before the cut
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # group -> user rows
 
 
@@ -46,42 +46,54 @@ class TypeTruth:
 class Protocol:
     cut: datetime
     end: datetime
-    users: np.ndarray             # every user with a target of some type
+    users: np.ndarray  # every user with a target of some type
     truth: dict[str, TypeTruth]
 
     def summary(self) -> str:
         parts = []
         for kind, t in self.truth.items():
             groups = ", ".join(f"{g} {len(rows):,}" for g, rows in t.groups.items())
-            parts.append(f"{kind}s: {len(t.item_ids):,} in the catalogue, {t.targets.nnz:,} "
-                         f"new starts ({groups} users)")
-        return (f"hold-out {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts))
+            parts.append(
+                f"{kind}s: {len(t.item_ids):,} in the catalogue, {t.targets.nnz:,} "
+                f"new starts ({groups} users)"
+            )
+        return f"hold-out {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts)
 
 
 def build_protocol(data: str | Path, cut: datetime, end: datetime) -> Protocol:
     con = connect_dataset(data, ("items", "events"))
     try:
-        con.sql("""CREATE TEMP TABLE catalogue AS SELECT item_id, item_type FROM items
+        con.sql(
+            """CREATE TEMP TABLE catalogue AS SELECT item_id, item_type FROM items
                    WHERE publish_ts < $cut ORDER BY item_type, item_id""",
-                params={"cut": cut})
-        con.sql("""CREATE TEMP TABLE before AS
+            params={"cut": cut},
+        )
+        con.sql(
+            """CREATE TEMP TABLE before AS
                    SELECT DISTINCT e.user_id, e.item_id, c.item_type, e.event_type = 'stream'
                           AS streamed
                    FROM events e JOIN catalogue c USING (item_id) WHERE e.ts < $cut""",
-                params={"cut": cut})
-        targets = con.sql("""
+            params={"cut": cut},
+        )
+        targets = con.sql(
+            """
             SELECT DISTINCT e.user_id, e.item_id, c.item_type
             FROM events e JOIN catalogue c USING (item_id)
             WHERE e.event_type = 'stream' AND e.ts >= $cut AND e.ts < $end
               AND NOT EXISTS (SELECT 1 FROM before b WHERE b.user_id = e.user_id
                               AND b.item_id = e.item_id AND b.streamed)""",
-                          params={"cut": cut, "end": end}).fetchnumpy()
+            params={"cut": cut, "end": end},
+        ).fetchnumpy()
         catalogue = con.sql("SELECT item_id, item_type FROM catalogue").fetchnumpy()
-        users = np.unique(targets["user_id"].astype(object)) if len(targets["user_id"]) else \
-            np.empty(0, object)
+        users = (
+            np.unique(targets["user_id"].astype(object))
+            if len(targets["user_id"])
+            else np.empty(0, object)
+        )
         if len(users) == 0:
-            raise AudiorecError(f"no new starts between {cut:%Y-%m-%d} and {end:%Y-%m-%d}: "
-                                "nothing to evaluate")
+            raise AudiorecError(
+                f"no new starts between {cut:%Y-%m-%d} and {end:%Y-%m-%d}: nothing to evaluate"
+            )
         con.register("scored_users", pa.table({"user_id": pa.array(users, pa.string())}))
         before = con.sql("""SELECT b.user_id, b.item_id, b.item_type, b.streamed FROM before b
                             JOIN scored_users USING (user_id)""").fetchnumpy()
@@ -100,8 +112,7 @@ def build_protocol(data: str | Path, cut: datetime, end: datetime) -> Protocol:
         if kind == "audiobook":
             touched = _matrix(before["user_id"][b_mask], before["item_id"][b_mask], users, ids)
             warm = np.diff(touched.indptr) > 0
-            groups = {"warm": has_target[warm[has_target]],
-                      "cold": has_target[~warm[has_target]]}
+            groups = {"warm": has_target[warm[has_target]], "cold": has_target[~warm[has_target]]}
         truth[kind] = TypeTruth(ids, tgt, cons, groups)
     return Protocol(cut, end, users, truth)
 
@@ -110,9 +121,7 @@ def _matrix(user_ids, item_ids, users: np.ndarray, ids: np.ndarray) -> sp.csr_ma
     """(users, items) 0/1 matrix of the pairs; ``users`` and ``ids`` are sorted."""
     rows = np.searchsorted(users, np.asarray(user_ids, dtype=object))
     cols = np.searchsorted(ids, np.asarray(item_ids, dtype=object))
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                      shape=(len(users), len(ids)))
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(ids)))
     m.sum_duplicates()
     m.data[:] = 1
     return m
-

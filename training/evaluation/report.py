@@ -16,29 +16,49 @@ from training.evaluation.run import Results
 # The papers' numbers (PAPER.md): HR@10, MRR, coverage %.
 PAPER = {
     ("audiobook", "warm"): {
-        "Popularity": (0.150, 0.100, 0.0), "LLM-KNN": (0.164, 0.202, 54.7),
-        "HGNN": (0.258, 0.224, 52.8), "HGNN-w-users": (0.238, 0.163, 25.3),
-        "2T": (0.231, 0.173, 21.2), "2T-HGNN": (0.353, 0.218, 22.3),
+        "Popularity": (0.150, 0.100, 0.0),
+        "LLM-KNN": (0.164, 0.202, 54.7),
+        "HGNN": (0.258, 0.224, 52.8),
+        "HGNN-w-users": (0.238, 0.163, 25.3),
+        "2T": (0.231, 0.173, 21.2),
+        "2T-HGNN": (0.353, 0.218, 22.3),
         "2T-HGNN, no balanced sampler": (0.332, 0.214, 24.1),
         "2T-HGNN, no weak signals": (0.267, 0.182, 17.0),
         "2T-HGNN, no PP edges": (0.333, 0.210, 22.3),
         "2T-HGNN, no AA edges": (0.312, 0.198, 9.4),
         "2T-HGNN, AA-only graph": (0.329, 0.201, 22.1),
-        "2T-HGNN, PP-only graph": (0.294, 0.192, 10.6)},
+        "2T-HGNN, PP-only graph": (0.294, 0.192, 10.6),
+    },
     ("audiobook", "cold"): {
-        "Popularity": (0.161, 0.100, 0.0), "HGNN-w-users": (0.174, 0.153, 6.4),
-        "2T": (0.135, 0.146, 19.3), "2T-HGNN": (0.200, 0.156, 12.0)},
+        "Popularity": (0.161, 0.100, 0.0),
+        "HGNN-w-users": (0.174, 0.153, 6.4),
+        "2T": (0.135, 0.146, 19.3),
+        "2T-HGNN": (0.200, 0.156, 12.0),
+    },
     ("podcast", "all"): {
-        "Popularity": (0.059, None, None), "2T": (0.114, 0.135, 11.4),
-        "2T-HGNN": (0.123, 0.138, 20.6)},
+        "Popularity": (0.059, None, None),
+        "2T": (0.114, 0.135, 11.4),
+        "2T-HGNN": (0.123, 0.138, 20.6),
+    },
 }
 # The rows of the main tables: the paper's, with the peers a user would try instead.
-MAIN_ROWS = ("Popularity", "ALS", "BPR", "ItemKNN", "LLM-KNN", "HGNN", "HGNN-w-users", "2T",
-             "2T-HGNN")
-TABLES = (("Audiobooks, warm-start users", "audiobook", "warm", False),
-          ("Audiobooks, cold-start users", "audiobook", "cold", False),
-          ("Podcasts, all users", "podcast", "all", False),
-          ("Ablations of 2T-HGNN, warm-start audiobooks", "audiobook", "warm", True))
+MAIN_ROWS = (
+    "Popularity",
+    "ALS",
+    "BPR",
+    "ItemKNN",
+    "LLM-KNN",
+    "HGNN",
+    "HGNN-w-users",
+    "2T",
+    "2T-HGNN",
+)
+TABLES = (
+    ("Audiobooks, warm-start users", "audiobook", "warm", False),
+    ("Audiobooks, cold-start users", "audiobook", "cold", False),
+    ("Podcasts, all users", "podcast", "all", False),
+    ("Ablations of 2T-HGNN, warm-start audiobooks", "audiobook", "warm", True),
+)
 
 
 def summarize(res: Results) -> dict:
@@ -46,11 +66,16 @@ def summarize(res: Results) -> dict:
     for model, kinds in res.rows.items():
         for kind, groups in kinds.items():
             for group, runs in groups.items():
+
                 def agg(key):
                     vals = np.array([r[key] for r in runs], dtype=float)
                     return float(vals.mean()), float(vals.std()) if len(vals) > 1 else None
-                entry = {"users": runs[0]["users"], "seeds": len(runs),
-                         "hr_curve": np.mean([r["hr_curve"] for r in runs], axis=0).tolist()}
+
+                entry = {
+                    "users": runs[0]["users"],
+                    "seeds": len(runs),
+                    "hr_curve": np.mean([r["hr_curve"] for r in runs], axis=0).tolist(),
+                }
                 for key in ("hr@10", "mrr", "coverage"):
                     entry[key], entry[f"{key}_sd"] = agg(key)
                 out.setdefault(model, {}).setdefault(kind, {})[group] = entry
@@ -72,8 +97,11 @@ def _paper(v, pct=False) -> str:
 
 
 def _rel(a, b) -> str:
-    return "-" if a is None or b in (None, 0) or np.isnan(a) or np.isnan(b) else \
-        f"{(a / b - 1) * 100:+.0f}%"
+    return (
+        "-"
+        if a is None or b in (None, 0) or np.isnan(a) or np.isnan(b)
+        else f"{(a / b - 1) * 100:+.0f}%"
+    )
 
 
 def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> list[str]:
@@ -85,27 +113,42 @@ def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> 
     ref = "2T-HGNN" if ablations else "2T"
     ours_ref = summary.get(ref, {}).get(kind, {}).get(group, {}).get("hr@10")
     paper_ref = paper.get(ref, (None,))[0]
-    users = next((summary[m][kind][group]["users"] for m in models
-                  if kind in summary.get(m, {}) and group in summary[m][kind]), 0)
-    lines = [f"### {title} ({users:,} users)", "",
-             f"| model | HR@10 | paper | MRR | paper | coverage | paper | HR@10 vs {ref}: "
-             "ours | paper |", "|---|---|---|---|---|---|---|---|---|"]
+    users = next(
+        (
+            summary[m][kind][group]["users"]
+            for m in models
+            if kind in summary.get(m, {}) and group in summary[m][kind]
+        ),
+        0,
+    )
+    lines = [
+        f"### {title} ({users:,} users)",
+        "",
+        f"| model | HR@10 | paper | MRR | paper | coverage | paper | HR@10 vs {ref}: "
+        "ours | paper |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in models:
         s = summary.get(m, {}).get(kind, {}).get(group)
         p = paper.get(m, (None, None, None))
         if s is None:
-            lines.append(f"| {m} | not run | {_paper(p[0])} | | {_paper(p[1])} | | "
-                         f"{_paper(p[2], True)} | | |")
+            lines.append(
+                f"| {m} | not run | {_paper(p[0])} | | {_paper(p[1])} | | "
+                f"{_paper(p[2], True)} | | |"
+            )
             continue
-        lines.append(f"| {m} | {_fmt(s['hr@10'], s['hr@10_sd'])} | {_paper(p[0])} | "
-                     f"{_fmt(s['mrr'], s['mrr_sd'])} | {_paper(p[1])} | "
-                     f"{_fmt(s['coverage'], s['coverage_sd'], True)} | {_paper(p[2], True)} | "
-                     f"{_rel(s['hr@10'], ours_ref)} | {_rel(p[0], paper_ref)} |")
+        lines.append(
+            f"| {m} | {_fmt(s['hr@10'], s['hr@10_sd'])} | {_paper(p[0])} | "
+            f"{_fmt(s['mrr'], s['mrr_sd'])} | {_paper(p[1])} | "
+            f"{_fmt(s['coverage'], s['coverage_sd'], True)} | {_paper(p[2], True)} | "
+            f"{_rel(s['hr@10'], ours_ref)} | {_rel(p[0], paper_ref)} |"
+        )
     return lines + [""]
 
 
 def expectations(summary: dict) -> list[tuple[str, bool, str]]:
     """(the paper's ordering, whether it holds here, the numbers behind it)."""
+
     def entry(model, kind, group) -> dict:
         return summary.get(model, {}).get(kind, {}).get(group, {})
 
@@ -117,8 +160,11 @@ def expectations(summary: dict) -> list[tuple[str, bool, str]]:
         ea, eb = entry(a, kind, group), entry(b, kind, group)
         if not ea or not eb:
             return ""
-        text = f"{ea['hr@10']:.3f} vs {factor:g} x {eb['hr@10']:.3f}" if factor != 1 else \
-            f"{ea['hr@10']:.3f} vs {eb['hr@10']:.3f}"
+        text = (
+            f"{ea['hr@10']:.3f} vs {factor:g} x {eb['hr@10']:.3f}"
+            if factor != 1
+            else f"{ea['hr@10']:.3f} vs {eb['hr@10']:.3f}"
+        )
         sa, sb = ea.get("hr@10_sd"), eb.get("hr@10_sd")
         if sa is None and sb is None:
             return text
@@ -130,34 +176,54 @@ def expectations(summary: dict) -> list[tuple[str, bool, str]]:
         if family:
             sa, sb = (sb if sa is None else sa), (sa if sb is None else sb)
         sa, sb = sa or 0.0, sb or 0.0
-        se = np.sqrt(sa ** 2 / ea.get("seeds", 1) + (factor * sb) ** 2 / eb.get("seeds", 1))
+        se = np.sqrt(sa**2 / ea.get("seeds", 1) + (factor * sb) ** 2 / eb.get("seeds", 1))
         gap = ea["hr@10"] - factor * eb["hr@10"]
-        text += (f"; gap {gap:+.3f}, standard error "
-                 + (f"{se:.3f} (one seed: spread taken from the other row's seeds)"
-                    if borrowed else f"over seeds {se:.3f}")
-                 + (": within noise" if abs(gap) < 2 * se else ""))
+        text += (
+            f"; gap {gap:+.3f}, standard error "
+            + (
+                f"{se:.3f} (one seed: spread taken from the other row's seeds)"
+                if borrowed
+                else f"over seeds {se:.3f}"
+            )
+            + (": within noise" if abs(gap) < 2 * se else "")
+        )
         return text
 
     warm = {m: hr(m, "audiobook", "warm") for m in summary}
     main = {m: v for m, v in warm.items() if not m.startswith("2T-HGNN, ")}
     best = max(main, key=lambda m: main[m]) if main else None
     runner = max((m for m in main if m != "2T-HGNN"), key=lambda m: main[m], default=None)
-    out = [("warm-start audiobooks: 2T-HGNN has the best HR@10", best == "2T-HGNN",
-            versus("2T-HGNN", runner, "audiobook", "warm") if runner else ""),
-           ("warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's",
+    out = [
+        (
+            "warm-start audiobooks: 2T-HGNN has the best HR@10",
+            best == "2T-HGNN",
+            versus("2T-HGNN", runner, "audiobook", "warm") if runner else "",
+        ),
+        (
+            "warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's",
             hr("2T-HGNN", "audiobook", "warm") >= 1.3 * hr("2T", "audiobook", "warm"),
-            versus("2T-HGNN", "2T", "audiobook", "warm", 1.3)),
-           ("cold-start audiobooks: 2T-HGNN beats 2T and Popularity",
-            hr("2T-HGNN", "audiobook", "cold") > max(hr("2T", "audiobook", "cold"),
-                                                     hr("Popularity", "audiobook", "cold")),
-            versus("2T-HGNN", "2T", "audiobook", "cold")),
-           ("podcasts: 2T-HGNN >= 2T",
+            versus("2T-HGNN", "2T", "audiobook", "warm", 1.3),
+        ),
+        (
+            "cold-start audiobooks: 2T-HGNN beats 2T and Popularity",
+            hr("2T-HGNN", "audiobook", "cold")
+            > max(hr("2T", "audiobook", "cold"), hr("Popularity", "audiobook", "cold")),
+            versus("2T-HGNN", "2T", "audiobook", "cold"),
+        ),
+        (
+            "podcasts: 2T-HGNN >= 2T",
             hr("2T-HGNN", "podcast", "all") >= hr("2T", "podcast", "all"),
-            versus("2T-HGNN", "2T", "podcast", "all"))]
+            versus("2T-HGNN", "2T", "podcast", "all"),
+        ),
+    ]
     for m in (m for m in summary if m.startswith("2T-HGNN, ")):
-        out.append((f"ablation '{m[9:]}' is below the full model",
-                    hr(m, "audiobook", "warm") < hr("2T-HGNN", "audiobook", "warm"),
-                    versus(m, "2T-HGNN", "audiobook", "warm")))
+        out.append(
+            (
+                f"ablation '{m[9:]}' is below the full model",
+                hr(m, "audiobook", "warm") < hr("2T-HGNN", "audiobook", "warm"),
+                versus(m, "2T-HGNN", "audiobook", "warm"),
+            )
+        )
     return out
 
 
@@ -165,22 +231,38 @@ def selection_lines(res: Results) -> list[str]:
     """What each model's settings were chosen as, on the validation window."""
     if not res.chosen:
         return []
-    lines = ["### Settings chosen on the validation window", "",
-             (f"Validation window: {res.validation}. " if res.validation else "")
-             + "Each model tried the same number of settings (its defaults first); the "
-             "criterion is HR@10 averaged over the three groups above; the hold-out was "
-             "scored once, with the chosen settings.", "",
-             "| model | chosen | validation HR@10 (mean of groups): chosen / defaults / "
-             "trials |", "|---|---|---|"]
+    lines = [
+        "### Settings chosen on the validation window",
+        "",
+        (f"Validation window: {res.validation}. " if res.validation else "")
+        + "Each model tried the same number of settings (its defaults first); the "
+        "criterion is HR@10 averaged over the three groups above; the hold-out was "
+        "scored once, with the chosen settings.",
+        "",
+        "| model | chosen | validation HR@10 (mean of groups): chosen / defaults / trials |",
+        "|---|---|---|",
+    ]
     for model, c in res.chosen.items():
         trials = c.get("trials", [])
         vals = [t["validation"] for t in trials]
         chosen = ", ".join(f"{k} {v}" for k, v in c["setting"].items())
-        best = next((t["validation"] for t in trials
-                     if {k: t.get(k) for k in c["setting"]} == c["setting"]), None)
-        lines.append(f"| {model} | {chosen} | "
-                     + (f"{best:.3f} / {vals[0]:.3f} / {len(vals)}" if vals and best is not None
-                        else "no validation window: defaults") + " |")
+        best = next(
+            (
+                t["validation"]
+                for t in trials
+                if {k: t.get(k) for k in c["setting"]} == c["setting"]
+            ),
+            None,
+        )
+        lines.append(
+            f"| {model} | {chosen} | "
+            + (
+                f"{best:.3f} / {vals[0]:.3f} / {len(vals)}"
+                if vals and best is not None
+                else "no validation window: defaults"
+            )
+            + " |"
+        )
     return lines
 
 
@@ -188,33 +270,54 @@ def write_report(res: Results, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(res)
-    (out / "metrics.json").write_text(json.dumps(
-        {"protocol": {"cut": str(res.protocol.cut), "end": str(res.protocol.end)},
-         "seconds": res.seconds, "models": summary, "selection": res.chosen}, indent=2,
-        default=float))
-    lines = ["# Offline evaluation", "", f"Protocol (PAPER.md): {res.protocol.summary()}. "
-             "Targets are new starts; already streamed items are never recommended. "
-             "Our values are means ± standard deviation over seeds where several ran"
-             + (f" ({res.seeding})." if res.seeding else "."), ""]
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "protocol": {"cut": str(res.protocol.cut), "end": str(res.protocol.end)},
+                "seconds": res.seconds,
+                "models": summary,
+                "selection": res.chosen,
+            },
+            indent=2,
+            default=float,
+        )
+    )
+    lines = [
+        "# Offline evaluation",
+        "",
+        f"Protocol (PAPER.md): {res.protocol.summary()}. "
+        "Targets are new starts; already streamed items are never recommended. "
+        "Our values are means ± standard deviation over seeds where several ran"
+        + (f" ({res.seeding})." if res.seeding else "."),
+        "",
+    ]
     for title, kind, group, abl in TABLES:
         if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
             continue
         lines += table(summary, title, kind, group, abl)
     lines += ["### The paper's expected orderings", ""]
-    lines += [f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
-              for text, ok, why in expectations(summary)]
+    lines += [
+        f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
+        for text, ok, why in expectations(summary)
+    ]
     lines += ["", *selection_lines(res)]
     chosen = res.chosen.get("2T-HGNN", {}).get("setting")
     if chosen:
         # what to serve: `audiorec pipeline --config selected.json` trains the winner
-        pipeline = {**res.pipeline,
-                    "two_tower": {**res.pipeline.get("two_tower", {}), **chosen}}
+        pipeline = {**res.pipeline, "two_tower": {**res.pipeline.get("two_tower", {}), **chosen}}
         (out / "selected.json").write_text(json.dumps(pipeline, indent=2) + "\n")
-        lines += ["", "The evaluated pipeline settings with the chosen 2T-HGNN settings are in "
-                  "`selected.json`: `audiorec pipeline --config selected.json` publishes "
-                  "that model, so what won here is what `audiorec serve` answers with."]
-    lines += ["", "Charts: `hr_at_k.png` (HR@K, K = 1..100), `coverage_vs_hr.png`.", "",
-              "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items())]
+        lines += [
+            "",
+            "The evaluated pipeline settings with the chosen 2T-HGNN settings are in "
+            "`selected.json`: `audiorec pipeline --config selected.json` publishes "
+            "that model, so what won here is what `audiorec serve` answers with.",
+        ]
+    lines += [
+        "",
+        "Charts: `hr_at_k.png` (HR@K, K = 1..100), `coverage_vs_hr.png`.",
+        "",
+        "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()),
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _charts(summary, out)
     return out / "report.md"
@@ -245,8 +348,11 @@ def _charts(summary: dict, out: Path) -> None:
         if s:
             ax.scatter(s["coverage"] * 100, s["hr@10"])
             ax.annotate(m, (s["coverage"] * 100, s["hr@10"]), fontsize=7)
-    ax.set(xlabel="coverage of the top 100 (%)", ylabel="HR@10",
-           title="warm-start audiobooks: accuracy vs coverage")
+    ax.set(
+        xlabel="coverage of the top 100 (%)",
+        ylabel="HR@10",
+        title="warm-start audiobooks: accuracy vs coverage",
+    )
     fig.tight_layout()
     fig.savefig(out / "coverage_vs_hr.png", dpi=110)
     plt.close(fig)

@@ -11,8 +11,8 @@ only: the HGNN graph, the feature tables (snapshots through the cut), the two to
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -20,13 +20,26 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from audiorec.config import StrictConfig
-from training.evaluation.models import (aligned, interaction_matrix, mean_item_users,
-                                        popularity, two_tower_users, unit)
-from training.evaluation.peers import (DEFAULTS, GRIDS, PEERS, PeerConfig, event_weights_valid,
-                                       fit_peer, training_matrix)
+from training.data import Dataset
+from training.evaluation.models import (
+    aligned,
+    interaction_matrix,
+    mean_item_users,
+    popularity,
+    two_tower_users,
+    unit,
+)
+from training.evaluation.peers import (
+    DEFAULTS,
+    GRIDS,
+    PEERS,
+    PeerConfig,
+    event_weights_valid,
+    fit_peer,
+    training_matrix,
+)
 from training.evaluation.protocol import Protocol, build_protocol
 from training.evaluation.selection import candidates, choose, criterion, score_protocol
-from training.data import Dataset
 from training.pipeline import PipelineConfig
 
 ABLATIONS = {
@@ -39,8 +52,9 @@ ABLATIONS = {
     # the levers beyond the paper, each switched off alone, then both
     "no popularity prior": {"two_tower": {"popularity_prior": False}},
     "no item-id embeddings": {"two_tower": {"item_id_embedding_dim": 0}},
-    "as in the paper (neither)": {"two_tower": {"popularity_prior": False,
-                                                "item_id_embedding_dim": 0}},
+    "as in the paper (neither)": {
+        "two_tower": {"popularity_prior": False, "item_id_embedding_dim": 0}
+    },
 }
 
 
@@ -54,17 +68,18 @@ class EvaluationConfig(StrictConfig):
     # the first N of ``seeds`` also reseed the HGNN (and its feature store) under the main
     # HGNN and 2T-HGNN rows, so their spread holds the HGNN's noise too; 1: one HGNN
     hgnn_seeds: int = Field(1, ge=1)
-    ablations: bool | tuple[str, ...] = True   # True: all of ABLATIONS; or a few by name
+    ablations: bool | tuple[str, ...] = True  # True: all of ABLATIONS; or a few by name
     popularity_days: int = Field(28, ge=1)
-    history_days: int = Field(90, ge=1)   # the items LLM-KNN / HGNN average per user
+    history_days: int = Field(90, ge=1)  # the items LLM-KNN / HGNN average per user
     # The validation window (model selection) just before the cut: this many days, or
     # None for as long as the hold-out. Never overlaps the hold-out.
     validation_days: int | None = Field(None, ge=1)
-    selection_trials: int = Field(4, ge=1)   # settings tried per model on validation
+    selection_trials: int = Field(4, ge=1)  # settings tried per model on validation
     peers: tuple[Literal["ALS", "BPR", "ItemKNN"], ...] = PEERS
     # what one event of each type weighs in the peers' matrix (summed per user and item)
-    event_weights: dict[str, float] = Field(default_factory=lambda: {
-        "stream": 1.0, "follow": 0.5, "preview": 0.5, "intent_to_pay": 0.5})
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"stream": 1.0, "follow": 0.5, "preview": 0.5, "intent_to_pay": 0.5}
+    )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @field_validator("ablations")
@@ -92,19 +107,23 @@ class Results:
     # model -> item type -> group -> one metrics dict per seed
     rows: dict[str, dict[str, dict[str, list[dict]]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    seeding: str = ""   # what the seeds of the rows vary, for the report
+    seeding: str = ""  # what the seeds of the rows vary, for the report
     # model -> {"setting": chosen, "trials": [...with "validation"], "window": str}
     chosen: dict[str, dict] = field(default_factory=dict)
-    validation: str = ""   # the validation window's summary
-    pipeline: dict = field(default_factory=dict)   # the PipelineConfig the rows trained with
+    validation: str = ""  # the validation window's summary
+    pipeline: dict = field(default_factory=dict)  # the PipelineConfig the rows trained with
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
 
 
-def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
-                   cfg: EvaluationConfig = EvaluationConfig(),
-                   progress: bool = True, text_cache: str | Path | None = None) -> Results:
+def run_evaluation(
+    data: Dataset | str | Path,
+    workdir: str | Path,
+    cfg: EvaluationConfig = EvaluationConfig(),
+    progress: bool = True,
+    text_cache: str | Path | None = None,
+) -> Results:
     """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
     from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
@@ -117,18 +136,26 @@ def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
     proto = build_protocol(data, cut, end)
     say(f"  {proto.summary()}")
     n_hgnn = min(cfg.hgnn_seeds, len(cfg.seeds))
-    res = Results(proto, seeding=(
-        f"2T and 2T-HGNN over {len(cfg.seeds)} tower seeds, "
-        + (f"the HGNN reseeded with {n_hgnn} of them" if n_hgnn > 1 else "on one HGNN")
-        + (f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
-           "one HGNN" if cfg.chosen_ablations() else "")))
+    res = Results(
+        proto,
+        seeding=(
+            f"2T and 2T-HGNN over {len(cfg.seeds)} tower seeds, "
+            + (f"the HGNN reseeded with {n_hgnn} of them" if n_hgnn > 1 else "on one HGNN")
+            + (
+                f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
+                "one HGNN"
+                if cfg.chosen_ablations()
+                else ""
+            )
+        ),
+    )
 
     res.pipeline = cfg.pipeline.model_dump(mode="json")
 
-    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None,
-              score_rows_of=None) -> None:
-        for kind, group, m in score_protocol(proto, user_vecs, item_vecs_of, item_scores_of,
-                                             score_rows_of):
+    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None, score_rows_of=None) -> None:
+        for kind, group, m in score_protocol(
+            proto, user_vecs, item_vecs_of, item_scores_of, score_rows_of
+        ):
             res.add(model, kind, group, m)
 
     def timed(name: str, fn) -> None:
@@ -138,8 +165,12 @@ def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
         res.seconds[name] = round(time.perf_counter() - t0, 1)
 
     text = wd / "text" / "embeddings.parquet"
-    embed_items(data / "items.parquet", text,
-                cache=text_cache or wd / "text" / "cache.parquet", progress=progress)
+    embed_items(
+        data / "items.parquet",
+        text,
+        cache=text_cache or wd / "text" / "cache.parquet",
+        progress=progress,
+    )
     val_proto = validation_protocol(data, cut, end, cfg)
     res.validation = val_proto.summary() if val_proto else ""
     say(f"  validation window (model selection): {res.validation or 'none'}")
@@ -150,27 +181,33 @@ def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
         ids = np.asarray(table.item_id, dtype=object)
         order = np.argsort(ids)
         ids, vecs = ids[order], table.vectors[order]
-        users = mean_item_users(interaction_matrix(data, cut, proto.users, ids,
-                                                    cfg.history_days), vecs)
+        users = mean_item_users(
+            interaction_matrix(data, cut, proto.users, ids, cfg.history_days), vecs
+        )
         score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
 
     timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
     if cfg.peers:
         for peer in cfg.peers:
-            timed(peer, lambda peer=peer: _peer_rows(peer, data, cut, proto, val_proto, cfg,
-                                                     res, score))
+            timed(
+                peer,
+                lambda peer=peer: _peer_rows(peer, data, cut, proto, val_proto, cfg, res, score),
+            )
 
     def variant(name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
         base = cfg.pipeline.model_dump()
-        pcfg = validated(PipelineConfig, {**base, **{k: {**base[k], **v}
-                                                     for k, v in overrides.items()}})
+        pcfg = validated(
+            PipelineConfig, {**base, **{k: {**base[k], **v} for k, v in overrides.items()}}
+        )
         return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress)
 
     main = variant("full", {})
     base_seed = cfg.pipeline.hgnn.seed
-    stores = [main] + [variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
-                       for seed in range(base_seed + 1, base_seed + n_hgnn)]
+    stores = [main] + [
+        variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
+        for seed in range(base_seed + 1, base_seed + n_hgnn)
+    ]
     timed("HGNN", lambda: [mean_of_items("HGNN", st["hgnn"]) for st in stores])
 
     def with_users() -> None:
@@ -193,18 +230,36 @@ def run_evaluation(data: Dataset | str | Path, workdir: str | Path,
         tower_choice.update(chosen)
         # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
         for i, store in enumerate(stores):
-            own = cfg.seeds[i:i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores):])
-            _two_tower_rows("2T-HGNN", store, cfg, tower_choice, own, proto, score, progress,
-                            None if i else prepared)
+            own = cfg.seeds[i : i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores) :])
+            _two_tower_rows(
+                "2T-HGNN",
+                store,
+                cfg,
+                tower_choice,
+                own,
+                proto,
+                score,
+                progress,
+                None if i else prepared,
+            )
 
     timed("2T-HGNN", two_tower_hgnn)
     for label, overrides in cfg.chosen_ablations().items():
         graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
         store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
-        timed(f"2T-HGNN, {label}", lambda label=label, store=store, o=overrides:
-              _two_tower_rows(f"2T-HGNN, {label}", store, cfg,
-                              {**tower_choice, **o.get("two_tower", {})},
-                              cfg.seeds[:cfg.ablation_seeds], proto, score, progress))
+        timed(
+            f"2T-HGNN, {label}",
+            lambda label=label, store=store, o=overrides: _two_tower_rows(
+                f"2T-HGNN, {label}",
+                store,
+                cfg,
+                {**tower_choice, **o.get("two_tower", {})},
+                cfg.seeds[: cfg.ablation_seeds],
+                proto,
+                score,
+                progress,
+            ),
+        )
     return res
 
 
@@ -235,27 +290,44 @@ def validation_protocol(data: Path, cut, end, cfg: EvaluationConfig) -> Protocol
 POPULARITY_GRID = {"half_life_days": [None, 7.0, 28.0, 90.0, 365.0, 1e6]}
 
 
-def _popularity_rows(data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig,
-                     res: Results, score) -> None:
+def _popularity_rows(
+    data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig, res: Results, score
+) -> None:
     from training.twotower.prior import recent_listeners
 
     def scores_at(setting: dict, at):
         h = setting["half_life_days"]
         if h is None:
             return lambda kind, ids: popularity(data, at, ids, cfg.popularity_days)
-        return lambda kind, ids: recent_listeners(data, at, ids, (h,))[0] \
-            + 1e-6 * -np.arange(len(ids)) / len(ids)   # ties: a fixed order
+        return lambda kind, ids: (
+            recent_listeners(data, at, ids, (h,))[0] + 1e-6 * -np.arange(len(ids)) / len(ids)
+        )  # ties: a fixed order
 
     settings = candidates(POPULARITY_GRID, {"half_life_days": None}, cfg.selection_trials)
-    chosen, trials = (choose(settings, lambda s: criterion(score_protocol(
-        val_proto, item_scores_of=scores_at(s, val_proto.cut)))) if val_proto
-        else (settings[0], []))
+    chosen, trials = (
+        choose(
+            settings,
+            lambda s: criterion(
+                score_protocol(val_proto, item_scores_of=scores_at(s, val_proto.cut))
+            ),
+        )
+        if val_proto
+        else (settings[0], [])
+    )
     res.chosen["Popularity"] = {"setting": chosen, "trials": trials}
     score("Popularity", None, None, scores_at(chosen, cut))
 
 
-def _peer_rows(peer: str, data: Path, cut, proto: Protocol, val_proto: Protocol | None,
-               cfg: EvaluationConfig, res: Results, score) -> None:
+def _peer_rows(
+    peer: str,
+    data: Path,
+    cut,
+    proto: Protocol,
+    val_proto: Protocol | None,
+    cfg: EvaluationConfig,
+    res: Results,
+    score,
+) -> None:
     """Choose the peer's settings on the validation window, refit on everything before the
     cut, score the hold-out (over the seeds, where the peer has randomness)."""
     con_users, con_items = _all_ids(data)
@@ -267,19 +339,26 @@ def _peer_rows(peer: str, data: Path, cut, proto: Protocol, val_proto: Protocol 
         def of_type(kind: str, ids: np.ndarray):
             columns = np.searchsorted(con_items, ids)
             return lambda rows: fitted.scores(users[rows], columns)
+
         return of_type
 
     settings = candidates(GRIDS[peer], DEFAULTS[peer], cfg.selection_trials)
     if val_proto is not None:
         train = training_matrix(data, val_proto.cut, con_users, con_items, cfg.event_weights)
-        chosen, trials = choose(settings, lambda s: criterion(score_protocol(
-            val_proto, score_rows_of=scorer(fit_peer(train, PeerConfig(model=peer, **s)),
-                                            val_proto))))
+        chosen, trials = choose(
+            settings,
+            lambda s: criterion(
+                score_protocol(
+                    val_proto,
+                    score_rows_of=scorer(fit_peer(train, PeerConfig(model=peer, **s)), val_proto),
+                )
+            ),
+        )
     else:
         chosen, trials = settings[0], []
     res.chosen[peer] = {"setting": chosen, "trials": trials}
     matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
-    seeds = cfg.seeds if peer != "ItemKNN" else cfg.seeds[:1]   # ItemKNN is deterministic
+    seeds = cfg.seeds if peer != "ItemKNN" else cfg.seeds[:1]  # ItemKNN is deterministic
     for seed in seeds:
         fitted = fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen))
         score(peer, None, None, score_rows_of=scorer(fitted, proto))
@@ -298,28 +377,39 @@ def _all_ids(data: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(users, dtype=object), np.asarray(items, dtype=object)
 
 
-def _hgnn_and_features(data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig,
-                       progress: bool) -> dict:
+def _hgnn_and_features(
+    data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig, progress: bool
+) -> dict:
     from training.features.jobs import run_feature_jobs
     from training.features.store import apply_repo
     from training.hgnn.run import run_hgnn
 
     hgnn = wd / "hgnn"
     run_hgnn(data, text, hgnn, cut, cfg.graph, cfg.hgnn, progress=progress)
-    run_feature_jobs(data, wd, hgnn / "embeddings.parquet", text, through=cut.date(),
-                     cfg=cfg.features, progress=progress)
-    return {"hgnn": hgnn / "embeddings.parquet", "store": apply_repo(wd),
-            "data": data, "cut": cut}
+    run_feature_jobs(
+        data,
+        wd,
+        hgnn / "embeddings.parquet",
+        text,
+        through=cut.date(),
+        cfg=cfg.features,
+        progress=progress,
+    )
+    return {"hgnn": hgnn / "embeddings.parquet", "store": apply_repo(wd), "data": data, "cut": cut}
 
 
 # The towers' search space (same trial budget as every peer): the softmax temperature,
 # the learning rate, and item-id embeddings (0: the paper's content-only item tower).
-TOWER_GRID = {"temperature": [0.05, 0.1, 0.2], "learning_rate": [1e-3, 3e-3],
-              "item_id_embedding_dim": [0, 32]}
+TOWER_GRID = {
+    "temperature": [0.05, 0.1, 0.2],
+    "learning_rate": [1e-3, 3e-3],
+    "item_id_embedding_dim": [0, 32],
+}
 
 
-def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
-                   res: Results, progress: bool) -> tuple[dict, tuple | None]:
+def _select_towers(
+    model: str, variant: dict, cfg: EvaluationConfig, overrides: dict, res: Results, progress: bool
+) -> tuple[dict, tuple | None]:
     """The towers' settings with the best validation HR@10 (the prior's validation slice,
     before the cut; the mean of the item types' best-beta values), trained with the first
     seed. Returns (``overrides`` plus the chosen setting, (the examples, {first seed: the
@@ -332,24 +422,34 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
     if len(settings) == 1:
         res.chosen[model] = {"setting": settings[0], "trials": []}
         return {**overrides, **settings[0]}, None
-    tower_data = build_tower_data(variant["store"], variant["data"], variant["cut"], base,
-                                  progress=lambda *a: None)
+    tower_data = build_tower_data(
+        variant["store"], variant["data"], variant["cut"], base, progress=lambda *a: None
+    )
     trained: dict[str, object] = {}
 
     def trial(setting: dict) -> float:
         # scored as the prior would be chosen for it (beta 0 only, with the prior off)
-        tcfg = base.with_overrides({**setting, "seed": cfg.seeds[0], "popularity_prior": True,
-                                    **({} if base.popularity_prior else {"prior_betas": (0.0,)})})
+        tcfg = base.with_overrides(
+            {
+                **setting,
+                "seed": cfg.seeds[0],
+                "popularity_prior": True,
+                **({} if base.popularity_prior else {"prior_betas": (0.0,)}),
+            }
+        )
         towers = train_two_tower(tower_data, tcfg, progress=False)
         towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
         curves = towers.prior["validation_hr10"].values() if towers.prior else []
         value = float(np.nanmean([np.nanmax(c) for c in curves])) if curves else float("nan")
         if not base.popularity_prior:
-            towers.prior = towers.item_prior = None   # as the rows train it
+            towers.prior = towers.item_prior = None  # as the rows train it
         trained[repr(setting)] = towers
         if progress:
-            print(f"    {model} trial {setting}: validation HR@10 {value:.3f}"
-                  + (f"; prior {towers.prior['chosen']}" if towers.prior else ""), flush=True)
+            print(
+                f"    {model} trial {setting}: validation HR@10 {value:.3f}"
+                + (f"; prior {towers.prior['chosen']}" if towers.prior else ""),
+                flush=True,
+            )
         return value
 
     chosen, trials = choose(settings, trial)
@@ -357,30 +457,46 @@ def _select_towers(model: str, variant: dict, cfg: EvaluationConfig, overrides: 
     return {**overrides, **chosen}, (tower_data, {cfg.seeds[0]: trained[repr(chosen)]})
 
 
-def _two_tower_rows(model: str, variant: dict, cfg: EvaluationConfig, overrides: dict,
-                    seeds, proto: Protocol, score, progress: bool,
-                    prepared: tuple | None = None) -> None:
+def _two_tower_rows(
+    model: str,
+    variant: dict,
+    cfg: EvaluationConfig,
+    overrides: dict,
+    seeds,
+    proto: Protocol,
+    score,
+    progress: bool,
+    prepared: tuple | None = None,
+) -> None:
     """``prepared``: (examples, {seed: trained towers}) from the selection, reused."""
     from training.twotower.examples import build_tower_data
     from training.twotower.train import train_two_tower
 
     base = cfg.pipeline.two_tower.with_overrides(overrides)
-    tower_data, done = prepared or (build_tower_data(
-        variant["store"], variant["data"], variant["cut"], base, progress=lambda *a: None), {})
+    tower_data, done = prepared or (
+        build_tower_data(
+            variant["store"], variant["data"], variant["cut"], base, progress=lambda *a: None
+        ),
+        {},
+    )
     for seed in seeds:
         tcfg = base.with_overrides({"seed": seed})
         towers = done.get(seed)
         if towers is None:
             towers = train_two_tower(tower_data, tcfg, progress=False)
             if tcfg.popularity_prior:
-                towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"],
-                                 tcfg)
-        users = two_tower_users(variant["store"], proto.users, variant["cut"], towers,
-                                tower_data.user_specs)
-        items = towers.item_vectors(tower_data)   # what the published index holds
+                towers.fit_prior(
+                    variant["store"], variant["data"], tower_data, variant["cut"], tcfg
+                )
+        users = two_tower_users(
+            variant["store"], proto.users, variant["cut"], towers, tower_data.user_specs
+        )
+        items = towers.item_vectors(tower_data)  # what the published index holds
         score(model, users, lambda kind, ids: aligned(ids, tower_data.item_ids, items))
         if progress:
-            print(f"    {model} seed {seed}: best epoch {towers.best_epoch}, validation "
-                  f"recall@10 {towers.best['val_recall_audiobook']:.3f}"
-                  + (f"; prior {towers.prior['chosen']}" if towers.prior else ""), flush=True)
-
+            print(
+                f"    {model} seed {seed}: best epoch {towers.best_epoch}, validation "
+                f"recall@10 {towers.best['val_recall_audiobook']:.3f}"
+                + (f"; prior {towers.prior['chosen']}" if towers.prior else ""),
+                flush=True,
+            )

@@ -24,8 +24,9 @@ from training.evaluation.protocol import Protocol
 Scorer = dict  # {"user_vecs", "item_vecs_of", "item_scores_of", "score_rows_of"}
 
 
-def score_protocol(proto: Protocol, user_vecs=None, item_vecs_of=None, item_scores_of=None,
-                   score_rows_of=None) -> list[tuple[str, str, dict]]:
+def score_protocol(
+    proto: Protocol, user_vecs=None, item_vecs_of=None, item_scores_of=None, score_rows_of=None
+) -> list[tuple[str, str, dict]]:
     """(item type, group, metrics) for every group of ``proto``. A model is given as user
     and item vectors, one score per item (``item_scores_of(kind, ids)``) or a row scorer
     (``score_rows_of(kind, ids)(user rows) -> scores``)."""
@@ -46,8 +47,7 @@ def criterion(scored: list[tuple[str, str, dict]]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0
-               ) -> list[dict]:
+def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0) -> list[dict]:
     """``trials`` settings from the grid: the defaults first, then seeded draws without
     repeats (fewer when the grid is smaller)."""
     keys = sorted(grid)
@@ -55,11 +55,10 @@ def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0
     first = {k: defaults[k] for k in keys}
     rest = [c for c in space if c != first]
     order = np.random.default_rng(seed).permutation(len(rest))
-    return [first] + [rest[i] for i in order[:max(0, trials - 1)]]
+    return [first] + [rest[i] for i in order[: max(0, trials - 1)]]
 
 
-def choose(settings: list[dict], evaluate: Callable[[dict], float]
-           ) -> tuple[dict, list[dict]]:
+def choose(settings: list[dict], evaluate: Callable[[dict], float]) -> tuple[dict, list[dict]]:
     """The setting with the best validation criterion (first wins ties), and every trial
     as ``{**setting, "validation": value}``."""
     trials = [{**s, "validation": evaluate(s)} for s in settings]

@@ -30,8 +30,8 @@ from training.data.arrow import vector_column
 
 @dataclass(frozen=True)
 class ItemEmbeddings:
-    item_id: np.ndarray   # (n,) object/str
-    vectors: np.ndarray   # (n, dim) float32
+    item_id: np.ndarray  # (n,) object/str
+    vectors: np.ndarray  # (n, dim) float32
     version: str
 
     @property
@@ -39,16 +39,19 @@ class ItemEmbeddings:
         return self.vectors.shape[1]
 
 
-def write_item_embeddings(path: str | Path, item_id, vectors: np.ndarray, version: str,
-                          item_type=None) -> None:
+def write_item_embeddings(
+    path: str | Path, item_id, vectors: np.ndarray, version: str, item_type=None
+) -> None:
     n = len(vectors)
     extra = {} if item_type is None else {"item_type": pa.array(item_type, type=pa.string())}
-    table = pa.table({
-        **extra,
-        "item_id": pa.array(item_id, type=pa.string()),
-        "embedding": vector_column(vectors),
-        "model_version": pa.array([version] * n, type=pa.string()),
-    })
+    table = pa.table(
+        {
+            **extra,
+            "item_id": pa.array(item_id, type=pa.string()),
+            "embedding": vector_column(vectors),
+            "model_version": pa.array([version] * n, type=pa.string()),
+        }
+    )
     write_parquet(path, table)  # readers never see a half-written table
 
 
@@ -59,23 +62,33 @@ def read_item_embeddings(path: str | Path) -> ItemEmbeddings:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise AudiorecError(f"item-embedding table {path} is unreadable ({type(exc).__name__}:"
-                            f" {str(exc)[:200]}); rerun the step that writes it") from None
+        raise AudiorecError(
+            f"item-embedding table {path} is unreadable ({type(exc).__name__}:"
+            f" {str(exc)[:200]}); rerun the step that writes it"
+        ) from None
     for col in ("item_id", "embedding"):
         if col not in table.column_names:
-            raise AudiorecError(f"item-embedding table {path}: column {col} missing "
-                                f"(has: {', '.join(table.column_names)})")
+            raise AudiorecError(
+                f"item-embedding table {path}: column {col} missing "
+                f"(has: {', '.join(table.column_names)})"
+            )
     emb = table.column("embedding").combine_chunks()
-    if not (pa.types.is_list(emb.type) or pa.types.is_fixed_size_list(emb.type)
-            or pa.types.is_large_list(emb.type)):
-        raise AudiorecError(f"item-embedding table {path}: embedding has type {emb.type}, "
-                            "expected list<float32>")
+    if not (
+        pa.types.is_list(emb.type)
+        or pa.types.is_fixed_size_list(emb.type)
+        or pa.types.is_large_list(emb.type)
+    ):
+        raise AudiorecError(
+            f"item-embedding table {path}: embedding has type {emb.type}, expected list<float32>"
+        )
     lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
     if len(lengths) == 0:
         raise AudiorecError(f"item-embedding table {path} has no rows")
     if (lengths != lengths[0]).any():
-        raise AudiorecError(f"item-embedding table {path}: embeddings have lengths "
-                            f"{sorted(set(lengths.tolist()))[:5]}, expected one fixed dimension")
+        raise AudiorecError(
+            f"item-embedding table {path}: embeddings have lengths "
+            f"{sorted(set(lengths.tolist()))[:5]}, expected one fixed dimension"
+        )
     ids = table.column("item_id").to_numpy(zero_copy_only=False)
     if len(set(ids)) != len(ids):
         raise AudiorecError(f"item-embedding table {path}: item_id values repeat")

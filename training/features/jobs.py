@@ -25,13 +25,13 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
+from audiorec.featurestore import STATE_FILE, features_dir
 from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
 from training.data.arrow import vector_column
 from training.data.dataset import Dataset, data_span
 from training.data.duck import connect_dataset
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import ItemEmbeddings, read_item_embeddings
-from audiorec.featurestore import STATE_FILE, features_dir
 from training.features.windows import (
     item_popularity,
     midnight,
@@ -62,10 +62,17 @@ class FeatureRunReport:
         return f"features {self.first} .. {self.through} ({kind}): {parts}"
 
 
-def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str | Path,
-                     text_embeddings: str | Path, *, through: date | None = None,
-                     cfg: FeatureJobConfig = FeatureJobConfig(),
-                     validate: bool = True, progress: bool = False) -> FeatureRunReport:
+def run_feature_jobs(
+    data: str | Path,
+    workdir: str | Path,
+    hgnn_embeddings: str | Path,
+    text_embeddings: str | Path,
+    *,
+    through: date | None = None,
+    cfg: FeatureJobConfig = FeatureJobConfig(),
+    validate: bool = True,
+    progress: bool = False,
+) -> FeatureRunReport:
     """Bring the feature tables of ``workdir`` up to snapshot date ``through``
     (default: the day after the last event)."""
     data = Dataset.of(data) if validate else Path(data).resolve()
@@ -77,8 +84,13 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     root = features_dir(workdir)
     (root.parent / "feast").mkdir(parents=True, exist_ok=True)  # registry + online store
     state = _read_state(root)
-    key = {"data": str(data), "hgnn_version": hgnn.version, "text_version": text.version,
-           "hgnn_dim": hgnn.dim, "window_days": cfg.window_days}
+    key = {
+        "data": str(data),
+        "hgnn_version": hgnn.version,
+        "text_version": text.version,
+        "hgnn_dim": hgnn.dim,
+        "window_days": cfg.window_days,
+    }
     full = state is None or state.get("key") != key
     if full:
         first = first_possible
@@ -94,20 +106,35 @@ def run_feature_jobs(data: str | Path, workdir: str | Path, hgnn_embeddings: str
     # A rebuild is staged and swapped in whole; an incremental run adds files in place
     # (each appears atomically) and records progress last.
     try:
-        with (staged_directory(root, link=True) if full else nullcontext(root)) as target:
+        with staged_directory(root, link=True) if full else nullcontext(root) as target:
             _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
             since = first if full else date.fromisoformat(state["first"])
-            write_json(target / STATE_FILE, {
-                "key": key, "generation": generation, "first": since.isoformat(),
-                "through": through.isoformat()})
+            write_json(
+                target / STATE_FILE,
+                {
+                    "key": key,
+                    "generation": generation,
+                    "first": since.isoformat(),
+                    "through": through.isoformat(),
+                },
+            )
     finally:
         con.close()
     return report
 
 
-def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfig,
-               hgnn: ItemEmbeddings, text: ItemEmbeddings, first: date, through: date,
-               full: bool, progress: bool) -> None:
+def _write_all(
+    con,
+    target: Path,
+    report: FeatureRunReport,
+    cfg: FeatureJobConfig,
+    hgnn: ItemEmbeddings,
+    text: ItemEmbeddings,
+    first: date,
+    through: date,
+    full: bool,
+    progress: bool,
+) -> None:
     name = f"{first.isoformat()}_{through.isoformat()}.parquet"
     # Time bounds of this run: [lo, hi) in event time; the first run starts at the origin.
     lo = None if full else midnight(first - timedelta(days=1))
@@ -118,26 +145,49 @@ def _write_all(con, target: Path, report: FeatureRunReport, cfg: FeatureJobConfi
         report.rows[table] = fn(target / table / name)
         report.seconds[table] = _time.perf_counter() - t0
 
-    timed("user_profile", lambda p: _profile(con, p, first, through, lo, hi,
-                                              cfg.profile_every_days))
-    timed("user_music", lambda p: _copy_rows(con, p, """
+    timed(
+        "user_profile", lambda p: _profile(con, p, first, through, lo, hi, cfg.profile_every_days)
+    )
+    timed(
+        "user_music",
+        lambda p: _copy_rows(
+            con,
+            p,
+            """
         SELECT user_id, CAST(event_timestamp AS TIMESTAMPTZ) AS event_timestamp, music_vector
-        FROM music""", "event_timestamp", lo, hi))
+        FROM music""",
+            "event_timestamp",
+            lo,
+            hi,
+        ),
+    )
     timed("item_content", lambda p: _item_content(con, p, text, lo, hi))
     if full:
-        timed("item_hgnn", lambda p: _item_hgnn(p.with_name(f"{hgnn.version}.parquet"),
-                                                hgnn, first))
+        timed(
+            "item_hgnn", lambda p: _item_hgnn(p.with_name(f"{hgnn.version}.parquet"), hgnn, first)
+        )
     prepare_daily_interactions(con, first, through, cfg.window_days)
-    timed("item_popularity", lambda p: _write_table(
-        p, item_popularity(con, first, through, cfg.window_days, anchor=full)))
+    timed(
+        "item_popularity",
+        lambda p: _write_table(
+            p, item_popularity(con, first, through, cfg.window_days, anchor=full)
+        ),
+    )
 
     def windows(path: Path) -> int:
         with AtomicParquet(path, user_windows_schema()) as out:
             out.write(user_window_baselines(con, hgnn.dim, first, lo, hi))
-            batches = user_window_batches(con, hgnn, first, through, cfg.window_days,
-                                          cfg.user_buckets, anchor=full)
-            for batch in tqdm(batches, total=cfg.user_buckets, desc="user windows",
-                              unit="bucket", disable=None if progress else True, leave=False):
+            batches = user_window_batches(
+                con, hgnn, first, through, cfg.window_days, cfg.user_buckets, anchor=full
+            )
+            for batch in tqdm(
+                batches,
+                total=cfg.user_buckets,
+                desc="user windows",
+                unit="bucket",
+                disable=None if progress else True,
+                leave=False,
+            ):
                 out.write(batch)
         return out.rows
 
@@ -152,14 +202,18 @@ def _write_table(path: Path, table: pa.Table) -> int:
 
 def _copy_rows(con, path: Path, select: str, column: str, lo, hi) -> int:
     where, params = time_filter(column, lo, hi)
-    return _write_table(path, con.sql(f"SELECT * FROM ({select}) WHERE {where}",
-                                      params=params).to_arrow_table())
+    return _write_table(
+        path, con.sql(f"SELECT * FROM ({select}) WHERE {where}", params=params).to_arrow_table()
+    )
 
 
 def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) -> int:
     """Profile rows on the weekly grid (every user signed up by then) and at each signup."""
-    grid = [d for d in (first + timedelta(days=i) for i in range((through - first).days + 1))
-            if (d - PROFILE_EPOCH).days % every == 0]
+    grid = [
+        d
+        for d in (first + timedelta(days=i) for i in range((through - first).days + 1))
+        if (d - PROFILE_EPOCH).days % every == 0
+    ]
     where, params = time_filter("signup_ts", lo, hi)
     sql = f"""
         SELECT user_id, CAST(signup_ts AS TIMESTAMPTZ) AS event_timestamp, country,
@@ -179,16 +233,20 @@ def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) ->
 
 def _item_content(con, path: Path, text: ItemEmbeddings, lo, hi) -> int:
     where, params = time_filter("publish_ts", lo, hi)
-    items = con.sql(f"""
+    items = con.sql(
+        f"""
         SELECT item_id, CAST(publish_ts AS TIMESTAMPTZ) AS event_timestamp, item_type,
                language, genre FROM items WHERE {where} ORDER BY item_id""",
-                    params=params).to_arrow_table()
+        params=params,
+    ).to_arrow_table()
     pos = {k: i for i, k in enumerate(text.item_id)}
     idx = np.array([pos.get(k, -1) for k in items.column("item_id").to_pylist()], dtype=np.int64)
     if (idx < 0).any():
         missing = items.column("item_id").to_numpy(zero_copy_only=False)[idx < 0][:3]
-        raise AudiorecError(f"text-embedding table lacks {int((idx < 0).sum())} item(s) of "
-                            f"items.parquet, e.g. {list(missing)}: compute text embeddings first")
+        raise AudiorecError(
+            f"text-embedding table lacks {int((idx < 0).sum())} item(s) of "
+            f"items.parquet, e.g. {list(missing)}: compute text embeddings first"
+        )
     vec = text.vectors[idx]
     return _write_table(path, items.append_column("text_embedding", vector_column(vec)))
 
@@ -197,13 +255,16 @@ def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
     """Every embedded item, stamped at the start of the data: a new HGNN version
     re-describes all of history (the user preference vectors are rebuilt with it)."""
     n = len(hgnn.vectors)
-    table = pa.table({
-        "item_id": pa.array(hgnn.item_id, type=pa.string()),
-        "event_timestamp": pa.array([midnight(first - timedelta(days=1))] * n,
-                                    type=pa.timestamp("us", tz="UTC")),
-        "hgnn_embedding": vector_column(hgnn.vectors),
-        "hgnn_version": pa.array([hgnn.version] * n, type=pa.string()),
-    })
+    table = pa.table(
+        {
+            "item_id": pa.array(hgnn.item_id, type=pa.string()),
+            "event_timestamp": pa.array(
+                [midnight(first - timedelta(days=1))] * n, type=pa.timestamp("us", tz="UTC")
+            ),
+            "hgnn_embedding": vector_column(hgnn.vectors),
+            "hgnn_version": pa.array([hgnn.version] * n, type=pa.string()),
+        }
+    )
     return _write_table(path, table)
 
 
@@ -211,8 +272,11 @@ def _read_state(root: Path) -> dict | None:
     state = read_json(root / STATE_FILE, "feature-job state")
     needed = {"key", "generation", "first", "through"}
     if state is not None and not (isinstance(state, dict) and needed <= set(state)):
-        print(f"audiorec: warning: feature-job state {root / STATE_FILE} lacks "
-              f"{', '.join(sorted(needed - set(state if isinstance(state, dict) else ())))}"
-              "; rebuilding the feature tables", flush=True)
+        print(
+            f"audiorec: warning: feature-job state {root / STATE_FILE} lacks "
+            f"{', '.join(sorted(needed - set(state if isinstance(state, dict) else ())))}"
+            "; rebuilding the feature tables",
+            flush=True,
+        )
         return None
     return state

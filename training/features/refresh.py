@@ -18,8 +18,8 @@ from pathlib import Path
 
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
-from audiorec.publish import write_json
 from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineage, project_for
+from audiorec.publish import write_json
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
@@ -37,39 +37,53 @@ class RefreshReport:
     def summary(self) -> str:
         if self.materialized_from is None:
             return f"{self.jobs.summary()}\nfeast apply done; the online store is up to date"
-        return (f"{self.jobs.summary()}\nfeast apply done; materialized "
-                f"{self.materialized_from} .. {self.materialized_to} into the online store")
+        return (
+            f"{self.jobs.summary()}\nfeast apply done; materialized "
+            f"{self.materialized_from} .. {self.materialized_to} into the online store"
+        )
 
 
-def check_online_hgnn(workdir: str | Path, store: FeatureStoreConfig, project: str,
-                      hgnn_version: str) -> None:
+def check_online_hgnn(
+    workdir: str | Path, store: FeatureStoreConfig, project: str, hgnn_version: str
+) -> None:
     """Refuse when the online store's preference vectors (in ``project``) are not from
     ``hgnn_version``, the HGNN the model was trained with: serving would feed the tower
     vectors from another embedding space."""
     lineage = online_lineage(workdir, store, project)
     if lineage is None:
-        raise AudiorecError(f"the online store holds no complete materialization of "
-                            f"{project} (a run was interrupted while loading it); run the "
-                            "pipeline again to reload it")
+        raise AudiorecError(
+            f"the online store holds no complete materialization of "
+            f"{project} (a run was interrupted while loading it); run the "
+            "pipeline again to reload it"
+        )
     if lineage["hgnn_version"] != hgnn_version:
-        raise AudiorecError(f"the online store's {project} holds preference vectors from HGNN "
-                            f"{lineage['hgnn_version']}, but the model was trained with HGNN "
-                            f"{hgnn_version}; run the pipeline again to reload the store")
+        raise AudiorecError(
+            f"the online store's {project} holds preference vectors from HGNN "
+            f"{lineage['hgnn_version']}, but the model was trained with HGNN "
+            f"{hgnn_version}; run the pipeline again to reload the store"
+        )
 
 
-def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
-                     text: str | Path, *, through: date | None = None,
-                     jobs: FeatureJobConfig = FeatureJobConfig(),
-                     store: FeatureStoreConfig = FeatureStoreConfig(),
-                     progress: bool = False) -> RefreshReport:
+def refresh_features(
+    data: str | Path,
+    workdir: str | Path,
+    hgnn: str | Path,
+    text: str | Path,
+    *,
+    through: date | None = None,
+    jobs: FeatureJobConfig = FeatureJobConfig(),
+    store: FeatureStoreConfig = FeatureStoreConfig(),
+    progress: bool = False,
+) -> RefreshReport:
     """Compute the feature tables up to ``through``, apply the repo, and materialize what
     the online store has not seen yet (everything after a full rebuild).
 
     Materialization progress is recorded per online store after it succeeds, so a run
     whose materialization failed (Redis down) catches up on the next run.
     """
-    report = run_feature_jobs(data, workdir, hgnn, text, through=through, cfg=jobs,
-                              progress=progress)
+    report = run_feature_jobs(
+        data, workdir, hgnn, text, through=through, cfg=jobs, progress=progress
+    )
     hgnn_version = read_item_embeddings(hgnn).version
     failpoint("features-swapped")
     project = project_for(report.generation)
@@ -77,8 +91,11 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     marker = marker_path(workdir, store, project)
     lineage = online_lineage(workdir, store, project)
     done = None
-    if lineage is not None and lineage["generation"] == report.generation and \
-            lineage["hgnn_version"] == hgnn_version:
+    if (
+        lineage is not None
+        and lineage["generation"] == report.generation
+        and lineage["hgnn_version"] == hgnn_version
+    ):
         done = date.fromisoformat(lineage["through"])
     end = midnight(report.through) + timedelta(microseconds=1)
     if done is not None and done >= report.through:
@@ -89,7 +106,14 @@ def refresh_features(data: str | Path, workdir: str | Path, hgnn: str | Path,
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
     marker.unlink(missing_ok=True)  # from here until it is rewritten, nothing is trusted
     materialize(fs, end, start=start)
-    write_json(marker, {"store": store.label, "generation": report.generation,
-                        "hgnn_version": hgnn_version, "through": report.through.isoformat()})
+    write_json(
+        marker,
+        {
+            "store": store.label,
+            "generation": report.generation,
+            "hgnn_version": hgnn_version,
+            "through": report.through.isoformat(),
+        },
+    )
     failpoint("after-materialize")
     return RefreshReport(report, start, end, project)

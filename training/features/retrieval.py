@@ -14,8 +14,9 @@ from audiorec.errors import AudiorecError
 from audiorec.featurestore import USER_SERVICE, feature_service
 
 
-def user_training_features(store, examples: pd.DataFrame,
-                           service: str = USER_SERVICE) -> pd.DataFrame:
+def user_training_features(
+    store, examples: pd.DataFrame, service: str = USER_SERVICE
+) -> pd.DataFrame:
     """User-tower features of each (user_id, event_timestamp) row, as of that time.
 
     A row at time t sees only feature rows stamped at or before t (Feast's point-in-time
@@ -24,8 +25,10 @@ def user_training_features(store, examples: pd.DataFrame,
     """
     missing = {"user_id", "event_timestamp"} - set(examples.columns)
     if missing:
-        raise AudiorecError(f"training examples need columns user_id and event_timestamp; "
-                            f"missing: {', '.join(sorted(missing))}")
+        raise AudiorecError(
+            f"training examples need columns user_id and event_timestamp; "
+            f"missing: {', '.join(sorted(missing))}"
+        )
     ts = examples["event_timestamp"]
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
         raise AudiorecError(f"event_timestamp must be timezone-aware (UTC), got {ts.dtype}")

@@ -68,13 +68,15 @@ def load_repo_objects(workdir: str | Path) -> list:
     for mod in modules:
         for value in vars(mod).values():
             if isinstance(value, (Entity, FeatureView, FeatureService)) and not any(
-                    value is o for o in objects):
+                value is o for o in objects
+            ):
                 objects.append(value)
     return objects
 
 
-def apply_repo(workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(),
-               project: str | None = None):
+def apply_repo(
+    workdir: str | Path, cfg: FeatureStoreConfig = FeatureStoreConfig(), project: str | None = None
+):
     """``feast apply`` in-process; returns the open store."""
     check_sources(workdir)
     store = open_store(workdir, cfg, project)
@@ -113,9 +115,14 @@ def drop_projects(workdir: str | Path, cfg: FeatureStoreConfig, keep: set[str]) 
             old = open_store(workdir, cfg, name)
             # update_infra with everything to delete drops this project's tables (SQLite)
             # or keys (Redis) only; teardown_infra would remove the whole SQLite file.
-            old._get_provider().update_infra(name, tables_to_delete=old.list_feature_views(),
-                                             tables_to_keep=[], entities_to_delete=[],
-                                             entities_to_keep=[], partial=True)
+            old._get_provider().update_infra(
+                name,
+                tables_to_delete=old.list_feature_views(),
+                tables_to_keep=[],
+                entities_to_delete=[],
+                entities_to_keep=[],
+                partial=True,
+            )
             old.registry.delete_project(name, commit=True)
             dropped.append(name)
     return dropped
@@ -128,4 +135,5 @@ def check_sources(workdir: str | Path) -> None:
     if missing:
         raise AudiorecError(
             f"feature source files missing under {root}: {', '.join(missing)} "
-            "(run the feature jobs first: audiorec features --data DIR --workdir W ...)")
+            "(run the feature jobs first: audiorec features --data DIR --workdir W ...)"
+        )

@@ -25,8 +25,13 @@ from training.data.arrow import vector_column
 from training.features.embeddings import ItemEmbeddings
 
 USER_WINDOW_COUNTS = (
-    "audiobook_items_90d", "podcast_items_90d", "audiobook_streams_90d", "podcast_streams_90d",
-    "follow_count_90d", "preview_count_90d", "intent_to_pay_count_90d",
+    "audiobook_items_90d",
+    "podcast_items_90d",
+    "audiobook_streams_90d",
+    "podcast_streams_90d",
+    "follow_count_90d",
+    "preview_count_90d",
+    "intent_to_pay_count_90d",
     "podcast_follow_count_90d",
 )
 USER_WINDOW_VECTORS = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
@@ -47,7 +52,8 @@ def user_windows_schema() -> pa.Schema:
     vec = pa.list_(pa.float32())
     return pa.schema(
         [("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
-        + [(c, vec) for c in USER_WINDOW_VECTORS] + [(c, pa.int64()) for c in USER_WINDOW_COUNTS]
+        + [(c, vec) for c in USER_WINDOW_VECTORS]
+        + [(c, pa.int64()) for c in USER_WINDOW_COUNTS]
     )
 
 
@@ -58,7 +64,8 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
     ``first_snap + window``, hence the extra day of events before ``first - window``."""
     con.sql("SET TimeZone = 'UTC'")
     con.sql("DROP TABLE IF EXISTS ud")
-    con.sql("""
+    con.sql(
+        """
         CREATE TEMP TABLE ud AS
         SELECT e.user_id, e.item_id, i.item_type,
                CAST(CAST(e.ts AS TIMESTAMPTZ) AS DATE) + 1 AS first_snap,
@@ -68,38 +75,55 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
                count(*) FILTER (WHERE e.event_type = 'intent_to_pay') AS intents
         FROM events e JOIN items i USING (item_id)
         WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
-        GROUP BY ALL""", params=[midnight(first) - timedelta(days=window + 1), midnight(last)])
+        GROUP BY ALL""",
+        params=[midnight(first) - timedelta(days=window + 1), midnight(last)],
+    )
 
 
-def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, window: int,
-                        buckets: int, anchor: bool) -> Iterator[pa.Table]:
+def user_window_batches(
+    con, emb: ItemEmbeddings, first: date, last: date, window: int, buckets: int, anchor: bool
+) -> Iterator[pa.Table]:
     """User window rows for snapshots in [first, last], one arrow table per user bucket.
 
     ``anchor`` (a full rebuild): also a row at ``first`` for every user whose window is
     non-empty then, so history that starts after the data does is still complete.
     """
     con.sql("DROP TABLE IF EXISTS emb_idx")
-    con.register("emb_ids", pa.table({"item_id": pa.array(emb.item_id, type=pa.string()),
-                                      "idx": pa.array(np.arange(len(emb.item_id)))}))
+    con.register(
+        "emb_ids",
+        pa.table(
+            {
+                "item_id": pa.array(emb.item_id, type=pa.string()),
+                "idx": pa.array(np.arange(len(emb.item_id))),
+            }
+        ),
+    )
     con.sql("CREATE TEMP TABLE emb_idx AS SELECT * FROM emb_ids")
     con.unregister("emb_ids")
     con.sql("DROP TABLE IF EXISTS snaps")
-    con.sql(f"""
+    con.sql(
+        f"""
         CREATE TEMP TABLE snaps AS
         SELECT DISTINCT user_id, s, hash(user_id) % {buckets} AS bucket FROM (
           SELECT user_id, first_snap AS s FROM ud
           UNION ALL SELECT user_id, first_snap + {window} FROM ud
           UNION ALL SELECT user_id, ? FROM ud WHERE ? AND first_snap <= ?
                                                 AND first_snap > ? - {window})
-        WHERE s BETWEEN ? AND ?""", params=[first, anchor, first, first, first, last])
+        WHERE s BETWEEN ? AND ?""",
+        params=[first, anchor, first, first, first, last],
+    )
     schema = user_windows_schema()
     for b in range(buckets):
-        rows = con.sql("""
+        rows = con.sql(
+            """
             SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r
-            FROM snaps WHERE bucket = ? ORDER BY r""", params=[b]).to_arrow_table()
+            FROM snaps WHERE bucket = ? ORDER BY r""",
+            params=[b],
+        ).to_arrow_table()
         if rows.num_rows == 0:
             continue
-        pairs = con.sql(f"""
+        pairs = con.sql(
+            f"""
             SELECT q.r, coalesce(x.idx, -1) AS idx, u.item_type = 'audiobook' AS ab,
                    sum(u.streams) AS streams, sum(u.follows) AS follows,
                    sum(u.previews) AS previews, sum(u.intents) AS intents
@@ -108,7 +132,9 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
             JOIN ud u ON u.user_id = q.user_id AND u.first_snap <= q.s
                      AND u.first_snap > q.s - {window}
             LEFT JOIN emb_idx x ON x.item_id = u.item_id
-            GROUP BY q.r, u.item_id, x.idx, u.item_type""", params=[b]).fetchnumpy()
+            GROUP BY q.r, u.item_id, x.idx, u.item_type""",
+            params=[b],
+        ).fetchnumpy()
         n = rows.num_rows
         r = pairs["r"].astype(np.int64)
         idx = pairs["idx"].astype(np.int64)
@@ -118,8 +144,9 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
 
         def mean_vectors(mask: np.ndarray) -> np.ndarray:
             m = mask & (idx >= 0)
-            a = sp.csr_matrix((np.ones(m.sum(), np.float32), (r[m], idx[m])),
-                              shape=(n, len(emb.item_id)))
+            a = sp.csr_matrix(
+                (np.ones(m.sum(), np.float32), (r[m], idx[m])), shape=(n, len(emb.item_id))
+            )
             counts = np.asarray(a.sum(axis=1)).ravel()
             out = np.asarray(a @ emb.vectors, dtype=np.float32)
             return out / np.maximum(counts, 1)[:, None]
@@ -135,8 +162,10 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
         }
         cols = {
             "user_id": rows.column("user_id").cast(pa.string()),
-            "event_timestamp": pa.array([midnight(d) for d in rows.column("s").to_pylist()],
-                                        type=pa.timestamp("us", tz="UTC")),
+            "event_timestamp": pa.array(
+                [midnight(d) for d in rows.column("s").to_pylist()],
+                type=pa.timestamp("us", tz="UTC"),
+            ),
             **{k: vector_column(v) for k, v in vectors.items()},
             "audiobook_items_90d": count(ab.astype(np.float64)),
             "podcast_items_90d": count((~ab).astype(np.float64)),
@@ -150,22 +179,29 @@ def user_window_batches(con, emb: ItemEmbeddings, first: date, last: date, windo
         yield pa.table(cols, schema=schema)
 
 
-def user_window_baselines(con, dim: int, first: date, lo: datetime | None,
-                          hi: datetime) -> pa.Table:
+def user_window_baselines(
+    con, dim: int, first: date, lo: datetime | None, hi: datetime
+) -> pa.Table:
     """One all-zero row per user who signed up in [lo, hi) (lo None: all before hi), at
     signup, or just before the first snapshot for older accounts: every known user has a
     well-defined 90-day row (zero vectors, zero counts) from signup on."""
     start = midnight(first) - timedelta(days=1)
     where, params = time_filter("signup_ts", lo, hi)
-    users = con.sql(f"""
+    users = con.sql(
+        f"""
         SELECT user_id, greatest(CAST(signup_ts AS TIMESTAMPTZ), ?) AS event_timestamp
-        FROM users WHERE {where} ORDER BY user_id""", params=[start] + params).to_arrow_table()
+        FROM users WHERE {where} ORDER BY user_id""",
+        params=[start] + params,
+    ).to_arrow_table()
     n = users.num_rows
     zeros = vector_column(np.zeros((n, dim), dtype=np.float32))
     zero = pa.array(np.zeros(n, dtype=np.int64))
-    cols = {"user_id": users.column("user_id").cast(pa.string()),
-            "event_timestamp": users.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")),
-            **{c: zeros for c in USER_WINDOW_VECTORS}, **{c: zero for c in USER_WINDOW_COUNTS}}
+    cols = {
+        "user_id": users.column("user_id").cast(pa.string()),
+        "event_timestamp": users.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")),
+        **{c: zeros for c in USER_WINDOW_VECTORS},
+        **{c: zero for c in USER_WINDOW_COUNTS},
+    }
     return pa.table(cols, schema=user_windows_schema())
 
 
@@ -173,7 +209,8 @@ def item_popularity(con, first: date, last: date, window: int, anchor: bool) -> 
     """Item rows (streams and distinct listeners in the window) for snapshots in
     [first, last], written on the dates an item's window changes (and, with ``anchor``, at
     ``first`` for every item streamed in the window then)."""
-    return con.sql(f"""
+    return con.sql(
+        f"""
         WITH st AS (SELECT * FROM ud WHERE streams > 0),
         sn AS (SELECT DISTINCT item_id, s FROM (
                  SELECT item_id, first_snap AS s FROM st
@@ -187,4 +224,5 @@ def item_popularity(con, first: date, last: date, window: int, anchor: bool) -> 
         FROM sn LEFT JOIN st ON st.item_id = sn.item_id AND st.first_snap <= sn.s
                             AND st.first_snap > sn.s - {window}
         GROUP BY sn.item_id, sn.s ORDER BY sn.item_id, sn.s""",
-                   params=[first, anchor, first, first, first, last]).to_arrow_table()
+        params=[first, anchor, first, first, first, last],
+    ).to_arrow_table()

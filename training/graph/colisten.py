@@ -55,8 +55,9 @@ class CoListenGraph:
         return len(self.item_id)
 
 
-def build_colisten_graph(data: str | Path, cut: datetime,
-                         cfg: GraphConfig = GraphConfig()) -> CoListenGraph:
+def build_colisten_graph(
+    data: str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
+) -> CoListenGraph:
     """The graph of the ``window_days`` before ``cut`` (events at or after it unseen)."""
     con, items = recent_user_items(data, cut, cfg)
     uncapped, capped = con.sql("""
@@ -64,8 +65,7 @@ def build_colisten_graph(data: str | Path, cut: datetime,
                (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM capped
                 GROUP BY user_id))""").fetchall()[0]
     ab = items["ab"].astype(bool)
-    con.register("node_types", pa.table({"node": pa.array(np.arange(len(ab))),
-                                         "ab": pa.array(ab)}))
+    con.register("node_types", pa.table({"node": pa.array(np.arange(len(ab))), "ab": pa.array(ab)}))
     pairs = con.sql(f"""
         SELECT a.node AS x, b.node AS y, count(*) AS users
         FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.node < b.node
@@ -84,9 +84,13 @@ def build_colisten_graph(data: str | Path, cut: datetime,
             s, d = np.where(flip, d, s), np.where(flip, s, d)
         edges[rel] = (s, d, c)
     stats = graph_stats(ab, edges)
-    stats.update(cut=cut.isoformat(), window_days=cfg.window_days,
-                 max_items_per_user=cfg.max_items_per_user,
-                 pairs_uncapped=int(uncapped or 0), pairs_capped=int(capped or 0))
+    stats.update(
+        cut=cut.isoformat(),
+        window_days=cfg.window_days,
+        max_items_per_user=cfg.max_items_per_user,
+        pairs_uncapped=int(uncapped or 0),
+        pairs_capped=int(capped or 0),
+    )
     return CoListenGraph(items["item_id"].astype(object), ab, edges, stats)
 
 
@@ -97,17 +101,28 @@ def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
     item-id order. Also returns the items (item_id, ab)."""
     con = connect_dataset(data, ("items", "events"))
     con.sql("SET TimeZone = 'UTC'")
-    items = con.sql("SELECT item_id, item_type = 'audiobook' AS ab FROM items "
-                    "ORDER BY item_id").fetchnumpy()
-    con.register("node_ids", pa.table({"item_id": pa.array(items["item_id"], pa.string()),
-                                       "node": pa.array(np.arange(len(items["item_id"])))}))
+    items = con.sql(
+        "SELECT item_id, item_type = 'audiobook' AS ab FROM items ORDER BY item_id"
+    ).fetchnumpy()
+    con.register(
+        "node_ids",
+        pa.table(
+            {
+                "item_id": pa.array(items["item_id"], pa.string()),
+                "node": pa.array(np.arange(len(items["item_id"]))),
+            }
+        ),
+    )
     lo = cut - timedelta(days=cfg.window_days)
-    con.sql("""
+    con.sql(
+        """
         CREATE TEMP TABLE ui AS
         SELECT e.user_id, n.node, max(CAST(e.ts AS TIMESTAMPTZ)) AS last_ts
         FROM events e JOIN node_ids n USING (item_id)
         WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
-        GROUP BY 1, 2""", params=[lo, cut])
+        GROUP BY 1, 2""",
+        params=[lo, cut],
+    )
     con.sql(f"""
         CREATE TEMP TABLE capped AS SELECT user_id, node FROM (
           SELECT user_id, node, row_number() OVER (PARTITION BY user_id
@@ -119,8 +134,12 @@ def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
 def graph_stats(ab: np.ndarray, edges: dict) -> dict:
     """Per-relation edge counts and degree statistics (over the nodes the relation
     touches: audiobooks for AA, both sides for AP, podcasts for PP)."""
-    out = {"nodes": int(len(ab)), "audiobooks": int(ab.sum()), "podcasts": int((~ab).sum()),
-           "relations": {}}
+    out = {
+        "nodes": int(len(ab)),
+        "audiobooks": int(ab.sum()),
+        "podcasts": int((~ab).sum()),
+        "relations": {},
+    }
     touched = np.zeros(len(ab), dtype=bool)
     for rel, (s, d, c) in edges.items():
         deg = np.bincount(np.concatenate([s, d]), minlength=len(ab))
@@ -128,7 +147,8 @@ def graph_stats(ab: np.ndarray, edges: dict) -> dict:
         dd = deg[side]
         touched |= deg > 0
         out["relations"][rel] = {
-            "edges": int(len(s)), "co_listens": int(c.sum()),
+            "edges": int(len(s)),
+            "co_listens": int(c.sum()),
             "degree_mean": round(float(dd.mean()), 2) if len(dd) else 0.0,
             "degree_median": float(np.median(dd)) if len(dd) else 0.0,
             "degree_p99": float(np.percentile(dd, 99)) if len(dd) else 0.0,

@@ -19,9 +19,9 @@ from training.graph.colisten import GraphConfig, build_colisten_graph, recent_us
 
 @dataclass
 class TripartiteGraph:
-    item_id: np.ndarray      # (n_items,)
-    user_id: np.ndarray      # (n_users,) sorted
-    node_type: np.ndarray    # (n,) int64
+    item_id: np.ndarray  # (n_items,)
+    user_id: np.ndarray  # (n_users,) sorted
+    node_type: np.ndarray  # (n,) int64
     edges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
     @property
@@ -33,8 +33,9 @@ class TripartiteGraph:
         return len(self.item_id)
 
 
-def build_tripartite_graph(data: str | Path, cut: datetime,
-                           cfg: GraphConfig = GraphConfig()) -> TripartiteGraph:
+def build_tripartite_graph(
+    data: str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
+) -> TripartiteGraph:
     items = build_colisten_graph(data, cut, cfg)
     con, _ = recent_user_items(data, cut, cfg)
     try:

@@ -9,16 +9,16 @@ from audiorec.config import StrictConfig
 
 class HGNNConfig(StrictConfig):
     hidden_dim: int = Field(128, ge=4)
-    out_dim: int = Field(64, ge=4)       # not in the paper: ours (see README)
-    fanouts: tuple[int, ...] = (10, 5)   # neighbours per relation: output layer first
-    margin: float = Field(0.3, gt=0)     # max-margin on inner products of unit vectors
-    negatives: int = Field(5, ge=1)      # random catalogue nodes per positive
-    lr: float = Field(1e-3, gt=0)        # paper: Adam, lr 0.001
-    batch_size: int = Field(256, ge=8)   # paper: 256
-    max_epochs: int = Field(50, ge=1)    # paper: up to 50
-    patience: int = Field(10, ge=1)      # paper: stop after 10 epochs without improvement
+    out_dim: int = Field(64, ge=4)  # not in the paper: ours (see README)
+    fanouts: tuple[int, ...] = (10, 5)  # neighbours per relation: output layer first
+    margin: float = Field(0.3, gt=0)  # max-margin on inner products of unit vectors
+    negatives: int = Field(5, ge=1)  # random catalogue nodes per positive
+    lr: float = Field(1e-3, gt=0)  # paper: Adam, lr 0.001
+    batch_size: int = Field(256, ge=8)  # paper: 256
+    max_epochs: int = Field(50, ge=1)  # paper: up to 50
+    patience: int = Field(10, ge=1)  # paper: stop after 10 epochs without improvement
     val_share: float = Field(0.1, gt=0, lt=1)  # paper: 10% of edges for validation
-    balanced: bool = True                # the balanced multi-link sampler (ablation: off)
+    balanced: bool = True  # the balanced multi-link sampler (ablation: off)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # bound epoch time on big graphs
     val_edges: int = Field(2000, ge=10)  # held-out edges scored per validation
     seed: int = 0

@@ -17,7 +17,7 @@ class TrainGraph:
     n: int
     train: dict[str, tuple[np.ndarray, np.ndarray]]  # relation (AA/AP/PP) -> (src, dst)
     val: dict[str, tuple[np.ndarray, np.ndarray]]
-    csrs: dict[str, CSR]                             # message relation -> incoming CSR
+    csrs: dict[str, CSR]  # message relation -> incoming CSR
     # Negatives are drawn from nodes [0, n_items): the items (with users as nodes, a user
     # negative would let the model separate users from items instead of learning tastes).
     n_items: int | None = None
@@ -34,8 +34,9 @@ def split_edges(graph: CoListenGraph, val_share: float, rng: np.random.Generator
         n_val = int(round(val_share * len(s))) if len(s) >= 10 else 0
         v, t = perm[:n_val], perm[n_val:]
         train[rel], val[rel] = (s[t], d[t]), (s[v], d[v])
-    return TrainGraph(graph.n, train, val, message_csrs(train, graph.n),
-                      getattr(graph, "n_items", None))
+    return TrainGraph(
+        graph.n, train, val, message_csrs(train, graph.n), getattr(graph, "n_items", None)
+    )
 
 
 def message_csrs(edges: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> dict[str, CSR]:

@@ -48,14 +48,16 @@ class HeteroSAGELayer(nn.Module):
         # so that its width is a setting (SAGEConv's project=True fixes it at in_dim, 3x
         # the cost on 384-d text features); SAGEConv then max-pools and applies W_r.
         self.pools = nn.ModuleDict({r: nn.Linear(in_dim, pool_dim) for r in relations})
-        self.convs = nn.ModuleDict({
-            r: SAGEConv(pool_dim, out_dim, aggr="max", root_weight=False, bias=False)
-            for r in relations
-        })
+        self.convs = nn.ModuleDict(
+            {
+                r: SAGEConv(pool_dim, out_dim, aggr="max", root_weight=False, bias=False)
+                for r in relations
+            }
+        )
 
     def forward(self, x: Tensor, block: Block, types: Tensor) -> Tensor:
         """x: (len(block.nodes), in_dim); types: (block.n_dst,) node types."""
-        x_dst = x[:block.n_dst]
+        x_dst = x[: block.n_dst]
         types = node_types(types)
         out = x_dst.new_zeros(block.n_dst, self.self_audiobook.out_features)
         selfs = [self.self_audiobook, self.self_podcast, getattr(self, "self_user", None)]
@@ -75,19 +77,26 @@ class HeteroSAGELayer(nn.Module):
 
 
 class HGNN(nn.Module):
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int,
-                 relations: tuple[str, ...] = MESSAGE_RELATIONS, layers: int = 2):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        relations: tuple[str, ...] = MESSAGE_RELATIONS,
+        layers: int = 2,
+    ):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
         self.layers = nn.ModuleList(
             HeteroSAGELayer(a, b, relations, pool_dim=hidden_dim)
-            for a, b in zip(dims[:-1], dims[1:]))
+            for a, b in zip(dims[:-1], dims[1:])
+        )
 
     def forward(self, features: Tensor, blocks: list[Block], is_audiobook: Tensor) -> Tensor:
         """features: (N, d_in) of all nodes; is_audiobook: (N,) bool of all nodes."""
         h = features[blocks[0].nodes]
         for i, (layer, block) in enumerate(zip(self.layers, blocks)):
-            h = layer(h, block, is_audiobook[block.nodes[:block.n_dst]])
+            h = layer(h, block, is_audiobook[block.nodes[: block.n_dst]])
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return F.normalize(h, dim=-1)

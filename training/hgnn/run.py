@@ -32,6 +32,7 @@ from training.hgnn.graph import TrainGraph, message_csrs, split_edges
 from training.hgnn.model import HGNN
 from training.hgnn.train import embed, plot_curve, train_hgnn
 
+
 class HGNNManifest(ManifestBase):
     """What an HGNN run is: enough to rebuild the model (dims, relations) and to judge it."""
 
@@ -46,7 +47,7 @@ class HGNNManifest(ManifestBase):
     text_embeddings: str
     graph_config: dict
     hgnn_config: dict
-    graph: dict                 # graph_stats (also in graph_stats.json)
+    graph: dict  # graph_stats (also in graph_stats.json)
     items: int
     metrics: dict
     best_epoch: int
@@ -70,12 +71,15 @@ class HGNNRun:
         degrees = "; ".join(
             f"{r} degree mean {v['degree_mean']}, median {v['degree_median']:.0f}, "
             f"p99 {v['degree_p99']:.0f}, max {v['degree_max']}"
-            for r, v in g["relations"].items())
+            for r, v in g["relations"].items()
+        )
         auc = m.metrics.get("val_auc", float("nan"))
-        return (f"HGNN {self.version}: graph {rel} edges ({g['isolated_audiobooks']:,} "
-                f"audiobooks and {g['isolated_podcasts']:,} podcasts isolated; {degrees}); "
-                f"best epoch {m.best_epoch} of {m.epochs_run}, held-out AUC {auc:.3f}; "
-                f"{m.train_seconds:.0f}s; embeddings of {m.items:,} items -> {self.out}")
+        return (
+            f"HGNN {self.version}: graph {rel} edges ({g['isolated_audiobooks']:,} "
+            f"audiobooks and {g['isolated_podcasts']:,} podcasts isolated; {degrees}); "
+            f"best epoch {m.best_epoch} of {m.epochs_run}, held-out AUC {auc:.3f}; "
+            f"{m.train_seconds:.0f}s; embeddings of {m.items:,} items -> {self.out}"
+        )
 
 
 def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
@@ -83,14 +87,22 @@ def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
     pos = {k: i for i, k in enumerate(text.item_id)}
     idx = np.array([pos.get(k, -1) for k in graph.item_id])
     if (idx < 0).any():
-        raise AudiorecError(f"text-embedding table {text_path} lacks {int((idx < 0).sum())} "
-                            f"catalogue item(s), e.g. {list(graph.item_id[idx < 0][:3])}")
+        raise AudiorecError(
+            f"text-embedding table {text_path} lacks {int((idx < 0).sum())} "
+            f"catalogue item(s), e.g. {list(graph.item_id[idx < 0][:3])}"
+        )
     return torch.from_numpy(text.vectors[idx])
 
 
-def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut: datetime,
-             graph_cfg: GraphConfig = GraphConfig(), cfg: HGNNConfig = HGNNConfig(),
-             progress: bool = True) -> HGNNRun:
+def run_hgnn(
+    data: str | Path,
+    text_embeddings: str | Path,
+    out: str | Path,
+    cut: datetime,
+    graph_cfg: GraphConfig = GraphConfig(),
+    cfg: HGNNConfig = HGNNConfig(),
+    progress: bool = True,
+) -> HGNNRun:
     """Build the graph of the window before ``cut``, train, embed all items, publish."""
     out = Path(out)
     t0 = time.perf_counter()
@@ -101,32 +113,60 @@ def run_hgnn(data: str | Path, text_embeddings: str | Path, out: str | Path, cut
     tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
     result = train_hgnn(features, is_ab, tg, cfg, progress=progress)
     # Final embeddings: messages over all edges (validation ones too), every catalogue item.
-    full = TrainGraph(graph.n, {}, {}, message_csrs(
-        {r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n))
+    full = TrainGraph(
+        graph.n, {}, {}, message_csrs({r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n)
+    )
     result.model.eval()
     with torch.no_grad():
-        z = embed(result.model, features, is_ab, full, torch.arange(graph.n), cfg.fanouts,
-                  torch.Generator().manual_seed(cfg.seed + 2)).numpy()
+        z = embed(
+            result.model,
+            features,
+            is_ab,
+            full,
+            torch.arange(graph.n),
+            cfg.fanouts,
+            torch.Generator().manual_seed(cfg.seed + 2),
+        ).numpy()
 
-    digest = hashlib.sha1(json.dumps([graph_cfg.model_dump(mode="json"),
-                                      cfg.model_dump(mode="json")]).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(
+        json.dumps([graph_cfg.model_dump(mode="json"), cfg.model_dump(mode="json")]).encode()
+    ).hexdigest()[:8]
     version = f"hgnn-{cut:%Y%m%d}-{digest}"
     manifest = HGNNManifest(
-        version=version, cut=cut.isoformat(), in_dim=int(features.shape[1]),
-        hidden_dim=cfg.hidden_dim, out_dim=cfg.out_dim, relations=sorted(tg.csrs),
+        version=version,
+        cut=cut.isoformat(),
+        in_dim=int(features.shape[1]),
+        hidden_dim=cfg.hidden_dim,
+        out_dim=cfg.out_dim,
+        relations=sorted(tg.csrs),
         text_embeddings=read_item_embeddings(text_embeddings).version,
-        graph_config=graph_cfg.model_dump(mode="json"), hgnn_config=cfg.model_dump(mode="json"),
-        graph=graph.stats, items=int(graph.n), metrics=result.best,
-        best_epoch=result.best_epoch, epochs_run=len(result.history), history=result.history,
-        train_seconds=round(result.seconds, 1), graph_seconds=round(t_graph, 1),
-        versions={"torch": torch.__version__, "torch_geometric": _pyg_version()})
+        graph_config=graph_cfg.model_dump(mode="json"),
+        hgnn_config=cfg.model_dump(mode="json"),
+        graph=graph.stats,
+        items=int(graph.n),
+        metrics=result.best,
+        best_epoch=result.best_epoch,
+        epochs_run=len(result.history),
+        history=result.history,
+        train_seconds=round(result.seconds, 1),
+        graph_seconds=round(t_graph, 1),
+        versions={"torch": torch.__version__, "torch_geometric": _pyg_version()},
+    )
     with staged_directory(out, link=True) as tmp:
-        write_item_embeddings(tmp / "embeddings.parquet", graph.item_id, z, version,
-                              item_type=np.where(graph.is_audiobook, "audiobook", "podcast"))
+        write_item_embeddings(
+            tmp / "embeddings.parquet",
+            graph.item_id,
+            z,
+            version,
+            item_type=np.where(graph.is_audiobook, "audiobook", "podcast"),
+        )
         torch.save(result.model.state_dict(), tmp / "model.pt")
         (tmp / "graph_stats.json").write_text(json.dumps(graph.stats, indent=2))
-        plot_curve(result.history, tmp / "training_curve.png",
-                   f"HGNN {version} ({'balanced' if cfg.balanced else 'unbalanced'} sampler)")
+        plot_curve(
+            result.history,
+            tmp / "training_curve.png",
+            f"HGNN {version} ({'balanced' if cfg.balanced else 'unbalanced'} sampler)",
+        )
         manifest = write_manifest(tmp, manifest)
     return HGNNRun(out, version, manifest)
 
@@ -135,14 +175,14 @@ def load_hgnn(directory: str | Path) -> tuple[HGNN, HGNNManifest]:
     """The model of a published HGNN directory, checked against its manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory, HGNNManifest)
-    model = HGNN(manifest.in_dim, manifest.hidden_dim, manifest.out_dim,
-                 tuple(manifest.relations))
+    model = HGNN(manifest.in_dim, manifest.hidden_dim, manifest.out_dim, tuple(manifest.relations))
     state = torch.load(directory / "model.pt", weights_only=True)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise AudiorecError(f"{directory}/model.pt does not match its manifest: "
-                            f"{str(exc).splitlines()[0]}") from None
+        raise AudiorecError(
+            f"{directory}/model.pt does not match its manifest: {str(exc).splitlines()[0]}"
+        ) from None
     model.eval()
     return model, manifest
 

@@ -22,7 +22,7 @@ class CSR:
     """Incoming edges of one relation: the sources of node v are
     ``indices[indptr[v]:indptr[v + 1]]``."""
 
-    indptr: Tensor   # (N + 1,) int64
+    indptr: Tensor  # (N + 1,) int64
     indices: Tensor  # (E,) int64
 
     @classmethod
@@ -30,15 +30,17 @@ class CSR:
         order = np.lexsort((src, dst))
         counts = np.bincount(dst, minlength=n)
         indptr = np.concatenate([[0], np.cumsum(counts)])
-        return cls(torch.from_numpy(indptr.astype(np.int64)),
-                   torch.from_numpy(src[order].astype(np.int64)))
+        return cls(
+            torch.from_numpy(indptr.astype(np.int64)), torch.from_numpy(src[order].astype(np.int64))
+        )
 
     def degree(self, nodes: Tensor) -> Tensor:
         return self.indptr[nodes + 1] - self.indptr[nodes]
 
 
-def sample_neighbours(csr: CSR, nodes: Tensor, fanout: int,
-                      gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_neighbours(
+    csr: CSR, nodes: Tensor, fanout: int, gen: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """(src global ids, position of the target in ``nodes``), one row per sampled edge."""
     deg = csr.degree(nodes)
     take = torch.clamp(deg, max=fanout)
@@ -63,8 +65,12 @@ class Block:
     edges: dict[str, Tensor]
 
 
-def sample_blocks(csrs: dict[str, CSR], seeds: Tensor, fanouts: tuple[int, ...],
-                  gen: torch.Generator | None = None) -> list[Block]:
+def sample_blocks(
+    csrs: dict[str, CSR],
+    seeds: Tensor,
+    fanouts: tuple[int, ...],
+    gen: torch.Generator | None = None,
+) -> list[Block]:
     """Blocks from the input layer to the output layer for ``seeds`` (unique ids).
 
     ``fanouts[0]`` is for the output layer (the seeds' neighbours), the next for the one
@@ -78,7 +84,7 @@ def sample_blocks(csrs: dict[str, CSR], seeds: Tensor, fanouts: tuple[int, ...],
         nodes, inverse = _unique_keep_first(srcs, len(dst))
         edges, at = {}, len(dst)
         for r, (s, p) in sampled.items():
-            edges[r] = torch.stack([inverse[at:at + len(s)], p])
+            edges[r] = torch.stack([inverse[at : at + len(s)], p])
             at += len(s)
         blocks.append(Block(nodes, len(dst), edges))
         dst = nodes
@@ -107,8 +113,12 @@ class BalancedEdgeSampler:
     are seen within ceil(n_r / n_min) epochs. ``balanced=False``: every edge every epoch.
     """
 
-    def __init__(self, edges: dict[str, tuple[np.ndarray, np.ndarray]], balanced: bool,
-                 rng: np.random.Generator):
+    def __init__(
+        self,
+        edges: dict[str, tuple[np.ndarray, np.ndarray]],
+        balanced: bool,
+        rng: np.random.Generator,
+    ):
         self.edges = {r: e for r, e in edges.items() if len(e[0])}
         self.balanced = balanced
         self.rng = rng
@@ -135,7 +145,7 @@ class BalancedEdgeSampler:
         out, need = [], m
         while need:
             c = self.cursor[r]
-            chunk = self.order[r][c:c + need]
+            chunk = self.order[r][c : c + need]
             out.append(chunk)
             need -= len(chunk)
             self.cursor[r] = c + len(chunk)

@@ -35,21 +35,30 @@ class TrainResult:
         return self.history[self.best_epoch - 1] if self.history else {}
 
 
-def embed(model: HGNN, features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
-          nodes: torch.Tensor, fanouts, gen: torch.Generator, batch: int = 4096) -> torch.Tensor:
+def embed(
+    model: HGNN,
+    features: torch.Tensor,
+    is_ab: torch.Tensor,
+    graph: TrainGraph,
+    nodes: torch.Tensor,
+    fanouts,
+    gen: torch.Generator,
+    batch: int = 4096,
+) -> torch.Tensor:
     """Embeddings of ``nodes`` (any ids, repeats allowed), computed in batches."""
     uniq, inverse = torch.unique(nodes, return_inverse=True)
     out = []
     for lo in range(0, len(uniq), batch):
-        seeds = uniq[lo:lo + batch]
+        seeds = uniq[lo : lo + batch]
         out.append(model(features, sample_blocks(graph.csrs, seeds, fanouts, gen), is_ab))
     if not out:
         return torch.empty(0, model.layers[-1].self_audiobook.out_features)
     return torch.cat(out)[inverse]
 
 
-def margin_loss(za: torch.Tensor, zp: torch.Tensor, zn: torch.Tensor,
-                margin: float) -> torch.Tensor:
+def margin_loss(
+    za: torch.Tensor, zp: torch.Tensor, zn: torch.Tensor, margin: float
+) -> torch.Tensor:
     """za, zp: (B, d); zn: (B, k, d)."""
     pos = (za * zp).sum(-1, keepdim=True)
     neg = torch.einsum("bd,bkd->bk", za, zn)
@@ -66,8 +75,9 @@ def _pairs(graph_edges: dict, limit: int, rng: np.random.Generator):
 
 
 @torch.no_grad()
-def evaluate(model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: dict,
-             seed: int) -> dict:
+def evaluate(
+    model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: dict, seed: int
+) -> dict:
     """Held-out edges against random pairs, per relation: margin loss and AUC (fixed
     sampling seed). ``val_loss`` and ``val_auc`` are the means over relations, so the
     scarce AA edges weigh as much as the abundant PP ones (as in balanced training)."""
@@ -82,14 +92,19 @@ def evaluate(model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: 
     p = torch.cat([y for _, y in parts.values()])
     n = torch.from_numpy(rng.integers(0, graph.negative_pool, (len(a), cfg.negatives)))
     z = embed(model, features, is_ab, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
-    za, zp, zn = z[:len(a)], z[len(a):2 * len(a)], z[2 * len(a):].view(len(a), cfg.negatives, -1)
+    za, zp, zn = (
+        z[: len(a)],
+        z[len(a) : 2 * len(a)],
+        z[2 * len(a) :].view(len(a), cfg.negatives, -1),
+    )
     out, lo = {}, 0
     for r, (x, _) in parts.items():
         sl = slice(lo, lo + len(x))
         lo += len(x)
         out[f"val_loss_{r}"] = margin_loss(za[sl], zp[sl], zn[sl], cfg.margin).item()
-        out[f"val_auc_{r}"] = _auc((za[sl] * zp[sl]).sum(-1).numpy(),
-                                   (za[sl] * zn[sl, 0]).sum(-1).numpy())
+        out[f"val_auc_{r}"] = _auc(
+            (za[sl] * zp[sl]).sum(-1).numpy(), (za[sl] * zn[sl, 0]).sum(-1).numpy()
+        )
     out["val_loss"] = float(np.mean([out[f"val_loss_{r}"] for r in parts]))
     out["val_auc"] = float(np.mean([out[f"val_auc_{r}"] for r in parts]))
     return out
@@ -101,11 +116,16 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     ranks = np.empty(len(scores))
     order = np.argsort(scores, kind="stable")
     ranks[order] = np.arange(1, len(scores) + 1)
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def train_hgnn(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
-               cfg: HGNNConfig, progress: bool = True) -> TrainResult:
+def train_hgnn(
+    features: torch.Tensor,
+    is_ab: torch.Tensor,
+    graph: TrainGraph,
+    cfg: HGNNConfig,
+    progress: bool = True,
+) -> TrainResult:
     """Train on ``graph.train``; early-stop on ``graph.val``; return the best weights.
 
     The same seed gives the same model: the backward pass of ``x[index]`` accumulates with
@@ -120,8 +140,9 @@ def train_hgnn(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
         torch.use_deterministic_algorithms(previous)
 
 
-def _train(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
-           cfg: HGNNConfig, progress: bool) -> TrainResult:
+def _train(
+    features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph, cfg: HGNNConfig, progress: bool
+) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -141,36 +162,56 @@ def _train(features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph,
         p = torch.from_numpy(np.where(flip, src, dst))
         steps = range(0, len(a), cfg.batch_size)
         if cfg.max_steps_per_epoch:
-            steps = steps[:cfg.max_steps_per_epoch]
+            steps = steps[: cfg.max_steps_per_epoch]
         losses = []
-        bar = tqdm(steps, desc=f"hgnn epoch {epoch}", unit="batch", leave=False,
-                   disable=None if progress else True)
+        bar = tqdm(
+            steps,
+            desc=f"hgnn epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=None if progress else True,
+        )
         for lo in bar:
-            ba, bp = a[lo:lo + cfg.batch_size], p[lo:lo + cfg.batch_size]
+            ba, bp = a[lo : lo + cfg.batch_size], p[lo : lo + cfg.batch_size]
             # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
             # (fewer distinct nodes to embed per step than fully independent draws).
             pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
             bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
-            z = embed(model, features, is_ab, graph, torch.cat([ba, bp, bn.flatten()]),
-                      cfg.fanouts, gen, batch=1 << 30)
+            z = embed(
+                model,
+                features,
+                is_ab,
+                graph,
+                torch.cat([ba, bp, bn.flatten()]),
+                cfg.fanouts,
+                gen,
+                batch=1 << 30,
+            )
             b = len(ba)
-            loss = margin_loss(z[:b], z[b:2 * b], z[2 * b:].view(b, cfg.negatives, -1),
-                               cfg.margin)
+            loss = margin_loss(
+                z[:b], z[b : 2 * b], z[2 * b :].view(b, cfg.negatives, -1), cfg.margin
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         metrics = evaluate(model, features, is_ab, graph, cfg, graph.val, cfg.seed + 1)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "edges": int(len(a)), "seconds": round(time.perf_counter() - t0, 1), **metrics}
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "edges": int(len(a)),
+            "seconds": round(time.perf_counter() - t0, 1),
+            **metrics,
+        }
         result.history.append(row)
         if progress:
-            per = " ".join(f"{k[8:]} {v:.3f}" for k, v in row.items()
-                           if k.startswith("val_auc_"))
-            tqdm.write(f"hgnn epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
-                       f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} ({per}; "
-                       f"{row['edges']:,} edges)")
+            per = " ".join(f"{k[8:]} {v:.3f}" for k, v in row.items() if k.startswith("val_auc_"))
+            tqdm.write(
+                f"hgnn epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
+                f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} ({per}; "
+                f"{row['edges']:,} edges)"
+            )
         score = metrics["val_loss"] if np.isfinite(metrics["val_loss"]) else row["train_loss"]
         if score < best_loss - 1e-5:
             best_loss, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
@@ -199,8 +240,9 @@ def plot_curve(history: list[dict], path: str | Path, title: str = "HGNN trainin
     ax.set_xlabel("epoch")
     ax.set_ylabel("max-margin loss")
     ax2 = ax.twinx()
-    ax2.plot(ep, [h["val_auc"] for h in history], color="tab:green", ls="--",
-             label="validation AUC")
+    ax2.plot(
+        ep, [h["val_auc"] for h in history], color="tab:green", ls="--", label="validation AUC"
+    )
     ax2.set_ylabel("AUC (held-out edges vs random pairs)")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()

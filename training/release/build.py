@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.artifact import ITEM_TYPES, IndexInfo, Manifest
-from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from audiorec.errors import ContractError
+from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
-from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from training.release.lists import write_consumed, write_popularity
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
@@ -34,9 +34,12 @@ from training.twotower.train import TrainedTowers
 
 def git_sha() -> str:
     """The code's commit; "+dirty" when the working tree has uncommitted changes."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
     try:
         return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain") else "")
     except (OSError, subprocess.CalledProcessError):
@@ -50,17 +53,37 @@ def library_versions() -> dict:
     import keras_rs
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "keras_rs": keras_rs.__version__,
-            "feast": feast.__version__, "hnswlib": "0.8.0", "numpy": np.__version__,
-            "pyarrow": pa.__version__}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_rs": keras_rs.__version__,
+        "feast": feast.__version__,
+        "hnswlib": "0.8.0",
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+    }
 
 
-def write_version(out: Path, *, version: str, towers: TrainedTowers, data: TowerData,
-                  data_dir: str | Path, cut: datetime, cfg: TwoTowerConfig,
-                  index_cfg: HNSWConfig, upstream: dict, project: str) -> Manifest:
-    export_user_tower(towers.user_tower, data.user_specs, out / "user_tower",
-                      prior_coordinate=towers.prior is not None)
+def write_version(
+    out: Path,
+    *,
+    version: str,
+    towers: TrainedTowers,
+    data: TowerData,
+    data_dir: str | Path,
+    cut: datetime,
+    cfg: TwoTowerConfig,
+    index_cfg: HNSWConfig,
+    upstream: dict,
+    project: str,
+) -> Manifest:
+    export_user_tower(
+        towers.user_tower,
+        data.user_specs,
+        out / "user_tower",
+        prior_coordinate=towers.prior is not None,
+    )
     vectors = towers.item_vectors(data)
     con = connect_dataset(data_dir, ("items",))
     try:
@@ -68,14 +91,19 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
     finally:
         con.close()
     meta = meta.to_pandas().set_index("item_id").loc[data.item_ids]
-    pq.write_table(pa.table({
-        "item_id": pa.array(data.item_ids, pa.string()),
-        "item_type": pa.array(data.item_types, pa.string()),
-        "title": pa.array(meta["title"].to_numpy(), pa.string()),
-        "language": pa.array(meta["language"].to_numpy(), pa.string()),
-        "genre": pa.array(meta["genre"].to_numpy(), pa.string()),
-        "vector": vector_column(vectors),
-    }), out / "items.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(data.item_ids, pa.string()),
+                "item_type": pa.array(data.item_types, pa.string()),
+                "title": pa.array(meta["title"].to_numpy(), pa.string()),
+                "language": pa.array(meta["language"].to_numpy(), pa.string()),
+                "genre": pa.array(meta["genre"].to_numpy(), pa.string()),
+                "vector": vector_column(vectors),
+            }
+        ),
+        out / "items.parquet",
+    )
     # Queries for tuning ef: real user vectors (validation examples, else training ones).
     rows = np.flatnonzero(data.scored) if data.scored.any() else np.arange(len(data))
     rows = rows[np.linspace(0, len(rows) - 1, min(1000, len(rows))).astype(int)]
@@ -83,42 +111,67 @@ def write_version(out: Path, *, version: str, towers: TrainedTowers, data: Tower
     indexes = {}
     for kind in ITEM_TYPES:
         mask = data.item_types == kind
-        index = ItemIndex.build(vectors[mask], data.item_ids[mask], index_cfg,
-                                extra_coordinates=int(towers.prior is not None))
-        ef, recall = tune_ef(index, vectors[mask], queries) if mask.sum() > 10 else \
-            (index_cfg.ef, 1.0)
+        index = ItemIndex.build(
+            vectors[mask],
+            data.item_ids[mask],
+            index_cfg,
+            extra_coordinates=int(towers.prior is not None),
+        )
+        ef, recall = (
+            tune_ef(index, vectors[mask], queries) if mask.sum() > 10 else (index_cfg.ef, 1.0)
+        )
         index.save(out / "index" / kind)
-        indexes[kind] = IndexInfo(path=f"index/{kind}", count=int(mask.sum()),
-                                  M=index_cfg.M, ef_construction=index_cfg.ef_construction,
-                                  ef=ef, recall_at_10=round(recall, 4))
+        indexes[kind] = IndexInfo(
+            path=f"index/{kind}",
+            count=int(mask.sum()),
+            M=index_cfg.M,
+            ef_construction=index_cfg.ef_construction,
+            ef=ef,
+            recall_at_10=round(recall, 4),
+        )
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
     best = towers.best
     return Manifest(
-        version=version, created_at=datetime.now(timezone.utc).isoformat(), git_sha=git_sha(),
-        data={"path": str(Path(data_dir).resolve()), **data.window,
-              "popularity_rows": n_pop, "consumed_pairs": n_consumed},
+        version=version,
+        created_at=datetime.now(timezone.utc).isoformat(),
+        git_sha=git_sha(),
+        data={
+            "path": str(Path(data_dir).resolve()),
+            **data.window,
+            "popularity_rows": n_pop,
+            "consumed_pairs": n_consumed,
+        },
         # the Feast project (online namespace) whose rows this version reads
         feature_services={"user": USER_SERVICE, "item": ITEM_SERVICE, "project": project},
-        user_features=data.user_specs, item_features=data.item_specs,
+        user_features=data.user_specs,
+        item_features=data.item_specs,
         dim=int(vectors.shape[1]),
         indexes=indexes,
-        model={**cfg.model_dump(), "ignored_user_features": cfg.ignored_user_features(),
-               "ignored_item_features": cfg.ignored_item_features(),
-               # the last vector coordinate is the popularity prior (prior.py), or absent
-               "prior": towers.prior},
+        model={
+            **cfg.model_dump(),
+            "ignored_user_features": cfg.ignored_user_features(),
+            "ignored_item_features": cfg.ignored_item_features(),
+            # the last vector coordinate is the popularity prior (prior.py), or absent
+            "prior": towers.prior,
+        },
         upstream=upstream,
-        metrics={"epochs": len(towers.history), "best_epoch": towers.best_epoch,
-                 "train_seconds": round(towers.seconds, 1),
-                 "val_recall_at_10_audiobook": best["val_recall_audiobook"],
-                 "val_recall_at_10_podcast": best["val_recall_podcast"],
-                 "history": towers.history},
-        libraries=library_versions(), files={},
+        metrics={
+            "epochs": len(towers.history),
+            "best_epoch": towers.best_epoch,
+            "train_seconds": round(towers.seconds, 1),
+            "val_recall_at_10_audiobook": best["val_recall_audiobook"],
+            "val_recall_at_10_podcast": best["val_recall_podcast"],
+            "history": towers.history,
+        },
+        libraries=library_versions(),
+        files={},
     )
 
 
-def verify_roundtrip(directory: Path, towers: TrainedTowers, data: TowerData,
-                     sample: int = 64) -> None:
+def verify_roundtrip(
+    directory: Path, towers: TrainedTowers, data: TowerData, sample: int = 64
+) -> None:
     """Reload the version as serving does; the tower must reproduce the trained one on
     ``sample`` training users, and each index must find an item as its own top hit."""
     from serving.artifact import Artifact
@@ -129,8 +182,10 @@ def verify_roundtrip(directory: Path, towers: TrainedTowers, data: TowerData,
     expected = towers.user_vectors(inputs)
     got = art.tower(inputs)
     if not np.allclose(expected, got, atol=1e-5):
-        raise ContractError(f"{directory}: the exported user tower differs from the trained "
-                            f"one by up to {np.abs(expected - got).max():.2e}")
+        raise ContractError(
+            f"{directory}: the exported user tower differs from the trained "
+            f"one by up to {np.abs(expected - got).max():.2e}"
+        )
     for kind, index in art.indexes.items():
         own = art.vectors[art.label_rows[kind][:sample]]
         if len(own) == 0:
@@ -138,5 +193,7 @@ def verify_roundtrip(directory: Path, towers: TrainedTowers, data: TowerData,
         found = index.search(own, 1)[0][:, 0]
         exact = exact_top_k(art.vectors[art.label_rows[kind]], own, 1)[:, 0]
         if (found != exact).mean() > 0.05:
-            raise ContractError(f"{directory}: the {kind} index disagrees with exact search on "
-                                f"{(found != exact).mean():.0%} of its own items")
+            raise ContractError(
+                f"{directory}: the {kind} index disagrees with exact search on "
+                f"{(found != exact).mean():.0%} of its own items"
+            )

@@ -18,21 +18,25 @@ from pathlib import Path
 from training.data.duck import connect_dataset, sql_literal
 
 
-def write_popularity(data: str | Path, cut: datetime, out: Path, days: int = 28,
-                     top_n: int = 500) -> int:
+def write_popularity(
+    data: str | Path, cut: datetime, out: Path, days: int = 28, top_n: int = 500
+) -> int:
     con = connect_dataset(data, ("users", "items", "events"))
     try:
-        con.sql("""
+        con.sql(
+            """
             CREATE TEMP TABLE recent AS
             SELECT e.user_id, e.item_id, i.item_type, i.language AS item_language, u.country
             FROM events e JOIN items i USING (item_id) JOIN users u USING (user_id)
             WHERE e.event_type = 'stream' AND e.ts >= $lo AND e.ts < $cut""",
-                params={"lo": cut - timedelta(days=days), "cut": cut})
+            params={"lo": cut - timedelta(days=days), "cut": cut},
+        )
         by = {"global": "''", "country": "country", "language": "item_language"}
         parts = " UNION ALL ".join(
             f"SELECT '{scope}' AS scope, {key} AS key, item_type, item_id, "
             f"count(DISTINCT user_id) AS listeners, count(*) AS streams FROM recent GROUP BY ALL"
-            for scope, key in by.items())
+            for scope, key in by.items()
+        )
         con.sql(f"""
             COPY (SELECT scope, key, item_type, rank, item_id, listeners, streams FROM (
                     SELECT *, row_number() OVER (PARTITION BY scope, key, item_type
@@ -48,10 +52,13 @@ def write_popularity(data: str | Path, cut: datetime, out: Path, days: int = 28,
 def write_consumed(data: str | Path, cut: datetime, out: Path) -> int:
     con = connect_dataset(data, ("events",))
     try:
-        con.sql(f"""
+        con.sql(
+            f"""
             COPY (SELECT DISTINCT user_id, item_id FROM events
                   WHERE event_type = 'stream' AND ts < $cut ORDER BY user_id, item_id)
-            TO {sql_literal(str(out))} (FORMAT parquet)""", params={"cut": cut})
+            TO {sql_literal(str(out))} (FORMAT parquet)""",
+            params={"cut": cut},
+        )
         return con.sql(f"SELECT count(*) FROM {sql_literal(str(out))}").fetchall()[0][0]
     finally:
         con.close()

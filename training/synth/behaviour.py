@@ -26,8 +26,8 @@ from training.synth.population import Population
 
 STREAM, FOLLOW, PREVIEW, INTENT = 0, 1, 2, 3
 EVENT_TYPE_NAMES = ("stream", "follow", "preview", "intent_to_pay")
-_DAY_SPAN = 10_000.0   # larger than any publish-day range: keys cell*span + day stay ordered
-_DAY_SHIFT = 1_000.0   # publish days go back to -730: shift them positive
+_DAY_SPAN = 10_000.0  # larger than any publish-day range: keys cell*span + day stay ordered
+_DAY_SHIFT = 1_000.0  # publish days go back to -730: shift them positive
 
 
 class CellSampler:
@@ -38,8 +38,14 @@ class CellSampler:
     two binary searches per draw whatever the catalogue size.
     """
 
-    def __init__(self, cell: np.ndarray, publish_day: np.ndarray, weight: np.ndarray,
-                 items: np.ndarray, n_cells: int):
+    def __init__(
+        self,
+        cell: np.ndarray,
+        publish_day: np.ndarray,
+        weight: np.ndarray,
+        items: np.ndarray,
+        n_cells: int,
+    ):
         order = np.lexsort((publish_day, cell))
         self.items = items[order]
         self.key = cell[order] * _DAY_SPAN + (publish_day[order] + _DAY_SHIFT)
@@ -74,7 +80,7 @@ class ItemPicker:
     levels: tuple[CellSampler, CellSampler, CellSampler]
     mass: np.ndarray  # (n_languages, n_topics): total popularity per cell
     n_topics: int
-    n_items: int      # size of the whole catalogue (item indices are global)
+    n_items: int  # size of the whole catalogue (item indices are global)
 
     @classmethod
     def build(cls, cat: Catalog, kind: int, n_topics: int, n_languages: int) -> "ItemPicker":
@@ -84,14 +90,25 @@ class ItemPicker:
         args = (cat.publish_day[sel], cat.popularity[sel], sel)
         fine = lang * n_topics + topic
         mass = np.bincount(fine, weights=cat.popularity[sel], minlength=n_languages * n_topics)
-        return cls((
-            CellSampler(fine, *args, n_cells=n_languages * n_topics),
-            CellSampler(topic, *args, n_cells=n_topics),
-            CellSampler(np.zeros_like(topic), *args, n_cells=1),
-        ), mass.reshape(n_languages, n_topics), n_topics, cat.n)
+        return cls(
+            (
+                CellSampler(fine, *args, n_cells=n_languages * n_topics),
+                CellSampler(topic, *args, n_cells=n_topics),
+                CellSampler(np.zeros_like(topic), *args, n_cells=1),
+            ),
+            mass.reshape(n_languages, n_topics),
+            n_topics,
+            cat.n,
+        )
 
-    def pick(self, theta: np.ndarray, language: np.ndarray, english_weight: float,
-             t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def pick(
+        self,
+        theta: np.ndarray,
+        language: np.ndarray,
+        english_weight: float,
+        t: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         """Item per draw (-1 if nothing of this type is out by ``t``).
 
         theta: (m, T) tastes of the drawing users; language: (m,) their language index;
@@ -117,16 +134,20 @@ class ItemPicker:
 
 @dataclass
 class EventChunk:
-    user: np.ndarray       # int64 user index
-    item: np.ndarray       # int64 item index
+    user: np.ndarray  # int64 user index
+    item: np.ndarray  # int64 item index
     event_type: np.ndarray  # int8 (STREAM, FOLLOW, PREVIEW, INTENT)
-    day: np.ndarray        # float64 days from world start
+    day: np.ndarray  # float64 days from world start
     ms_played: np.ndarray  # int64, -1 where not a stream
 
     @classmethod
     def concat(cls, parts: list["EventChunk"]) -> "EventChunk":
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("user", "item", "event_type", "day", "ms_played")))
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("user", "item", "event_type", "day", "ms_played")
+            )
+        )
 
 
 def _categorical_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,8 +157,9 @@ def _categorical_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return below.sum(axis=1).clip(max=probs.shape[1] - 1)
 
 
-def _expand(counts: np.ndarray, start_day: np.ndarray, mean_gap: float,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _expand(
+    counts: np.ndarray, start_day: np.ndarray, mean_gap: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Repeat each start ``counts`` times, days apart: (start index per row, day per row).
 
     The first row of a start is at its start day; the next ones follow exponential gaps.
@@ -151,14 +173,26 @@ def _expand(counts: np.ndarray, start_day: np.ndarray, mean_gap: float,
     return owner, start_day[owner] + (cs - offset)
 
 
-def _choose(pop: Population, users: np.ndarray, cfg: WorldConfig, picker: ItemPicker,
-            day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return picker.pick(pop.theta[users], pop.language[users].astype(np.int64),
-                       cfg.english_weight, day, rng)
+def _choose(
+    pop: Population,
+    users: np.ndarray,
+    cfg: WorldConfig,
+    picker: ItemPicker,
+    day: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    return picker.pick(
+        pop.theta[users], pop.language[users].astype(np.int64), cfg.english_weight, day, rng
+    )
 
 
-def podcast_events(cfg: WorldConfig, pop: Population, users: np.ndarray, picker: ItemPicker,
-                   rng: np.random.Generator) -> EventChunk:
+def podcast_events(
+    cfg: WorldConfig,
+    pop: Population,
+    users: np.ndarray,
+    picker: ItemPicker,
+    rng: np.random.Generator,
+) -> EventChunk:
     begin = np.maximum(pop.signup_day[users], 0.0)
     span = cfg.days - begin
     lam = cfg.podcast_starts * pop.activity[users] * span / cfg.days
@@ -174,13 +208,19 @@ def podcast_events(cfg: WorldConfig, pop: Population, users: np.ndarray, picker:
 
     f = rng.random(len(su)) < cfg.podcast_follow_rate
     fday = sday[f] + rng.exponential(2.0, f.sum())
-    follows = EventChunk(su[f], sitem[f], np.full(f.sum(), FOLLOW, np.int8), fday,
-                         np.full(f.sum(), -1, np.int64))
+    follows = EventChunk(
+        su[f], sitem[f], np.full(f.sum(), FOLLOW, np.int8), fday, np.full(f.sum(), -1, np.int64)
+    )
     return EventChunk.concat([streams, follows])
 
 
-def audiobook_events(cfg: WorldConfig, pop: Population, users: np.ndarray,
-                     picker: ItemPicker, rng: np.random.Generator) -> EventChunk:
+def audiobook_events(
+    cfg: WorldConfig,
+    pop: Population,
+    users: np.ndarray,
+    picker: ItemPicker,
+    rng: np.random.Generator,
+) -> EventChunk:
     begin = np.minimum(pop.adoption_day[users], cfg.days)  # inf (non-adopter) -> no span
     span = np.maximum(cfg.days - begin, 0.0)
     life = cfg.days - cfg.audiobook_launch_day
@@ -204,37 +244,59 @@ def audiobook_events(cfg: WorldConfig, pop: Population, users: np.ndarray,
     follow = rng.random(m) < cfg.follow_rate
     preview = rng.random(m) < cfg.preview_rate
     intent = rng.random(m) < cfg.intent_rate
-    logit = (cfg.start_logit + cfg.follow_effect * follow + cfg.preview_effect * preview
-             + cfg.intent_effect * intent)
+    logit = (
+        cfg.start_logit
+        + cfg.follow_effect * follow
+        + cfg.preview_effect * preview
+        + cfg.intent_effect * intent
+    )
     start = rng.random(m) < 1 / (1 + np.exp(-logit))
     weak = follow | preview | intent
 
     parts = []
     for flag, code, lag in ((follow, FOLLOW, 0.0), (preview, PREVIEW, 0.2), (intent, INTENT, 1.0)):
         d = eday[flag] + rng.random(flag.sum()) * lag
-        parts.append(EventChunk(eu[flag], eitem[flag], np.full(flag.sum(), code, np.int8), d,
-                                np.full(flag.sum(), -1, np.int64)))
+        parts.append(
+            EventChunk(
+                eu[flag],
+                eitem[flag],
+                np.full(flag.sum(), code, np.int8),
+                d,
+                np.full(flag.sum(), -1, np.int64),
+            )
+        )
     # A weak signal precedes the first stream by ~weak_signal_lag_days; else it starts at once.
     lag_after_weak = 0.05 + rng.exponential(cfg.weak_signal_lag_days, start.sum())
     sday = eday[start] + np.where(weak[start], lag_after_weak, 0.0)
     # Heavy listeners get further into a book: streams per start grow with their volume.
     depth = np.clip(pop.audiobook_activity[eu[start]], 0.01, 50.0) ** (
-        1 - cfg.audiobook_breadth_exponent)
+        1 - cfg.audiobook_breadth_exponent
+    )
     k = rng.geometric(1.0 / (1.0 + (cfg.audiobook_streams_per_start - 1.0) * depth))
     owner, day = _expand(k, sday, 1.5, rng)
     ms = rng.lognormal(np.log(35 * 60_000), 0.5, len(owner)).astype(np.int64)
-    parts.append(EventChunk(eu[start][owner], eitem[start][owner],
-                            np.full(len(owner), STREAM, np.int8), day, ms))
+    parts.append(
+        EventChunk(
+            eu[start][owner], eitem[start][owner], np.full(len(owner), STREAM, np.int8), day, ms
+        )
+    )
     return EventChunk.concat(parts)
 
 
-def chunk_events(cfg: WorldConfig, pop: Population, users: np.ndarray,
-                 pickers: dict[int, ItemPicker], rng: np.random.Generator) -> EventChunk:
+def chunk_events(
+    cfg: WorldConfig,
+    pop: Population,
+    users: np.ndarray,
+    pickers: dict[int, ItemPicker],
+    rng: np.random.Generator,
+) -> EventChunk:
     """All events of ``users``, inside the world, sorted by (user, time)."""
-    ev = EventChunk.concat([
-        podcast_events(cfg, pop, users, pickers[PODCAST], rng),
-        audiobook_events(cfg, pop, users, pickers[AUDIOBOOK], rng),
-    ])
+    ev = EventChunk.concat(
+        [
+            podcast_events(cfg, pop, users, pickers[PODCAST], rng),
+            audiobook_events(cfg, pop, users, pickers[AUDIOBOOK], rng),
+        ]
+    )
     keep = (ev.item >= 0) & (ev.day < cfg.days)
     ev = EventChunk(*(a[keep] for a in (ev.user, ev.item, ev.event_type, ev.day, ev.ms_played)))
     order = np.lexsort((ev.day, ev.user))

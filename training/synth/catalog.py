@@ -28,16 +28,16 @@ LANGUAGE_SHARES = {
 class Catalog:
     """Per-item arrays; audiobooks come first (0..n_audiobooks-1), then podcasts."""
 
-    item_id: np.ndarray        # str
-    item_type: np.ndarray      # int8: AUDIOBOOK or PODCAST
+    item_id: np.ndarray  # str
+    item_type: np.ndarray  # int8: AUDIOBOOK or PODCAST
     primary_topic: np.ndarray  # int16
-    topics: np.ndarray         # float32 (n_items, T): topic mixture
-    language: np.ndarray       # int8 index into LANGUAGES
-    genre: np.ndarray          # str
-    popularity: np.ndarray     # float64, heavy-tailed
-    publish_day: np.ndarray    # float64, days from world start
-    title: np.ndarray          # str
-    description: np.ndarray    # str
+    topics: np.ndarray  # float32 (n_items, T): topic mixture
+    language: np.ndarray  # int8 index into LANGUAGES
+    genre: np.ndarray  # str
+    popularity: np.ndarray  # float64, heavy-tailed
+    publish_day: np.ndarray  # float64, days from world start
+    title: np.ndarray  # str
+    description: np.ndarray  # str
 
     @property
     def n(self) -> int:
@@ -48,10 +48,12 @@ def make_catalog(cfg: WorldConfig, rng: np.random.Generator) -> Catalog:
     na, npod, t = cfg.n_audiobooks, cfg.n_podcasts, cfg.n_topics
     n = na + npod
     item_type = np.repeat(np.array([AUDIOBOOK, PODCAST], dtype=np.int8), [na, npod])
-    ids = np.concatenate([
-        np.char.add("ab", np.char.zfill(np.arange(na).astype(str), 6)),
-        np.char.add("pc", np.char.zfill(np.arange(npod).astype(str), 6)),
-    ])
+    ids = np.concatenate(
+        [
+            np.char.add("ab", np.char.zfill(np.arange(na).astype(str), 6)),
+            np.char.add("pc", np.char.zfill(np.arange(npod).astype(str), 6)),
+        ]
+    )
 
     topic_size = rng.dirichlet(np.full(t, 4.0))
     primary = rng.choice(t, size=n, p=topic_size).astype(np.int16)
@@ -61,15 +63,17 @@ def make_catalog(cfg: WorldConfig, rng: np.random.Generator) -> Catalog:
     language = np.empty(n, dtype=np.int8)
     for kind, count, lo in ((AUDIOBOOK, na, 0), (PODCAST, npod, na)):
         p = LANGUAGE_SHARES[kind]
-        language[lo:lo + count] = rng.choice(len(LANGUAGES), size=count, p=p / p.sum())
+        language[lo : lo + count] = rng.choice(len(LANGUAGES), size=count, p=p / p.sum())
 
     genres = np.array(sorted({g for _, g, _ in TOPICS[:t]}))
     topic_genre = np.searchsorted(genres, np.array([g for _, g, _ in TOPICS[:t]]))
-    genre_idx = np.where(rng.random(n) < cfg.genre_noise, rng.integers(0, len(genres), n),
-                         topic_genre[primary])
+    genre_idx = np.where(
+        rng.random(n) < cfg.genre_noise, rng.integers(0, len(genres), n), topic_genre[primary]
+    )
 
-    sigma = np.where(item_type == AUDIOBOOK, cfg.audiobook_popularity_sigma,
-                     cfg.podcast_popularity_sigma)
+    sigma = np.where(
+        item_type == AUDIOBOOK, cfg.audiobook_popularity_sigma, cfg.podcast_popularity_sigma
+    )
     popularity = np.exp(rng.normal(0, 1, n) * sigma)
 
     launch = float(cfg.audiobook_launch_day)
@@ -80,12 +84,23 @@ def make_catalog(cfg: WorldConfig, rng: np.random.Generator) -> Catalog:
     publish_day = np.concatenate([ab_day, pod_day])
 
     title, description = _write_texts(cfg, rng, primary, mix)
-    return Catalog(ids, item_type, primary, mix, language, genres[genre_idx], popularity,
-                   publish_day, title, description)
+    return Catalog(
+        ids,
+        item_type,
+        primary,
+        mix,
+        language,
+        genres[genre_idx],
+        popularity,
+        publish_day,
+        title,
+        description,
+    )
 
 
-def _write_texts(cfg: WorldConfig, rng: np.random.Generator, primary: np.ndarray,
-                 mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _write_texts(
+    cfg: WorldConfig, rng: np.random.Generator, primary: np.ndarray, mix: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Titles and descriptions from topic vocabularies, generic words and cross-topic noise.
 
     Word choice is vectorised; only the final join is a loop over items (not events).

@@ -33,7 +33,7 @@ class WorldConfig(StrictConfig):
     music_snapshot_every_days: int = Field(30, ge=1)
 
     # users
-    taste_concentration: float = Field(1.5, gt=0)   # Dirichlet total mass: lower = peakier
+    taste_concentration: float = Field(1.5, gt=0)  # Dirichlet total mass: lower = peakier
     demographic_taste_weight: float = Field(0.6, ge=0, le=1)
     # Music vectors = a linear image of the planted topic taste + this much noise: at 0.25 the
     # taste is almost recoverable from music alone, which makes the 2T baseline strong.
@@ -88,9 +88,20 @@ class WorldConfig(StrictConfig):
 
 
 SCALES: dict[str, dict] = {
-    "tiny": dict(n_users=1_000, n_audiobooks=150, n_podcasts=600, n_topics=12, chunk_users=500,
-                 stats_pairs=300),
+    "tiny": dict(
+        n_users=1_000,
+        n_audiobooks=150,
+        n_podcasts=600,
+        n_topics=12,
+        chunk_users=500,
+        stats_pairs=300,
+    ),
     "demo": dict(),
-    "large": dict(n_users=1_000_000, n_audiobooks=50_000, n_podcasts=200_000, chunk_users=50_000,
-                  stats_pairs=1000),
+    "large": dict(
+        n_users=1_000_000,
+        n_audiobooks=50_000,
+        n_podcasts=200_000,
+        chunk_users=50_000,
+        stats_pairs=1000,
+    ),
 }

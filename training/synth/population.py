@@ -22,16 +22,16 @@ AGE_BANDS = np.array([25, 40, 55])  # band edges: <25, 25-39, 40-54, 55+
 class Population:
     """Per-user arrays, all of length n_users (index = user number)."""
 
-    country: np.ndarray        # int8 index into COUNTRIES
-    language: np.ndarray       # int8 index into LANGUAGES
-    age: np.ndarray            # int16
-    signup_day: np.ndarray     # float64, days from world start (negative: before it)
-    theta: np.ndarray          # float32 (n, T), rows sum to 1: planted topic taste
-    activity: np.ndarray       # float64, mean 1, heavy-tailed: overall listening volume
+    country: np.ndarray  # int8 index into COUNTRIES
+    language: np.ndarray  # int8 index into LANGUAGES
+    age: np.ndarray  # int16
+    signup_day: np.ndarray  # float64, days from world start (negative: before it)
+    theta: np.ndarray  # float32 (n, T), rows sum to 1: planted topic taste
+    activity: np.ndarray  # float64, mean 1, heavy-tailed: overall listening volume
     audiobook_activity: np.ndarray  # float64, heavy-tailed: audiobook volume of adopters
-    podcast_listener: np.ndarray    # bool
-    adopter: np.ndarray        # bool: ever touches an audiobook
-    adoption_day: np.ndarray   # float64, inf for non-adopters
+    podcast_listener: np.ndarray  # bool
+    adopter: np.ndarray  # bool: ever touches an audiobook
+    adoption_day: np.ndarray  # float64, inf for non-adopters
 
     @property
     def n(self) -> int:
@@ -86,12 +86,25 @@ def make_population(cfg: WorldConfig, rng: np.random.Generator) -> Population:
     early = rng.random(n) < 0.4
     when = np.where(early, launch + rng.uniform(0, 7, n), rng.uniform(launch, cfg.days, n))
     adoption_day = np.where(adopter, np.maximum(when, signup_day), np.inf)
-    return Population(country, language, age, signup_day, theta, activity, audiobook_activity,
-                      podcast_listener, adopter, adoption_day)
+    return Population(
+        country,
+        language,
+        age,
+        signup_day,
+        theta,
+        activity,
+        audiobook_activity,
+        podcast_listener,
+        adopter,
+        adoption_day,
+    )
 
 
 def music_vectors(
-    cfg: WorldConfig, pop: Population, users: np.ndarray, projection: np.ndarray,
+    cfg: WorldConfig,
+    pop: Population,
+    users: np.ndarray,
+    projection: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Music-taste snapshots for ``users``: every ``music_snapshot_every_days`` from the
@@ -110,8 +123,9 @@ def music_vectors(
     row_user = np.repeat(users, counts)
     pos = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     base = np.repeat(len(grid) - later, counts)  # index of the first grid point after `first`
-    day = np.where(pos == 0, np.repeat(first, counts),
-                   grid[np.minimum(base + pos - 1, len(grid) - 1)])
+    day = np.where(
+        pos == 0, np.repeat(first, counts), grid[np.minimum(base + pos - 1, len(grid) - 1)]
+    )
 
     age_dir = projection[-1]  # one extra row of the projection encodes age
     core = pop.theta[users] @ projection[:-1] + np.outer((pop.age[users] - 40) / 20, age_dir) * 0.3

@@ -35,9 +35,15 @@ def _top_share(con, counts_sql: str, top: float) -> float:
         SELECT sum(n) FILTER (WHERE rk <= ceil({top} * total)) / sum(n) FROM r""").fetchone()[0]
 
 
-def compute_stats(root: str | Path, cfg: WorldConfig | None, seed: int, *,
-                  holdout_days: int = 14, text_model: str | None = None,
-                  progress: bool = True) -> dict:
+def compute_stats(
+    root: str | Path,
+    cfg: WorldConfig | None,
+    seed: int,
+    *,
+    holdout_days: int = 14,
+    text_model: str | None = None,
+    progress: bool = True,
+) -> dict:
     root = Path(root)
     con = connect_dataset(root, ("users", "items", "events"))
     con.execute("""CREATE TEMP TABLE ev AS
@@ -47,10 +53,14 @@ def compute_stats(root: str | Path, cfg: WorldConfig | None, seed: int, *,
     values: dict[str, float] = {}
     values["a"] = _top_share(con, f"SELECT user_id, count(*) AS n {abs_} GROUP BY 1", 0.25)
     # Over the whole audiobook catalogue: titles nobody streamed count as zeros.
-    values["b"] = _top_share(con, f"""
+    values["b"] = _top_share(
+        con,
+        f"""
         SELECT i.item_id, count(s.item_id) AS n FROM items i
         LEFT JOIN (SELECT item_id {abs_}) s USING (item_id)
-        WHERE i.item_type = 'audiobook' GROUP BY 1""", 0.20)
+        WHERE i.item_type = 'audiobook' GROUP BY 1""",
+        0.20,
+    )
     values["c"] = con.execute(f"""
         WITH l AS (SELECT DISTINCT user_id {abs_}),
              p AS (SELECT DISTINCT user_id FROM ev WHERE item_type = 'podcast'
@@ -63,31 +73,45 @@ def compute_stats(root: str | Path, cfg: WorldConfig | None, seed: int, *,
     values["f"], f_detail = _follow_odds_ratio(con)
     end = con.execute("SELECT max(ts) FROM ev").fetchone()[0]
     cut = end - timedelta(days=holdout_days)
-    values["g"] = con.execute("""
+    values["g"] = con.execute(
+        """
         SELECT count(*) FROM items i WHERE item_type = 'audiobook' AND NOT EXISTS (
           SELECT 1 FROM ev WHERE ev.item_id = i.item_id AND event_type = 'stream'
-          AND ev.item_type = 'audiobook' AND ts < ?)""", [cut]).fetchone()[0]
+          AND ev.item_type = 'audiobook' AND ts < ?)""",
+        [cut],
+    ).fetchone()[0]
     pairs = cfg.stats_pairs if cfg is not None else 600
     values["e"], e_detail = _text_cosine_gap(con, pairs, seed, text_model, progress)
 
     facts = {}
     for key, (text, threshold, op) in FACTS.items():
         v = values[key]
-        holds = v is not None and not (isinstance(v, float) and math.isnan(v)) and (
-            v >= threshold if op == ">=" else v > threshold)
-        facts[key] = {"fact": text, "value": _num(v), "threshold": f"{op} {threshold}",
-                      "holds": bool(holds)}
+        holds = (
+            v is not None
+            and not (isinstance(v, float) and math.isnan(v))
+            and (v >= threshold if op == ">=" else v > threshold)
+        )
+        facts[key] = {
+            "fact": text,
+            "value": _num(v),
+            "threshold": f"{op} {threshold}",
+            "holds": bool(holds),
+        }
     facts["e"].update(e_detail)
     facts["f"].update(f_detail)
 
-    counts = dict(con.execute("""SELECT item_type || ':' || event_type, count(*) FROM ev
-                                 GROUP BY 1 ORDER BY 1""").fetchall())
+    counts = dict(
+        con.execute("""SELECT item_type || ':' || event_type, count(*) FROM ev
+                                 GROUP BY 1 ORDER BY 1""").fetchall()
+    )
     summary = {
         "users": con.execute("SELECT count(*) FROM users").fetchone()[0],
         "audiobooks": con.execute(
-            "SELECT count(*) FROM items WHERE item_type='audiobook'").fetchone()[0],
-        "podcasts": con.execute(
-            "SELECT count(*) FROM items WHERE item_type='podcast'").fetchone()[0],
+            "SELECT count(*) FROM items WHERE item_type='audiobook'"
+        ).fetchone()[0],
+        "podcasts": con.execute("SELECT count(*) FROM items WHERE item_type='podcast'").fetchone()[
+            0
+        ],
         "events": sum(counts.values()),
         "events_by_type": counts,
         "first_event": str(con.execute("SELECT min(ts) FROM ev").fetchone()[0]),
@@ -124,15 +148,20 @@ def _follow_odds_ratio(con) -> tuple[float, dict]:
                count(*) FILTER (WHERE NOT followed AND later), count(*) FILTER (WHERE NOT followed)
         FROM p""").fetchone()
     a, n1, c, n0 = (int(x or 0) for x in row)
-    detail = {"followed_pairs": n1, "followed_then_streamed": a,
-              "unfollowed_pairs": n0, "unfollowed_then_streamed": c}
+    detail = {
+        "followed_pairs": n1,
+        "followed_then_streamed": a,
+        "unfollowed_pairs": n0,
+        "unfollowed_then_streamed": c,
+    }
     if min(a, n1 - a, c, n0 - c) == 0:
         return float("nan"), detail
     return (a / (n1 - a)) / (c / (n0 - c)), detail
 
 
-def _text_cosine_gap(con, pairs: int, seed: int, text_model: str | None,
-                     progress: bool) -> tuple[float, dict]:
+def _text_cosine_gap(
+    con, pairs: int, seed: int, text_model: str | None, progress: bool
+) -> tuple[float, dict]:
     """Mean cosine of sampled co-streamed audiobook pairs minus that of random pairs."""
     con.execute("SELECT setseed(?)", [((seed % 1000) / 1000.0)])
     co = con.execute(f"""
@@ -141,8 +170,12 @@ def _text_cosine_gap(con, pairs: int, seed: int, text_model: str | None,
              pr AS (SELECT a.item_id AS x, b.item_id AS y FROM ub a JOIN ub b
                     ON a.user_id = b.user_id AND a.item_id < b.item_id)
         SELECT x, y FROM pr ORDER BY hash(x || y || '{seed}') LIMIT {pairs}""").fetchall()
-    ab = [r[0] for r in con.execute(
-        "SELECT item_id FROM items WHERE item_type='audiobook' ORDER BY item_id").fetchall()]
+    ab = [
+        r[0]
+        for r in con.execute(
+            "SELECT item_id FROM items WHERE item_type='audiobook' ORDER BY item_id"
+        ).fetchall()
+    ]
     if len(co) < 10 or len(ab) < 2:
         return float("nan"), {"pairs": len(co)}
     rng = np.random.default_rng(seed)
@@ -150,14 +183,23 @@ def _text_cosine_gap(con, pairs: int, seed: int, text_model: str | None,
     keep = rx != ry
     rnd = [(ab[i], ab[j]) for i, j in zip(rx[keep], ry[keep])]
     needed = sorted({i for p in co + rnd for i in p})
-    texts = dict(con.execute(
-        "SELECT item_id, title || '. ' || description FROM items WHERE item_id IN "
-        "(SELECT unnest(?))", [needed]).fetchall())
+    texts = dict(
+        con.execute(
+            "SELECT item_id, title || '. ' || description FROM items WHERE item_id IN "
+            "(SELECT unnest(?))",
+            [needed],
+        ).fetchall()
+    )
     from training.text.model import load_text_model
 
     model = load_text_model(text_model)
-    emb = model.encode([texts[i] for i in needed], batch_size=64, normalize_embeddings=True,
-                       show_progress_bar=progress, convert_to_numpy=True)
+    emb = model.encode(
+        [texts[i] for i in needed],
+        batch_size=64,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+    )
     pos = {item: k for k, item in enumerate(needed)}
 
     def mean_cos(ps):
@@ -166,8 +208,11 @@ def _text_cosine_gap(con, pairs: int, seed: int, text_model: str | None,
         return float((a * b).sum(axis=1).mean())
 
     c_co, c_rnd = mean_cos(co), mean_cos(rnd)
-    return c_co - c_rnd, {"co_streamed_cosine": round(c_co, 4), "random_cosine": round(c_rnd, 4),
-                          "pairs": len(co)}
+    return c_co - c_rnd, {
+        "co_streamed_cosine": round(c_co, 4),
+        "random_cosine": round(c_rnd, 4),
+        "pairs": len(co),
+    }
 
 
 def format_stats(stats: dict, where: Path) -> str:

@@ -56,8 +56,15 @@ def _ts(start: datetime, day: np.ndarray) -> pa.Array:
     return pa.array(us, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
-def generate_world(cfg: WorldConfig, seed: int, out: str | Path, *, overwrite: bool = False,
-                   progress: bool = True, text_model: str | None = None) -> dict:
+def generate_world(
+    cfg: WorldConfig,
+    seed: int,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    text_model: str | None = None,
+) -> dict:
     """Write a world to ``out`` and return its stats (also in ``out/stats.json``)."""
     from training.synth.stats import compute_stats  # loads the text model lazily
 
@@ -85,80 +92,129 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
     countries = pa.array([c[0] for c in COUNTRIES])
     langs = pa.array(list(LANGUAGES))
 
-    pq.write_table(pa.table({
-        "user_id": user_ids,
-        "country": countries.take(pa.array(pop.country.astype(np.int32))),
-        "age": pa.array(pop.age.astype(np.int32)),
-        "language": langs.take(pa.array(pop.language.astype(np.int32))),
-        "signup_ts": _ts(start, pop.signup_day),
-    }, schema=CONTRACT["users"].schema), root / "users.parquet", **_WRITE)
-    pq.write_table(pa.table({
-        "item_id": item_ids,
-        "item_type": pa.array(ITEM_TYPE_NAMES).take(pa.array(cat.item_type.astype(np.int32))),
-        "title": pa.array(cat.title),
-        "description": pa.array(cat.description),
-        "language": langs.take(pa.array(cat.language.astype(np.int32))),
-        "genre": pa.array(cat.genre),
-        "publish_ts": _ts(start, cat.publish_day),
-    }, schema=CONTRACT["items"].schema), root / "items.parquet", **_WRITE)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": user_ids,
+                "country": countries.take(pa.array(pop.country.astype(np.int32))),
+                "age": pa.array(pop.age.astype(np.int32)),
+                "language": langs.take(pa.array(pop.language.astype(np.int32))),
+                "signup_ts": _ts(start, pop.signup_day),
+            },
+            schema=CONTRACT["users"].schema,
+        ),
+        root / "users.parquet",
+        **_WRITE,
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": item_ids,
+                "item_type": pa.array(ITEM_TYPE_NAMES).take(
+                    pa.array(cat.item_type.astype(np.int32))
+                ),
+                "title": pa.array(cat.title),
+                "description": pa.array(cat.description),
+                "language": langs.take(pa.array(cat.language.astype(np.int32))),
+                "genre": pa.array(cat.genre),
+                "publish_ts": _ts(start, cat.publish_day),
+            },
+            schema=CONTRACT["items"].schema,
+        ),
+        root / "items.parquet",
+        **_WRITE,
+    )
     _write_truth(root / "truth", pop, cat, user_ids, item_ids)
 
-    pickers = {k: ItemPicker.build(cat, k, cfg.n_topics, len(LANGUAGES))
-               for k in (AUDIOBOOK, PODCAST)}
+    pickers = {
+        k: ItemPicker.build(cat, k, cfg.n_topics, len(LANGUAGES)) for k in (AUDIOBOOK, PODCAST)
+    }
     rng_music = np.random.default_rng(s_music)
     proj = music_projection(cfg, rng_music)
-    chunks = [np.arange(lo, min(lo + cfg.chunk_users, pop.n))
-              for lo in range(0, pop.n, cfg.chunk_users)]
+    chunks = [
+        np.arange(lo, min(lo + cfg.chunk_users, pop.n)) for lo in range(0, pop.n, cfg.chunk_users)
+    ]
     chunk_seeds = s_events.spawn(len(chunks))
     etypes = pa.array(list(EVENT_TYPE_NAMES))
     n_events = 0
-    with pq.ParquetWriter(root / "music.parquet", CONTRACT["music"].schema, **_WRITE) as mw, \
-         pq.ParquetWriter(root / "events.parquet", CONTRACT["events"].schema, **_WRITE) as ew:
+    with (
+        pq.ParquetWriter(root / "music.parquet", CONTRACT["music"].schema, **_WRITE) as mw,
+        pq.ParquetWriter(root / "events.parquet", CONTRACT["events"].schema, **_WRITE) as ew,
+    ):
         bar = tqdm(chunks, desc="events", unit="chunk", disable=None if progress else True)
         for users, cs in zip(bar, chunk_seeds):
             mu, mday, mvec = music_vectors(cfg, pop, users, proj, rng_music)
-            mw.write_table(pa.table({
-                "user_id": user_ids.take(pa.array(mu)),
-                "music_vector": vector_column(mvec),
-                "event_timestamp": _ts(start, mday),
-            }, schema=CONTRACT["music"].schema))
+            mw.write_table(
+                pa.table(
+                    {
+                        "user_id": user_ids.take(pa.array(mu)),
+                        "music_vector": vector_column(mvec),
+                        "event_timestamp": _ts(start, mday),
+                    },
+                    schema=CONTRACT["music"].schema,
+                )
+            )
             ev = chunk_events(cfg, pop, users, pickers, np.random.default_rng(cs))
             ms = pa.array(ev.ms_played, mask=ev.ms_played < 0, type=pa.int64())
-            ew.write_table(pa.table({
-                "user_id": user_ids.take(pa.array(ev.user)),
-                "item_id": item_ids.take(pa.array(ev.item)),
-                "event_type": etypes.take(pa.array(ev.event_type.astype(np.int32))),
-                "ts": _ts(start, ev.day),
-                "ms_played": ms,
-            }, schema=CONTRACT["events"].schema))
+            ew.write_table(
+                pa.table(
+                    {
+                        "user_id": user_ids.take(pa.array(ev.user)),
+                        "item_id": item_ids.take(pa.array(ev.item)),
+                        "event_type": etypes.take(pa.array(ev.event_type.astype(np.int32))),
+                        "ts": _ts(start, ev.day),
+                        "ms_played": ms,
+                    },
+                    schema=CONTRACT["events"].schema,
+                )
+            )
             n_events += len(ev.user)
             bar.set_postfix(events=f"{n_events:,}")
 
-    (root / "world.json").write_text(json.dumps({
-        "seed": seed,
-        "config": cfg.model_dump(mode="json"),
-        "dates": {k: v.isoformat() for k, v in dates.items()},
-        "topics": [name for name, _, _ in TOPICS[:cfg.n_topics]],
-        "events": n_events,
-    }, indent=2))
+    (root / "world.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "config": cfg.model_dump(mode="json"),
+                "dates": {k: v.isoformat() for k, v in dates.items()},
+                "topics": [name for name, _, _ in TOPICS[: cfg.n_topics]],
+                "events": n_events,
+            },
+            indent=2,
+        )
+    )
 
 
 def _write_truth(root: Path, pop, cat, user_ids: pa.Array, item_ids: pa.Array) -> None:
     """The planted truth: what tests and diagnostics may compare learned models against."""
     root.mkdir()
     t = pop.theta.shape[1]
-    pq.write_table(pa.table({
-        "user_id": user_ids,
-        "taste": pa.FixedSizeListArray.from_arrays(pa.array(pop.theta.ravel()), t),
-        "adopter": pa.array(pop.adopter),
-        "podcast_listener": pa.array(pop.podcast_listener),
-        "activity": pa.array(pop.activity),
-        "audiobook_activity": pa.array(pop.audiobook_activity),
-        "adoption_day": pa.array(np.where(np.isfinite(pop.adoption_day), pop.adoption_day, -1.0)),
-    }), root / "users.parquet", **_WRITE)
-    pq.write_table(pa.table({
-        "item_id": item_ids,
-        "primary_topic": pa.array(cat.primary_topic.astype(np.int32)),
-        "topics": pa.FixedSizeListArray.from_arrays(pa.array(cat.topics.ravel()), t),
-        "popularity": pa.array(cat.popularity),
-    }), root / "items.parquet", **_WRITE)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": user_ids,
+                "taste": pa.FixedSizeListArray.from_arrays(pa.array(pop.theta.ravel()), t),
+                "adopter": pa.array(pop.adopter),
+                "podcast_listener": pa.array(pop.podcast_listener),
+                "activity": pa.array(pop.activity),
+                "audiobook_activity": pa.array(pop.audiobook_activity),
+                "adoption_day": pa.array(
+                    np.where(np.isfinite(pop.adoption_day), pop.adoption_day, -1.0)
+                ),
+            }
+        ),
+        root / "users.parquet",
+        **_WRITE,
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": item_ids,
+                "primary_topic": pa.array(cat.primary_topic.astype(np.int32)),
+                "topics": pa.FixedSizeListArray.from_arrays(pa.array(cat.topics.ravel()), t),
+                "popularity": pa.array(cat.popularity),
+            }
+        ),
+        root / "items.parquet",
+        **_WRITE,
+    )

@@ -26,9 +26,15 @@ def item_texts(items: pa.Table) -> list[str]:
     return [f"{t}. {d}" for t, d in zip(titles, descriptions)]
 
 
-def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str | None = None,
-                cache: str | Path | None = None, batch_size: int = 128,
-                progress: bool = True) -> dict:
+def embed_items(
+    items_parquet: str | Path,
+    out: str | Path,
+    *,
+    model_name: str | None = None,
+    cache: str | Path | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> dict:
     """Embed every item of ``items_parquet`` into ``out``; returns counts."""
     items = pq.read_table(items_parquet, columns=["item_id", "title", "description"])
     texts = item_texts(items)
@@ -39,22 +45,31 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
     if cache and cache.is_file():
         try:
             t = pq.read_table(cache)
-            vecs = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(
-                np.float32) if t.num_rows else np.zeros((0, 0), np.float32)
+            vecs = (
+                np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+                if t.num_rows
+                else np.zeros((0, 0), np.float32)
+            )
             known = dict(zip(t.column("key").to_pylist(), vecs))
         except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
             # A cache is only a shortcut: a damaged one is re-computed, not fatal.
-            print(f"audiorec: warning: text-embedding cache {cache} is unreadable "
-                  f"({type(exc).__name__}); re-encoding every item", flush=True)
+            print(
+                f"audiorec: warning: text-embedding cache {cache} is unreadable "
+                f"({type(exc).__name__}); re-encoding every item",
+                flush=True,
+            )
             known = {}
     todo = sorted({k for k in keys if k not in known})
     if todo:
         model = load_text_model(model_name)
         by_key = dict(zip(keys, texts))
-        emb = model.encode([by_key[k] for k in todo], batch_size=batch_size,
-                           normalize_embeddings=True,
-                           show_progress_bar=progress and sys.stderr.isatty(),
-                           convert_to_numpy=True).astype(np.float32)
+        emb = model.encode(
+            [by_key[k] for k in todo],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress and sys.stderr.isatty(),
+            convert_to_numpy=True,
+        ).astype(np.float32)
         known.update(zip(todo, emb))
         if cache:
             all_keys = sorted(known)
@@ -63,5 +78,10 @@ def embed_items(items_parquet: str | Path, out: str | Path, *, model_name: str |
     vectors = np.stack([known[k] for k in keys])
     version = f"text:{checkpoint}"
     write_item_embeddings(out, items.column("item_id").to_pylist(), vectors, version)
-    return {"items": len(keys), "encoded": len(todo), "cached": len(keys) - len(todo),
-            "dim": int(vectors.shape[1]), "version": version}
+    return {
+        "items": len(keys),
+        "encoded": len(todo),
+        "cached": len(keys) - len(todo),
+        "dim": int(vectors.shape[1]),
+        "version": version,
+    }

@@ -10,8 +10,13 @@ from audiorec.config import StrictConfig
 # evaluation's "2T alone" baseline and "no weak signals" ablation switch them off.
 HGNN_USER_FEATURES = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
 HGNN_ITEM_FEATURES = ("hgnn_embedding",)
-WEAK_USER_FEATURES = ("follow_count_90d", "preview_count_90d", "intent_to_pay_count_90d",
-                      "podcast_follow_count_90d", "weak_audiobook_pref")
+WEAK_USER_FEATURES = (
+    "follow_count_90d",
+    "preview_count_90d",
+    "intent_to_pay_count_90d",
+    "podcast_follow_count_90d",
+    "weak_audiobook_pref",
+)
 # Item-service features the item tower never reads: a version tag, and popularity (kept
 # in the service for the fallback lists; as a tower input it trades coverage for hits).
 ITEM_UNUSED = ("hgnn_version", "streams_90d", "listeners_90d")
@@ -19,17 +24,17 @@ ITEM_UNUSED = ("hgnn_version", "streams_90d", "listeners_90d")
 
 class TwoTowerConfig(StrictConfig):
     layers: tuple[int, ...] = (512, 256, 128)  # the last one is the output (L2-normalised)
-    string_embedding_dim: int = 8              # per categorical input (country, genre, ...)
-    temperature: float = 0.05                  # softmax over cosine similarities
-    logq_correction: bool = True               # in-batch negatives weighted by item frequency
-    use_hgnn: bool = True                      # False: the "2T alone" baseline
-    use_weak_signals: bool = True              # False: weak-signal features dropped
-    weak_positives: bool = False               # also train on follow/preview/intent_to_pay
-    podcast_positive_share: float = 2.0        # podcast positives per audiobook one, at most
+    string_embedding_dim: int = 8  # per categorical input (country, genre, ...)
+    temperature: float = 0.05  # softmax over cosine similarities
+    logq_correction: bool = True  # in-batch negatives weighted by item frequency
+    use_hgnn: bool = True  # False: the "2T alone" baseline
+    use_weak_signals: bool = True  # False: weak-signal features dropped
+    weak_positives: bool = False  # also train on follow/preview/intent_to_pay
+    podcast_positive_share: float = 2.0  # podcast positives per audiobook one, at most
     batch_size: int = 256
     learning_rate: float = 1e-3
     max_epochs: int = 10
-    patience: int = 2                          # epochs without a better validation recall
+    patience: int = 2  # epochs without a better validation recall
     # item-id embeddings (a hybrid): items with at least this many training positives get
     # their own embedding row in the item tower, the rest share one, so new items are
     # still placed by their content and HGNN inputs; 0 = off (the paper's content-only tower)
@@ -38,13 +43,12 @@ class TwoTowerConfig(StrictConfig):
     # the popularity prior (training/twotower/prior.py): beta per item type chosen on the
     # validation slice among these (0: none); False leaves the vectors as the towers make them
     popularity_prior: bool = True
-    prior_betas: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
-                                      2.0, 4.0)
+    prior_betas: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
     # how fast a listener's weight in the prior halves (days since their last stream);
     # chosen with beta. 1e6: no decay (all-time listeners)
     prior_half_lives: tuple[float, ...] = (7.0, 28.0, 90.0, 365.0, 1e6)
-    train_days: int | None = None              # examples from the days before the cut (None: all)
-    validation_days: int = 7                   # the later-in-time slice for early stopping
+    train_days: int | None = None  # examples from the days before the cut (None: all)
+    validation_days: int = 7  # the later-in-time slice for early stopping
     validation_max_examples: int = 5000
     seed: int = 0
 
@@ -57,15 +61,17 @@ class TwoTowerConfig(StrictConfig):
         return tuple(sorted(ignored))
 
     def ignored_item_features(self) -> tuple[str, ...]:
-        return tuple(sorted(set(ITEM_UNUSED) | (set() if self.use_hgnn else
-                                                  set(HGNN_ITEM_FEATURES))))
+        return tuple(
+            sorted(set(ITEM_UNUSED) | (set() if self.use_hgnn else set(HGNN_ITEM_FEATURES)))
+        )
 
     @field_validator("prior_betas", "prior_half_lives")
     @classmethod
     def _candidates(cls, v: tuple[float, ...], info):
         low_ok = (lambda x: x >= 0) if info.field_name == "prior_betas" else (lambda x: x > 0)
         if not v or not all(low_ok(x) for x in v):
-            raise ValueError("needs at least one candidate, each "
-                             + (">= 0" if info.field_name == "prior_betas" else "> 0"))
+            raise ValueError(
+                "needs at least one candidate, each "
+                + (">= 0" if info.field_name == "prior_betas" else "> 0")
+            )
         return v
-

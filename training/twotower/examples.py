@@ -23,14 +23,12 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from audiorec.errors import AudiorecError
+from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE, feature_service
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.data.contract import WEAK_SIGNALS
 from training.data.duck import connect_dataset, sql_literal
 from training.data.ids import positions
-from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
-from audiorec.featurestore import feature_service
 from training.twotower.config import TwoTowerConfig
-
 
 
 @dataclass
@@ -93,10 +91,15 @@ def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFr
     kinds = "e.event_type = 'stream'"
     if cfg.weak_positives:
         kinds = f"({kinds} OR (i.item_type = 'audiobook' AND e.event_type IN ({weak})))"
-    start = cut - timedelta(days=cfg.train_days) if cfg.train_days else datetime(1970, 1, 1,
-                                                                                 tzinfo=cut.tzinfo)
+    start = (
+        cut - timedelta(days=cfg.train_days)
+        if cfg.train_days
+        else datetime(1970, 1, 1, tzinfo=cut.tzinfo)
+    )
     try:
-        table = con.sql(f"""
+        table = (
+            con.sql(
+                f"""
             WITH firsts AS (
                 SELECT e.user_id, e.item_id, i.item_type, min(e.ts) AS ts,
                        bool_or(e.event_type = 'stream') AS streamed
@@ -105,7 +108,11 @@ def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFr
                 GROUP BY ALL)
             SELECT user_id, item_id, item_type, streamed, ts AS event_timestamp FROM firsts
             WHERE ts >= $start ORDER BY ts, user_id, item_id""",
-            params={"cut": cut, "start": start}).arrow().read_all()
+                params={"cut": cut, "start": start},
+            )
+            .arrow()
+            .read_all()
+        )
     finally:
         con.close()
     df = table.to_pandas()
@@ -122,44 +129,61 @@ def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFr
 def item_features(store, cut: datetime, catalogue_ids: np.ndarray) -> pa.Table:
     """The item-tower service for every catalogue item as of ``cut``; items without
     content by then (published later) are dropped."""
-    entity = pd.DataFrame({"item_id": catalogue_ids,
-                           "event_timestamp": pd.Timestamp(cut) - pd.Timedelta(microseconds=1)})
+    entity = pd.DataFrame(
+        {
+            "item_id": catalogue_ids,
+            "event_timestamp": pd.Timestamp(cut) - pd.Timedelta(microseconds=1),
+        }
+    )
     table = store.get_historical_features(
-        entity_df=entity, features=feature_service(store, ITEM_SERVICE)).to_arrow()
+        entity_df=entity, features=feature_service(store, ITEM_SERVICE)
+    ).to_arrow()
     table = table.filter(pc.is_valid(table.column("item_type")))
     return table.sort_by("item_id")
 
 
-def streamed_before(data: str | Path, when: datetime, example_users: np.ndarray,
-                    rows: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+def streamed_before(
+    data: str | Path,
+    when: datetime,
+    example_users: np.ndarray,
+    rows: np.ndarray,
+    item_ids: np.ndarray,
+) -> sp.csr_matrix:
     """(examples, items) 1 where example ``rows``' users streamed the item before
     ``when`` (other rows empty); ``item_ids`` sorted."""
     users = np.unique(example_users[rows])
     con = connect_dataset(data, ("events",))
     try:
         con.register("val_users", pa.table({"user_id": pa.array(users, pa.string())}))
-        df = con.sql("""SELECT DISTINCT e.user_id, e.item_id FROM events e JOIN val_users
+        df = con.sql(
+            """SELECT DISTINCT e.user_id, e.item_id FROM events e JOIN val_users
                         USING (user_id) WHERE e.event_type = 'stream' AND e.ts < $when""",
-                     params={"when": when}).fetchnumpy()
+            params={"when": when},
+        ).fetchnumpy()
     finally:
         con.close()
     cols, ok = positions(item_ids, df["item_id"])
-    by_user = sp.csr_matrix((np.ones(ok.sum(), np.float32),
-                             (positions(users, df["user_id"])[0][ok], cols[ok])),
-                            shape=(len(users), len(item_ids)))
+    by_user = sp.csr_matrix(
+        (np.ones(ok.sum(), np.float32), (positions(users, df["user_id"])[0][ok], cols[ok])),
+        shape=(len(users), len(item_ids)),
+    )
     # example row -> its user's row, for the ``rows`` only (the others stay empty)
-    pick = sp.csr_matrix((np.ones(len(rows), np.float32),
-                          (rows, positions(users, example_users[rows])[0])),
-                         shape=(len(example_users), len(users)))
+    pick = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, positions(users, example_users[rows])[0])),
+        shape=(len(example_users), len(users)),
+    )
     return (pick @ by_user).tocsr()
 
 
-def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig,
-                     progress=print) -> TowerData:
+def build_tower_data(
+    store, data: str | Path, cut: datetime, cfg: TwoTowerConfig, progress=print
+) -> TowerData:
     """Positives, their point-in-time user features, and the item table."""
     pos = positives(data, cut, cfg)
-    progress(f"  {len(pos):,} positives ({(pos['item_type'] == 'audiobook').sum():,} audiobook"
-             f", {(pos['item_type'] == 'podcast').sum():,} podcast) before {cut:%Y-%m-%d}")
+    progress(
+        f"  {len(pos):,} positives ({(pos['item_type'] == 'audiobook').sum():,} audiobook"
+        f", {(pos['item_type'] == 'podcast').sum():,} podcast) before {cut:%Y-%m-%d}"
+    )
     con = connect_dataset(data, ("items",))
     try:
         catalogue = con.sql("SELECT item_id FROM items ORDER BY item_id").fetchnumpy()["item_id"]
@@ -170,11 +194,14 @@ def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig
     row = pd.Series(np.arange(len(item_ids)), index=item_ids)
     unknown = ~pos["item_id"].isin(row.index)
     if unknown.any():
-        raise AudiorecError(f"{unknown.sum()} positives name items without item features as of "
-                            f"the cut, e.g. {pos.loc[unknown, 'item_id'].iloc[0]!r}")
+        raise AudiorecError(
+            f"{unknown.sum()} positives name items without item features as of "
+            f"the cut, e.g. {pos.loc[unknown, 'item_id'].iloc[0]!r}"
+        )
     entity = pos[["user_id", "event_timestamp"]].assign(example=np.arange(len(pos)))
     users = store.get_historical_features(
-        entity_df=entity, features=feature_service(store, USER_SERVICE)).to_arrow()
+        entity_df=entity, features=feature_service(store, USER_SERVICE)
+    ).to_arrow()
     users = users.sort_by("example")  # Feast does not keep the entity order
     user_specs = feature_specs(store, USER_SERVICE, users)
     item_specs = feature_specs(store, ITEM_SERVICE, items)
@@ -184,17 +211,31 @@ def build_tower_data(store, data: str | Path, cut: datetime, cfg: TwoTowerConfig
     # Validation scores streams only, so that the weak-positives switch is comparable.
     scored = validation & pos["streamed"].to_numpy()
     item_types = items.column("item_type").to_numpy(zero_copy_only=False)
-    seen = streamed_before(data, val_start.to_pydatetime(), pos["user_id"].to_numpy(object),
-                           np.flatnonzero(validation), item_ids)
+    seen = streamed_before(
+        data,
+        val_start.to_pydatetime(),
+        pos["user_id"].to_numpy(object),
+        np.flatnonzero(validation),
+        item_ids,
+    )
     return TowerData(
-        user_specs=user_specs, item_specs=item_specs,
+        user_specs=user_specs,
+        item_specs=item_specs,
         user=tower_inputs({n: users.column(n) for n in users.column_names}, user_specs),
-        user_ids=pos["user_id"].to_numpy(dtype=object), item=row.loc[pos["item_id"]].to_numpy(),
-        ts=ts, validation=validation, scored=scored,
-        item_ids=item_ids, item_types=item_types,
+        user_ids=pos["user_id"].to_numpy(dtype=object),
+        item=row.loc[pos["item_id"]].to_numpy(),
+        ts=ts,
+        validation=validation,
+        scored=scored,
+        item_ids=item_ids,
+        item_types=item_types,
         items=tower_inputs({n: items.column(n) for n in items.column_names}, item_specs),
         seen=seen,
-        window={"first_example": str(pos["event_timestamp"].min()),
-                "validation_start": str(val_start), "cut": str(pd.Timestamp(cut)),
-                "examples": int(len(pos)), "validation_examples": int(scored.sum())},
+        window={
+            "first_example": str(pos["event_timestamp"].min()),
+            "validation_start": str(val_start),
+            "cut": str(pd.Timestamp(cut)),
+            "examples": int(len(pos)),
+            "validation_examples": int(scored.sum()),
+        },
     )

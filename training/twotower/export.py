@@ -35,8 +35,9 @@ class _UserTowerModule(tf.Module):
         self.tower = tower
 
 
-def export_user_tower(tower: keras.Model, specs: Sequence[InputSpec], path: str | Path,
-                      prior_coordinate: bool = False) -> None:
+def export_user_tower(
+    tower: keras.Model, specs: Sequence[InputSpec], path: str | Path, prior_coordinate: bool = False
+) -> None:
     """Write the SavedModel directory ``path`` (must not exist). ``prior_coordinate``:
     the output gets a last column of 1.0, which multiplies the items' popularity prior
     (training/twotower/prior.py), so the index's inner product is the full score."""
@@ -51,4 +52,3 @@ def export_user_tower(tower: keras.Model, specs: Sequence[InputSpec], path: str 
         return {OUTPUT: u}
 
     tf.saved_model.save(module, str(path), signatures={SIGNATURE: serve.get_concrete_function()})
-

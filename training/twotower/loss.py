@@ -17,15 +17,20 @@ import tensorflow as tf
 _correction = keras_rs.layers.SamplingProbabilityCorrection()
 
 
-def in_batch_softmax_loss(user: tf.Tensor, item: tf.Tensor, item_ids: tf.Tensor,
-                          item_prob: tf.Tensor | None, temperature: float) -> tf.Tensor:
+def in_batch_softmax_loss(
+    user: tf.Tensor,
+    item: tf.Tensor,
+    item_ids: tf.Tensor,
+    item_prob: tf.Tensor | None,
+    temperature: float,
+) -> tf.Tensor:
     """Mean cross-entropy of each user against the batch's items.
 
     user, item: (B, d) unit vectors, row i a positive pair; item_ids: (B,) int, equal ids
     mean the same item; item_prob: (B,) sampling probability of each item, or None for no
     correction. Returns a scalar.
     """
-    logits = tf.matmul(user, item, transpose_b=True) / temperature          # (B, B)
+    logits = tf.matmul(user, item, transpose_b=True) / temperature  # (B, B)
     if item_prob is not None:
         probs = tf.broadcast_to(item_prob[tf.newaxis, :], tf.shape(logits))
         logits = _correction(logits, probs)

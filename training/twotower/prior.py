@@ -40,22 +40,27 @@ import numpy as np
 import pandas as pd
 
 
-def recent_listeners(data_dir: str | Path, when: datetime, item_ids: np.ndarray,
-                     half_lives: tuple[float, ...]) -> np.ndarray:
+def recent_listeners(
+    data_dir: str | Path, when: datetime, item_ids: np.ndarray, half_lives: tuple[float, ...]
+) -> np.ndarray:
     """(len(half_lives), m): each item's listeners before ``when``, each weighted by
     2 ** (-days since their last stream of it / half-life); ``item_ids`` sorted."""
     from training.data.duck import connect_dataset
     from training.data.ids import positions
 
-    sums = ", ".join(f"sum(pow(2.0, -age / {float(h)!r})) AS h{i}"
-                     for i, h in enumerate(half_lives))
+    sums = ", ".join(
+        f"sum(pow(2.0, -age / {float(h)!r})) AS h{i}" for i, h in enumerate(half_lives)
+    )
     con = connect_dataset(data_dir, ("events",))
     try:
-        df = con.sql(f"""
+        df = con.sql(
+            f"""
             SELECT item_id, {sums} FROM (
                 SELECT item_id, (epoch($when) - epoch(max(ts))) / 86400.0 AS age
                 FROM events WHERE event_type = 'stream' AND ts < $when GROUP BY item_id, user_id)
-            GROUP BY item_id""", params={"when": when}).fetchnumpy()
+            GROUP BY item_id""",
+            params={"when": when},
+        ).fetchnumpy()
     finally:
         con.close()
     out = np.zeros((len(half_lives), len(item_ids)), np.float64)
@@ -81,17 +86,17 @@ def with_user_coordinate(user_vecs: np.ndarray) -> np.ndarray:
     return np.concatenate([user_vecs, np.ones((len(user_vecs), 1), user_vecs.dtype)], axis=1)
 
 
-def with_item_coordinate(item_vecs: np.ndarray, item_prior: np.ndarray, types: np.ndarray,
-                         betas: dict[str, float]) -> np.ndarray:
+def with_item_coordinate(
+    item_vecs: np.ndarray, item_prior: np.ndarray, types: np.ndarray, betas: dict[str, float]
+) -> np.ndarray:
     """(m, d) -> (m, d + 1): each item's ``beta[type] x prior``."""
     beta = np.zeros(len(types), np.float32)
     for kind, b in betas.items():
         beta[types == kind] = b
-    return np.concatenate([item_vecs, (beta * item_prior)[:, None].astype(item_vecs.dtype)],
-                          axis=1)
+    return np.concatenate([item_vecs, (beta * item_prior)[:, None].astype(item_vecs.dtype)], axis=1)
 
 
-MAX_USERS = 2000   # validation users per group the prior is chosen on
+MAX_USERS = 2000  # validation users per group the prior is chosen on
 
 
 def _hr10(scores: np.ndarray, targets) -> float:
@@ -102,9 +107,17 @@ def _hr10(scores: np.ndarray, targets) -> float:
     return float(hits.any(axis=1).mean()) if len(top) else float("nan")
 
 
-def fit_prior(store, data_dir, tower_data, embed_users: Callable[[dict], np.ndarray],
-              items: np.ndarray, cut: datetime, days: int, betas: tuple[float, ...],
-              half_lives: tuple[float, ...]) -> tuple[dict, np.ndarray] | None:
+def fit_prior(
+    store,
+    data_dir,
+    tower_data,
+    embed_users: Callable[[dict], np.ndarray],
+    items: np.ndarray,
+    cut: datetime,
+    days: int,
+    betas: tuple[float, ...],
+    half_lives: tuple[float, ...],
+) -> tuple[dict, np.ndarray] | None:
     """Choose beta and the half-life per item type on the ``days`` before ``cut`` (see
     the module docstring), scoring with the towers' vectors: ``embed_users(user tower
     inputs) -> (n, dim)`` and ``items`` (tower_data's item rows, (n_items, dim)).
@@ -121,26 +134,37 @@ def fit_prior(store, data_dir, tower_data, embed_users: Callable[[dict], np.ndar
         proto = build_protocol(data_dir, start, cut)
     except AudiorecError:
         return None
-    entity = pd.DataFrame({"user_id": proto.users, "event_timestamp": pd.Timestamp(start),
-                           "row": np.arange(len(proto.users))})
+    entity = pd.DataFrame(
+        {
+            "user_id": proto.users,
+            "event_timestamp": pd.Timestamp(start),
+            "row": np.arange(len(proto.users)),
+        }
+    )
     feats = user_training_features(store, entity).sort_values("row")
-    users = embed_users(tower_inputs({c: feats[c].tolist() for c in feats.columns},
-                                     tower_data.user_specs))
+    users = embed_users(
+        tower_inputs({c: feats[c].tolist() for c in feats.columns}, tower_data.user_specs)
+    )
     ids, types = tower_data.item_ids, tower_data.item_types
     then = recent_listeners(data_dir, start, ids, half_lives)
     rng = np.random.default_rng(0)
     chosen, curves = {}, {}
     for kind, truth in proto.truth.items():
         vecs = aligned(truth.item_ids, ids, items)
-        pris = [aligned(truth.item_ids, ids, prior(then[h], types)[:, None])[:, 0]
-                for h in range(len(half_lives))]
+        pris = [
+            aligned(truth.item_ids, ids, prior(then[h], types)[:, None])[:, 0]
+            for h in range(len(half_lives))
+        ]
         grid = np.zeros((len(half_lives), len(betas)))
         groups = [g for g in truth.groups.values() if len(g)]
         for rows in groups:
             # a seeded sample bounds the cost; HR@10 over 2,000 users is within ~1 point
-            rows = np.sort(rng.choice(rows, MAX_USERS, replace=False)) \
-                if len(rows) > MAX_USERS else rows
-            base = users[rows] @ vecs.T                       # scored once per group
+            rows = (
+                np.sort(rng.choice(rows, MAX_USERS, replace=False))
+                if len(rows) > MAX_USERS
+                else rows
+            )
+            base = users[rows] @ vecs.T  # scored once per group
             seen = truth.consumed[rows].tocoo()
             base[seen.row, seen.col] = -np.inf
             targets = truth.targets[rows]
@@ -152,14 +176,26 @@ def fit_prior(store, data_dir, tower_data, embed_users: Callable[[dict], np.ndar
             chosen[kind] = {"beta": 0.0, "half_life_days": float(half_lives[0])}
             continue
         # the first best wins, smallest beta first (0: the towers alone), then half-life
-        b, h = next((b, h) for b in range(len(betas)) for h in range(len(half_lives))
-                    if grid[h, b] >= grid.max() - 1e-12)
+        b, h = next(
+            (b, h)
+            for b in range(len(betas))
+            for h in range(len(half_lives))
+            if grid[h, b] >= grid.max() - 1e-12
+        )
         chosen[kind] = {"beta": float(betas[b]), "half_life_days": float(half_lives[h])}
     now = recent_listeners(data_dir, cut, ids, half_lives)
     served = np.zeros(len(ids), np.float32)
     for kind, c in chosen.items():
         mine = types == kind
         served[mine] = prior(now[half_lives.index(c["half_life_days"])], types)[mine]
-    return ({"betas": {k: c["beta"] for k, c in chosen.items()}, "chosen": chosen,
-             "validation_hr10": curves, "betas_tried": list(betas),
-             "half_lives_tried": list(half_lives), "window": [str(start), str(cut)]}, served)
+    return (
+        {
+            "betas": {k: c["beta"] for k, c in chosen.items()},
+            "chosen": chosen,
+            "validation_hr10": curves,
+            "betas_tried": list(betas),
+            "half_lives_tried": list(half_lives),
+            "window": [str(start), str(cut)],
+        },
+        served,
+    )

@@ -27,8 +27,9 @@ from keras import ops
 from audiorec.tower_inputs import InputSpec
 
 
-def fit_encoder_stats(specs: Sequence[InputSpec], inputs: dict[str, np.ndarray],
-                      max_vocabulary: int = 1000) -> dict:
+def fit_encoder_stats(
+    specs: Sequence[InputSpec], inputs: dict[str, np.ndarray], max_vocabulary: int = 1000
+) -> dict:
     """Vocabularies (most frequent first) and log1p mean / std, from training inputs."""
     stats = {}
     for s in specs:
@@ -38,8 +39,9 @@ def fit_encoder_stats(specs: Sequence[InputSpec], inputs: dict[str, np.ndarray],
             order = np.argsort(-counts, kind="stable")[:max_vocabulary]
             stats[s.name] = {"vocabulary": [str(v) for v in values[order]]}
         elif s.kind == "number":
-            logged = np.log1p(np.maximum(x[~np.isnan(x)], 0)) if (~np.isnan(x)).any() else \
-                np.zeros(1)
+            logged = (
+                np.log1p(np.maximum(x[~np.isnan(x)], 0)) if (~np.isnan(x)).any() else np.zeros(1)
+            )
             stats[s.name] = {"mean": float(logged.mean()), "std": float(logged.std() or 1.0)}
     return stats
 
@@ -47,8 +49,14 @@ def fit_encoder_stats(specs: Sequence[InputSpec], inputs: dict[str, np.ndarray],
 class FeatureEncoder(keras.layers.Layer):
     """{feature: raw tensor} -> (batch, width) float32; see the module docstring."""
 
-    def __init__(self, specs: Sequence[InputSpec], stats: dict, embedding_dim: int = 8,
-                 ignore: Sequence[str] = (), **kwargs):
+    def __init__(
+        self,
+        specs: Sequence[InputSpec],
+        stats: dict,
+        embedding_dim: int = 8,
+        ignore: Sequence[str] = (),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.specs = [s for s in specs if s.name not in set(ignore)]
         self.stats = stats
@@ -57,10 +65,13 @@ class FeatureEncoder(keras.layers.Layer):
             if s.kind == "string":
                 vocab = stats[s.name]["vocabulary"] or ["<none>"]
                 self.lookups[s.name] = keras.layers.StringLookup(
-                    vocabulary=vocab, num_oov_indices=1, name=f"{s.name}_lookup")
+                    vocabulary=vocab, num_oov_indices=1, name=f"{s.name}_lookup"
+                )
                 self.embeddings[s.name] = keras.layers.Embedding(
-                    len(vocab) + 1, stats[s.name].get("dim", embedding_dim),
-                    name=f"{s.name}_embedding")
+                    len(vocab) + 1,
+                    stats[s.name].get("dim", embedding_dim),
+                    name=f"{s.name}_embedding",
+                )
 
     def call(self, features: dict) -> "keras.KerasTensor":
         parts = []
@@ -78,20 +89,31 @@ class FeatureEncoder(keras.layers.Layer):
 
 
 def tower_inputs_layer(specs: Sequence[InputSpec]) -> dict:
-    return {s.name: keras.Input(shape=(s.dim,) if s.kind == "vector" else (),
-                                dtype="string" if s.kind == "string" else "float32",
-                                name=s.name)
-            for s in specs}
+    return {
+        s.name: keras.Input(
+            shape=(s.dim,) if s.kind == "vector" else (),
+            dtype="string" if s.kind == "string" else "float32",
+            name=s.name,
+        )
+        for s in specs
+    }
 
 
-def build_tower(specs: Sequence[InputSpec], stats: dict, layers: Sequence[int],
-                embedding_dim: int, ignore: Sequence[str], name: str) -> keras.Model:
+def build_tower(
+    specs: Sequence[InputSpec],
+    stats: dict,
+    layers: Sequence[int],
+    embedding_dim: int,
+    ignore: Sequence[str],
+    name: str,
+) -> keras.Model:
     """A functional model whose inputs are named after the features."""
     inputs = tower_inputs_layer(specs)
     x = FeatureEncoder(specs, stats, embedding_dim, ignore, name=f"{name}_encoder")(inputs)
     for i, width in enumerate(layers):
         last = i == len(layers) - 1
-        x = keras.layers.Dense(width, activation=None if last else "relu",
-                               name=f"{name}_dense{i}")(x)
+        x = keras.layers.Dense(width, activation=None if last else "relu", name=f"{name}_dense{i}")(
+            x
+        )
     out = keras.layers.UnitNormalization(name=f"{name}_l2")(x)
     return keras.Model(inputs, out, name=name)

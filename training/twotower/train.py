@@ -41,8 +41,8 @@ class TrainedTowers:
     # the popularity prior (prior.py): {"betas": {type: beta}, "validation_recall": {type:
     # [recall@10 per candidate]}, "candidates": [...]}; None: vectors as the towers make them
     prior: dict | None = None
-    item_prior: np.ndarray | None = None   # (items,) the prior as of the cut, in [0, 1]
-    item_ids: bool = False   # the item tower also takes item_id (item-id embeddings)
+    item_prior: np.ndarray | None = None  # (items,) the prior as of the cut, in [0, 1]
+    item_ids: bool = False  # the item tower also takes item_id (item-id embeddings)
 
     @property
     def best(self) -> dict:
@@ -59,17 +59,24 @@ class TrainedTowers:
         vecs = embed(self.item_tower, item_inputs(data, self.item_ids))
         if self.prior is None:
             return vecs
-        return with_item_coordinate(vecs, self.item_prior, data.item_types,
-                                    self.prior["betas"])
+        return with_item_coordinate(vecs, self.item_prior, data.item_types, self.prior["betas"])
 
     def fit_prior(self, store, data_dir, data: TowerData, cut, cfg: TwoTowerConfig) -> None:
         """Choose the popularity prior on the validation slice (prior.py); without new
         starts there to choose on, the vectors stay as the towers make them."""
         from training.twotower.prior import fit_prior
 
-        fitted = fit_prior(store, data_dir, data, lambda x: embed(self.user_tower, x),
-                           embed(self.item_tower, item_inputs(data, self.item_ids)), cut,
-                           cfg.validation_days, cfg.prior_betas, cfg.prior_half_lives)
+        fitted = fit_prior(
+            store,
+            data_dir,
+            data,
+            lambda x: embed(self.user_tower, x),
+            embed(self.item_tower, item_inputs(data, self.item_ids)),
+            cut,
+            cfg.validation_days,
+            cfg.prior_betas,
+            cfg.prior_half_lives,
+        )
         self.prior, self.item_prior = fitted if fitted else (None, None)
 
 
@@ -89,8 +96,10 @@ def _slice(inputs: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndar
 def embed(tower: keras.Model, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
     """(n, dim) float32 vectors of ``inputs`` rows, in batches."""
     n = len(next(iter(inputs.values())))
-    out = [tower(_to_tensors(_slice(inputs, np.arange(i, min(n, i + batch)))), training=False)
-           for i in range(0, n, batch)]
+    out = [
+        tower(_to_tensors(_slice(inputs, np.arange(i, min(n, i + batch)))), training=False)
+        for i in range(0, n, batch)
+    ]
     return np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, 0), np.float32)
 
 
@@ -98,9 +107,14 @@ def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
     return {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
 
 
-def recall_at_k(user_vecs: np.ndarray, item_vecs: np.ndarray, targets: np.ndarray,
-                k: int = RECALL_K, seen: sp.csr_matrix | None = None,
-                bias: np.ndarray | None = None) -> float:
+def recall_at_k(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    targets: np.ndarray,
+    k: int = RECALL_K,
+    seen: sp.csr_matrix | None = None,
+    bias: np.ndarray | None = None,
+) -> float:
     """Share of rows whose target item (row of ``item_vecs``) ranks in the top ``k``;
     ``seen`` (rows x items) marks items the row's user already streamed (never ranked,
     as serving drops them), ``bias`` is added to every row's item scores."""
@@ -137,8 +151,7 @@ def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray
     return out
 
 
-def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
-                    ) -> TrainedTowers:
+def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True) -> TrainedTowers:
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_rows = np.flatnonzero(~data.validation)
@@ -153,13 +166,29 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
         # ids seen often enough to learn a row; the rest (new, rare) share the OOV row
         known = data.item_ids[counts >= cfg.item_id_min_positives]
         item_specs.append(ITEM_ID)
-        item_stats[ITEM_ID.name] = {"vocabulary": [str(i) for i in known] or ["<none>"],
-                                    "dim": cfg.item_id_embedding_dim}
+        item_stats[ITEM_ID.name] = {
+            "vocabulary": [str(i) for i in known] or ["<none>"],
+            "dim": cfg.item_id_embedding_dim,
+        }
     towers = TrainedTowers(
-        build_tower(data.user_specs, user_stats, cfg.layers, cfg.string_embedding_dim,
-                    cfg.ignored_user_features(), "user_tower"),
-        build_tower(item_specs, item_stats, cfg.layers, cfg.string_embedding_dim,
-                    cfg.ignored_item_features(), "item_tower"), item_ids=with_ids)
+        build_tower(
+            data.user_specs,
+            user_stats,
+            cfg.layers,
+            cfg.string_embedding_dim,
+            cfg.ignored_user_features(),
+            "user_tower",
+        ),
+        build_tower(
+            item_specs,
+            item_stats,
+            cfg.layers,
+            cfg.string_embedding_dim,
+            cfg.ignored_item_features(),
+            "item_tower",
+        ),
+        item_ids=with_ids,
+    )
     item_prob = tf.constant(counts / max(1, counts.sum()), tf.float32)
     item_table = _to_tensors(item_inputs(data, with_ids))
     optimizer = keras.optimizers.Adam(cfg.learning_rate)
@@ -183,24 +212,35 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True
         order = rng.permutation(len(train_rows))
         n_batches = len(order) // cfg.batch_size  # full batches: B-1 negatives for everyone
         losses = []
-        bar = tqdm(range(n_batches), desc=f"2T epoch {epoch}", unit="batch",
-                   disable=None if progress else True,
-                   leave=False)
+        bar = tqdm(
+            range(n_batches),
+            desc=f"2T epoch {epoch}",
+            unit="batch",
+            disable=None if progress else True,
+            leave=False,
+        )
         for b in bar:
-            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             loss = step(_to_tensors(_slice(user_train, rows)), tf.constant(item_train[rows]))
             losses.append(float(loss))
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         recall = validation_recall(data, towers, val_rows)
-        towers.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
-                               "val_recall_audiobook": recall["audiobook"],
-                               "val_recall_podcast": recall["podcast"],
-                               "seconds": time.perf_counter() - start})
+        towers.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "val_recall_audiobook": recall["audiobook"],
+                "val_recall_podcast": recall["podcast"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
         if progress:
-            print(f"  2T epoch {epoch}: loss {np.mean(losses):.3f}, validation recall@10 "
-                  f"audiobooks {recall['audiobook']:.3f}, podcasts {recall['podcast']:.3f}",
-                  flush=True)
+            print(
+                f"  2T epoch {epoch}: loss {np.mean(losses):.3f}, validation recall@10 "
+                f"audiobooks {recall['audiobook']:.3f}, podcasts {recall['podcast']:.3f}",
+                flush=True,
+            )
         score = recall["audiobook"] if not np.isnan(recall["audiobook"]) else -np.mean(losses)
         if score > best:
             best, stale, towers.best_epoch = score, 0, epoch
