@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--cut", help="training cut, YYYY-MM-DD (default: day after the last event)")
     h.add_argument(
         "--relations",
-        default="AA,AP,PP",
-        help="graph relations to keep (ablations: AA,AP / AP,PP / AA / PP)",
+        help="graph relations to keep, by type codes (default: every pair of types; "
+        "ablations on audiobooks and podcasts: AA,AP / AP,PP / AA / PP)",
     )
     h.add_argument("--no-balanced", action="store_true", help="ablation: plain edge sampling")
     h.add_argument("--config", help="JSON file of HGNNConfig overrides")
@@ -185,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recommend", help="ask a running server (prints a table)")
     rc.add_argument("id", metavar="USER_ID", help="user id (item id with --similar)")
     rc.add_argument("--k", type=int, default=10)
-    rc.add_argument("--type", choices=("audiobook", "podcast"), default="audiobook")
+    rc.add_argument(
+        "--type",
+        help="item type by name (default: audiobook; with --similar: the item's own type)",
+    )
     rc.add_argument("--languages", help="comma-separated language filter, e.g. de,en")
     rc.add_argument("--include-consumed", action="store_true")
     rc.add_argument("--similar", action="store_true", help="items similar to the item id")

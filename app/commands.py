@@ -92,7 +92,9 @@ def cmd_hgnn(args: argparse.Namespace) -> int:
     from training.hgnn.run import run_hgnn
 
     cfg = validated(HGNNConfig, load_overrides(args.config))
-    graph = validated(GraphConfig, {"relations": tuple(args.relations.split(","))})
+    graph = validated(
+        GraphConfig, {"relations": tuple(args.relations.split(",")) if args.relations else None}
+    )
     if args.no_balanced:
         cfg = cfg.with_overrides({"balanced": False})
     cut = (
@@ -207,7 +209,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             conn,
             args.id,
             args.k,
-            args.type,
+            args.type or "audiobook",
             args.timeout,
             languages=args.languages.split(",") if args.languages else (),
             include_consumed=args.include_consumed,

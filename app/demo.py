@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audiorec.itemtypes import ItemTypes
+
 # Bounded so that the demo's HGNN step takes a few minutes on 2 cores (BENCHMARKS.md).
 DEMO_HGNN = {"max_epochs": 8, "patience": 3, "max_steps_per_epoch": 120, "batch_size": 256}
 
@@ -80,6 +82,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
             f"reflection lists {', '.join(_reflected_services(target))})"
         )
         warm, cold = pick_users(world)
+        types = running.holder.current.types
         reader = OnlineFeatureReader(open_store(wd))
         for label, user in (
             ("warm (audiobook history)", warm),
@@ -90,7 +93,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
             t0 = time.perf_counter()
             response = recommend(target, user, k=5)
             ms = (time.perf_counter() - t0) * 1e3
-            print(f"\n  {label}: {user}\n    {_describe(row)}")
+            print(f"\n  {label}: {user}\n    {_describe(row, types)}")
             print(
                 "    "
                 + format_answer(f"Recommend({user}) in {ms:.1f} ms", response).replace(
@@ -130,15 +133,22 @@ def _reflected_services(target: str) -> list[str]:
         return sorted(s.name for r in replies for s in r.list_services_response.service)
 
 
-def _describe(row: dict) -> str:
-    if row.get("country") is None and row.get("audiobook_items_90d") is None:
+def _describe(row: dict, types: ItemTypes) -> str:
+    """One line of what the online store holds for a user, per item type."""
+    if row.get("country") is None and row.get(types.history_feature(types.focus)) is None:
         return "no features in the online store (the recommender falls back to popularity)"
-    norm = lambda v: "none" if v is None else f"|v|={np.linalg.norm(v):.2f}"  # noqa: E731
+
+    def norm(v) -> str:
+        return "none" if v is None else f"|v|={np.linalg.norm(v):.2f}"
+
+    windows = ", ".join(
+        f"{row[f'{t}_items_90d']} {t} items ({norm(row[f'{t}_pref'])}; "
+        f"{row[f'{t}_follow_count_90d']} follows, {row[f'{t}_preview_count_90d']} previews, "
+        f"{row[f'{t}_intent_to_pay_count_90d']} intents to pay)"
+        for t in types
+    )
     return (
         f"{row['country']}, age {row['age']}, {row['language']}, account "
-        f"{row['account_age_days']} days; music vector {norm(row['music_vector'])}; 90 days: "
-        f"{row['audiobook_items_90d']} audiobooks ({norm(row['audiobook_pref'])}), "
-        f"{row['podcast_items_90d']} podcasts ({norm(row['podcast_pref'])}); weak signals: "
-        f"{row['follow_count_90d']} follows, {row['preview_count_90d']} previews, "
-        f"{row['intent_to_pay_count_90d']} intents to pay"
+        f"{row['account_age_days']} days; music vector {norm(row['music_vector'])}; "
+        f"90 days: {windows}"
     )

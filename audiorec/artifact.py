@@ -33,8 +33,6 @@ from audiorec.failpoints import failpoint
 from audiorec.publish import remove_dead_staging, staged_directory, write_atomic
 from audiorec.tower_inputs import InputSpec
 
-ITEM_TYPES = ("audiobook", "podcast")
-
 
 class IndexInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +58,8 @@ class Manifest(base.ManifestBase):
     dim: int
     metric: str = "ip"  # inner product on unit vectors (cosine)
     indexes: dict[str, IndexInfo]  # per item type
+    # the item types served, the focus first (versions before types were data: these two)
+    item_types: list[str] = ["audiobook", "podcast"]
     model: dict[str, Any]  # TwoTowerConfig + which inputs each tower ignores
     upstream: dict[str, Any]  # hgnn / text embedding versions the features came from
     metrics: dict[str, Any]  # training: epochs, seconds, validation recall
@@ -227,10 +227,10 @@ def read_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
     """The version's manifest (:func:`audiorec.manifest.read_manifest`: kind, format,
     checksums), with one index per item type."""
     manifest = base.read_manifest(directory, Manifest, verify_files)
-    if set(manifest.indexes) != set(ITEM_TYPES):
+    if sorted(manifest.indexes) != sorted(manifest.item_types):
         raise ContractError(
             f"{Path(directory) / base.FILE}: indexes for "
-            f"{sorted(manifest.indexes)}, expected {list(ITEM_TYPES)}"
+            f"{sorted(manifest.indexes)}, expected {manifest.item_types}"
         )
     return manifest
 

@@ -24,6 +24,8 @@ import yaml
 
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError, StoreUnavailable
+from audiorec.itemtypes import DEFAULT as DEFAULT_TYPES
+from audiorec.itemtypes import ItemTypes
 from audiorec.publish import read_json
 from audiorec.secrets import redact, redis_address
 
@@ -57,6 +59,16 @@ def current_generation(workdir: str | Path) -> str | None:
     state = read_json(features_dir(workdir) / STATE_FILE, "feature-job state")
     gen = state.get("generation") if isinstance(state, dict) else None
     return gen if isinstance(gen, str) and gen.isalnum() else None
+
+
+def item_types(workdir: str | Path) -> ItemTypes:
+    """The item types the feature tables of ``workdir`` were built for (recorded by the
+    feature jobs), or the two default types before any were built."""
+    state = read_json(features_dir(workdir) / STATE_FILE, "feature-job state")
+    names = state.get("item_types") if isinstance(state, dict) else None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        return ItemTypes(DEFAULT_TYPES)
+    return ItemTypes(tuple(names))
 
 
 def project_for(generation: str | None) -> str:

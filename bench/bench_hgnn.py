@@ -42,7 +42,7 @@ def main() -> None:
         "pairs_capped": graph.stats["pairs_capped"],
     }
     x = node_features(graph, args.text)
-    ab = torch.from_numpy(graph.is_audiobook)
+    ab = torch.from_numpy(graph.node_type)
     tg = split_edges(graph, 0.1, np.random.default_rng(0))
     for balanced in (True, False):
         epochs = args.epochs if balanced else args.plain_epochs

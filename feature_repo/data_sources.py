@@ -18,7 +18,8 @@ if not _workdir:
         "AUDIOREC_WORKDIR is not set: export it as the absolute path of the pipeline work "
         "directory (for the demo: export AUDIOREC_WORKDIR=$PWD/../runs/demo)"
     )
-FEATURES = Path(_workdir).resolve() / "features"
+WORKDIR = Path(_workdir).resolve()
+FEATURES = WORKDIR / "features"
 
 
 def _source(table: str, description: str) -> FileSource:

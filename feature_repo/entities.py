@@ -13,5 +13,5 @@ item = Entity(
     name="item",
     join_keys=["item_id"],
     value_type=ValueType.STRING,
-    description="An audiobook or a podcast (items.parquet item_id).",
+    description="A recommendable item of any type (items.parquet item_id).",
 )

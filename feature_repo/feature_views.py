@@ -8,6 +8,7 @@ content, embeddings) never expire (ttl 0): their latest row stays true until rep
 from datetime import timedelta
 
 from data_sources import (
+    WORKDIR,
     item_content_source,
     item_hgnn_source,
     item_popularity_source,
@@ -18,6 +19,8 @@ from data_sources import (
 from entities import item, user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
+
+from audiorec.featurestore import item_types
 
 FOREVER = timedelta(0)
 
@@ -43,20 +46,18 @@ user_music = FeatureView(
     source=user_music_source,
 )
 
+# The trailing-90-day user features, per item type of the work directory's dataset, from
+# the one declaration both the feature jobs and these views use (audiorec/itemtypes.py).
+_KIND = {"vector": Array(Float32), "count": Int64}
+_WINDOW = item_types(WORKDIR).user_window_columns()
+
 user_preferences_90d = FeatureView(
     name="user_preferences_90d",
     entities=[user],
     ttl=FOREVER,
-    schema=[
-        # Mean HGNN embedding of the distinct audiobooks / podcasts the user streamed or
-        # weakly signalled in the trailing 90 days; zeros when there are none.
-        Field(name="audiobook_pref", dtype=Array(Float32)),
-        Field(name="podcast_pref", dtype=Array(Float32)),
-        Field(name="audiobook_items_90d", dtype=Int64),
-        Field(name="podcast_items_90d", dtype=Int64),
-        Field(name="audiobook_streams_90d", dtype=Int64),
-        Field(name="podcast_streams_90d", dtype=Int64),
-    ],
+    # per type: mean HGNN embedding of the distinct items streamed or weakly signalled
+    # (zeros when none), distinct items touched, streams
+    schema=[Field(name=n, dtype=_KIND[k]) for n, k, view in _WINDOW if view == "preferences"],
     source=user_windows_source,
 )
 
@@ -64,14 +65,9 @@ user_weak_signals_90d = FeatureView(
     name="user_weak_signals_90d",
     entities=[user],
     ttl=FOREVER,
-    schema=[
-        Field(name="follow_count_90d", dtype=Int64),
-        Field(name="preview_count_90d", dtype=Int64),
-        Field(name="intent_to_pay_count_90d", dtype=Int64),
-        Field(name="podcast_follow_count_90d", dtype=Int64),
-        # Mean HGNN embedding of the audiobooks followed, previewed or started to buy.
-        Field(name="weak_audiobook_pref", dtype=Array(Float32)),
-    ],
+    # per type: follows, previews, intents to pay, and the mean HGNN embedding of the
+    # items so signalled
+    schema=[Field(name=n, dtype=_KIND[k]) for n, k, view in _WINDOW if view == "weak"],
     source=user_windows_source,
 )
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from audiorec.artifact import ITEM_TYPES, Manifest, check_user_features, current_dir, read_manifest
+from audiorec.artifact import Manifest, check_user_features, current_dir, read_manifest
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import ItemIndex
+from audiorec.itemtypes import ItemTypes
 from serving.tower import UserTower
 
 
@@ -45,6 +46,11 @@ class Artifact:
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    @property
+    def types(self) -> ItemTypes:
+        """The item types this version serves, the focus first."""
+        return ItemTypes(tuple(self.manifest.item_types))
 
     @classmethod
     def load(
@@ -70,7 +76,7 @@ class Artifact:
                 f"manifest says {manifest.dim}"
             )
         indexes, label_rows = {}, {}
-        for kind in ITEM_TYPES:
+        for kind in manifest.item_types:
             info = manifest.indexes[kind]
             # the version's manifest checked these files' checksums a moment ago
             index = ItemIndex.load(

@@ -12,8 +12,6 @@ from audiorec.errors import AudiorecError
 from audiorec.v1 import recommender_pb2 as pb
 from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 
-TYPES = {"audiobook": pb.AUDIOBOOK, "podcast": pb.PODCAST}
-
 
 @dataclass(frozen=True)
 class Connection:
@@ -76,7 +74,7 @@ def recommend(
         pb.RecommendRequest(
             user_id=user_id,
             k=k,
-            item_type=TYPES[item_type],
+            type=item_type,
             languages=list(languages),
             include_consumed=include_consumed,
         ),
@@ -89,13 +87,13 @@ def similar(
     target: Connection | str,
     item_id: str,
     k: int = 10,
-    item_type: str = "audiobook",
+    item_type: str | None = None,
     timeout: float = 5.0,
 ) -> pb.RecommendSimilarResponse:
     response: pb.RecommendSimilarResponse = _call(
         target,
         "RecommendSimilar",
-        pb.RecommendSimilarRequest(item_id=item_id, k=k, item_type=TYPES[item_type]),
+        pb.RecommendSimilarRequest(item_id=item_id, k=k, type=item_type or ""),
         timeout,
     )
     return response
@@ -111,10 +109,7 @@ def format_answer(asked: str, response: pb.RecommendResponse | pb.RecommendSimil
     width = max([len(i.title) for i in response.items] + [5])
     lines = [head, f"  {'#':>3}  {'title':<{width}}  {'item_id':<10}  {'type':<9}  score"]
     for n, i in enumerate(response.items, 1):
-        lines.append(
-            f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  "
-            f"{pb.ItemType.Name(i.item_type).lower():<9}  {i.score:.3f}"
-        )
+        lines.append(f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  {i.type:<9}  {i.score:.3f}")
     if not response.items:
         lines.append("  (no items)")
     return "\n".join(lines)

@@ -22,13 +22,11 @@ import numpy as np
 
 from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUnavailable
 from audiorec.featurestore import Features
+from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
 
-ITEM_TYPES = ("audiobook", "podcast")
-HISTORY = {"audiobook": "audiobook_items_90d", "podcast": "podcast_items_90d"}
-KNOWN_MARKERS = ("country", "audiobook_items_90d")  # null in both: unknown to the store
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
 
 
@@ -50,13 +48,19 @@ class Answer:
 
 
 def check_request(
-    user_or_item: str, field_name: str, k: int, item_type: str, limits: RequestLimits
+    user_or_item: str,
+    field_name: str,
+    k: int,
+    item_type: str | None,
+    types: ItemTypes,
+    limits: RequestLimits,
 ) -> None:
+    """Bounds of the id and ``k``; ``item_type`` is None or a type the model serves."""
     check_id(user_or_item, field_name, limits)
     check_k(k, limits)
-    if item_type not in ITEM_TYPES:
+    if item_type is not None and item_type not in types:
         raise InvalidRequest(
-            f"item_type is {echo(str(item_type))}; expected one of {', '.join(ITEM_TYPES)}"
+            f"item type {echo(str(item_type))} is not served; this model serves {', '.join(types)}"
         )
 
 
@@ -74,8 +78,11 @@ class Recommender:
         self.artifact = artifact
         self.read_features = read_features
         self.limits = limits
+        self.types = artifact.types
+        # null in both: a user the store does not know
+        self._known_markers = ("country", self.types.history_feature(self.types.focus))
         self._by_language, self._label_of = {}, {}
-        for kind in ITEM_TYPES:
+        for kind in self.types:
             rows = artifact.label_rows[kind]
             langs = artifact.languages[rows]
             self._by_language[kind] = {
@@ -93,13 +100,16 @@ class Recommender:
         self,
         user_id: str,
         k: int = 10,
-        item_type: str = "audiobook",
+        item_type: str | None = None,
         include_consumed: bool = False,
         languages: Sequence[str] = (),
         deadline: float | None = None,
     ) -> Answer:
-        """``deadline``: a ``time.monotonic()`` instant; past it, no further stage runs."""
-        check_request(user_id, "user_id", k, item_type, self.limits)
+        """``item_type``: any served type (None: refused); ``deadline``: a
+        ``time.monotonic()`` instant; past it, no further stage runs."""
+        check_request(user_id, "user_id", k, item_type, self.types, self.limits)
+        if item_type is None:
+            raise InvalidRequest(f"no item type given; this model serves {', '.join(self.types)}")
         languages = clean_languages(languages, self.limits)
         _check_deadline(deadline, "before reading features")
         t = {"start": time.perf_counter()}
@@ -120,7 +130,7 @@ class Recommender:
             return _timed(answer, t, "features")
         t["features"] = time.perf_counter()
         _check_deadline(deadline, "after reading features")
-        if all(raw.get(m, [None])[0] is None for m in KNOWN_MARKERS):
+        if all(raw.get(m, [None])[0] is None for m in self._known_markers):
             answer = self._fallback(k, item_type, languages, "user unknown to the feature store")
             return _timed(answer, t, "features")
         art = self.artifact
@@ -130,7 +140,7 @@ class Recommender:
         exclude = np.empty(0, np.int64) if include_consumed else art.consumed(user_id)
         labels, scores = self._search(vector, k, item_type, exclude, languages)
         t["index"] = time.perf_counter()
-        history = raw.get(HISTORY[item_type], [0])[0] or 0
+        history = raw.get(self.types.history_feature(item_type), [0])[0] or 0
         strategy, reason = (
             ("PERSONALIZED", "")
             if history > 0
@@ -143,8 +153,9 @@ class Recommender:
         answer = Answer(self._items(item_type, labels, scores), strategy, reason, self.version)
         return _timed(answer, t, "filter")
 
-    def similar(self, item_id: str, k: int = 10, item_type: str = "audiobook") -> Answer:
-        check_request(item_id, "item_id", k, item_type, self.limits)
+    def similar(self, item_id: str, k: int = 10, item_type: str | None = None) -> Answer:
+        """Items of ``item_type`` (default: the query item's own type) nearest the item."""
+        check_request(item_id, "item_id", k, item_type, self.types, self.limits)
         art = self.artifact
         row = int(np.searchsorted(art.item_ids, item_id))
         if row >= len(art.item_ids) or art.item_ids[row] != item_id:
@@ -152,6 +163,7 @@ class Recommender:
                 f"item_id {echo(item_id)} is not in the catalogue of model "
                 f"{self.version} ({len(art.item_ids):,} items)"
             )
+        item_type = item_type or str(art.item_types[row])
         t = {"start": time.perf_counter()}
         query = art.vectors[row]
         if art.manifest.model.get("prior"):
@@ -189,15 +201,24 @@ class Recommender:
         free = n - int(blocked.sum())
         if free == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        if free < BRUTE_FORCE_SHARE * n:
+
+        def exact() -> tuple[np.ndarray, np.ndarray]:
             cand = np.flatnonzero(~blocked)
             scores = art.vectors[label_rows[cand]] @ vector
             top = np.argsort(-scores, kind="stable")[:k]
             return cand[top], scores[top]
+
+        if free < BRUTE_FORCE_SHARE * n:
+            return exact()
         # Enough candidates that k survive if the filters were spread evenly; else double.
         fetch = min(n, int((k + len(excluded)) * n / free) + 10)
         while True:
-            labels, scores = index.search(vector, fetch)
+            try:
+                labels, scores = index.search(vector, fetch)
+            except RuntimeError:
+                # hnswlib cannot return `fetch` neighbours when it is close to the index
+                # size and ef is small (its graph search ends short): exact search then
+                return exact()
             keep = ~blocked[labels[0]]
             if keep.sum() >= min(k, free) or fetch >= n:
                 return labels[0][keep][:k], scores[0][keep][:k]

@@ -49,7 +49,7 @@ from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
 from serving.artifact import Artifact
 from serving.features import OnlineFeatures, StoreGuardConfig
-from serving.limits import RequestLimits
+from serving.limits import RequestLimits, echo
 from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
@@ -57,6 +57,7 @@ from serving.security import SecurityConfig, TokenInterceptor, check_exposure, s
 
 log = logging.getLogger("audiorec.serving")
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+# The API's enum names two types; any type travels by name in the `type` fields.
 TYPE_NAMES: dict[int, str] = {pb.AUDIOBOOK: "audiobook", pb.PODCAST: "podcast"}
 TYPE_VALUES: dict[str, Any] = {v: k for k, v in TYPE_NAMES.items()}
 # Codes that describe the client's call, not the server: counted, logged at DEBUG, and
@@ -94,16 +95,36 @@ class ServerConfig(StrictConfig):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
-def _item_type(value: int) -> str:
-    if value not in TYPE_NAMES:
-        got = pb.ItemType.Name(value) if value in pb.ItemType.values() else str(value)
-        raise InvalidRequest(f"item_type is {got}; expected AUDIOBOOK (1) or PODCAST (2)")
-    return TYPE_NAMES[value]
+def _item_type(request: Any, limits: RequestLimits) -> str | None:
+    """The requested type's name, from ``type`` or the ``item_type`` enum (None: neither
+    set). Whether the model serves it is the recommender's to say."""
+    name, value = request.type, request.item_type
+    if value and value not in TYPE_NAMES:
+        raise InvalidRequest(
+            f"item_type is {value}; expected AUDIOBOOK (1) or PODCAST (2), "
+            "or any served type by name in `type`"
+        )
+    if len(name) > limits.max_id_chars:
+        raise InvalidRequest(
+            f"type has {len(name):,} chars; the limit is {limits.max_id_chars} (max_id_chars)"
+        )
+    by_enum = TYPE_NAMES.get(value)
+    if name and by_enum and name != by_enum:
+        raise InvalidRequest(
+            f"type {echo(name)} and item_type {pb.ItemType.Name(value)} disagree; set one of them"
+        )
+    return name or by_enum
 
 
 def _items(answer: Answer) -> list[pb.Item]:
     return [
-        pb.Item(item_id=i.item_id, item_type=TYPE_VALUES[i.item_type], score=i.score, title=i.title)
+        pb.Item(
+            item_id=i.item_id,
+            item_type=TYPE_VALUES.get(i.item_type, pb.ITEM_TYPE_UNSPECIFIED),
+            type=i.item_type,
+            score=i.score,
+            title=i.title,
+        )
         for i in answer.items
     ]
 
@@ -240,7 +261,7 @@ class RecommenderService:
             a = rec.recommend(
                 request.user_id,
                 request.k,
-                _item_type(request.item_type),
+                _item_type(request, rec.limits),
                 request.include_consumed,
                 request.languages,
                 deadline,
@@ -261,7 +282,7 @@ class RecommenderService:
 
     def RecommendSimilar(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
-            a = rec.similar(request.item_id, request.k, _item_type(request.item_type))
+            a = rec.similar(request.item_id, request.k, _item_type(request, rec.limits))
             return pb.RecommendSimilarResponse(
                 items=_items(a), model_version=a.model_version
             ), "SIMILAR"

@@ -50,12 +50,12 @@ def test_console_script_is_installed_and_help_is_fast():
     assert res.returncode == 0 and "generate" in res.stdout and "demo" in res.stdout
 
 
-def test_hgnn_rejects_unknown_relation(tmp_path, capsys):
+def test_hgnn_rejects_unknown_relation(tiny_world, tmp_path, capsys):
     rc = main(
         [
             "hgnn",
             "--data",
-            str(tmp_path),
+            str(tiny_world),
             "--text",
             "t.parquet",
             "--out",
@@ -65,7 +65,9 @@ def test_hgnn_rejects_unknown_relation(tmp_path, capsys):
         ]
     )
     assert rc == 1
-    assert "relations.1: Input should be 'AA', 'AP' or 'PP' (got 'XX')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "graph relations ['XX'] are not pairs of this dataset's item types (relations: AA, "
+    "AP, PP)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_embed_text_then_features_from_the_command_line(tiny_world, tmp_path, capsys):

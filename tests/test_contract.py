@@ -101,9 +101,10 @@ BROKEN = [
     ),
     (
         "items",
-        lambda t: _replace_first(t, "item_type", "ebook", 1),
-        r"items\.parquet: column item_type: 1 row\(s\) have an unknown item_type \(allowed: "
-        r"audiobook, podcast\); first rows: \[\{'item_id': 'ab000000', 'item_type': 'ebook'",
+        lambda t: _replace_first(t, "item_type", "E-Book", 1),
+        r"items\.parquet: column item_type: 1 row\(s\) are not a lower-case identifier of at "
+        r"most 32 characters \(a-z, 0-9, _\); first rows: \[\{'item_id': 'ab000000', "
+        r"'item_type': 'E-Book'",
     ),
     (
         "users",

@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
         assert stage in out
     assert out.count(" holds") == 7
     assert "warm (audiobook history)" in out and "cold start (podcasts only)" in out
-    assert "0 audiobooks (|v|=0.00)" in out  # the cold-start user: zeros, not nulls
+    assert "0 audiobook items (|v|=0.00" in out  # the cold-start user: zeros, not nulls
     assert ", PERSONALIZED" in out
     assert "COLD_START (no audiobook interactions" in out
     assert "FALLBACK (user unknown to the feature store" in out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -100,9 +100,9 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     assert rc == 0
     report = (tmp_path / "r" / "report.md").read_text()
     for text in (
-        "Audiobooks, warm-start users",
-        "Audiobooks, cold-start users",
-        "Podcasts, all users",
+        "Audiobook items, warm-start users",
+        "Audiobook items, cold-start users",
+        "Podcast items, all users",
         "| 2T-HGNN |",
         "| Popularity |",
         "0.353",
@@ -172,7 +172,22 @@ def test_tripartite_graph_joins_users_to_their_items(tiny_world):
 
 
 def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
+    from audiorec.itemtypes import ItemTypes
+    from training.evaluation.protocol import Protocol, TypeTruth
     from training.evaluation.report import expectations
+
+    empty = sp.csr_matrix((0, 0))
+    groups = {"audiobook": ("warm", "cold"), "podcast": ("all",)}
+    proto = Protocol(
+        datetime(2026, 1, 1),
+        datetime(2026, 1, 15),
+        np.empty(0, object),
+        {
+            k: TypeTruth(np.empty(0, object), empty, empty, dict.fromkeys(g, np.empty(0, int)))
+            for k, g in groups.items()
+        },
+        ItemTypes(("audiobook", "podcast")),
+    )
 
     def row(hr, sd=None, seeds=1):
         return {"audiobook": {"warm": {"hr@10": hr, "hr@10_sd": sd, "seeds": seeds}}}
@@ -184,13 +199,13 @@ def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
         "2T-HGNN, no AA edges": row(0.41, 0.02, 3),
         "2T-HGNN, PP-only graph": row(0.35),
     }
-    out = {text: (ok, why) for text, ok, why in expectations(summary)}
-    ok, why = out["warm-start audiobooks: 2T-HGNN has the best HR@10"]
+    out = {text: (ok, why) for text, ok, why in expectations(summary, proto)}
+    ok, why = out["warm-start audiobook items: 2T-HGNN has the best HR@10"]
     # Popularity is deterministic: only 2T-HGNN's seeds are noise, se = 0.01 / sqrt(3)
     assert ok and why == (
         "0.400 vs 0.390; gap +0.010, standard error over seeds 0.006: within noise"
     )
-    ok, why = out["warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's"]
+    ok, why = out["warm-start audiobook items: 2T-HGNN HR@10 >= 1.3 x 2T's"]
     # 0.40 - 1.3 * 0.30 = +0.010; se = sqrt(0.01^2/3 + (1.3 * 0.01)^2/3) = 0.0095
     assert ok and "gap +0.010, standard error over seeds 0.009: within noise" in why
     ok, why = out["ablation 'no AA edges' is below the full model"]

@@ -77,10 +77,12 @@ def test_repo_declares_what_the_jobs_write(fstore):
         "audiobook_pref",
         "podcast_pref",
         "audiobook_items_90d",
-        "follow_count_90d",
-        "preview_count_90d",
-        "intent_to_pay_count_90d",
+        "audiobook_follow_count_90d",
+        "audiobook_preview_count_90d",
+        "audiobook_intent_to_pay_count_90d",
         "weak_audiobook_pref",
+        "podcast_follow_count_90d",
+        "weak_podcast_pref",
     } <= user
     item = {
         f.name
@@ -115,22 +117,22 @@ def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
         ids = sorted(set(ids))
         return np.mean([vec[i] for i in ids], axis=0) if ids else np.zeros(emb.dim)
 
-    ab = rows[rows.item_type == "audiobook"]
-    pod = rows[rows.item_type == "podcast"]
-    weak = ab[ab.event_type != "stream"]
-    return {
-        "audiobook_pref": mean(ab.item_id),
-        "podcast_pref": mean(pod.item_id),
-        "weak_audiobook_pref": mean(weak.item_id),
-        "audiobook_items_90d": ab.item_id.nunique(),
-        "podcast_items_90d": pod.item_id.nunique(),
-        "audiobook_streams_90d": int((ab.event_type == "stream").sum()),
-        "podcast_streams_90d": int((pod.event_type == "stream").sum()),
-        "follow_count_90d": int((ab.event_type == "follow").sum()),
-        "preview_count_90d": int((ab.event_type == "preview").sum()),
-        "intent_to_pay_count_90d": int((ab.event_type == "intent_to_pay").sum()),
-        "podcast_follow_count_90d": int((pod.event_type == "follow").sum()),
-    }
+    out = {}
+    for t in ("audiobook", "podcast"):
+        mine = rows[rows.item_type == t]
+        weak = mine[mine.event_type != "stream"]
+        out.update(
+            {
+                f"{t}_pref": mean(mine.item_id),
+                f"weak_{t}_pref": mean(weak.item_id),
+                f"{t}_items_90d": mine.item_id.nunique(),
+                f"{t}_streams_90d": int((mine.event_type == "stream").sum()),
+                f"{t}_follow_count_90d": int((mine.event_type == "follow").sum()),
+                f"{t}_preview_count_90d": int((mine.event_type == "preview").sum()),
+                f"{t}_intent_to_pay_count_90d": int((mine.event_type == "intent_to_pay").sum()),
+            }
+        )
+    return out
 
 
 def _assert_matches(row, expected):
@@ -197,7 +199,10 @@ def test_cold_start_user_is_zeros_and_unknown_user_is_null(fstore):
         }
     )
     got = user_training_features(fstore["store"], ex).set_index("user_id")
-    assert got.loc[cold, "audiobook_items_90d"] == 0 and got.loc[cold, "follow_count_90d"] == 0
+    assert (
+        got.loc[cold, "audiobook_items_90d"] == 0
+        and got.loc[cold, "audiobook_follow_count_90d"] == 0
+    )
     assert np.allclose(got.loc[cold, "audiobook_pref"], 0)
     assert len(got.loc[cold, "audiobook_pref"]) == 16
     assert pd.isna(got.loc["nobody", "audiobook_items_90d"])
@@ -239,7 +244,7 @@ def test_no_training_row_at_or_before_t_sees_a_later_burst(fstore, tmp_path):
     ex = pd.DataFrame({"user_id": [user] * len(before), "event_timestamp": before})
     base = user_training_features(fstore["store"], ex).sort_values("event_timestamp")
     planted = user_training_features(open_store(wd), ex).sort_values("event_timestamp")
-    cols = ["audiobook_items_90d", "audiobook_streams_90d", "follow_count_90d"]
+    cols = ["audiobook_items_90d", "audiobook_streams_90d", "audiobook_follow_count_90d"]
     pd.testing.assert_frame_equal(
         base[cols].reset_index(drop=True), planted[cols].reset_index(drop=True)
     )
@@ -252,7 +257,7 @@ def test_no_training_row_at_or_before_t_sees_a_later_burst(fstore, tmp_path):
     )
     a0 = user_training_features(fstore["store"], after).iloc[0]
     a1 = user_training_features(open_store(wd), after).iloc[0]
-    assert a1.follow_count_90d == a0.follow_count_90d + 5
+    assert a1.audiobook_follow_count_90d == a0.audiobook_follow_count_90d + 5
     assert a1.audiobook_streams_90d == a0.audiobook_streams_90d + 20
 
 

@@ -14,7 +14,7 @@ from audiorec.errors import AudiorecError
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
-from training.hgnn.graph import TrainGraph, message_csrs, split_edges
+from training.hgnn.graph import full_graph, message_csrs, split_edges
 from training.hgnn.model import HGNN
 from training.hgnn.run import load_hgnn, node_features, run_hgnn
 from training.hgnn.sampler import CSR, BalancedEdgeSampler, sample_blocks, sample_neighbours
@@ -50,7 +50,12 @@ def test_graph_edges_match_brute_force(tiny_world, graph):
         [CUT.replace(month=7, day=20), CUT],
     ).fetchone()[0]
     assert sum(len(s) for s, _, _ in graph.edges.values()) == pairs
-    ab = graph.is_audiobook
+    assert graph.types.names == ("audiobook", "podcast") and graph.types.relations == (
+        "AA",
+        "AP",
+        "PP",
+    )
+    ab = graph.node_type == 0
     s, d, _ = graph.edges["AA"]
     assert ab[s].all() and ab[d].all() and (s < d).all()
     s, d, _ = graph.edges["AP"]
@@ -80,7 +85,10 @@ def test_power_user_cap_bounds_pairs(tiny_world):
 def test_ablation_switches_drop_relations(tiny_world):
     g = build_colisten_graph(tiny_world, CUT, GraphConfig(relations=("AA",)))
     assert set(g.edges) == {"AA"}
-    assert set(message_csrs({r: (s, d) for r, (s, d, _) in g.edges.items()}, g.n)) == {"AA"}
+    assert set(full_graph(g).csrs) == {"AA"}
+    assert set(full_graph(build_colisten_graph(tiny_world, CUT)).csrs) == {"AA", "AP", "PA", "PP"}
+    with pytest.raises(AudiorecError, match=r"graph relations \['AC'\] are not pairs"):
+        build_colisten_graph(tiny_world, CUT, GraphConfig(relations=("AA", "AC")))
 
 
 def test_neighbour_sampler_respects_fanout_and_true_neighbours():
@@ -131,40 +139,34 @@ def test_balanced_sampler_equal_counts_and_full_coverage():
     assert np.bincount(rel).tolist() == [7, 30, 100]
 
 
-def _full_graph(graph):
-    return TrainGraph(
-        graph.n, {}, {}, message_csrs({r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n)
-    )
-
-
 def test_outputs_unit_norm_and_equivariant_to_relabelling(graph, text_table):
     x = node_features(graph, text_table)
-    ab = torch.from_numpy(graph.is_audiobook)
+    ab = torch.from_numpy(graph.node_type)
     torch.manual_seed(0)
-    model = HGNN(x.shape[1], 16, 8).eval()
+    full = full_graph(graph)
+    model = HGNN(x.shape[1], 16, 8, tuple(full.csrs), graph.node_types).eval()
     big = (10_000, 10_000)  # fan-outs above every degree: sampling is exact, deterministic
-    full = _full_graph(graph)
     nodes = torch.arange(graph.n)
     z = model(x, sample_blocks(full.csrs, nodes, big), ab)
     assert torch.allclose(z.norm(dim=1), torch.ones(graph.n), atol=1e-5)
     perm = np.random.default_rng(0).permutation(graph.n)  # new id of old node i: perm[i]
     inv = np.argsort(perm)
     edges = {r: (perm[s], perm[d]) for r, (s, d, _) in graph.edges.items()}
-    relabelled = message_csrs(edges, graph.n)
+    relabelled = message_csrs(edges, graph.n, graph.directions)
     z2 = model(x[inv], sample_blocks(relabelled, nodes, big), ab[inv])
     assert torch.allclose(z2[perm], z, atol=1e-5)
 
 
 def test_isolated_new_item_is_embedded_from_its_text(graph, text_table):
     x = node_features(graph, text_table)
-    ab = torch.from_numpy(graph.is_audiobook)
+    ab = torch.from_numpy(graph.node_type)
     degree = np.zeros(graph.n, int)
     for s, d, _ in graph.edges.values():
         np.add.at(degree, s, 1)
         np.add.at(degree, d, 1)
-    isolated = int(np.flatnonzero(graph.is_audiobook & (degree == 0))[0])
-    model = HGNN(x.shape[1], 16, 8).eval()
-    full = _full_graph(graph)
+    isolated = int(np.flatnonzero((graph.node_type == 0) & (degree == 0))[0])
+    full = full_graph(graph)
+    model = HGNN(x.shape[1], 16, 8, tuple(full.csrs), graph.node_types).eval()
     z = model(x, sample_blocks(full.csrs, torch.tensor([isolated]), (10, 5)), ab)
     assert torch.isfinite(z).all() and abs(z.norm().item() - 1) < 1e-5
     x2 = x.clone()
@@ -187,10 +189,12 @@ def test_training_learns_to_rank_held_out_edges(trained, graph, text_table):
     assert m.metrics["val_auc"] >= 0.8, aucs
     assert m.metrics["val_auc_PP"] >= 0.75 and m.metrics["val_auc_AP"] >= 0.75
     x = node_features(graph, text_table)
-    ab = torch.from_numpy(graph.is_audiobook)
+    ab = torch.from_numpy(graph.node_type)
     tg = split_edges(graph, 0.1, np.random.default_rng(0))
     torch.manual_seed(0)
-    untrained = HGNN(x.shape[1], SMALL["hidden_dim"], SMALL["out_dim"], tuple(tg.csrs))
+    untrained = HGNN(
+        x.shape[1], SMALL["hidden_dim"], SMALL["out_dim"], tuple(tg.csrs), graph.node_types
+    )
     base = evaluate(untrained, x, ab, tg, HGNNConfig(**SMALL), tg.val, 1)["val_auc"]
     assert m.metrics["val_auc"] > base + 0.1, (base, aucs)
 

@@ -99,7 +99,7 @@ def test_language_filter(stub, server, users):
         ),
         (
             {"user_id": "u1", "k": 10},
-            "item_type is ITEM_TYPE_UNSPECIFIED; expected AUDIOBOOK (1) or PODCAST (2)",
+            "no item type given; this model serves audiobook, podcast",
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (
@@ -163,7 +163,7 @@ def test_deadline_stops_the_work(stub, server, users):
     calls = []
     rec = Recommender(server.holder.current.artifact, lambda u, d: calls.append(u) or {})
     with pytest.raises(DeadlineExceeded, match="before reading features"):
-        rec.recommend(users["warm"], 10, deadline=time.monotonic() - 1)
+        rec.recommend(users["warm"], 10, "audiobook", deadline=time.monotonic() - 1)
     assert calls == []
 
 

@@ -51,6 +51,9 @@ class PipelineConfig(StrictConfig):
     # Published versions kept after a successful run (``current`` is never removed), so
     # `audiorec rollback` has somewhere to go while the disk does not fill up.
     keep_versions: int = Field(5, ge=1)
+    # The focus item type (the sparse one cold start is measured on; itemtypes.py); None:
+    # the dataset's type with the fewest streams
+    focus_type: str | None = None
 
 
 class PipelineError(AudiorecError):
@@ -114,10 +117,11 @@ def run_pipeline(
         say(f"  done in {report.seconds[name]:.0f}s", flush=True)
 
     with step(0):
-        data = Dataset.of(data)
+        data = Dataset.of(data, cfg.focus_type)
         cut = cut or data.default_cut
         say(
-            f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; training cut "
+            f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; item types "
+            f"{', '.join(data.item_types)} (focus {data.item_types.focus}); training cut "
             f"{cut:%Y-%m-%d}"
         )
     with step(1):
@@ -186,8 +190,8 @@ def run_pipeline(
         best = towers.best
         say(
             f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
-            f" validation recall@10 audiobooks {best['val_recall_audiobook']:.3f}, podcasts "
-            f"{best['val_recall_podcast']:.3f}"
+            " validation recall@10 "
+            + ", ".join(f"{t} {best[f'val_recall_{t}']:.3f}" for t in data.item_types)
         )
         upstream = {
             "hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,

@@ -28,30 +28,34 @@ COLD_START: Strategy
 FALLBACK: Strategy
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "item_type", "score", "title")
+    __slots__ = ("item_id", "item_type", "type", "score", "title")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     item_type: ItemType
+    type: str
     score: float
     title: str
-    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., score: _Optional[float] = ..., title: _Optional[str] = ...) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages")
+    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CONSUMED_FIELD_NUMBER: _ClassVar[int]
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     item_type: ItemType
     include_consumed: bool
     languages: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ...) -> None: ...
+    type: str
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "model_version", "strategy", "reason")
@@ -66,14 +70,16 @@ class RecommendResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RecommendSimilarRequest(_message.Message):
-    __slots__ = ("item_id", "k", "item_type")
+    __slots__ = ("item_id", "k", "item_type", "type")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     k: int
     item_type: ItemType
-    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ...) -> None: ...
+    type: str
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ...) -> None: ...
 
 class RecommendSimilarResponse(_message.Message):
     __slots__ = ("items", "model_version")

@@ -7,7 +7,8 @@ users.parquet      user_id (string, unique), country (string), age (int),
                    language (string), signup_ts (timestamp UTC)
 music.parquet      user_id (string, in users), music_vector (list<float32>, one fixed dim),
                    event_timestamp (timestamp UTC): taste-vector snapshots
-items.parquet      item_id (string, unique), item_type ('audiobook' | 'podcast'), title,
+items.parquet      item_id (string, unique), item_type (any name: a lower-case identifier,
+                   at most 32 characters; the dataset's types are the names used), title,
                    description, language, genre (strings), publish_ts (timestamp UTC)
 events.parquet     user_id (string, in users), item_id (string, in items),
                    event_type ('stream' | 'follow' | 'preview' | 'intent_to_pay'),
@@ -30,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.errors import ContractError
+from audiorec.itemtypes import ITEM_TYPE_PATTERN
 from training.data.duck import connect_dataset
 
-ITEM_TYPES = ("audiobook", "podcast")
 EVENT_TYPES = ("stream", "follow", "preview", "intent_to_pay")
 WEAK_SIGNALS = ("follow", "preview", "intent_to_pay")
 UTC_NAMES = ("UTC", "Etc/UTC", "+00:00", "Z")
@@ -223,16 +224,23 @@ def _check_values(con, spec: TableSpec) -> None:
             f"{u} IN (SELECT {u} FROM {spec.name} GROUP BY {u} HAVING count(*) > 1)",
             "repeat an id that must be unique",
         )
-    domains = {"items": ("item_type", ITEM_TYPES), "events": ("event_type", EVENT_TYPES)}
-    if spec.name in domains:
-        col, allowed = domains[spec.name]
-        listed = ", ".join(f"'{a}'" for a in allowed)
+    if spec.name == "events":
+        listed = ", ".join(f"'{a}'" for a in EVENT_TYPES)
         _fail_with_rows(
             con,
             spec,
-            col,
-            f"{col} NOT IN ({listed})",
-            f"have an unknown {col} (allowed: {', '.join(allowed)})",
+            "event_type",
+            f"event_type NOT IN ({listed})",
+            f"have an unknown event_type (allowed: {', '.join(EVENT_TYPES)})",
+        )
+    if spec.name == "items":
+        # item types are data, but they name features and relations: identifiers only
+        _fail_with_rows(
+            con,
+            spec,
+            "item_type",
+            f"NOT regexp_full_match(item_type, '{ITEM_TYPE_PATTERN}')",
+            "are not a lower-case identifier of at most 32 characters (a-z, 0-9, _)",
         )
     if spec.name == "events":
         _fail_with_rows(con, spec, "ms_played", "ms_played < 0", "are negative")

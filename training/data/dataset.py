@@ -6,6 +6,10 @@ the :class:`Dataset` instead of a path string and re-checks nothing. A ``Dataset
 an ``os.PathLike`` (its root), so a function that only needs the files can still take
 ``Path(dataset)``; :meth:`Dataset.of` accepts either form at the public entry points.
 
+Item types are data (``audiorec/itemtypes.py``): whatever ``items.parquet`` names; the
+focus (the sparse type cold start is measured on) is the one with the fewest streams unless
+the caller names it.
+
 Snapshot dates: a feature snapshot at date S summarises events strictly before S 00:00
 UTC, so the events can fill snapshots from the day after the first event through the day
 after the last (:attr:`Dataset.span`); training on everything means the cut at that last
@@ -23,6 +27,7 @@ from typing import Iterable
 import duckdb
 
 from audiorec.errors import ContractError
+from audiorec.itemtypes import ItemTypes
 from training.data.contract import CONTRACT, DatasetInfo, validate_dataset
 from training.data.duck import connect_dataset
 
@@ -40,30 +45,45 @@ def data_span(con: duckdb.DuckDBPyConnection) -> tuple[date, date]:
     return lo + timedelta(days=1), hi + timedelta(days=1)
 
 
+def item_types(con: duckdb.DuckDBPyConnection, focus: str | None = None) -> ItemTypes:
+    """The item types of ``con``'s ``items``; the focus is ``focus`` when given, else the
+    type with the fewest streams (the sparse one; ties: the first name)."""
+    rows = con.sql("""
+        SELECT i.item_type, count(e.item_id) AS streams FROM items i
+        LEFT JOIN (SELECT item_id FROM events WHERE event_type = 'stream') e USING (item_id)
+        GROUP BY 1 ORDER BY 2, 1""").fetchall()
+    return ItemTypes.of([t for t, _ in rows], focus if focus is not None else rows[0][0])
+
+
 @dataclass(frozen=True)
 class Dataset(os.PathLike):
     """A validated dataset directory. ``info``: row counts, music dimension, first and
-    last event; ``span``: (first, last) snapshot dates the events can fill."""
+    last event; ``span``: (first, last) snapshot dates the events can fill;
+    ``item_types``: its item types, the focus first."""
 
     root: Path
     info: DatasetInfo
     span: tuple[date, date]
+    item_types: ItemTypes
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "Dataset":
-        """Validate ``root`` (one ContractError on the first violation) and read its span."""
+    def open(cls, root: str | os.PathLike, focus: str | None = None) -> "Dataset":
+        """Validate ``root`` (one ContractError on the first violation) and read its span
+        and item types (``focus``: the focus type, default the one with fewest streams)."""
         info = validate_dataset(Path(root).resolve())
-        con = connect_dataset(info.root, ("events",))
+        con = connect_dataset(info.root, ("items", "events"))
         try:
-            span = data_span(con)
+            span, types = data_span(con), item_types(con, focus)
         finally:
             con.close()
-        return cls(info.root, info, span)
+        return cls(info.root, info, span, types)
 
     @classmethod
-    def of(cls, data: "Dataset | str | os.PathLike") -> "Dataset":
-        """``data`` itself when already opened, else :meth:`open` it."""
-        return data if isinstance(data, Dataset) else cls.open(data)
+    def of(cls, data: "Dataset | str | os.PathLike", focus: str | None = None) -> "Dataset":
+        """``data`` itself when already opened (with that focus), else :meth:`open` it."""
+        if isinstance(data, Dataset) and focus in (None, data.item_types.focus):
+            return data
+        return cls.open(data, focus)
 
     def __fspath__(self) -> str:
         return str(self.root)

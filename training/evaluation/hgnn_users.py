@@ -19,7 +19,7 @@ import torch
 from training.evaluation.models import aligned, unit
 from training.features.embeddings import read_item_embeddings
 from training.graph.tripartite import build_tripartite_graph
-from training.hgnn.graph import TrainGraph, message_csrs, split_edges
+from training.hgnn.graph import full_graph, split_edges
 from training.hgnn.train import embed, train_hgnn
 
 
@@ -36,7 +36,7 @@ def hgnn_with_users(
     g = build_tripartite_graph(data, cut, graph_cfg)
     text = read_item_embeddings(text_path)
     item_x = unit(aligned(g.item_id, np.asarray(text.item_id, dtype=object), text.vectors))
-    s, d, _ = (np.concatenate(parts) for parts in zip(g.edges["UA"], g.edges["UP"]))
+    s, d, _ = (np.concatenate(parts) for parts in zip(*(g.edges[r] for r in g.user_relations)))
     touched = sp.csr_matrix(
         (np.ones(len(s), np.float32), (s - g.n_items, d)), shape=(len(g.user_id), g.n_items)
     )
@@ -45,16 +45,13 @@ def hgnn_with_users(
     types = torch.from_numpy(g.node_type)
     tg = split_edges(g, cfg.val_share, np.random.default_rng(cfg.seed))
     result = train_hgnn(features, types, tg, cfg, progress=progress)
-    full = TrainGraph(
-        g.n, {}, {}, message_csrs({r: (a, b) for r, (a, b, _) in g.edges.items()}, g.n)
-    )
     result.model.eval()
     with torch.no_grad():
         z = embed(
             result.model,
             features,
             types,
-            full,
+            full_graph(g),
             torch.arange(g.n),
             cfg.fanouts,
             torch.Generator().manual_seed(cfg.seed + 2),

@@ -7,9 +7,9 @@
   later ones; a hold-out stream of a later title is not a target).
 * Targets: per type, the items a user streamed in the hold-out and had not streamed
   before the cut (new starts). Only users with at least one target are scored.
-* Groups (audiobooks): warm-start users had an audiobook interaction of any kind (stream,
-  follow, preview, intent to pay) before the cut; cold-start users had none. Podcasts:
-  all users.
+* Groups (the focus type, the paper's audiobooks): warm-start users had an interaction of
+  any kind with that type (stream, follow, preview, intent to pay) before the cut;
+  cold-start users had none. Every other type (podcasts): all users.
 * Already streamed items (before the cut) are never recommended (the serving filter).
 
 All of it is DuckDB SQL over the dataset (O(events)), returned as sparse matrices.
@@ -26,9 +26,8 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from audiorec.errors import AudiorecError
-from training.data.duck import connect_dataset
-
-ITEM_TYPES = ("audiobook", "podcast")
+from audiorec.itemtypes import ItemTypes
+from training.data.dataset import Dataset
 
 
 @dataclass
@@ -47,21 +46,24 @@ class Protocol:
     cut: datetime
     end: datetime
     users: np.ndarray  # every user with a target of some type
-    truth: dict[str, TypeTruth]
+    truth: dict[str, TypeTruth]  # per item type, in the types' order (the focus first)
+    types: ItemTypes
 
     def summary(self) -> str:
         parts = []
         for kind, t in self.truth.items():
             groups = ", ".join(f"{g} {len(rows):,}" for g, rows in t.groups.items())
             parts.append(
-                f"{kind}s: {len(t.item_ids):,} in the catalogue, {t.targets.nnz:,} "
+                f"{kind} items: {len(t.item_ids):,} in the catalogue, {t.targets.nnz:,} "
                 f"new starts ({groups} users)"
             )
         return f"hold-out {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts)
 
 
-def build_protocol(data: str | Path, cut: datetime, end: datetime) -> Protocol:
-    con = connect_dataset(data, ("items", "events"))
+def build_protocol(data: Dataset | str | Path, cut: datetime, end: datetime) -> Protocol:
+    data = Dataset.of(data)
+    types = data.item_types
+    con = data.connect(("items", "events"))
     try:
         con.sql(
             """CREATE TEMP TABLE catalogue AS SELECT item_id, item_type FROM items
@@ -100,7 +102,7 @@ def build_protocol(data: str | Path, cut: datetime, end: datetime) -> Protocol:
     finally:
         con.close()
     truth = {}
-    for kind in ITEM_TYPES:
+    for kind in types:
         ids = np.sort(catalogue["item_id"][catalogue["item_type"] == kind].astype(object))
         t_mask = targets["item_type"] == kind
         b_mask = before["item_type"] == kind
@@ -109,12 +111,12 @@ def build_protocol(data: str | Path, cut: datetime, end: datetime) -> Protocol:
         cons = _matrix(before["user_id"][streamed], before["item_id"][streamed], users, ids)
         has_target = np.flatnonzero(np.diff(tgt.indptr) > 0)
         groups = {"all": has_target}
-        if kind == "audiobook":
+        if kind == types.focus:
             touched = _matrix(before["user_id"][b_mask], before["item_id"][b_mask], users, ids)
             warm = np.diff(touched.indptr) > 0
             groups = {"warm": has_target[warm[has_target]], "cold": has_target[~warm[has_target]]}
         truth[kind] = TypeTruth(ids, tgt, cons, groups)
-    return Protocol(cut, end, users, truth)
+    return Protocol(cut, end, users, truth, types)
 
 
 def _matrix(user_ids, item_ids, users: np.ndarray, ids: np.ndarray) -> sp.csr_matrix:

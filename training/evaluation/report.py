@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.evaluation.protocol import Protocol
 from training.evaluation.run import Results
 
 # The papers' numbers (PAPER.md): HR@10, MRR, coverage %.
@@ -53,12 +54,32 @@ MAIN_ROWS = (
     "2T",
     "2T-HGNN",
 )
-TABLES = (
-    ("Audiobooks, warm-start users", "audiobook", "warm", False),
-    ("Audiobooks, cold-start users", "audiobook", "cold", False),
-    ("Podcasts, all users", "podcast", "all", False),
-    ("Ablations of 2T-HGNN, warm-start audiobooks", "audiobook", "warm", True),
-)
+GROUP_NAMES = {"warm": "warm-start users", "cold": "cold-start users", "all": "all users"}
+
+
+def panels(protocol: Protocol) -> list[tuple[str, str]]:
+    """(item type, group) of every table, in the types' order: the focus type's warm and
+    cold groups (the paper's audiobooks), then one group per other type."""
+    return [(kind, group) for kind, t in protocol.truth.items() for group in t.groups]
+
+
+def tables(protocol: Protocol) -> list[tuple[str, str, str, bool]]:
+    """(title, item type, group, ablations?) of the report's tables: one per panel, then
+    the ablations on the focus type's first group."""
+    out = [
+        (f"{kind.capitalize()} items, {GROUP_NAMES.get(group, group)}", kind, group, False)
+        for kind, group in panels(protocol)
+    ]
+    focus = protocol.types.focus
+    first = next(iter(protocol.truth[focus].groups), "all")
+    return out + [
+        (
+            f"Ablations of 2T-HGNN, {focus} items, {GROUP_NAMES.get(first, first)}",
+            focus,
+            first,
+            True,
+        )
+    ]
 
 
 def summarize(res: Results) -> dict:
@@ -146,8 +167,12 @@ def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> 
     return lines + [""]
 
 
-def expectations(summary: dict) -> list[tuple[str, bool, str]]:
-    """(the paper's ordering, whether it holds here, the numbers behind it)."""
+def expectations(summary: dict, protocol: Protocol) -> list[tuple[str, bool, str]]:
+    """(the paper's ordering, whether it holds here, the numbers behind it): on the focus
+    type (the paper's audiobooks) warm and cold, and on every other type (podcasts)."""
+    focus = protocol.types.focus
+    groups = protocol.truth[focus].groups
+    warm_g = "warm" if "warm" in groups else next(iter(groups), "all")
 
     def entry(model, kind, group) -> dict:
         return summary.get(model, {}).get(kind, {}).get(group, {})
@@ -189,39 +214,47 @@ def expectations(summary: dict) -> list[tuple[str, bool, str]]:
         )
         return text
 
-    warm = {m: hr(m, "audiobook", "warm") for m in summary}
+    warm = {m: hr(m, focus, warm_g) for m in summary}
     main = {m: v for m, v in warm.items() if not m.startswith("2T-HGNN, ")}
     best = max(main, key=lambda m: main[m]) if main else None
     runner = max((m for m in main if m != "2T-HGNN"), key=lambda m: main[m], default=None)
+    where = f"{warm_g}-start {focus} items" if warm_g != "all" else f"{focus} items"
     out = [
         (
-            "warm-start audiobooks: 2T-HGNN has the best HR@10",
+            f"{where}: 2T-HGNN has the best HR@10",
             best == "2T-HGNN",
-            versus("2T-HGNN", runner, "audiobook", "warm") if runner else "",
+            versus("2T-HGNN", runner, focus, warm_g) if runner else "",
         ),
         (
-            "warm-start audiobooks: 2T-HGNN HR@10 >= 1.3 x 2T's",
-            hr("2T-HGNN", "audiobook", "warm") >= 1.3 * hr("2T", "audiobook", "warm"),
-            versus("2T-HGNN", "2T", "audiobook", "warm", 1.3),
-        ),
-        (
-            "cold-start audiobooks: 2T-HGNN beats 2T and Popularity",
-            hr("2T-HGNN", "audiobook", "cold")
-            > max(hr("2T", "audiobook", "cold"), hr("Popularity", "audiobook", "cold")),
-            versus("2T-HGNN", "2T", "audiobook", "cold"),
-        ),
-        (
-            "podcasts: 2T-HGNN >= 2T",
-            hr("2T-HGNN", "podcast", "all") >= hr("2T", "podcast", "all"),
-            versus("2T-HGNN", "2T", "podcast", "all"),
+            f"{where}: 2T-HGNN HR@10 >= 1.3 x 2T's",
+            hr("2T-HGNN", focus, warm_g) >= 1.3 * hr("2T", focus, warm_g),
+            versus("2T-HGNN", "2T", focus, warm_g, 1.3),
         ),
     ]
+    if "cold" in groups:
+        out.append(
+            (
+                f"cold-start {focus} items: 2T-HGNN beats 2T and Popularity",
+                hr("2T-HGNN", focus, "cold")
+                > max(hr("2T", focus, "cold"), hr("Popularity", focus, "cold")),
+                versus("2T-HGNN", "2T", focus, "cold"),
+            )
+        )
+    for kind in protocol.types.names[1:]:
+        for group in protocol.truth[kind].groups:
+            out.append(
+                (
+                    f"{kind} items: 2T-HGNN >= 2T",
+                    hr("2T-HGNN", kind, group) >= hr("2T", kind, group),
+                    versus("2T-HGNN", "2T", kind, group),
+                )
+            )
     for m in (m for m in summary if m.startswith("2T-HGNN, ")):
         out.append(
             (
                 f"ablation '{m[9:]}' is below the full model",
-                hr(m, "audiobook", "warm") < hr("2T-HGNN", "audiobook", "warm"),
-                versus(m, "2T-HGNN", "audiobook", "warm"),
+                hr(m, focus, warm_g) < hr("2T-HGNN", focus, warm_g),
+                versus(m, "2T-HGNN", focus, warm_g),
             )
         )
     return out
@@ -291,14 +324,14 @@ def write_report(res: Results, out: str | Path) -> Path:
         + (f" ({res.seeding})." if res.seeding else "."),
         "",
     ]
-    for title, kind, group, abl in TABLES:
+    for title, kind, group, abl in tables(res.protocol):
         if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
             continue
         lines += table(summary, title, kind, group, abl)
     lines += ["### The paper's expected orderings", ""]
     lines += [
         f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
-        for text, ok, why in expectations(summary)
+        for text, ok, why in expectations(summary, res.protocol)
     ]
     lines += ["", *selection_lines(res)]
     chosen = res.chosen.get("2T-HGNN", {}).get("setting")
@@ -319,39 +352,45 @@ def write_report(res: Results, out: str | Path) -> Path:
         "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    _charts(summary, out)
+    _charts(summary, res.protocol, out)
     return out / "report.md"
 
 
-def _charts(summary: dict, out: Path) -> None:
+def _charts(summary: dict, protocol: Protocol, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("audiobook", "warm"), ("audiobook", "cold"), ("podcast", "all")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (kind, group) in zip(axes, panels):
+    shown = panels(protocol)
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.7 * len(shown), 4), squeeze=False)
+    for ax, (kind, group) in zip(axes[0], shown):
         for m, kinds in summary.items():
             if m.startswith("2T-HGNN, ") or group not in kinds.get(kind, {}):
                 continue
             curve = kinds[kind][group]["hr_curve"]
             ax.plot(range(1, len(curve) + 1), curve, label=m)
-        ax.set(xscale="log", xlabel="K", ylabel="HR@K", title=f"{kind}s, {group} users")
+        ax.set(
+            xscale="log",
+            xlabel="K",
+            ylabel="HR@K",
+            title=f"{kind} items, {GROUP_NAMES.get(group, group)}",
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "hr_at_k.png", dpi=110)
     plt.close(fig)
+    kind, group = shown[0]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m, kinds in summary.items():
-        s = kinds.get("audiobook", {}).get("warm")
+        s = kinds.get(kind, {}).get(group)
         if s:
             ax.scatter(s["coverage"] * 100, s["hr@10"])
             ax.annotate(m, (s["coverage"] * 100, s["hr@10"]), fontsize=7)
     ax.set(
         xlabel="coverage of the top 100 (%)",
         ylabel="HR@10",
-        title="warm-start audiobooks: accuracy vs coverage",
+        title=f"{kind} items, {GROUP_NAMES.get(group, group)}: accuracy vs coverage",
     )
     fig.tight_layout()
     fig.savefig(out / "coverage_vs_hr.png", dpi=110)

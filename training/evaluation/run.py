@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from audiorec.config import StrictConfig
+from audiorec.itemtypes import ItemTypes
 from training.data import Dataset
 from training.evaluation.models import (
     aligned,
@@ -45,10 +46,12 @@ from training.pipeline import PipelineConfig
 ABLATIONS = {
     "no balanced sampler": {"hgnn": {"balanced": False}},
     "no weak signals": {"two_tower": {"use_weak_signals": False}},
-    "no PP edges": {"graph": {"relations": ("AA", "AP")}},
-    "no AA edges": {"graph": {"relations": ("AP", "PP")}},
-    "AA-only graph": {"graph": {"relations": ("AA",)}},
-    "PP-only graph": {"graph": {"relations": ("PP",)}},
+    # graph ablations name relations by type codes (itemtypes.py); on a dataset without
+    # those types they are skipped
+    "no PP edges": {"drop_relations": ("PP",)},
+    "no AA edges": {"drop_relations": ("AA",)},
+    "AA-only graph": {"only_relations": ("AA",)},
+    "PP-only graph": {"only_relations": ("PP",)},
     # the levers beyond the paper, each switched off alone, then both
     "no popularity prior": {"two_tower": {"popularity_prior": False}},
     "no item-id embeddings": {"two_tower": {"item_id_embedding_dim": 0}},
@@ -130,7 +133,7 @@ def run_evaluation(
     from training.text.embed import embed_items
 
     say = print if progress else (lambda *a, **k: None)
-    data, wd = Dataset.of(data), Path(workdir).resolve()
+    data, wd = Dataset.of(data, cfg.pipeline.focus_type), Path(workdir).resolve()
     end = data.default_cut
     cut = holdout_cut(data, end, cfg)
     proto = build_protocol(data, cut, end)
@@ -244,7 +247,11 @@ def run_evaluation(
             )
 
     timed("2T-HGNN", two_tower_hgnn)
-    for label, overrides in cfg.chosen_ablations().items():
+    for label, symbolic in cfg.chosen_ablations().items():
+        overrides = resolved(symbolic, proto.types)
+        if overrides is None:
+            say(f"  ablation {label!r} skipped: this dataset has no such relation")
+            continue
         graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
         store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
         timed(
@@ -261,6 +268,20 @@ def run_evaluation(
             ),
         )
     return res
+
+
+def resolved(ablation: dict, types: ItemTypes) -> dict | None:
+    """An ablation as config overrides for ``types``: ``drop_relations`` keeps every other
+    relation, ``only_relations`` just those; None when it names a relation ``types`` lack."""
+    drop, only = ablation.get("drop_relations", ()), ablation.get("only_relations", ())
+    if any(r not in types.relations for r in (*drop, *only)):
+        return None
+    out = {k: v for k, v in ablation.items() if k not in ("drop_relations", "only_relations")}
+    if drop:
+        out["graph"] = {"relations": tuple(r for r in types.relations if r not in drop)}
+    if only:
+        out["graph"] = {"relations": tuple(only)}
+    return out
 
 
 def holdout_cut(data: Dataset | Path, end, cfg: EvaluationConfig):
@@ -496,7 +517,8 @@ def _two_tower_rows(
         if progress:
             print(
                 f"    {model} seed {seed}: best epoch {towers.best_epoch}, validation "
-                f"recall@10 {towers.best['val_recall_audiobook']:.3f}"
+                f"recall@10 of {proto.types.focus} "
+                f"{towers.best[f'val_recall_{proto.types.focus}']:.3f}"
                 + (f"; prior {towers.prior['chosen']}" if towers.prior else ""),
                 flush=True,
             )

@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
 from audiorec.featurestore import STATE_FILE, features_dir
+from audiorec.itemtypes import ItemTypes
 from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
 from training.data.arrow import vector_column
-from training.data.dataset import Dataset, data_span
+from training.data.dataset import Dataset, data_span, item_types
 from training.data.duck import connect_dataset
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import ItemEmbeddings, read_item_embeddings
@@ -63,7 +64,7 @@ class FeatureRunReport:
 
 
 def run_feature_jobs(
-    data: str | Path,
+    data: Dataset | str | Path,
     workdir: str | Path,
     hgnn_embeddings: str | Path,
     text_embeddings: str | Path,
@@ -75,10 +76,11 @@ def run_feature_jobs(
 ) -> FeatureRunReport:
     """Bring the feature tables of ``workdir`` up to snapshot date ``through``
     (default: the day after the last event)."""
-    data = Dataset.of(data) if validate else Path(data).resolve()
+    data = Dataset.of(data) if validate or isinstance(data, Dataset) else Path(data).resolve()
     hgnn = read_item_embeddings(hgnn_embeddings)
     text = read_item_embeddings(text_embeddings)
     con = connect_dataset(data, ("users", "music", "items", "events"))
+    types = data.item_types if isinstance(data, Dataset) else item_types(con)
     first_possible, last_possible = data_span(con)
     through = through or last_possible
     root = features_dir(workdir)
@@ -90,6 +92,7 @@ def run_feature_jobs(
         "text_version": text.version,
         "hgnn_dim": hgnn.dim,
         "window_days": cfg.window_days,
+        "item_types": types.to_json(),
     }
     full = state is None or state.get("key") != key
     if full:
@@ -107,13 +110,15 @@ def run_feature_jobs(
     # (each appears atomically) and records progress last.
     try:
         with staged_directory(root, link=True) if full else nullcontext(root) as target:
-            _write_all(con, target, report, cfg, hgnn, text, first, through, full, progress)
+            _write_all(con, target, report, cfg, hgnn, text, types, first, through, full, progress)
             since = first if full else date.fromisoformat(state["first"])
             write_json(
                 target / STATE_FILE,
                 {
                     "key": key,
                     "generation": generation,
+                    # what the feature repository declares views for (featurestore.py)
+                    "item_types": types.to_json(),
                     "first": since.isoformat(),
                     "through": through.isoformat(),
                 },
@@ -130,6 +135,7 @@ def _write_all(
     cfg: FeatureJobConfig,
     hgnn: ItemEmbeddings,
     text: ItemEmbeddings,
+    types: ItemTypes,
     first: date,
     through: date,
     full: bool,
@@ -175,10 +181,10 @@ def _write_all(
     )
 
     def windows(path: Path) -> int:
-        with AtomicParquet(path, user_windows_schema()) as out:
-            out.write(user_window_baselines(con, hgnn.dim, first, lo, hi))
+        with AtomicParquet(path, user_windows_schema(types)) as out:
+            out.write(user_window_baselines(con, hgnn.dim, types, first, lo, hi))
             batches = user_window_batches(
-                con, hgnn, first, through, cfg.window_days, cfg.user_buckets, anchor=full
+                con, hgnn, types, first, through, cfg.window_days, cfg.user_buckets, anchor=full
             )
             for batch in tqdm(
                 batches,

@@ -21,20 +21,9 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from audiorec.itemtypes import ItemTypes
 from training.data.arrow import vector_column
 from training.features.embeddings import ItemEmbeddings
-
-USER_WINDOW_COUNTS = (
-    "audiobook_items_90d",
-    "podcast_items_90d",
-    "audiobook_streams_90d",
-    "podcast_streams_90d",
-    "follow_count_90d",
-    "preview_count_90d",
-    "intent_to_pay_count_90d",
-    "podcast_follow_count_90d",
-)
-USER_WINDOW_VECTORS = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
 
 
 def midnight(d: date) -> datetime:
@@ -48,12 +37,12 @@ def time_filter(column: str, lo: datetime | None, hi: datetime) -> tuple[str, li
     return f"CAST({column} AS TIMESTAMPTZ) >= ? AND CAST({column} AS TIMESTAMPTZ) < ?", [lo, hi]
 
 
-def user_windows_schema() -> pa.Schema:
-    vec = pa.list_(pa.float32())
+def user_windows_schema(types: ItemTypes) -> pa.Schema:
+    """user_id, event_timestamp, then the per-type window features (itemtypes.py)."""
+    kinds = {"vector": pa.list_(pa.float32()), "count": pa.int64()}
     return pa.schema(
         [("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
-        + [(c, vec) for c in USER_WINDOW_VECTORS]
-        + [(c, pa.int64()) for c in USER_WINDOW_COUNTS]
+        + [(name, kinds[kind]) for name, kind, _ in types.user_window_columns()]
     )
 
 
@@ -81,7 +70,14 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
 
 
 def user_window_batches(
-    con, emb: ItemEmbeddings, first: date, last: date, window: int, buckets: int, anchor: bool
+    con,
+    emb: ItemEmbeddings,
+    types: ItemTypes,
+    first: date,
+    last: date,
+    window: int,
+    buckets: int,
+    anchor: bool,
 ) -> Iterator[pa.Table]:
     """User window rows for snapshots in [first, last], one arrow table per user bucket.
 
@@ -100,6 +96,15 @@ def user_window_batches(
     )
     con.sql("CREATE TEMP TABLE emb_idx AS SELECT * FROM emb_ids")
     con.unregister("emb_ids")
+    con.sql("DROP TABLE IF EXISTS type_idx")
+    con.register(
+        "type_ids",
+        pa.table(
+            {"item_type": pa.array(types.names, pa.string()), "t": pa.array(np.arange(len(types)))}
+        ),
+    )
+    con.sql("CREATE TEMP TABLE type_idx AS SELECT * FROM type_ids")
+    con.unregister("type_ids")
     con.sql("DROP TABLE IF EXISTS snaps")
     con.sql(
         f"""
@@ -112,7 +117,7 @@ def user_window_batches(
         WHERE s BETWEEN ? AND ?""",
         params=[first, anchor, first, first, first, last],
     )
-    schema = user_windows_schema()
+    schema = user_windows_schema(types)
     for b in range(buckets):
         rows = con.sql(
             """
@@ -124,21 +129,22 @@ def user_window_batches(
             continue
         pairs = con.sql(
             f"""
-            SELECT q.r, coalesce(x.idx, -1) AS idx, u.item_type = 'audiobook' AS ab,
+            SELECT q.r, coalesce(x.idx, -1) AS idx, ti.t,
                    sum(u.streams) AS streams, sum(u.follows) AS follows,
                    sum(u.previews) AS previews, sum(u.intents) AS intents
             FROM (SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r
                   FROM snaps WHERE bucket = ?) q
             JOIN ud u ON u.user_id = q.user_id AND u.first_snap <= q.s
                      AND u.first_snap > q.s - {window}
+            JOIN type_idx ti ON ti.item_type = u.item_type
             LEFT JOIN emb_idx x ON x.item_id = u.item_id
-            GROUP BY q.r, u.item_id, x.idx, u.item_type""",
+            GROUP BY q.r, u.item_id, x.idx, ti.t""",
             params=[b],
         ).fetchnumpy()
         n = rows.num_rows
         r = pairs["r"].astype(np.int64)
         idx = pairs["idx"].astype(np.int64)
-        ab = pairs["ab"].astype(bool)
+        kind = pairs["t"].astype(np.int64)
         streams, follows = pairs["streams"].astype(np.int64), pairs["follows"].astype(np.int64)
         previews, intents = pairs["previews"].astype(np.int64), pairs["intents"].astype(np.int64)
 
@@ -154,33 +160,32 @@ def user_window_batches(
         def count(weights: np.ndarray) -> pa.Array:
             return pa.array(np.bincount(r, weights=weights, minlength=n).astype(np.int64))
 
-        weak = ab & ((follows + previews + intents) > 0)
-        vectors = {
-            "audiobook_pref": mean_vectors(ab),
-            "podcast_pref": mean_vectors(~ab),
-            "weak_audiobook_pref": mean_vectors(weak),
-        }
+        weak = (follows + previews + intents) > 0
         cols = {
             "user_id": rows.column("user_id").cast(pa.string()),
             "event_timestamp": pa.array(
                 [midnight(d) for d in rows.column("s").to_pylist()],
                 type=pa.timestamp("us", tz="UTC"),
             ),
-            **{k: vector_column(v) for k, v in vectors.items()},
-            "audiobook_items_90d": count(ab.astype(np.float64)),
-            "podcast_items_90d": count((~ab).astype(np.float64)),
-            "audiobook_streams_90d": count(streams * ab),
-            "podcast_streams_90d": count(streams * ~ab),
-            "follow_count_90d": count(follows * ab),
-            "preview_count_90d": count(previews * ab),
-            "intent_to_pay_count_90d": count(intents * ab),
-            "podcast_follow_count_90d": count(follows * ~ab),
         }
+        for i, t in enumerate(types.names):
+            mine = kind == i
+            cols.update(
+                {
+                    f"{t}_pref": vector_column(mean_vectors(mine)),
+                    f"{t}_items_90d": count(mine.astype(np.float64)),
+                    f"{t}_streams_90d": count(streams * mine),
+                    f"{t}_follow_count_90d": count(follows * mine),
+                    f"{t}_preview_count_90d": count(previews * mine),
+                    f"{t}_intent_to_pay_count_90d": count(intents * mine),
+                    f"weak_{t}_pref": vector_column(mean_vectors(mine & weak)),
+                }
+            )
         yield pa.table(cols, schema=schema)
 
 
 def user_window_baselines(
-    con, dim: int, first: date, lo: datetime | None, hi: datetime
+    con, dim: int, types: ItemTypes, first: date, lo: datetime | None, hi: datetime
 ) -> pa.Table:
     """One all-zero row per user who signed up in [lo, hi) (lo None: all before hi), at
     signup, or just before the first snapshot for older accounts: every known user has a
@@ -194,15 +199,16 @@ def user_window_baselines(
         params=[start] + params,
     ).to_arrow_table()
     n = users.num_rows
-    zeros = vector_column(np.zeros((n, dim), dtype=np.float32))
-    zero = pa.array(np.zeros(n, dtype=np.int64))
+    zero = {
+        "vector": vector_column(np.zeros((n, dim), dtype=np.float32)),
+        "count": pa.array(np.zeros(n, dtype=np.int64)),
+    }
     cols = {
         "user_id": users.column("user_id").cast(pa.string()),
         "event_timestamp": users.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")),
-        **{c: zeros for c in USER_WINDOW_VECTORS},
-        **{c: zero for c in USER_WINDOW_COUNTS},
+        **{name: zero[kind] for name, kind, _ in types.user_window_columns()},
     }
-    return pa.table(cols, schema=user_windows_schema())
+    return pa.table(cols, schema=user_windows_schema(types))
 
 
 def item_popularity(con, first: date, last: date, window: int, anchor: bool) -> pa.Table:

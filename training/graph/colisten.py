@@ -1,10 +1,12 @@
 """The co-listening graph (PAPER.md, "The model", point 1), in DuckDB SQL.
 
-Nodes are all items of the catalogue (audiobooks and podcasts), so an item without edges
-(a new title) is still a node and gets an embedding from its text. An edge joins two items
-that at least ``min_users`` users interacted with (stream or weak signal) inside the
-``window_days`` before the training cut. Relations: AA, AP, PP (undirected; message
-passing uses both directions, with AP's reverse called PA).
+Nodes are all items of the catalogue, of every type, so an item without edges (a new
+title) is still a node and gets an embedding from its text. An edge joins two items that
+at least ``min_users`` users interacted with (stream or weak signal) inside the
+``window_days`` before the training cut. Relations: one per unordered pair of item types,
+T(T+1)/2 of them, named by the types' codes (``audiorec/itemtypes.py``: AA, AP, PP for
+audiobooks and podcasts); undirected, message passing uses both directions (AP's reverse
+is PA).
 
 Power users make pairs explode: a user with n items gives n(n-1)/2 pairs. The bound: only
 each user's ``max_items_per_user`` most recently touched items in the window take part
@@ -17,36 +19,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 
 from audiorec.config import StrictConfig
-from training.data.duck import connect_dataset
-
-RELATIONS = ("AA", "AP", "PP")
+from audiorec.errors import AudiorecError
+from audiorec.itemtypes import ItemTypes
+from training.data.dataset import Dataset
 
 
 class GraphConfig(StrictConfig):
     window_days: int = 90
     max_items_per_user: int = 50
     min_users: int = 1
-    # keep a subset for the paper's ablations: no PP = (AA, AP), AA-only = (AA,), ...
-    relations: tuple[Literal["AA", "AP", "PP"], ...] = RELATIONS
+    # relation codes to keep (None: every pair of types); the paper's ablations keep a
+    # subset: no PP = (AA, AP), AA-only = (AA,), ...
+    relations: tuple[str, ...] | None = None
+
+    def chosen(self, types: ItemTypes) -> tuple[str, ...]:
+        """The relations of ``types`` this config keeps; an unknown code is an error."""
+        if self.relations is None:
+            return types.relations
+        unknown = sorted(set(self.relations) - set(types.relations))
+        if unknown:
+            raise AudiorecError(
+                f"graph relations {unknown} are not pairs of this dataset's "
+                f"item types (relations: {', '.join(types.relations)})"
+            )
+        return tuple(r for r in types.relations if r in self.relations)
 
 
 @dataclass
 class CoListenGraph:
     """Items and their co-listening edges.
 
-    item_id: (N,) node order; is_audiobook: (N,) bool;
+    item_id: (N,) node order; node_type: (N,) int64 index into ``types.names``;
     edges: relation -> (src, dst, count) int arrays over node indices, one entry per
-    undirected edge with src < dst for AA/PP and src = audiobook, dst = podcast for AP.
+    undirected edge, src of the relation's first type (src < dst within one type).
     """
 
     item_id: np.ndarray
-    is_audiobook: np.ndarray
+    node_type: np.ndarray
+    types: ItemTypes
     edges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     stats: dict
 
@@ -54,18 +68,36 @@ class CoListenGraph:
     def n(self) -> int:
         return len(self.item_id)
 
+    @property
+    def node_types(self) -> int:
+        return len(self.types)
+
+    @property
+    def directions(self) -> dict[str, tuple[str, str]]:
+        """relation -> (its forward message relation, its reverse): AP -> (AP, PA)."""
+        return directions(self.types, self.edges)
+
+
+def directions(types: ItemTypes, relations) -> dict[str, tuple[str, str]]:
+    out = {}
+    for rel in relations:
+        a, b = types.relation_types(rel)
+        out[rel] = (rel, types.codes[b] + types.codes[a])
+    return out
+
 
 def build_colisten_graph(
-    data: str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
+    data: Dataset | str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
 ) -> CoListenGraph:
     """The graph of the ``window_days`` before ``cut`` (events at or after it unseen)."""
+    data = Dataset.of(data)
+    types = data.item_types
+    keep = cfg.chosen(types)
     con, items = recent_user_items(data, cut, cfg)
     uncapped, capped = con.sql("""
         SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM ui GROUP BY user_id)),
                (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM capped
                 GROUP BY user_id))""").fetchall()[0]
-    ab = items["ab"].astype(bool)
-    con.register("node_types", pa.table({"node": pa.array(np.arange(len(ab))), "ab": pa.array(ab)}))
     pairs = con.sql(f"""
         SELECT a.node AS x, b.node AS y, count(*) AS users
         FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.node < b.node
@@ -73,17 +105,18 @@ def build_colisten_graph(
         ORDER BY 1, 2""").fetchnumpy()  # a parallel GROUP BY's row order varies per run
     con.close()
     x, y, cnt = (pairs[k].astype(np.int64) for k in ("x", "y", "users"))
-    ax, ay = ab[x], ab[y]
+    node_type = items["node_type"]
+    # orient every pair from the earlier type to the later one (type order): (x, y) with
+    # type(x) <= type(y); within one type x < y already
+    flip = node_type[x] > node_type[y]
+    x, y = np.where(flip, y, x), np.where(flip, x, y)
+    tx, ty = node_type[x], node_type[y]
     edges = {}
-    for rel, mask in (("AA", ax & ay), ("PP", ~ax & ~ay), ("AP", ax ^ ay)):
-        if rel not in cfg.relations:
-            continue
-        s, d, c = x[mask], y[mask], cnt[mask]
-        if rel == "AP":  # orient audiobook -> podcast
-            flip = ~ab[s]
-            s, d = np.where(flip, d, s), np.where(flip, s, d)
-        edges[rel] = (s, d, c)
-    stats = graph_stats(ab, edges)
+    for rel in keep:
+        a, b = (types.index(t) for t in types.relation_types(rel))
+        mask = (tx == a) & (ty == b)
+        edges[rel] = (x[mask], y[mask], cnt[mask])
+    stats = graph_stats(node_type, types, edges)
     stats.update(
         cut=cut.isoformat(),
         window_days=cfg.window_days,
@@ -91,27 +124,21 @@ def build_colisten_graph(
         pairs_uncapped=int(uncapped or 0),
         pairs_capped=int(capped or 0),
     )
-    return CoListenGraph(items["item_id"].astype(object), ab, edges, stats)
+    return CoListenGraph(items["item_id"].astype(object), node_type, types, edges, stats)
 
 
-def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
+def recent_user_items(data: Dataset, cut: datetime, cfg: GraphConfig):
     """A DuckDB connection holding ``ui(user_id, node, last_ts)``, every (user, item)
     touched (any event) in the ``window_days`` before ``cut``, and ``capped(user_id,
     node)``, each user's ``max_items_per_user`` most recent of them; nodes are numbered in
-    item-id order. Also returns the items (item_id, ab)."""
-    con = connect_dataset(data, ("items", "events"))
+    item-id order. Also returns the items (item_id, node_type: index in the type order)."""
+    con = data.connect(("items", "events"))
     con.sql("SET TimeZone = 'UTC'")
-    items = con.sql(
-        "SELECT item_id, item_type = 'audiobook' AS ab FROM items ORDER BY item_id"
-    ).fetchnumpy()
-    con.register(
-        "node_ids",
-        pa.table(
-            {
-                "item_id": pa.array(items["item_id"], pa.string()),
-                "node": pa.array(np.arange(len(items["item_id"]))),
-            }
-        ),
+    items = con.sql("SELECT item_id, item_type FROM items ORDER BY item_id").fetchnumpy()
+    items["node_type"] = data.item_types.positions(items["item_type"])
+    con.sql(
+        "CREATE TEMP TABLE node_ids AS SELECT item_id, row_number() OVER "
+        "(ORDER BY item_id) - 1 AS node FROM items"
     )
     lo = cut - timedelta(days=cfg.window_days)
     con.sql(
@@ -131,20 +158,20 @@ def recent_user_items(data: str | Path, cut: datetime, cfg: GraphConfig):
     return con, items
 
 
-def graph_stats(ab: np.ndarray, edges: dict) -> dict:
-    """Per-relation edge counts and degree statistics (over the nodes the relation
-    touches: audiobooks for AA, both sides for AP, podcasts for PP)."""
+def graph_stats(node_type: np.ndarray, types: ItemTypes, edges: dict) -> dict:
+    """Per-relation edge counts and degree statistics (over the nodes of the relation's
+    types: audiobooks for AA, both sides for AP), and isolated items per type."""
+    n = len(node_type)
     out = {
-        "nodes": int(len(ab)),
-        "audiobooks": int(ab.sum()),
-        "podcasts": int((~ab).sum()),
+        "nodes": int(n),
+        "items": {t: int((node_type == i).sum()) for i, t in enumerate(types.names)},
         "relations": {},
     }
-    touched = np.zeros(len(ab), dtype=bool)
+    touched = np.zeros(n, dtype=bool)
     for rel, (s, d, c) in edges.items():
-        deg = np.bincount(np.concatenate([s, d]), minlength=len(ab))
-        side = ab if rel == "AA" else (~ab if rel == "PP" else np.ones_like(ab))
-        dd = deg[side]
+        deg = np.bincount(np.concatenate([s, d]), minlength=n)
+        ends = [types.index(t) for t in types.relation_types(rel)]
+        dd = deg[np.isin(node_type, ends)]
         touched |= deg > 0
         out["relations"][rel] = {
             "edges": int(len(s)),
@@ -155,6 +182,7 @@ def graph_stats(ab: np.ndarray, edges: dict) -> dict:
             "degree_max": int(dd.max()) if len(dd) else 0,
             "nodes_with_edges": int((dd > 0).sum()),
         }
-    out["isolated_audiobooks"] = int((ab & ~touched).sum())
-    out["isolated_podcasts"] = int((~ab & ~touched).sum())
+    out["isolated"] = {
+        t: int(((node_type == i) & ~touched).sum()) for i, t in enumerate(types.names)
+    }
     return out

@@ -15,7 +15,8 @@ from training.hgnn.sampler import CSR
 @dataclass
 class TrainGraph:
     n: int
-    train: dict[str, tuple[np.ndarray, np.ndarray]]  # relation (AA/AP/PP) -> (src, dst)
+    node_types: int  # item types (+1 when users are nodes)
+    train: dict[str, tuple[np.ndarray, np.ndarray]]  # relation (AA, AP, ...) -> (src, dst)
     val: dict[str, tuple[np.ndarray, np.ndarray]]
     csrs: dict[str, CSR]  # message relation -> incoming CSR
     # Negatives are drawn from nodes [0, n_items): the items (with users as nodes, a user
@@ -35,19 +36,36 @@ def split_edges(graph: CoListenGraph, val_share: float, rng: np.random.Generator
         v, t = perm[:n_val], perm[n_val:]
         train[rel], val[rel] = (s[t], d[t]), (s[v], d[v])
     return TrainGraph(
-        graph.n, train, val, message_csrs(train, graph.n), getattr(graph, "n_items", None)
+        graph.n,
+        graph.node_types,
+        train,
+        val,
+        message_csrs(train, graph.n, graph.directions),
+        getattr(graph, "n_items", None),
     )
 
 
-def message_csrs(edges: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> dict[str, CSR]:
-    """Directed message relations from undirected edges: AA and PP both ways; an AP edge
-    (audiobook a, podcast p) sends a->p (AP) and p->a (PA); user-item edges UA / UP
-    likewise (UA and AU, UP and PU)."""
+def full_graph(graph) -> TrainGraph:
+    """Every edge carrying messages (validation ones too): the final embedding pass."""
+    edges = {r: (s, d) for r, (s, d, _) in graph.edges.items()}
+    return TrainGraph(
+        graph.n, graph.node_types, {}, {}, message_csrs(edges, graph.n, graph.directions)
+    )
+
+
+def message_csrs(
+    edges: dict[str, tuple[np.ndarray, np.ndarray]], n: int, directions: dict[str, tuple[str, str]]
+) -> dict[str, CSR]:
+    """Directed message relations from undirected edges, named source-target:
+    ``directions[rel] = (forward, reverse)``. Within one type (AA) both directions are one
+    relation; across two (AP, audiobook a and podcast p) a->p is AP and p->a is PA; user
+    edges (UA) likewise (UA and AU)."""
     csrs = {}
     for rel, (s, d) in edges.items():
-        if rel in ("AA", "PP"):
+        forward, reverse = directions[rel]
+        if forward == reverse:
             csrs[rel] = CSR.from_edges(np.concatenate([s, d]), np.concatenate([d, s]), n)
-        elif rel in ("AP", "UA", "UP"):  # both directions, named source-target
-            csrs[rel] = CSR.from_edges(s, d, n)
-            csrs[rel[::-1]] = CSR.from_edges(d, s, n)
+        else:
+            csrs[forward] = CSR.from_edges(s, d, n)
+            csrs[reverse] = CSR.from_edges(d, s, n)
     return csrs

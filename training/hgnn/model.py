@@ -11,13 +11,13 @@ pooling aggregator, P_r of width ``hidden_dim``, the max-pool and W_r done by Py
 its self term, so a new title is embedded from its text alone (inductive). ReLU between
 layers; the output is L2-normalised, ready for an inner-product nearest-neighbour index.
 
-Relations are named source-target: AA (audiobook->audiobook), PA (podcast->audiobook),
-AP (audiobook->podcast), PP (podcast->podcast); with users as nodes (the evaluation's
-HGNN-w-users) also UA, AU, UP, PU, and a third self transform for user nodes.
+Relations are named source-target by the item types' codes (``audiorec/itemtypes.py``):
+AA (audiobook->audiobook), PA (podcast->audiobook), AP (audiobook->podcast), PP; with
+users as nodes (the evaluation's HGNN-w-users) also UA, AU, UP, PU. One self transform per
+node type: the item types in their order (0, 1, ...), then users when they are nodes.
 
-Node types: 0 audiobook, 1 podcast, 2 user (a bool "is audiobook" tensor is accepted for
-the two item types). Shapes: x (N_in, d_in) features of ``blocks[0].nodes``; returns
-(n_seeds, out_dim).
+Shapes: x (N_in, d_in) features of ``blocks[0].nodes``; node_type (N,) int64 of all nodes;
+returns (n_seeds, out_dim).
 """
 
 from __future__ import annotations
@@ -29,21 +29,14 @@ from torch_geometric.nn import SAGEConv
 
 from training.hgnn.sampler import Block
 
-MESSAGE_RELATIONS = ("AA", "PA", "AP", "PP")
-
-
-def node_types(types: Tensor) -> Tensor:
-    """int64 node types from either form (bool "is audiobook", or 0/1/2)."""
-    return (~types).long() if types.dtype == torch.bool else types
-
 
 class HeteroSAGELayer(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, relations: tuple[str, ...], pool_dim: int):
+    def __init__(
+        self, in_dim: int, out_dim: int, relations: tuple[str, ...], pool_dim: int, node_types: int
+    ):
         super().__init__()
-        self.self_audiobook = nn.Linear(in_dim, out_dim)
-        self.self_podcast = nn.Linear(in_dim, out_dim)
-        if any("U" in r for r in relations):
-            self.self_user = nn.Linear(in_dim, out_dim)
+        self.out_dim = out_dim
+        self.selfs = nn.ModuleList(nn.Linear(in_dim, out_dim) for _ in range(node_types))
         # The pooling aggregator's projection P_r (in_dim -> pool_dim, then ReLU) is ours,
         # so that its width is a setting (SAGEConv's project=True fixes it at in_dim, 3x
         # the cost on 384-d text features); SAGEConv then max-pools and applies W_r.
@@ -56,14 +49,12 @@ class HeteroSAGELayer(nn.Module):
         )
 
     def forward(self, x: Tensor, block: Block, types: Tensor) -> Tensor:
-        """x: (len(block.nodes), in_dim); types: (block.n_dst,) node types."""
+        """x: (len(block.nodes), in_dim); types: (block.n_dst,) int64 node types."""
         x_dst = x[: block.n_dst]
-        types = node_types(types)
-        out = x_dst.new_zeros(block.n_dst, self.self_audiobook.out_features)
-        selfs = [self.self_audiobook, self.self_podcast, getattr(self, "self_user", None)]
-        for t, linear in enumerate(selfs):
+        out = x_dst.new_zeros(block.n_dst, self.out_dim)
+        for t, linear in enumerate(self.selfs):
             mask = types == t
-            if linear is not None and mask.any():
+            if mask.any():
                 out[mask] = linear(x_dst[mask])
         for r, edge_index in block.edges.items():
             if r in self.convs and edge_index.shape[1]:
@@ -77,26 +68,31 @@ class HeteroSAGELayer(nn.Module):
 
 
 class HGNN(nn.Module):
+    """``relations``: the message relations (both directions); ``node_types``: how many
+    (the item types, plus one when users are nodes)."""
+
     def __init__(
         self,
         in_dim: int,
         hidden_dim: int,
         out_dim: int,
-        relations: tuple[str, ...] = MESSAGE_RELATIONS,
+        relations: tuple[str, ...],
+        node_types: int,
         layers: int = 2,
     ):
         super().__init__()
+        self.out_dim = out_dim
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
         self.layers = nn.ModuleList(
-            HeteroSAGELayer(a, b, relations, pool_dim=hidden_dim)
+            HeteroSAGELayer(a, b, relations, pool_dim=hidden_dim, node_types=node_types)
             for a, b in zip(dims[:-1], dims[1:])
         )
 
-    def forward(self, features: Tensor, blocks: list[Block], is_audiobook: Tensor) -> Tensor:
-        """features: (N, d_in) of all nodes; is_audiobook: (N,) bool of all nodes."""
+    def forward(self, features: Tensor, blocks: list[Block], node_type: Tensor) -> Tensor:
+        """features: (N, d_in) of all nodes; node_type: (N,) int64 of all nodes."""
         h = features[blocks[0].nodes]
         for i, (layer, block) in enumerate(zip(self.layers, blocks)):
-            h = layer(h, block, is_audiobook[block.nodes[: block.n_dst]])
+            h = layer(h, block, node_type[block.nodes[: block.n_dst]])
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return F.normalize(h, dim=-1)

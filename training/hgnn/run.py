@@ -25,10 +25,11 @@ import torch
 from audiorec.errors import AudiorecError
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
+from training.data.dataset import Dataset
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
-from training.hgnn.graph import TrainGraph, message_csrs, split_edges
+from training.hgnn.graph import full_graph, split_edges
 from training.hgnn.model import HGNN
 from training.hgnn.train import embed, plot_curve, train_hgnn
 
@@ -38,7 +39,9 @@ class HGNNManifest(ManifestBase):
 
     KIND = "audiorec.hgnn"
     WHAT = "HGNN run"
+    FORMAT_VERSION = 2  # 2: any item types (one self transform per type)
     version: str
+    item_types: list[str]  # node type order: the model's self transforms follow it
     cut: str
     in_dim: int
     hidden_dim: int
@@ -68,6 +71,7 @@ class HGNNRun:
         m = self.manifest
         g = m.graph
         rel = ", ".join(f"{r} {v['edges']:,}" for r, v in g["relations"].items())
+        isolated = " and ".join(f"{n:,} {t} items" for t, n in g["isolated"].items())
         degrees = "; ".join(
             f"{r} degree mean {v['degree_mean']}, median {v['degree_median']:.0f}, "
             f"p99 {v['degree_p99']:.0f}, max {v['degree_max']}"
@@ -75,8 +79,7 @@ class HGNNRun:
         )
         auc = m.metrics.get("val_auc", float("nan"))
         return (
-            f"HGNN {self.version}: graph {rel} edges ({g['isolated_audiobooks']:,} "
-            f"audiobooks and {g['isolated_podcasts']:,} podcasts isolated; {degrees}); "
+            f"HGNN {self.version}: graph {rel} edges ({isolated} isolated; {degrees}); "
             f"best epoch {m.best_epoch} of {m.epochs_run}, held-out AUC {auc:.3f}; "
             f"{m.train_seconds:.0f}s; embeddings of {m.items:,} items -> {self.out}"
         )
@@ -95,7 +98,7 @@ def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
 
 
 def run_hgnn(
-    data: str | Path,
+    data: Dataset | str | Path,
     text_embeddings: str | Path,
     out: str | Path,
     cut: datetime,
@@ -106,23 +109,20 @@ def run_hgnn(
     """Build the graph of the window before ``cut``, train, embed all items, publish."""
     out = Path(out)
     t0 = time.perf_counter()
-    graph = build_colisten_graph(data, cut, graph_cfg)
+    graph = build_colisten_graph(Dataset.of(data), cut, graph_cfg)
     t_graph = time.perf_counter() - t0
     features = node_features(graph, text_embeddings)
-    is_ab = torch.from_numpy(graph.is_audiobook)
+    node_type = torch.from_numpy(graph.node_type)
     tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
-    result = train_hgnn(features, is_ab, tg, cfg, progress=progress)
+    result = train_hgnn(features, node_type, tg, cfg, progress=progress)
     # Final embeddings: messages over all edges (validation ones too), every catalogue item.
-    full = TrainGraph(
-        graph.n, {}, {}, message_csrs({r: (s, d) for r, (s, d, _) in graph.edges.items()}, graph.n)
-    )
     result.model.eval()
     with torch.no_grad():
         z = embed(
             result.model,
             features,
-            is_ab,
-            full,
+            node_type,
+            full_graph(graph),
             torch.arange(graph.n),
             cfg.fanouts,
             torch.Generator().manual_seed(cfg.seed + 2),
@@ -134,6 +134,7 @@ def run_hgnn(
     version = f"hgnn-{cut:%Y%m%d}-{digest}"
     manifest = HGNNManifest(
         version=version,
+        item_types=graph.types.to_json(),
         cut=cut.isoformat(),
         in_dim=int(features.shape[1]),
         hidden_dim=cfg.hidden_dim,
@@ -153,12 +154,9 @@ def run_hgnn(
         versions={"torch": torch.__version__, "torch_geometric": _pyg_version()},
     )
     with staged_directory(out, link=True) as tmp:
+        names = np.asarray(graph.types.names, dtype=object)
         write_item_embeddings(
-            tmp / "embeddings.parquet",
-            graph.item_id,
-            z,
-            version,
-            item_type=np.where(graph.is_audiobook, "audiobook", "podcast"),
+            tmp / "embeddings.parquet", graph.item_id, z, version, item_type=names[graph.node_type]
         )
         torch.save(result.model.state_dict(), tmp / "model.pt")
         (tmp / "graph_stats.json").write_text(json.dumps(graph.stats, indent=2))
@@ -175,7 +173,13 @@ def load_hgnn(directory: str | Path) -> tuple[HGNN, HGNNManifest]:
     """The model of a published HGNN directory, checked against its manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory, HGNNManifest)
-    model = HGNN(manifest.in_dim, manifest.hidden_dim, manifest.out_dim, tuple(manifest.relations))
+    model = HGNN(
+        manifest.in_dim,
+        manifest.hidden_dim,
+        manifest.out_dim,
+        tuple(manifest.relations),
+        len(manifest.item_types),
+    )
     state = torch.load(directory / "model.pt", weights_only=True)
     try:
         model.load_state_dict(state)

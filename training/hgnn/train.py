@@ -38,7 +38,7 @@ class TrainResult:
 def embed(
     model: HGNN,
     features: torch.Tensor,
-    is_ab: torch.Tensor,
+    node_type: torch.Tensor,
     graph: TrainGraph,
     nodes: torch.Tensor,
     fanouts,
@@ -50,9 +50,9 @@ def embed(
     out = []
     for lo in range(0, len(uniq), batch):
         seeds = uniq[lo : lo + batch]
-        out.append(model(features, sample_blocks(graph.csrs, seeds, fanouts, gen), is_ab))
+        out.append(model(features, sample_blocks(graph.csrs, seeds, fanouts, gen), node_type))
     if not out:
-        return torch.empty(0, model.layers[-1].self_audiobook.out_features)
+        return torch.empty(0, model.out_dim)
     return torch.cat(out)[inverse]
 
 
@@ -76,7 +76,7 @@ def _pairs(graph_edges: dict, limit: int, rng: np.random.Generator):
 
 @torch.no_grad()
 def evaluate(
-    model, features, is_ab, graph: TrainGraph, cfg: HGNNConfig, edges: dict, seed: int
+    model, features, node_type, graph: TrainGraph, cfg: HGNNConfig, edges: dict, seed: int
 ) -> dict:
     """Held-out edges against random pairs, per relation: margin loss and AUC (fixed
     sampling seed). ``val_loss`` and ``val_auc`` are the means over relations, so the
@@ -91,7 +91,7 @@ def evaluate(
     a = torch.cat([x for x, _ in parts.values()])
     p = torch.cat([y for _, y in parts.values()])
     n = torch.from_numpy(rng.integers(0, graph.negative_pool, (len(a), cfg.negatives)))
-    z = embed(model, features, is_ab, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
+    z = embed(model, features, node_type, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
     za, zp, zn = (
         z[: len(a)],
         z[len(a) : 2 * len(a)],
@@ -121,7 +121,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def train_hgnn(
     features: torch.Tensor,
-    is_ab: torch.Tensor,
+    node_type: torch.Tensor,
     graph: TrainGraph,
     cfg: HGNNConfig,
     progress: bool = True,
@@ -135,20 +135,26 @@ def train_hgnn(
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(features, is_ab, graph, cfg, progress)
+        return _train(features, node_type, graph, cfg, progress)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
 def _train(
-    features: torch.Tensor, is_ab: torch.Tensor, graph: TrainGraph, cfg: HGNNConfig, progress: bool
+    features: torch.Tensor,
+    node_type: torch.Tensor,
+    graph: TrainGraph,
+    cfg: HGNNConfig,
+    progress: bool,
 ) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = HGNN(features.shape[1], cfg.hidden_dim, cfg.out_dim, tuple(graph.csrs))
+    model = HGNN(
+        features.shape[1], cfg.hidden_dim, cfg.out_dim, tuple(graph.csrs), graph.node_types
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = BalancedEdgeSampler(graph.train, cfg.balanced, rng)
     result = TrainResult(model)
@@ -180,7 +186,7 @@ def _train(
             z = embed(
                 model,
                 features,
-                is_ab,
+                node_type,
                 graph,
                 torch.cat([ba, bp, bn.flatten()]),
                 cfg.fanouts,
@@ -196,7 +202,7 @@ def _train(
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        metrics = evaluate(model, features, is_ab, graph, cfg, graph.val, cfg.seed + 1)
+        metrics = evaluate(model, features, node_type, graph, cfg, graph.val, cfg.seed + 1)
         row = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audiorec.artifact import ITEM_TYPES, IndexInfo, Manifest
+from audiorec.artifact import IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
@@ -109,7 +109,7 @@ def write_version(
     rows = rows[np.linspace(0, len(rows) - 1, min(1000, len(rows))).astype(int)]
     queries = towers.user_vectors({k: v[rows] for k, v in data.user.items()})
     indexes = {}
-    for kind in ITEM_TYPES:
+    for kind in data.types:
         mask = data.item_types == kind
         index = ItemIndex.build(
             vectors[mask],
@@ -148,9 +148,10 @@ def write_version(
         item_features=data.item_specs,
         dim=int(vectors.shape[1]),
         indexes=indexes,
+        item_types=data.types.to_json(),
         model={
             **cfg.model_dump(),
-            "ignored_user_features": cfg.ignored_user_features(),
+            "ignored_user_features": cfg.ignored_user_features(data.types),
             "ignored_item_features": cfg.ignored_item_features(),
             # the last vector coordinate is the popularity prior (prior.py), or absent
             "prior": towers.prior,
@@ -160,8 +161,7 @@ def write_version(
             "epochs": len(towers.history),
             "best_epoch": towers.best_epoch,
             "train_seconds": round(towers.seconds, 1),
-            "val_recall_at_10_audiobook": best["val_recall_audiobook"],
-            "val_recall_at_10_podcast": best["val_recall_podcast"],
+            **{f"val_recall_at_10_{t}": best[f"val_recall_{t}"] for t in data.types},
             "history": towers.history,
         },
         libraries=library_versions(),

@@ -29,7 +29,8 @@ class Catalog:
     """Per-item arrays; audiobooks come first (0..n_audiobooks-1), then podcasts."""
 
     item_id: np.ndarray  # str
-    item_type: np.ndarray  # int8: AUDIOBOOK or PODCAST
+    item_type: np.ndarray  # int8: AUDIOBOOK or PODCAST (how it is listened to)
+    type_name: np.ndarray  # str: the item_type written (a third type's name, if any)
     primary_topic: np.ndarray  # int16
     topics: np.ndarray  # float32 (n_items, T): topic mixture
     language: np.ndarray  # int8 index into LANGUAGES
@@ -84,9 +85,19 @@ def make_catalog(cfg: WorldConfig, rng: np.random.Generator) -> Catalog:
     publish_day = np.concatenate([ab_day, pod_day])
 
     title, description = _write_texts(cfg, rng, primary, mix)
+    type_name = np.array(ITEM_TYPE_NAMES, dtype=object)[item_type]
+    if cfg.third_type is not None:
+        # drawn last, so a two-type world of the same seed is unchanged
+        third = (item_type == PODCAST) & (rng.random(n) < cfg.third_type_share)
+        type_name[third] = cfg.third_type
+        ids = ids.astype(object)
+        prefix = cfg.third_type[:2] if cfg.third_type[:2] != "ab" else "t3"
+        ids[third] = [prefix + i[2:] for i in ids[third]]
+        ids = ids.astype(str)
     return Catalog(
         ids,
         item_type,
+        type_name,
         primary,
         mix,
         language,

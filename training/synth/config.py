@@ -73,6 +73,11 @@ class WorldConfig(StrictConfig):
     # ahead a weak signal predicts; short lags make old, unstarted signals near-negatives
     weak_signal_lag_days: float = Field(2.0, gt=0)
 
+    # a third item type (e.g. "course"): this share of the podcast catalogue carries that
+    # type's name (and id prefix) instead, listened to as podcasts are; None: two types
+    third_type: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    third_type_share: float = Field(0.25, gt=0, lt=1)
+
     # engineering
     chunk_users: int = Field(25_000, ge=100)  # users per event chunk (bounds memory)
     stats_pairs: int = Field(600, ge=10)  # pairs per side for the text-cosine fact

@@ -29,7 +29,7 @@ from audiorec.publish import staged_directory
 from training.data.arrow import vector_column
 from training.data.contract import CONTRACT, validate_dataset
 from training.synth.behaviour import EVENT_TYPE_NAMES, ItemPicker, chunk_events
-from training.synth.catalog import AUDIOBOOK, ITEM_TYPE_NAMES, PODCAST, make_catalog
+from training.synth.catalog import AUDIOBOOK, PODCAST, make_catalog
 from training.synth.config import WorldConfig
 from training.synth.population import make_population, music_projection, music_vectors
 from training.synth.vocab import COUNTRIES, LANGUAGES, TOPICS
@@ -110,9 +110,7 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
         pa.table(
             {
                 "item_id": item_ids,
-                "item_type": pa.array(ITEM_TYPE_NAMES).take(
-                    pa.array(cat.item_type.astype(np.int32))
-                ),
+                "item_type": pa.array(cat.type_name.astype(str), pa.string()),
                 "title": pa.array(cat.title),
                 "description": pa.array(cat.description),
                 "language": langs.take(pa.array(cat.language.astype(np.int32))),

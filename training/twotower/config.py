@@ -5,18 +5,9 @@ from __future__ import annotations
 from pydantic import field_validator
 
 from audiorec.config import StrictConfig
+from audiorec.itemtypes import ItemTypes
 
-# User-tower inputs that come from the HGNN, and those that come from weak signals: the
-# evaluation's "2T alone" baseline and "no weak signals" ablation switch them off.
-HGNN_USER_FEATURES = ("audiobook_pref", "podcast_pref", "weak_audiobook_pref")
 HGNN_ITEM_FEATURES = ("hgnn_embedding",)
-WEAK_USER_FEATURES = (
-    "follow_count_90d",
-    "preview_count_90d",
-    "intent_to_pay_count_90d",
-    "podcast_follow_count_90d",
-    "weak_audiobook_pref",
-)
 # Item-service features the item tower never reads: a version tag, and popularity (kept
 # in the service for the fallback lists; as a tower input it trades coverage for hits).
 ITEM_UNUSED = ("hgnn_version", "streams_90d", "listeners_90d")
@@ -30,7 +21,8 @@ class TwoTowerConfig(StrictConfig):
     use_hgnn: bool = True  # False: the "2T alone" baseline
     use_weak_signals: bool = True  # False: weak-signal features dropped
     weak_positives: bool = False  # also train on follow/preview/intent_to_pay
-    podcast_positive_share: float = 2.0  # podcast positives per audiobook one, at most
+    # positives of each other item type per positive of the focus type, at most
+    other_positive_share: float = 2.0
     batch_size: int = 256
     learning_rate: float = 1e-3
     max_epochs: int = 10
@@ -52,12 +44,14 @@ class TwoTowerConfig(StrictConfig):
     validation_max_examples: int = 5000
     seed: int = 0
 
-    def ignored_user_features(self) -> tuple[str, ...]:
-        ignored = set()
+    def ignored_user_features(self, types: ItemTypes) -> tuple[str, ...]:
+        """User-tower inputs switched off: those from the HGNN (the "2T alone" baseline),
+        those from weak signals (the "no weak signals" ablation)."""
+        ignored: set[str] = set()
         if not self.use_hgnn:
-            ignored |= set(HGNN_USER_FEATURES)
+            ignored |= set(types.hgnn_user_features())
         if not self.use_weak_signals:
-            ignored |= set(WEAK_USER_FEATURES)
+            ignored |= set(types.weak_user_features())
         return tuple(sorted(ignored))
 
     def ignored_item_features(self) -> tuple[str, ...]:

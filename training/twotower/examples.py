@@ -1,7 +1,7 @@
 """Training examples for the two towers, with their features read through Feast.
 
 A positive is a *new start*: the first stream of a (user, item) pair, stamped with its
-time (optionally also the first weak signal on an audiobook). The user side of every
+time (optionally also the first weak signal on an item of the focus type). The user side of every
 example is the user-tower feature service read with Feast's point-in-time join at that
 timestamp, so an example sees only features computed from events strictly before it.
 The item side is the item-tower service read once per item as of the cut.
@@ -24,8 +24,10 @@ import scipy.sparse as sp
 
 from audiorec.errors import AudiorecError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE, feature_service
+from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.data.contract import WEAK_SIGNALS
+from training.data.dataset import Dataset
 from training.data.duck import connect_dataset, sql_literal
 from training.data.ids import positions
 from training.twotower.config import TwoTowerConfig
@@ -38,8 +40,7 @@ class TowerData:
     Examples (n): ``user`` inputs per spec, ``item`` row into the item table, ``ts``,
     ``validation`` (the later-in-time slice, never trained on), ``scored`` (the validation
     examples that are streams: what early stopping scores). Items (m): ``item_ids``,
-    ``item_types`` and
-    ``items`` inputs per spec.
+    ``item_types`` (names) and ``items`` inputs per spec. ``types``: the dataset's types.
     """
 
     user_specs: list[InputSpec]
@@ -54,6 +55,7 @@ class TowerData:
     item_types: np.ndarray
     items: dict[str, np.ndarray]
     window: dict
+    types: ItemTypes
     # (examples, items) 1 where the example's user streamed the item before the validation
     # slice: masked when validation ranks items, as serving and the protocol mask them
     seen: sp.csr_matrix | None = None
@@ -83,14 +85,16 @@ def feature_specs(store, service: str, table: pa.Table) -> list[InputSpec]:
     return specs
 
 
-def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFrame:
-    """New starts before ``cut`` (user_id, item_id, item_type, event_timestamp), podcast
-    positives subsampled to at most ``podcast_positive_share`` per audiobook one."""
-    con = connect_dataset(data, ("items", "events"))
+def positives(data: Dataset, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFrame:
+    """New starts before ``cut`` (user_id, item_id, item_type, event_timestamp), the
+    positives of each other type subsampled to at most ``other_positive_share`` per one of
+    the focus type."""
+    focus = data.item_types.focus
+    con = data.connect(("items", "events"))
     weak = ", ".join(sql_literal(w) for w in WEAK_SIGNALS)
     kinds = "e.event_type = 'stream'"
     if cfg.weak_positives:
-        kinds = f"({kinds} OR (i.item_type = 'audiobook' AND e.event_type IN ({weak})))"
+        kinds = f"({kinds} OR (i.item_type = {sql_literal(focus)} AND e.event_type IN ({weak})))"
     start = (
         cut - timedelta(days=cfg.train_days)
         if cfg.train_days
@@ -117,13 +121,17 @@ def positives(data: str | Path, cut: datetime, cfg: TwoTowerConfig) -> pd.DataFr
         con.close()
     df = table.to_pandas()
     rng = np.random.default_rng(cfg.seed)
-    podcast = (df["item_type"] == "podcast").to_numpy()
-    keep_share = cfg.podcast_positive_share * (~podcast).sum() / max(1, podcast.sum())
-    keep = ~podcast | (rng.random(len(df)) < keep_share)
-    df = df[keep].reset_index(drop=True)
-    if not (df["item_type"] == "audiobook").any():
-        raise AudiorecError(f"no audiobook streams before {cut:%Y-%m-%d}: nothing to train on")
-    return df
+    kind = df["item_type"].to_numpy(dtype=object)
+    n_focus = int((kind == focus).sum())
+    if n_focus == 0:
+        raise AudiorecError(f"no {focus} streams before {cut:%Y-%m-%d}: nothing to train on")
+    keep = kind == focus
+    draw = rng.random(len(df))
+    for other in data.item_types.names[1:]:
+        mine = kind == other
+        share = cfg.other_positive_share * n_focus / max(1, mine.sum())
+        keep |= mine & (draw < share)
+    return df[keep].reset_index(drop=True)
 
 
 def item_features(store, cut: datetime, catalogue_ids: np.ndarray) -> pa.Table:
@@ -143,11 +151,7 @@ def item_features(store, cut: datetime, catalogue_ids: np.ndarray) -> pa.Table:
 
 
 def streamed_before(
-    data: str | Path,
-    when: datetime,
-    example_users: np.ndarray,
-    rows: np.ndarray,
-    item_ids: np.ndarray,
+    data: Dataset, when: datetime, example_users: np.ndarray, rows: np.ndarray, item_ids: np.ndarray
 ) -> sp.csr_matrix:
     """(examples, items) 1 where example ``rows``' users streamed the item before
     ``when`` (other rows empty); ``item_ids`` sorted."""
@@ -176,13 +180,16 @@ def streamed_before(
 
 
 def build_tower_data(
-    store, data: str | Path, cut: datetime, cfg: TwoTowerConfig, progress=print
+    store, data: Dataset | str | Path, cut: datetime, cfg: TwoTowerConfig, progress=print
 ) -> TowerData:
     """Positives, their point-in-time user features, and the item table."""
+    data = Dataset.of(data)
     pos = positives(data, cut, cfg)
+    per_type = pos["item_type"].value_counts()
     progress(
-        f"  {len(pos):,} positives ({(pos['item_type'] == 'audiobook').sum():,} audiobook"
-        f", {(pos['item_type'] == 'podcast').sum():,} podcast) before {cut:%Y-%m-%d}"
+        f"  {len(pos):,} positives ("
+        + ", ".join(f"{int(per_type.get(t, 0)):,} {t}" for t in data.item_types)
+        + f") before {cut:%Y-%m-%d}"
     )
     con = connect_dataset(data, ("items",))
     try:
@@ -231,6 +238,7 @@ def build_tower_data(
         item_types=item_types,
         items=tower_inputs({n: items.column(n) for n in items.column_names}, item_specs),
         seen=seen,
+        types=data.item_types,
         window={
             "first_example": str(pos["event_timestamp"].min()),
             "validation_start": str(val_start),

@@ -145,7 +145,7 @@ def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray
     users = embed(towers.user_tower, _slice(data.user, rows))
     items = embed(towers.item_tower, item_inputs(data, towers.item_ids))
     out = {}
-    for kind in ("audiobook", "podcast"):
+    for kind in data.types:
         mine, of_kind, cols, seen = per_type(data, rows, kind)
         out[kind] = recall_at_k(users[mine], items[of_kind], cols, seen=seen)
     return out
@@ -176,7 +176,7 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True)
             user_stats,
             cfg.layers,
             cfg.string_embedding_dim,
-            cfg.ignored_user_features(),
+            cfg.ignored_user_features(data.types),
             "user_tower",
         ),
         build_tower(
@@ -230,18 +230,18 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True)
             {
                 "epoch": epoch,
                 "train_loss": float(np.mean(losses)),
-                "val_recall_audiobook": recall["audiobook"],
-                "val_recall_podcast": recall["podcast"],
+                **{f"val_recall_{t}": r for t, r in recall.items()},
                 "seconds": time.perf_counter() - start,
             }
         )
         if progress:
             print(
                 f"  2T epoch {epoch}: loss {np.mean(losses):.3f}, validation recall@10 "
-                f"audiobooks {recall['audiobook']:.3f}, podcasts {recall['podcast']:.3f}",
+                + ", ".join(f"{t} {r:.3f}" for t, r in recall.items()),
                 flush=True,
             )
-        score = recall["audiobook"] if not np.isnan(recall["audiobook"]) else -np.mean(losses)
+        focus = recall[data.types.focus]
+        score = focus if not np.isnan(focus) else -np.mean(losses)
         if score > best:
             best, stale, towers.best_epoch = score, 0, epoch
             best_weights = [w.numpy() for w in weights]
@@ -256,6 +256,7 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True)
 
 
 def plot_curve(history: list[dict], path: str | Path) -> None:
+    """Training loss and the validation recall@10 of each item type, per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,8 +266,8 @@ def plot_curve(history: list[dict], path: str | Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
     a.plot(epochs, [h["train_loss"] for h in history], marker="o")
     a.set(xlabel="epoch", ylabel="in-batch softmax loss", title="training loss")
-    for kind in ("audiobook", "podcast"):
-        b.plot(epochs, [h[f"val_recall_{kind}"] for h in history], marker="o", label=kind)
+    for key in [k for k in history[0] if k.startswith("val_recall_")] if history else []:
+        b.plot(epochs, [h[key] for h in history], marker="o", label=key[len("val_recall_") :])
     b.set(xlabel="epoch", ylabel=f"recall@{RECALL_K}", title="validation (later slice)")
     b.legend()
     fig.tight_layout()
