@@ -57,21 +57,27 @@ MAIN_ROWS = (
 GROUP_NAMES = {"warm": "warm-start users", "cold": "cold-start users", "all": "all users"}
 
 
-def panels(protocol: Protocol) -> list[tuple[str, str]]:
-    """(item type, group) of every table, in the types' order: the focus type's warm and
-    cold groups (the paper's audiobooks), then one group per other type."""
-    return [(kind, group) for kind, t in protocol.truth.items() for group in t.groups]
+def layout(protocol: Protocol) -> dict[str, list[str]]:
+    """item type -> its groups, in the types' order (the focus first): what the tables,
+    orderings and charts are laid out by (also written to metrics.json)."""
+    return {kind: list(t.groups) for kind, t in protocol.truth.items()}
 
 
-def tables(protocol: Protocol) -> list[tuple[str, str, str, bool]]:
+def panels(groups: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(item type, group) of every table: the focus type's warm and cold groups (the
+    paper's audiobooks), then one group per other type."""
+    return [(kind, group) for kind, gs in groups.items() for group in gs]
+
+
+def tables(groups: dict[str, list[str]]) -> list[tuple[str, str, str, bool]]:
     """(title, item type, group, ablations?) of the report's tables: one per panel, then
     the ablations on the focus type's first group."""
     out = [
         (f"{kind.capitalize()} items, {GROUP_NAMES.get(group, group)}", kind, group, False)
-        for kind, group in panels(protocol)
+        for kind, group in panels(groups)
     ]
-    focus = protocol.types.focus
-    first = next(iter(protocol.truth[focus].groups), "all")
+    focus = next(iter(groups))
+    first = groups[focus][0] if groups[focus] else "all"
     return out + [
         (
             f"Ablations of 2T-HGNN, {focus} items, {GROUP_NAMES.get(first, first)}",
@@ -125,7 +131,9 @@ def _rel(a, b) -> str:
     )
 
 
-def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> list[str]:
+def table(
+    summary: dict, title: str, kind: str, group: str, ablations: bool, heading: str = "###"
+) -> list[str]:
     paper = PAPER.get((kind, group), {})
     if ablations:
         models = ["2T-HGNN"] + [m for m in summary if m.startswith("2T-HGNN, ")]
@@ -143,7 +151,7 @@ def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> 
         0,
     )
     lines = [
-        f"### {title} ({users:,} users)",
+        f"{heading} {title} ({users:,} users)",
         "",
         f"| model | HR@10 | paper | MRR | paper | coverage | paper | HR@10 vs {ref}: "
         "ours | paper |",
@@ -167,11 +175,11 @@ def table(summary: dict, title: str, kind: str, group: str, ablations: bool) -> 
     return lines + [""]
 
 
-def expectations(summary: dict, protocol: Protocol) -> list[tuple[str, bool, str]]:
+def expectations(summary: dict, layout: dict[str, list[str]]) -> list[tuple[str, bool, str]]:
     """(the paper's ordering, whether it holds here, the numbers behind it): on the focus
     type (the paper's audiobooks) warm and cold, and on every other type (podcasts)."""
-    focus = protocol.types.focus
-    groups = protocol.truth[focus].groups
+    focus = next(iter(layout))
+    groups = layout[focus]
     warm_g = "warm" if "warm" in groups else next(iter(groups), "all")
 
     def entry(model, kind, group) -> dict:
@@ -240,8 +248,8 @@ def expectations(summary: dict, protocol: Protocol) -> list[tuple[str, bool, str
                 versus("2T-HGNN", "2T", focus, "cold"),
             )
         )
-    for kind in protocol.types.names[1:]:
-        for group in protocol.truth[kind].groups:
+    for kind in list(layout)[1:]:
+        for group in layout[kind]:
             out.append(
                 (
                     f"{kind} items: 2T-HGNN >= 2T",
@@ -260,14 +268,14 @@ def expectations(summary: dict, protocol: Protocol) -> list[tuple[str, bool, str
     return out
 
 
-def selection_lines(res: Results) -> list[str]:
+def selection_lines(chosen: dict, validation: str = "", heading: str = "###") -> list[str]:
     """What each model's settings were chosen as, on the validation window."""
-    if not res.chosen:
+    if not chosen:
         return []
     lines = [
-        "### Settings chosen on the validation window",
+        f"{heading} Settings chosen on the validation window",
         "",
-        (f"Validation window: {res.validation}. " if res.validation else "")
+        (f"Validation window: {validation}. " if validation else "")
         + "Each model tried the same number of settings (its defaults first); the "
         "criterion is HR@10 averaged over the three groups above; the hold-out was "
         "scored once, with the chosen settings.",
@@ -275,7 +283,7 @@ def selection_lines(res: Results) -> list[str]:
         "| model | chosen | validation HR@10 (mean of groups): chosen / defaults / trials |",
         "|---|---|---|",
     ]
-    for model, c in res.chosen.items():
+    for model, c in chosen.items():
         trials = c.get("trials", [])
         vals = [t["validation"] for t in trials]
         chosen = ", ".join(f"{k} {v}" for k, v in c["setting"].items())
@@ -299,41 +307,55 @@ def selection_lines(res: Results) -> list[str]:
     return lines
 
 
+def results_lines(metrics: dict, heading: str = "###") -> list[str]:
+    """The report's tables, orderings and chosen settings from a metrics.json alone, so
+    that what docs/results.md shows is generated from the runs, never pasted."""
+    summary, groups = metrics["models"], metrics["protocol"]["groups"]
+    seeding = metrics.get("seeding", "")
+    lines = [
+        f"Protocol (PAPER.md): {metrics['protocol']['summary']}. "
+        "Targets are new starts; already streamed items are never recommended. "
+        "Our values are means ± standard deviation over seeds where several ran"
+        + (f" ({seeding})." if seeding else "."),
+        "",
+    ]
+    for title, kind, group, abl in tables(groups):
+        if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
+            continue
+        lines += table(summary, title, kind, group, abl, heading)
+    lines += [f"{heading} The paper's expected orderings", ""]
+    lines += [
+        f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
+        for text, ok, why in expectations(summary, groups)
+    ]
+    return lines + [
+        "",
+        *selection_lines(metrics.get("selection", {}), metrics.get("validation", ""), heading),
+    ]
+
+
 def write_report(res: Results, out: str | Path) -> Path:
+    """R/metrics.json (everything the report shows), R/report.md rendered from it, the
+    charts, and R/selected.json (the winner's pipeline settings)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(res)
-    (out / "metrics.json").write_text(
-        json.dumps(
-            {
-                "protocol": {"cut": str(res.protocol.cut), "end": str(res.protocol.end)},
-                "seconds": res.seconds,
-                "models": summary,
-                "selection": res.chosen,
-            },
-            indent=2,
-            default=float,
-        )
-    )
-    lines = [
-        "# Offline evaluation",
-        "",
-        f"Protocol (PAPER.md): {res.protocol.summary()}. "
-        "Targets are new starts; already streamed items are never recommended. "
-        "Our values are means ± standard deviation over seeds where several ran"
-        + (f" ({res.seeding})." if res.seeding else "."),
-        "",
-    ]
-    for title, kind, group, abl in tables(res.protocol):
-        if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
-            continue
-        lines += table(summary, title, kind, group, abl)
-    lines += ["### The paper's expected orderings", ""]
-    lines += [
-        f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
-        for text, ok, why in expectations(summary, res.protocol)
-    ]
-    lines += ["", *selection_lines(res)]
+    metrics = {
+        "protocol": {
+            "cut": str(res.protocol.cut),
+            "end": str(res.protocol.end),
+            "summary": res.protocol.summary(),
+            "groups": layout(res.protocol),
+        },
+        "seeding": res.seeding,
+        "validation": res.validation,
+        "seconds": res.seconds,
+        "models": summary,
+        "selection": res.chosen,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    metrics = json.loads((out / "metrics.json").read_text())  # as a reader will see it
+    lines = ["# Offline evaluation", "", *results_lines(metrics)]
     chosen = res.chosen.get("2T-HGNN", {}).get("setting")
     if chosen:
         # what to serve: `audiorec pipeline --config selected.json` trains the winner
@@ -352,17 +374,17 @@ def write_report(res: Results, out: str | Path) -> Path:
         "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    _charts(summary, res.protocol, out)
+    _charts(summary, layout(res.protocol), out)
     return out / "report.md"
 
 
-def _charts(summary: dict, protocol: Protocol, out: Path) -> None:
+def _charts(summary: dict, groups: dict[str, list[str]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = panels(protocol)
+    shown = panels(groups)
     fig, axes = plt.subplots(1, len(shown), figsize=(4.7 * len(shown), 4), squeeze=False)
     for ax, (kind, group) in zip(axes[0], shown):
         for m, kinds in summary.items():
