@@ -4,13 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint format ciao protos bench-generate clean
+.PHONY: help install demo test lint format docs ciao protos bench-generate clean
 
 help:
 	@echo "make demo    the main job end to end (synthetic world -> pipeline -> evaluation -> gRPC calls)"
 	@echo "make test    the test suite (what CI runs, after make lint)"
 	@echo "make lint    ruff (lint + format check) and mypy (strict on audiorec/, serving/)"
 	@echo "make format  ruff format and import order, in place"
+	@echo "make docs    docs/results.md from the runs' metrics.json under docs/results/"
 	@echo "make ciao    the pipeline and evaluation on real data (../shared/data/ciao-tang)"
 	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"
 
@@ -34,6 +35,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+docs: $(STAMP)
+	$(VENV)/bin/python -m app.docs docs
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --select I --fix .

@@ -16,7 +16,7 @@ import numpy as np
 
 from audiorec.itemtypes import ItemTypes
 
-# Bounded so that the demo's HGNN step takes a few minutes on 2 cores (BENCHMARKS.md).
+# Bounded so that the demo's HGNN step takes a few minutes on 2 cores (docs/benchmarks.md).
 DEMO_HGNN = {"max_epochs": 8, "patience": 3, "max_steps_per_epoch": 120, "batch_size": 256}
 
 

@@ -137,7 +137,7 @@ def feature_service(store: Any, name: str) -> Any:
 
     try:
         # allow_cache: without it every call re-reads the registry file (~1.3 ms, and 6 ms
-        # per online read end to end; see BENCHMARKS.md)
+        # per online read end to end; see docs/benchmarks.md)
         return store.get_feature_service(name, allow_cache=True)
     except FeatureServiceNotFoundException:
         known = sorted(s.name for s in store.list_feature_services())

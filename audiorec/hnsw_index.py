@@ -5,7 +5,7 @@ manifest (metric, dim, count, M, ef_construction, ef, library version) and the i
 beside the index, and ``load`` checks the manifest and restores ``ef``. Searching while
 adding is not thread-safe in hnswlib: build, then publish, then search.
 
-Cost: build O(n log n) (about a minute for 250k x 128 on 2 cores, BENCHMARKS.md); a query
+Cost: build O(n log n) (about a minute for 250k x 128 on 2 cores, docs/benchmarks.md); a query
 visits O(ef log n) nodes instead of the n dot products of exact search.
 """
 
@@ -29,7 +29,7 @@ from audiorec.publish import staged_directory
 class HNSWConfig(StrictConfig):
     M: int = 16
     ef_construction: int = 200
-    ef: int = 64  # query-time breadth: the recall/speed knob (chosen in BENCHMARKS.md)
+    ef: int = 64  # query-time breadth: the recall/speed knob (chosen in docs/benchmarks.md)
     threads: int = 2
 
 

@@ -75,6 +75,7 @@ def piped3(world3, tmp_path_factory):
     return wd, report
 
 
+@pytest.mark.slow
 def test_pipeline_publishes_one_index_per_type(piped3):
     from audiorec.artifact import read_manifest
     from audiorec.featurestore import item_types
@@ -104,6 +105,7 @@ def stub3(piped3):
     running.stop(grace=1)
 
 
+@pytest.mark.slow
 def test_recommend_per_type_by_name(stub3, world3):
     from training.synth.stats import pick_users
 
@@ -119,6 +121,7 @@ def test_recommend_per_type_by_name(stub3, world3):
     assert {i.item_type for i in got.items} == {pb.ITEM_TYPE_UNSPECIFIED}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fields, message",
     [
@@ -136,6 +139,7 @@ def test_unknown_or_missing_type_is_invalid_argument(stub3, fields, message):
     assert message in err.value.details() and len(err.value.details()) < 300
 
 
+@pytest.mark.slow
 def test_similar_without_a_type_answers_in_the_items_own_type(stub3):
     stub, running = stub3
     art = running.holder.current.artifact
@@ -149,6 +153,7 @@ def test_similar_without_a_type_answers_in_the_items_own_type(stub3):
     assert {i.type for i in got.items} == {"audiobook"}
 
 
+@pytest.mark.slow
 def test_evaluation_has_a_table_per_type(world3, tmp_path):
     from audiorec.config import validated
     from training.evaluation.report import write_report

@@ -8,6 +8,7 @@ written, not what the generator meant to write, and works on any dataset in the 
 from __future__ import annotations
 
 import math
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def _text_cosine_gap(
         [texts[i] for i in needed],
         batch_size=64,
         normalize_embeddings=True,
-        show_progress_bar=progress,
+        show_progress_bar=progress and sys.stderr.isatty(),  # quiet in logs
         convert_to_numpy=True,
     )
     pos = {item: k for k, item in enumerate(needed)}

@@ -8,6 +8,7 @@ path; hub names are refused at run time (this project never downloads weights).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from audiorec.errors import AudiorecError
@@ -38,6 +39,10 @@ def load_text_model(name: str | None = None, threads: int | None = None):
     import torch
     from sentence_transformers import SentenceTransformer
 
+    if not sys.stderr.isatty():  # its "Loading weights" bar would fill a log with \r lines
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
     return SentenceTransformer(str(resolve_text_model(name)), device="cpu")

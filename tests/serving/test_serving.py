@@ -308,7 +308,7 @@ def test_generated_stubs_are_fresh(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     # In a subprocess: grpc_tools' compiler crashes when loaded beside TensorFlow.
     subprocess.run(
         [

@@ -18,7 +18,7 @@ from audiorec.errors import AudiorecError
 from training.data.ciao import CiaoConfig, import_ciao, read_categories
 
 SRC = Path(
-    os.environ.get("AUDIOREC_CIAO", Path(__file__).resolve().parents[2] / "shared/data/ciao-tang")
+    os.environ.get("AUDIOREC_CIAO", Path(__file__).resolve().parents[3] / "shared/data/ciao-tang")
 )
 needs_data = pytest.mark.skipif(
     not (SRC / "ratings.csv.gz").is_file(),

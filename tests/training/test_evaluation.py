@@ -53,6 +53,7 @@ def test_protocol_invariants(tiny_world):
     assert set(groups) == {"warm", "cold"} and len(groups["warm"]) and len(groups["cold"])
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     from app.cli import main
 

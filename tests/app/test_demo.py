@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from app.cli import main
 from audiorec.artifact import current_version
+
+pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):

@@ -160,7 +160,7 @@ def test_tower_inputs_rule():
 
 def test_recall_against_brute_force_random_10k():
     """Production index settings, 10k random clustered unit vectors (uniform random
-    vectors in high dimension have no neighbour structure; see BENCHMARKS.md)."""
+    vectors in high dimension have no neighbour structure; see docs/benchmarks.md)."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 64))[rng.integers(0, 200, 10_500)] + rng.normal(
         scale=0.6, size=(10_500, 64)
