@@ -19,8 +19,7 @@ import torch
 from training.evaluation.models import aligned, unit
 from training.features.embeddings import read_item_embeddings
 from training.graph.tripartite import build_tripartite_graph
-from training.hgnn.graph import full_graph, split_edges
-from training.hgnn.train import embed, train_hgnn
+from training.hgnn.train import train_and_embed
 
 
 def hgnn_with_users(
@@ -42,19 +41,6 @@ def hgnn_with_users(
     )
     user_x = unit(touched @ item_x)
     features = torch.from_numpy(np.concatenate([item_x, user_x]).astype(np.float32))
-    types = torch.from_numpy(g.node_type)
-    tg = split_edges(g, cfg.val_share, np.random.default_rng(cfg.seed))
-    result = train_hgnn(features, types, tg, cfg, progress=progress)
-    result.model.eval()
-    with torch.no_grad():
-        z = embed(
-            result.model,
-            features,
-            types,
-            full_graph(g),
-            torch.arange(g.n),
-            cfg.fanouts,
-            torch.Generator().manual_seed(cfg.seed + 2),
-        ).numpy()
+    _, z = train_and_embed(g, features, cfg, progress)
     user_vecs = aligned(np.asarray(users, dtype=object), g.user_id, z[g.n_items :])
     return user_vecs, g.item_id, z[: g.n_items]

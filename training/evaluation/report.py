@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiorec.config import merge
 from training.evaluation.protocol import Protocol
 from training.evaluation.run import Results
 
@@ -359,7 +360,7 @@ def write_report(res: Results, out: str | Path) -> Path:
     chosen = res.chosen.get("2T-HGNN", {}).get("setting")
     if chosen:
         # what to serve: `audiorec pipeline --config selected.json` trains the winner
-        pipeline = {**res.pipeline, "two_tower": {**res.pipeline.get("two_tower", {}), **chosen}}
+        pipeline = merge(res.pipeline, {"two_tower": chosen})
         (out / "selected.json").write_text(json.dumps(pipeline, indent=2) + "\n")
         lines += [
             "",

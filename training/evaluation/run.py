@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from audiorec.config import StrictConfig
+from audiorec.config import StrictConfig, merge
 from audiorec.itemtypes import ItemTypes
 from training.data import Dataset
 from training.evaluation.models import (
@@ -199,10 +199,7 @@ def run_evaluation(
 
     def variant(name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
-        base = cfg.pipeline.model_dump()
-        pcfg = validated(
-            PipelineConfig, {**base, **{k: {**base[k], **v} for k, v in overrides.items()}}
-        )
+        pcfg = validated(PipelineConfig, merge(cfg.pipeline.model_dump(), overrides))
         return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress)
 
     main = variant("full", {})

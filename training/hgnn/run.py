@@ -29,9 +29,8 @@ from training.data.dataset import Dataset
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
-from training.hgnn.graph import full_graph, split_edges
 from training.hgnn.model import HGNN
-from training.hgnn.train import embed, plot_curve, train_hgnn
+from training.hgnn.train import plot_curve, train_and_embed
 
 
 class HGNNManifest(ManifestBase):
@@ -112,21 +111,7 @@ def run_hgnn(
     graph = build_colisten_graph(Dataset.of(data), cut, graph_cfg)
     t_graph = time.perf_counter() - t0
     features = node_features(graph, text_embeddings)
-    node_type = torch.from_numpy(graph.node_type)
-    tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
-    result = train_hgnn(features, node_type, tg, cfg, progress=progress)
-    # Final embeddings: messages over all edges (validation ones too), every catalogue item.
-    result.model.eval()
-    with torch.no_grad():
-        z = embed(
-            result.model,
-            features,
-            node_type,
-            full_graph(graph),
-            torch.arange(graph.n),
-            cfg.fanouts,
-            torch.Generator().manual_seed(cfg.seed + 2),
-        ).numpy()
+    result, z = train_and_embed(graph, features, cfg, progress)
 
     digest = hashlib.sha1(
         json.dumps([graph_cfg.model_dump(mode="json"), cfg.model_dump(mode="json")]).encode()
@@ -139,7 +124,7 @@ def run_hgnn(
         in_dim=int(features.shape[1]),
         hidden_dim=cfg.hidden_dim,
         out_dim=cfg.out_dim,
-        relations=sorted(tg.csrs),
+        relations=sorted(result.model.layers[0].convs),  # the message relations
         text_embeddings=read_item_embeddings(text_embeddings).version,
         graph_config=graph_cfg.model_dump(mode="json"),
         hgnn_config=cfg.model_dump(mode="json"),
