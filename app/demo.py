@@ -141,11 +141,18 @@ def _describe(row: dict, types: ItemTypes) -> str:
     def norm(v) -> str:
         return "none" if v is None else f"|v|={np.linalg.norm(v):.2f}"
 
+    def weak(t: str) -> str:
+        signals = [
+            ("follow_count", "follows"),
+            ("preview_count", "previews"),
+            ("intent_to_pay_count", "intents to pay"),
+        ]
+        return ", ".join(
+            f"{row[f'{t}_{k}_90d']} {label}" for k, label in signals if f"{t}_{k}_90d" in row
+        )
+
     windows = ", ".join(
-        f"{row[f'{t}_items_90d']} {t} items ({norm(row[f'{t}_pref'])}; "
-        f"{row[f'{t}_follow_count_90d']} follows, {row[f'{t}_preview_count_90d']} previews, "
-        f"{row[f'{t}_intent_to_pay_count_90d']} intents to pay)"
-        for t in types
+        f"{row[f'{t}_items_90d']} {t} items ({norm(row[f'{t}_pref'])}; {weak(t)})" for t in types
     )
     return (
         f"{row['country']}, age {row['age']}, {row['language']}, account "

@@ -40,8 +40,10 @@ def test_relations_are_every_pair_of_types():
 def test_user_features_are_declared_once_per_type():
     cols = ItemTypes(("audiobook", "podcast", THIRD)).user_window_columns()
     names = [n for n, _, _ in cols]
-    assert len(names) == 3 * 7 and len(set(names)) == len(names)
-    assert {"course_pref", "weak_course_pref", "course_items_90d"} <= set(names)
+    # four per type, and the focus type's weak signals (previews, intents, their mean)
+    assert len(names) == 3 * 4 + 3 and len(set(names)) == len(names)
+    assert {"course_pref", "course_follow_count_90d", "weak_audiobook_pref"} <= set(names)
+    assert "weak_course_pref" not in names
     assert {k for _, k, _ in cols} == {"vector", "count"}
 
 
@@ -86,7 +88,7 @@ def test_pipeline_publishes_one_index_per_type(piped3):
     assert m.item_types == ["audiobook", "course", "podcast"]
     assert set(m.indexes) == set(m.item_types) and all(i.count > 0 for i in m.indexes.values())
     assert {f"val_recall_at_10_{t}" for t in m.item_types} <= set(m.metrics)
-    assert {"course_pref", "weak_course_pref", "course_items_90d"} <= {
+    assert {"course_pref", "course_follow_count_90d", "course_items_90d"} <= {
         s.name for s in m.user_features
     }
     assert item_types(wd).names == ("audiobook", "course", "podcast")

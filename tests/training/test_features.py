@@ -82,8 +82,9 @@ def test_repo_declares_what_the_jobs_write(fstore):
         "audiobook_intent_to_pay_count_90d",
         "weak_audiobook_pref",
         "podcast_follow_count_90d",
-        "weak_podcast_pref",
     } <= user
+    # the weak signals beyond follows are the focus type's (itemtypes.USER_WINDOW_FEATURES)
+    assert not {"podcast_preview_count_90d", "weak_podcast_pref"} & user
     item = {
         f.name
         for p in feature_service(store, "item_tower").feature_view_projections
@@ -132,6 +133,13 @@ def _expected(world, hgnn, user_id: str, t: pd.Timestamp) -> dict:
                 f"{t}_intent_to_pay_count_90d": int((mine.event_type == "intent_to_pay").sum()),
             }
         )
+    # previews, intents and their embedding are declared for the focus type only
+    for name in (
+        "podcast_preview_count_90d",
+        "podcast_intent_to_pay_count_90d",
+        "weak_podcast_pref",
+    ):
+        del out[name]
     return out
 
 

@@ -118,6 +118,7 @@ def user_window_batches(
         params=[first, anchor, first, first, first, last],
     )
     schema = user_windows_schema(types)
+    declared = set(schema.names)
     for b in range(buckets):
         rows = con.sql(
             """
@@ -170,17 +171,18 @@ def user_window_batches(
         }
         for i, t in enumerate(types.names):
             mine = kind == i
-            cols.update(
-                {
-                    f"{t}_pref": vector_column(mean_vectors(mine)),
-                    f"{t}_items_90d": count(mine.astype(np.float64)),
-                    f"{t}_streams_90d": count(streams * mine),
-                    f"{t}_follow_count_90d": count(follows * mine),
-                    f"{t}_preview_count_90d": count(previews * mine),
-                    f"{t}_intent_to_pay_count_90d": count(intents * mine),
-                    f"weak_{t}_pref": vector_column(mean_vectors(mine & weak)),
-                }
-            )
+            # how each declared feature (itemtypes.USER_WINDOW_FEATURES) is computed; only
+            # those declared for this type are (the focus alone has previews, intents, ...)
+            make = {
+                f"{t}_pref": lambda: vector_column(mean_vectors(mine)),
+                f"{t}_items_90d": lambda: count(mine.astype(np.float64)),
+                f"{t}_streams_90d": lambda: count(streams * mine),
+                f"{t}_follow_count_90d": lambda: count(follows * mine),
+                f"{t}_preview_count_90d": lambda: count(previews * mine),
+                f"{t}_intent_to_pay_count_90d": lambda: count(intents * mine),
+                f"weak_{t}_pref": lambda: vector_column(mean_vectors(mine & weak)),
+            }
+            cols.update({name: fn() for name, fn in make.items() if name in declared})
         yield pa.table(cols, schema=schema)
 
 
