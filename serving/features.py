@@ -97,10 +97,24 @@ class OnlineFeatures:
         return [f.name for p in service.feature_view_projections for f in p.features]
 
     def reader(self, project: str) -> Callable[[str, float | None], Features]:
+        """The read function of ``project``, with every reader thread's store opened first:
+        opening one (registry, connection, service) takes tens of ms, which inside a timed
+        read on a busy machine would count as store failures and open the breaker."""
         self._probe_project = project
+        barrier = threading.Barrier(self.guard.readers)
+
+        def open_here() -> None:
+            barrier.wait(timeout=60)  # one task per reader thread
+            self._reader(project)
+
+        for future in [self._pool.submit(open_here) for _ in range(self.guard.readers)]:
+            future.result(timeout=120)
         return functools.partial(self, project=project)
 
     def _read(self, user_id: str, project: str) -> Features:
+        return self._reader(project).read([user_id])
+
+    def _reader(self, project: str) -> OnlineFeatureReader:
         readers = getattr(self._local, "readers", None)
         if readers is None:
             readers = self._local.readers = {}
@@ -109,7 +123,7 @@ class OnlineFeatures:
             reader = readers[project] = OnlineFeatureReader(
                 open_store(self.workdir, self.cfg, project)
             )
-        return reader.read([user_id])
+        return reader
 
     def __call__(
         self, user_id: str, deadline: float | None = None, project: str = DEFAULT_PROJECT
