@@ -38,6 +38,15 @@ class CircuitBreaker:
             self.state = CLOSED
         self._on_change(CLOSED, "a read succeeded")
 
+    def reset(self) -> None:
+        """Closed, with no failures counted (after a warm-up, whose slow first reads say
+        nothing about the store)."""
+        with self._lock:
+            self._failures = 0
+            was_open, self.state = self.state == OPEN, CLOSED
+        if was_open:
+            self._on_change(CLOSED, "reset after warm-up")
+
     def failure(self, why: str) -> bool:
         """Count one failed read; True when this failure opened the breaker."""
         with self._lock:

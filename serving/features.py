@@ -20,12 +20,13 @@ manifest names, so a model and its features always switch together.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from pydantic import Field
 
@@ -88,6 +89,7 @@ class OnlineFeatures:
         self._on_state = on_state
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
+        self._warming = False
         self.breaker = CircuitBreaker(guard.breaker_failures, on_change=self._changed)
 
     def served_features(self, project: str = DEFAULT_PROJECT) -> list[str]:
@@ -97,15 +99,21 @@ class OnlineFeatures:
         return [f.name for p in service.feature_view_projections for f in p.features]
 
     def reader(self, project: str) -> Callable[[str, float | None], Features]:
-        """The read function of ``project``, with every reader thread's store opened first:
-        opening one (registry, connection, service) takes tens of ms, which inside a timed
-        read on a busy machine would count as store failures and open the breaker."""
+        """The read function of ``project``, with every reader thread's store opened and
+        read once first, untimed: opening one (registry, connection, service) and its first
+        read (lazy imports, pages, the connection) take tens of ms, which inside a timed read
+        on a busy machine would count as store failures and open the breaker. A store that
+        is down now is not an error here: the breaker deals with it at request time."""
         self._probe_project = project
         barrier = threading.Barrier(self.guard.readers)
 
         def open_here() -> None:
             barrier.wait(timeout=60)  # one task per reader thread
-            self._reader(project)
+            reader = self._reader(project)
+            try:
+                reader.read([PROBE_USER])
+            except Exception:  # noqa: BLE001 - down or slow now: the breaker's business later
+                log.warning("online store read failed while opening readers")
 
         for future in [self._pool.submit(open_here) for _ in range(self.guard.readers)]:
             future.result(timeout=120)
@@ -149,7 +157,21 @@ class OnlineFeatures:
         self.breaker.success()
         return raw
 
+    @contextlib.contextmanager
+    def warming(self) -> Iterator[None]:
+        """Reads inside do not count against the store: a warm-up's first calls are slow
+        for reasons of their own (tracing, paging in), not the store's. The breaker is
+        closed, with nothing counted, on the way out."""
+        self._warming = True
+        try:
+            yield
+        finally:
+            self._warming = False
+            self.breaker.reset()
+
     def _failed(self, why: str) -> None:
+        if self._warming:
+            return
         if self.breaker.failure(why):
             self._start_prober()
 

@@ -402,7 +402,8 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         from prometheus_client import start_http_server
 
         start_http_server(cfg.metrics_port, addr=cfg.host, registry=metrics.registry)
-    warm_up(holder.current)
+    with features.warming():
+        warm_up(holder.current)
     if cfg.gil_switch_interval_ms is not None:
         sys.setswitchinterval(cfg.gil_switch_interval_ms / 1e3)
     if cfg.tune_gc:

@@ -398,3 +398,31 @@ def test_read_timeouts_the_client_deadline_versus_the_store(tmp_path):
             features("u1", None)
     finally:
         features.close()
+
+
+def test_slow_reads_while_warming_up_leave_the_breaker_closed(tmp_path):
+    """A warm-up's slow first reads (tracing, paging in on a busy machine) say nothing
+    about the store: they count nothing, and the breaker is closed after it; the same
+    reads after the warm-up open it."""
+    import time
+
+    from audiorec.errors import StoreUnavailable
+    from serving.features import OnlineFeatures, StoreGuardConfig
+
+    features = OnlineFeatures(
+        tmp_path, guard=StoreGuardConfig(read_timeout_s=0.02, breaker_failures=2)
+    )
+    features._read = lambda user_id, project: time.sleep(0.1) or {}
+    try:
+        with features.warming():
+            for _ in range(4):
+                with pytest.raises(StoreUnavailable, match="no answer"):
+                    features("u1", None)
+            assert not features.breaker.is_open
+        assert not features.breaker.is_open
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable, match="no answer"):
+                features("u1", None)
+        assert features.breaker.is_open
+    finally:
+        features.close()
