@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint format docs ciao protos bench-generate clean
+.PHONY: help install demo test lint format docs ciao protos bench-generate bench-pipeline clean
 
 help:
 	@echo "make demo    the main job end to end (synthetic world -> pipeline -> evaluation -> gRPC calls)"
@@ -13,6 +13,7 @@ help:
 	@echo "make format  ruff format and import order, in place"
 	@echo "make docs    docs/results.md from the runs' metrics.json under docs/results/"
 	@echo "make ciao    the pipeline and evaluation on real data (../shared/data/ciao-tang)"
+	@echo "make bench-pipeline  the pipeline at 50k, 250k and 1M users: time, memory, slope"
 	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"
 
 install: $(STAMP)
@@ -55,6 +56,11 @@ protos: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(VENV)/bin/python bench/bench_generate.py --scale large
+
+# the pipeline at 50k, 250k and 1M users, backfill and daily run (about 1.5 hours)
+bench-pipeline: $(STAMP)
+	$(VENV)/bin/python bench/bench_pipeline.py --scales 50000,250000,1000000 --daily \
+	    --root runs/bench --chart docs/pipeline_scaling.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON file of PipelineConfig overrides: sections graph, "
         "hgnn, features, store, two_tower, index",
     )
+    pl.add_argument(
+        "--preset",
+        choices=("auto", "standard", "large"),
+        help="settings that fit the data's size (default auto: large from 10M events on)",
+    )
     pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: sqlite)")
     pl.add_argument("--redis", help="Redis connection string, host:port")
     pl.add_argument("--quiet", action="store_true")

@@ -118,6 +118,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             overrides,
             {"store": {"online": args.online, **({"redis": args.redis} if args.redis else {})}},
         )
+    if args.preset:
+        overrides = merge(overrides, {"preset": args.preset})
     cfg = validated(PipelineConfig, overrides)
     cut = midnight(date.fromisoformat(args.cut)) if args.cut else None
     report = run_pipeline(

@@ -84,7 +84,7 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
 
 def cli(repo: Path, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "audiorec.cli", *args], cwd=repo, env=env, **kw)
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=repo, env=env, **kw)
 
 
 def prepare(repo: Path, wd: Path, redis_addr: str) -> tuple[Path, list[str]]:

@@ -105,6 +105,16 @@ def load(target: str, users: list[str], rate: float, duration: float, out) -> No
     channel.close()
 
 
+def rss_gib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return None
+
+
 def scrape(metrics_port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     values = {}
@@ -133,11 +143,12 @@ def run_store(
     wd: Path, users: list[str], rates: list[float], duration: float, online: list[str]
 ) -> list[dict]:
     port, metrics_port = free_port(), free_port()
+    t_start = time.perf_counter()
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "audiorec.cli",
+            "app.cli",
             "serve",
             "--workdir",
             str(wd),
@@ -157,6 +168,15 @@ def run_store(
         line = server.stdout.readline()
         if "serving" not in line:
             raise SystemExit(f"server did not start: {line!r}")
+        print(
+            json.dumps(
+                {
+                    "startup_s": round(time.perf_counter() - t_start, 1),
+                    "rss_gib_after_start": rss_gib(server.pid),
+                }
+            ),
+            flush=True,
+        )
         rows = []
         for rate in rates:
             before = scrape(metrics_port)
@@ -179,6 +199,7 @@ def run_store(
                 "codes": codes,
                 "stage_mean_ms": stage_means(before, scrape(metrics_port)),
             }
+            row["server_rss_gib"] = rss_gib(server.pid)
             print(json.dumps(row), flush=True)
             rows.append(row)
         return rows
@@ -193,14 +214,22 @@ def main() -> None:
     ap.add_argument("--rates", default="100,300,500")
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--redis", action="store_true")
+    ap.add_argument(
+        "--redis-url",
+        help="serve from this Redis, already loaded by the pipeline (no SQLite run, no load)",
+    )
     ap.add_argument("--server-args", default="", help="extra `audiorec serve` arguments")
     args = ap.parse_args()
     wd = Path(args.workdir).resolve()
     rates = [float(r) for r in args.rates.split(",")]
     users = pick_users(wd)
     extra = args.server_args.split()
-    result = {"sqlite": run_store(wd, users, rates, args.duration, extra)}
-    if args.redis:
+    if args.redis_url:
+        online = ["--online", "redis", "--redis", args.redis_url, *extra]
+        result = {"redis": run_store(wd, users, rates, args.duration, online)}
+    else:
+        result = {"sqlite": run_store(wd, users, rates, args.duration, extra)}
+    if args.redis and not args.redis_url:
         from datetime import datetime, timezone
 
         from bench_features import start_redis

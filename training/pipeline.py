@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 from pydantic import Field
@@ -38,6 +38,8 @@ from training.data import Dataset
 from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
 from training.hgnn.config import HGNNConfig
+from training.presets import apply_preset, choose_preset, describe
+from training.text.config import TextConfig
 from training.twotower.config import TwoTowerConfig
 
 
@@ -48,12 +50,19 @@ class PipelineConfig(StrictConfig):
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
     index: HNSWConfig = Field(default_factory=HNSWConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     # Published versions kept after a successful run (``current`` is never removed), so
     # `audiorec rollback` has somewhere to go while the disk does not fill up.
     keep_versions: int = Field(5, ge=1)
     # The focus item type (the sparse one cold start is measured on; itemtypes.py); None:
     # the dataset's type with the fewest streams
     focus_type: str | None = None
+    # Settings that fit the data's size (training/presets.py): "auto" picks by events;
+    # what the caller sets explicitly always wins over the preset.
+    preset: Literal["auto", "standard", "large"] = "auto"
+    # Reuse the last HGNN when it was trained at most this many days before the cut (the
+    # paper's "HGNN weekly, 2T daily"); None: train it on every run
+    hgnn_max_age_days: int | None = Field(None, ge=0)
 
 
 class PipelineError(AudiorecError):
@@ -65,6 +74,9 @@ class PipelineReport:
     version: str | None = None
     directory: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # the process's peak resident memory during each step (GiB; Linux, else absent)
+    peak_rss_gib: dict[str, float] = field(default_factory=dict)
+    preset: str = ""
     lines: list[str] = field(default_factory=list)
 
 
@@ -100,6 +112,7 @@ def run_pipeline(
         name = STEPS[i]
         say(f"\n[{i + 1}/{len(STEPS)}] {name}", flush=True)
         t0 = time.perf_counter()
+        _reset_peak_rss()
         try:
             yield
         except BaseException as exc:
@@ -114,11 +127,19 @@ def run_pipeline(
                 cause = "interrupted"
             raise PipelineError(f"pipeline step {i + 1} ({name}) failed: {cause}; {kept}") from exc
         report.seconds[name] = round(time.perf_counter() - t0, 1)
-        say(f"  done in {report.seconds[name]:.0f}s", flush=True)
+        peak = _peak_rss_gib()
+        if peak is not None:
+            report.peak_rss_gib[name] = peak
+        memory = "" if peak is None else f", peak RSS {peak:.2f} GiB"
+        say(f"  done in {report.seconds[name]:.0f}s{memory}", flush=True)
 
     with step(0):
         data = Dataset.of(data, cfg.focus_type)
         cut = cut or data.default_cut
+        preset = choose_preset(cfg.preset, data.info.rows.get("events", 0))
+        cfg = apply_preset(cfg, preset)
+        report.preset = preset
+        say(f"  {describe(cfg, preset)}")
         say(
             f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; item types "
             f"{', '.join(data.item_types)} (focus {data.item_types.focus}); training cut "
@@ -128,11 +149,21 @@ def run_pipeline(
         from training.text.embed import embed_items
 
         res = embed_items(
-            data / "items.parquet", text, cache=wd / "text" / "cache.parquet", progress=progress
+            data / "items.parquet",
+            text,
+            model_name=cfg.text.model,
+            cache=wd / "text" / "cache.parquet",
+            batch_size=cfg.text.batch_size,
+            precision=cfg.text.precision,
+            progress=progress,
         )
         say(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached)")
         failpoint("after-text")
     with step(2):
+        reuse = _recent_hgnn(hgnn_dir, cut, cfg.hgnn_max_age_days)
+        if reuse and not skip_hgnn:
+            say(f"  {reuse}")
+            skip_hgnn = True
         if skip_hgnn:
             if not (hgnn_dir / "embeddings.parquet").is_file():
                 raise AudiorecError(
@@ -240,3 +271,43 @@ def run_pipeline(
                 f"{cfg.keep_versions} versions)"
             )
     return report
+
+
+def _recent_hgnn(hgnn_dir: Path, cut: datetime, max_age_days: int | None) -> str | None:
+    """Why the last HGNN run in ``hgnn_dir`` may be reused at ``cut`` (trained at most
+    ``max_age_days`` before it), or None: train a new one."""
+    if max_age_days is None or not (hgnn_dir / "embeddings.parquet").is_file():
+        return None
+    from audiorec.manifest import read_manifest
+    from training.hgnn.run import HGNNManifest
+
+    try:
+        last = read_manifest(hgnn_dir, HGNNManifest, verify_files=False)
+    except AudiorecError:
+        return None  # unreadable: train a new one
+    age = (cut - datetime.fromisoformat(last.cut)).total_seconds() / 86400
+    if not 0 <= age <= max_age_days:
+        return None
+    return (
+        f"reusing HGNN {last.version} (trained {age:.0f} day(s) before this cut; retrained "
+        f"when older than {max_age_days}): new items get their HGNN embedding then"
+    )
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak-RSS interval (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_gib() -> float | None:
+    """The process's peak RSS since the last reset (VmHWM), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        pass
+    return None

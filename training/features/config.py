@@ -16,3 +16,6 @@ class FeatureJobConfig(StrictConfig):
     # Snapshot dates a full rebuild computes: all (None) or the last N before `through`
     # (training reads only recent history; the windows still see the events before).
     history_days: int | None = Field(None, ge=1)
+    # processes loading feature views into the online store at once (Feast's write path
+    # is Python, one core each); 1 keeps the load in this process
+    materialize_processes: int = Field(1, ge=1, le=16)

@@ -105,7 +105,7 @@ def refresh_features(
     # rows is harmless).
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
     marker.unlink(missing_ok=True)  # from here until it is rewritten, nothing is trusted
-    materialize(fs, end, start=start)
+    materialize(fs, end, start=start, processes=jobs.materialize_processes)
     write_json(
         marker,
         {

@@ -20,6 +20,9 @@ class HGNNConfig(StrictConfig):
     val_share: float = Field(0.1, gt=0, lt=1)  # paper: 10% of edges for validation
     balanced: bool = True  # the balanced multi-link sampler (ablation: off)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # bound epoch time on big graphs
+    # wall-clock budget of training (seconds): the epoch running when it is spent ends
+    # there, is validated, and is the last; the best epoch so far is kept (None: no bound)
+    time_budget_s: float | None = Field(None, gt=0)
     val_edges: int = Field(2000, ge=10)  # held-out edges scored per validation
     seed: int = 0
     threads: int | None = Field(None, ge=1)

@@ -160,6 +160,10 @@ def _train(
     result = TrainResult(model)
     best_loss, best_state, waited = float("inf"), None, 0
     t0 = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
+
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         src, dst, _ = sampler.epoch()
@@ -178,6 +182,8 @@ def _train(
             disable=None if progress else True,
         )
         for lo in bar:
+            if out_of_time():
+                break
             ba, bp = a[lo : lo + cfg.batch_size], p[lo : lo + cfg.batch_size]
             # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
             # (fewer distinct nodes to embed per step than fully independent draws).
@@ -226,6 +232,10 @@ def _train(
             waited += 1
             if waited >= cfg.patience:
                 break
+        if out_of_time():
+            if progress:
+                tqdm.write(f"hgnn: time budget of {cfg.time_budget_s:g}s spent after epoch {epoch}")
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audiorec.errors import AudiorecError
 from audiorec.publish import write_parquet
 from training.features.embeddings import write_item_embeddings
 from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
@@ -26,6 +27,19 @@ def item_texts(items: pa.Table) -> list[str]:
     return [f"{t}. {d}" for t, d in zip(titles, descriptions)]
 
 
+def precision_context(precision: str):
+    """The autocast context of ``precision`` ("fp32": none)."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise AudiorecError(f"unknown text precision {precision!r} (fp32 or bf16)")
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 def embed_items(
     items_parquet: str | Path,
     out: str | Path,
@@ -33,12 +47,16 @@ def embed_items(
     model_name: str | None = None,
     cache: str | Path | None = None,
     batch_size: int = 128,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> dict:
     """Embed every item of ``items_parquet`` into ``out``; returns counts."""
     items = pq.read_table(items_parquet, columns=["item_id", "title", "description"])
     texts = item_texts(items)
-    checkpoint = model_name or DEFAULT_TEXT_MODEL
+    # the checkpoint and its precision name the embedding space (and key the cache)
+    checkpoint = (model_name or DEFAULT_TEXT_MODEL) + (
+        "" if precision == "fp32" else f":{precision}"
+    )
     keys = [hashlib.sha1(f"{checkpoint}\n{t}".encode()).hexdigest() for t in texts]
     known: dict[str, np.ndarray] = {}
     cache = Path(cache) if cache else None
@@ -63,13 +81,16 @@ def embed_items(
     if todo:
         model = load_text_model(model_name)
         by_key = dict(zip(keys, texts))
-        emb = model.encode(
-            [by_key[k] for k in todo],
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=progress and sys.stderr.isatty(),
-            convert_to_numpy=True,
-        ).astype(np.float32)
+        with precision_context(precision):
+            emb = model.encode(
+                [by_key[k] for k in todo],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=progress and sys.stderr.isatty(),
+                convert_to_numpy=True,
+            ).astype(np.float32)
+        # bf16 output is normalised in bf16: renormalise in float32
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         known.update(zip(todo, emb))
         if cache:
             all_keys = sorted(known)

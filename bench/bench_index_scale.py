@@ -1,0 +1,74 @@
+"""Benchmark: the served HNSW indexes against exact search, with real user queries.
+
+    .venv/bin/python bench/bench_index_scale.py --workdir W [--users 1000]
+        [--online redis --redis URL]
+
+Takes the current artifact of ``W`` as the server loads it, reads ``--users`` users'
+features from the online store (users with history: those in the artifact's consumed
+table), runs them through the served user tower, and per item type compares each index's
+top 10 (at the ef the publish step tuned) with exact inner-product search over the same
+vectors: recall@10, single-query QPS of each (one thread, as a request issues it), and
+the ratio. Target (issue 18): recall@10 >= 0.99 at >= 20x exact QPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from audiorec.artifact import current_dir, feature_project, read_manifest
+from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
+from audiorec.hnsw_index import exact_top_k, recall_at_k
+from audiorec.tower_inputs import tower_inputs
+from serving.artifact import Artifact
+
+
+def qps(fn, queries: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    for q in queries:
+        fn(q[None, :])
+    return len(queries) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
+    ap.add_argument("--redis", default="localhost:6379")
+    args = ap.parse_args()
+
+    directory = current_dir(args.workdir)
+    manifest = read_manifest(directory, verify_files=False)
+    art = Artifact.load(directory)
+    store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)
+    reader = OnlineFeatureReader(open_store(args.workdir, store_cfg, feature_project(manifest)))
+    rng = np.random.default_rng(0)
+    known = np.array(sorted(art.users), dtype=object)
+    users = list(rng.choice(known, min(args.users, len(known)), replace=False))
+    raw = reader.read(users)
+    queries = art.tower(tower_inputs(raw, manifest.user_features))
+    out = {"version": art.version, "users": len(users), "types": {}}
+    for name, index in art.indexes.items():
+        rows = art.label_rows[name]
+        vectors = np.ascontiguousarray(art.vectors[rows])
+        truth = exact_top_k(vectors, queries, 10)
+        found = index.search(queries, 10)[0]
+        hnsw_qps = qps(lambda q: index.search(q, 10), queries)
+        exact_qps = qps(lambda q: exact_top_k(vectors, q, 10), queries[:200])
+        out["types"][name] = {
+            "items": int(len(rows)),
+            "ef": index.cfg.ef,
+            "recall_at_10": round(recall_at_k(found, truth), 4),
+            "hnsw_qps": round(hnsw_qps),
+            "exact_qps": round(exact_qps),
+            "qps_ratio": round(hnsw_qps / exact_qps, 1),
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
