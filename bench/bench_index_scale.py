@@ -15,22 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
+from bench_hnsw import single_query_qps as qps  # bench/ is the script's directory
 
 from audiorec.artifact import current_dir, feature_project, read_manifest
 from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
 from audiorec.hnsw_index import exact_top_k, recall_at_k
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
-
-
-def qps(fn, queries: np.ndarray) -> float:
-    t0 = time.perf_counter()
-    for q in queries:
-        fn(q[None, :])
-    return len(queries) / (time.perf_counter() - t0)
 
 
 def main() -> None:
