@@ -326,3 +326,31 @@ def test_prior_candidates_are_bounded():
         with pytest.raises(AudiorecError, match=f"{next(iter(bad))}: .*at least one candidate"):
             validated(TwoTowerConfig, bad)
     assert validated(TwoTowerConfig, {"prior_half_lives": [30.0]}).prior_half_lives == (30.0,)
+
+
+def test_prior_hit_count_equals_a_partial_sort_top_10():
+    """The count form (a row hits iff fewer than 10 items beat its best target) equals
+    "a target among the 10 best" by partial sort, on random scores without ties, with
+    seen items at -inf and rows without targets (never a hit); across row chunks."""
+    import scipy.sparse as sp
+
+    from training.twotower import prior as P
+
+    rng = np.random.default_rng(3)
+    n, m = 300, 4000
+    base = rng.normal(size=(n, m)).astype(np.float32)
+    base[rng.random((n, m)) < 0.05] = -np.inf
+    dense = rng.random((n, m)) < 0.002
+    dense[:5] = False  # rows with no target at all
+    targets = sp.csr_matrix(dense)
+    pris = rng.random((2, m)).astype(np.float32)
+    betas = (0.0, 0.5, 3.0)
+    want = np.zeros((2, 3), np.int64)
+    for h in range(2):
+        for b, beta in enumerate(betas):
+            s = base + np.float32(beta) * pris[h]
+            top = np.argpartition(-s, 9, axis=1)[:, :10]
+            want[h, b] = np.take_along_axis(dense, top, axis=1).any(axis=1).sum()
+    assert want.min() > 0 and want.max() < n - 5  # neither trivial
+    np.testing.assert_array_equal(P._hits(base, pris, betas, targets), want)
+    np.testing.assert_array_equal(P._hits(base, pris, betas, targets, chunk_rows=7), want)

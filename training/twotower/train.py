@@ -76,6 +76,7 @@ class TrainedTowers:
             cfg.validation_days,
             cfg.prior_betas,
             cfg.prior_half_lives,
+            cfg.prior_max_users,
         )
         self.prior, self.item_prior = fitted if fitted else (None, None)
 
