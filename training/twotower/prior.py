@@ -26,8 +26,9 @@ Like the fallback lists (:mod:`training.release.lists`), the prior is a statisti
 events at the cut, written into the artifact, not an online feature.
 
 Cost: one DuckDB aggregation of the streams before each instant (O(events)), one Feast
-retrieval of the slice's users, then per item type one matrix product per group (O(users x items x dim)), then per candidate one
-add and one compare over it (O(candidates x users x items)).
+retrieval of the slice's users, then per item type one matrix product per group
+(O(users x items x dim)) and per candidate one add and one compare over it
+(O(candidates x users x items)).
 """
 
 from __future__ import annotations
@@ -157,8 +158,8 @@ def fit_prior(
 ) -> tuple[dict, np.ndarray] | None:
     """Choose beta and the half-life per item type on the ``days`` before ``cut`` (see
     the module docstring), scoring with the towers' vectors: ``embed_users(user tower
-    inputs) -> (n, dim)`` and ``items`` (tower_data's item rows, (n_items, dim)); at most ``max_users`` seeded
-    users per group.
+    inputs) -> (n, dim)`` and ``items`` (tower_data's item rows, (n_items, dim)); at most
+    ``max_users`` seeded users per group.
     Returns (the choice, for the manifest; each item's prior as of the cut, aligned with
     ``tower_data.item_ids``), or None when that slice has no new starts to choose on."""
     from audiorec.errors import AudiorecError
