@@ -13,7 +13,8 @@ field present in the config it passed, see pydantic's ``model_fields_set``) alwa
 - the feature jobs compute the last ``history_days`` snapshot dates (the windows still
   see the 90 days before each), which are all the towers train on (``train_days``);
 - the two towers train on those days with a shorter validation slice and fewer epochs;
-- the online store is loaded by two processes at once.
+- the online store is loaded by two processes at once, and DuckDB's memory in the feature
+  jobs is bounded (it spills past 6 GiB).
 
 ``auto`` picks ``large`` from ``LARGE_FROM_EVENTS`` events on.
 """
@@ -37,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "patience": 2,
             "time_budget_s": 480.0,
         },
-        "features": {"history_days": 14, "materialize_processes": 2},
+        "features": {"history_days": 14, "materialize_processes": 2, "memory_limit_gib": 6.0},
         "two_tower": {"train_days": 14, "validation_days": 3, "max_epochs": 4},
     },
 }

@@ -19,3 +19,6 @@ class FeatureJobConfig(StrictConfig):
     # processes loading feature views into the online store at once (Feast's write path
     # is Python, one core each); 1 keeps the load in this process
     materialize_processes: int = Field(1, ge=1, le=16)
+    # DuckDB's memory for the jobs (it spills to the work directory past it); None keeps
+    # DuckDB's default, 80% of RAM, whose buffer cache alone can fill the pipeline's budget
+    memory_limit_gib: float | None = Field(None, gt=0)

@@ -80,6 +80,11 @@ def run_feature_jobs(
     hgnn = read_item_embeddings(hgnn_embeddings)
     text = read_item_embeddings(text_embeddings)
     con = connect_dataset(data, ("users", "music", "items", "events"))
+    if cfg.memory_limit_gib is not None:
+        spill = Path(workdir) / "duckdb_tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET memory_limit = '{cfg.memory_limit_gib}GiB'")
+        con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
     types = data.item_types if isinstance(data, Dataset) else item_types(con)
     first_possible, last_possible = data_span(con)
     through = through or last_possible
