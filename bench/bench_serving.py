@@ -7,7 +7,9 @@ The server runs as its own process (`audiorec serve`); the load generator is ano
 process that sends Recommend calls on a fixed schedule (open loop: request i leaves at
 t0 + i / rate whether or not earlier ones have returned) and measures each latency from
 its scheduled departure, so a stalled server shows up as latency, not as a slower rate.
-Users: 70% with history, 20% cold-start (no audiobook history), 10% unknown.
+Users: 70% with history, 20% cold-start (no audiobook history), 10% unknown; each row
+counts the strategies each group was answered with (warm: PERSONALIZED, cold:
+COLD_START, unknown: FALLBACK when all is well).
 Per-stage means come from the server's Prometheus histograms (scraped before and after).
 With --redis the same runs go against a fresh redis-server the features are
 materialized into first.
@@ -35,7 +37,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pick_users(wd: Path, n: int = 2000) -> list[str]:
+def pick_users(wd: Path, n: int = 2000) -> list[tuple[str, str]]:
+    """(user_id, group): 70% warm (in the artifact's consumed table), 20% known without
+    consumption there (cold start), 10% unknown, shuffled with a fixed seed."""
     import duckdb
 
     from audiorec.artifact import current_dir
@@ -58,13 +62,18 @@ def pick_users(wd: Path, n: int = 2000) -> list[str]:
         ).fetchall()
     ]
     unknown = [f"u_unknown_{i}" for i in range(int(n * 0.1))]
-    users = warm + everyone + unknown
+    users = (
+        [(u, "warm") for u in warm]
+        + [(u, "cold") for u in everyone]
+        + [(u, "unknown") for u in unknown]
+    )
     np.random.default_rng(0).shuffle(users)
     return users
 
 
-def load(target: str, users: list[str], rate: float, duration: float, out) -> None:
-    """Child process: the open-loop generator; sends back (latencies_s, errors, codes)."""
+def load(target: str, users: list[tuple[str, str]], rate: float, duration: float, out) -> None:
+    """Child process: the open-loop generator; sends back (latencies_s, codes, and how
+    many answers of each strategy each user group got)."""
     import grpc
 
     from audiorec.v1 import recommender_pb2 as pb
@@ -72,10 +81,11 @@ def load(target: str, users: list[str], rate: float, duration: float, out) -> No
 
     channel = grpc.insecure_channel(target)
     stub = pb_grpc.RecommenderStub(channel)
-    stub.Recommend(pb.RecommendRequest(user_id=users[0], k=10, item_type=pb.AUDIOBOOK))
+    stub.Recommend(pb.RecommendRequest(user_id=users[0][0], k=10, item_type=pb.AUDIOBOOK))
     n = int(rate * duration)
     latencies = np.full(n, np.nan)
     codes: dict[str, int] = {}
+    strategies: dict[str, int] = {}
     pending = []
     t0 = time.perf_counter() + 0.1
     for i in range(n):
@@ -83,15 +93,18 @@ def load(target: str, users: list[str], rate: float, duration: float, out) -> No
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        user, group = users[i % len(users)]
         fut = stub.Recommend.future(
-            pb.RecommendRequest(user_id=users[i % len(users)], k=10, item_type=pb.AUDIOBOOK),
-            timeout=2.0,
+            pb.RecommendRequest(user_id=user, k=10, item_type=pb.AUDIOBOOK), timeout=2.0
         )
 
-        def done(f, i=i, due=due):
+        def done(f, i=i, due=due, group=group):
             latencies[i] = time.perf_counter() - due
             code = f.code().name
             codes[code] = codes.get(code, 0) + 1
+            if code == "OK":
+                key = f"{group}:{pb.Strategy.Name(f.result().strategy)}"
+                strategies[key] = strategies.get(key, 0) + 1
 
         fut.add_done_callback(done)
         pending.append(fut)
@@ -101,7 +114,7 @@ def load(target: str, users: list[str], rate: float, duration: float, out) -> No
         except Exception:  # noqa: BLE001 - counted by code in the callback
             pass
     time.sleep(0.05)
-    out.send((latencies, codes))
+    out.send((latencies, codes, strategies))
     channel.close()
 
 
@@ -185,7 +198,7 @@ def run_store(
                 target=load, args=(f"127.0.0.1:{port}", users, rate, duration, child)
             )
             proc.start()
-            latencies, codes = parent.recv()
+            latencies, codes, strategies = parent.recv()
             proc.join()
             ok = latencies[~np.isnan(latencies)]
             ms = lambda q: round(float(np.percentile(ok, q)) * 1e3, 2)  # noqa: E731
@@ -197,6 +210,7 @@ def run_store(
                 "p99_ms": ms(99),
                 "errors": sum(v for k, v in codes.items() if k != "OK"),
                 "codes": codes,
+                "strategy_by_group": dict(sorted(strategies.items())),
                 "stage_mean_ms": stage_means(before, scrape(metrics_port)),
             }
             row["server_rss_gib"] = rss_gib(server.pid)

@@ -196,13 +196,24 @@ def run_pipeline(
         from training.features.embeddings import read_item_embeddings
         from training.twotower.examples import build_tower_data
         from training.twotower.train import train_two_tower
+        from training.twotower.warm import checkpoint_key, load_checkpoint
 
         project = refreshed.project
         tower_data = build_tower_data(
             open_store(wd, cfg.store, project), data, cut, cfg.two_tower, progress=say
         )
         store = open_store(wd, cfg.store, project)
-        towers = train_two_tower(tower_data, cfg.two_tower, progress=progress)
+        upstream = {
+            "hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
+            "text_version": read_item_embeddings(text).version,
+            "hgnn_skipped": skip_hgnn,
+        }
+        warm, tower_key = None, checkpoint_key(tower_data, cfg.two_tower, upstream)
+        if cfg.two_tower.warm_start:
+            warm, why = load_checkpoint(wd / "towers" / "last", tower_key, cut)
+            if warm is None:
+                say(f"  2T from scratch: {why}")
+        towers = train_two_tower(tower_data, cfg.two_tower, progress=progress, warm=warm)
         if cfg.two_tower.popularity_prior:
             towers.fit_prior(store, data, tower_data, cut, cfg.two_tower)
             say(
@@ -220,15 +231,11 @@ def run_pipeline(
             )
         best = towers.best
         say(
-            f"  best epoch {towers.best_epoch} of {len(towers.history)} in {towers.seconds:.0f}s:"
+            f"  best epoch {towers.best_epoch} of {towers.history[-1]['epoch']} in "
+            f"{towers.seconds:.0f}s:"
             " validation recall@10 "
             + ", ".join(f"{t} {best[f'val_recall_{t}']:.3f}" for t in data.item_types)
         )
-        upstream = {
-            "hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
-            "text_version": read_item_embeddings(text).version,
-            "hgnn_skipped": skip_hgnn,
-        }
         failpoint("after-towers")
     with step(5):
         from training.features.refresh import check_online_hgnn
@@ -262,6 +269,11 @@ def run_pipeline(
         )
         report.version = version
         say(f"  published {version} -> {report.directory} (current)")
+        if cfg.two_tower.warm_start:
+            from training.twotower.warm import save_checkpoint
+
+            # what the next run continues: the towers now served
+            save_checkpoint(wd / "towers" / "last", towers, tower_data, tower_key, cut)
         removed = prune_versions(wd, cfg.keep_versions)
         dropped = drop_projects(wd, cfg.store, keep=served_projects(wd) | {project})
         if removed or dropped:

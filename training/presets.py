@@ -12,7 +12,9 @@ field present in the config it passed, see pydantic's ``model_fields_set``) alwa
   fp32; only new or changed items are encoded on later runs, by content hash);
 - the feature jobs compute the last ``history_days`` snapshot dates (the windows still
   see the 90 days before each), which are all the towers train on (``train_days``);
-- the two towers train on those days with a shorter validation slice and fewer epochs;
+- the two towers train on those days with a shorter validation slice and fewer epochs,
+  and a later run continues the last run's towers (one epoch on the examples they never
+  saw plus a 20% replay sample, :mod:`training.twotower.warm`) until the HGNN is retrained;
 - the online store is loaded by two processes at once, and DuckDB's memory in the feature
   jobs is bounded (it spills past 6 GiB).
 
@@ -39,7 +41,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "time_budget_s": 480.0,
         },
         "features": {"history_days": 14, "materialize_processes": 2, "memory_limit_gib": 6.0},
-        "two_tower": {"train_days": 14, "validation_days": 3, "max_epochs": 4},
+        "two_tower": {
+            "train_days": 14,
+            "validation_days": 3,
+            "max_epochs": 4,
+            "warm_start": True,
+        },
     },
 }
 

@@ -102,8 +102,9 @@ def test_the_daily_run_reuses_a_recent_hgnn_and_loads_in_parallel(
     tiny_pipeline, tiny_world, tmp_path
 ):
     """The next day's run with hgnn_max_age_days: the HGNN is reused (same version in
-    the new artifact), the features continue incrementally and the online store (loaded
-    by two processes) serves what one process would have loaded."""
+    the new artifact), the features continue incrementally, the online store (loaded
+    by two processes) serves what one process would have loaded, and with warm_start the
+    towers train from scratch once (no checkpoint yet), then continue the next day."""
     from audiorec.artifact import current_version, feature_project, read_manifest
     from audiorec.featurestore import OnlineFeatureReader, open_store
     from training.pipeline import run_pipeline
@@ -117,6 +118,7 @@ def test_the_daily_run_reuses_a_recent_hgnn_and_loads_in_parallel(
         update={
             "hgnn_max_age_days": 7,
             "features": cfg.features.model_copy(update={"materialize_processes": 2}),
+            "two_tower": cfg.two_tower.model_copy(update={"warm_start": True}),
         }
     )
     again = run_pipeline(tiny_world, wd, daily, cut=cut, progress=False)
@@ -125,6 +127,8 @@ def test_the_daily_run_reuses_a_recent_hgnn_and_loads_in_parallel(
     assert second.upstream["hgnn_version"] == first.upstream["hgnn_version"]
     assert second.upstream["hgnn_skipped"] is True
     assert set(again.peak_rss_gib) == set(again.seconds)
+    # no checkpoint before: from scratch; the published towers become the checkpoint
+    assert second.metrics["warm_from"] == "" and (wd / "towers" / "last").is_dir()
 
     # the same generation loaded again by one process into a fresh SQLite file: equal rows
     from training.features.store import apply_repo, materialize
@@ -143,6 +147,13 @@ def test_the_daily_run_reuses_a_recent_hgnn_and_loads_in_parallel(
     assert got.keys() == want.keys()
     for name in got:
         assert [str(v) for v in got[name]] == [str(v) for v in want[name]], name
+
+    # the day after: the towers continue from that checkpoint for one epoch
+    third = run_pipeline(tiny_world, wd, daily, cut=cut + timedelta(days=1), progress=False)
+    m3 = read_manifest(wd / "artifacts" / third.version, verify_files=False)
+    assert m3.metrics["warm_from"] == second.data["cut"]
+    assert [h["epoch"] for h in m3.metrics["history"]] == [0, 1]
+    assert m3.metrics["best_epoch"] in (0, 1)
 
 
 def datetime_of(iso: str):

@@ -354,3 +354,76 @@ def test_prior_hit_count_equals_a_partial_sort_top_10():
     assert want.min() > 0 and want.max() < n - 5  # neither trivial
     np.testing.assert_array_equal(P._hits(base, pris, betas, targets), want)
     np.testing.assert_array_equal(P._hits(base, pris, betas, targets, chunk_rows=7), want)
+
+
+def test_validation_recall_is_chunk_free():
+    """recall_at_k scores rows in chunks; the result is the full matrix's, seen masked."""
+    import scipy.sparse as sp
+
+    from training.twotower.train import recall_at_k
+
+    rng = np.random.default_rng(5)
+    users = rng.normal(size=(700, 16)).astype(np.float32)
+    items = rng.normal(size=(30_000, 16)).astype(np.float32)
+    seen = sp.random(len(users), len(items), density=0.001, random_state=6, format="csr")
+    full = users @ items.T
+    coo = seen.tocoo()
+    full[coo.row, coo.col] = -np.inf
+    # half the targets near the top (ranks 0..19), half anywhere
+    near = np.argpartition(-full, 19, axis=1)[:, :20][
+        np.arange(len(users)), rng.integers(0, 20, len(users))
+    ]
+    targets = np.where(
+        np.arange(len(users)) % 2 == 0, near, rng.integers(0, len(items), len(users))
+    )
+    t = full[np.arange(len(users)), targets]
+    want = float(((full > t[:, None]).sum(axis=1) < 10).mean())
+    assert 0 < want < 1
+    assert recall_at_k(users, items, targets, seen=seen) == pytest.approx(want)
+
+
+def test_warm_start_continues_the_saved_towers(tower_data, tmp_path):
+    """A checkpoint round-trips (its towers score exactly as saved: epoch 0 of the warm
+    run), the warm run trains only warm_epochs on the new rows plus a replay sample, and a
+    checkpoint for other towers or from a later cut is refused with the reason."""
+    import pandas as pd
+
+    from training.twotower.config import TwoTowerConfig
+    from training.twotower.train import train_two_tower, validation_recall
+    from training.twotower.warm import checkpoint_key, load_checkpoint, save_checkpoint, warm_rows
+
+    cfg = TwoTowerConfig(layers=(64, 32), max_epochs=2, patience=2, batch_size=64)
+    first = train_two_tower(tower_data, cfg, progress=False)
+    up = {"hgnn_version": "h1", "text_version": "t1"}
+    key = checkpoint_key(tower_data, cfg, up)
+    cut = pd.Timestamp(tower_data.window["cut"])
+    save_checkpoint(tmp_path / "last", first, tower_data, key, cut - pd.Timedelta(days=1))
+    warm, why = load_checkpoint(tmp_path / "last", key, cut)
+    assert warm is not None and why == ""
+    warm_cfg = cfg.with_overrides({"warm_start": True, "warm_epochs": 1})
+    again = train_two_tower(tower_data, warm_cfg, progress=False, warm=warm)
+    rows = np.flatnonzero(tower_data.scored)
+    assert again.history[0]["epoch"] == 0 and [h["epoch"] for h in again.history] == [0, 1]
+    assert again.history[0]["val_recall_audiobook"] == pytest.approx(
+        validation_recall(tower_data, first, rows)["audiobook"]
+    )
+    assert again.warm_from == str(cut - pd.Timedelta(days=1)) and again.stats == first.stats
+
+    other = checkpoint_key(tower_data, cfg.with_overrides({"layers": (64, 16)}), up)
+    assert load_checkpoint(tmp_path / "last", other, cut) == (
+        None,
+        "the earlier towers were built for other layers",
+    )
+    moved = checkpoint_key(tower_data, cfg, {**up, "hgnn_version": "h2"})
+    assert "hgnn_version" in load_checkpoint(tmp_path / "last", moved, cut)[1]
+    late = load_checkpoint(tmp_path / "last", key, cut - pd.Timedelta(days=2))
+    assert late[0] is None and "not before this one" in late[1]
+    assert load_checkpoint(tmp_path / "none", key, cut)[0] is None
+
+    train = np.flatnonzero(~tower_data.validation)
+    since = pd.Timestamp(tower_data.ts[train].max()) - pd.Timedelta(days=2)
+    kept, n_new = warm_rows(tower_data.ts, train, since, 0.25, 0)
+    is_new = np.asarray(pd.DatetimeIndex(tower_data.ts[kept]) >= since)
+    assert n_new == is_new.sum() > 0 and set(kept) <= set(train)
+    assert (pd.DatetimeIndex(tower_data.ts[train]) >= since).sum() == n_new  # all new kept
+    assert 0.1 < (~is_new).sum() / (len(train) - n_new) < 0.4  # ~ the replay share

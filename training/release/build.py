@@ -158,8 +158,11 @@ def write_version(
         },
         upstream=upstream,
         metrics={
-            "epochs": len(towers.history),
+            "epochs": towers.history[-1]["epoch"],
             "best_epoch": towers.best_epoch,
+            # the checkpoint's cut the towers continued from ("": from scratch); best
+            # epoch 0 = its towers kept as they were
+            "warm_from": towers.warm_from,
             "train_seconds": round(towers.seconds, 1),
             **{f"val_recall_at_10_{t}": best[f"val_recall_{t}"] for t in data.types},
             "history": towers.history,

@@ -45,6 +45,12 @@ class TwoTowerConfig(StrictConfig):
     train_days: int | None = None  # examples from the days before the cut (None: all)
     validation_days: int = 7  # the later-in-time slice for early stopping
     validation_max_examples: int = 5000
+    # continue the last published run's towers when nothing that shapes them changed
+    # (training/twotower/warm.py): warm_epochs on the examples they never trained on plus
+    # a seeded replay_share of the older ones; otherwise (and on the first run) from scratch
+    warm_start: bool = False
+    warm_epochs: int = Field(1, ge=1)
+    replay_share: float = Field(0.2, ge=0.0, le=1.0)
     seed: int = 0
 
     def ignored_user_features(self, types: ItemTypes) -> tuple[str, ...]:

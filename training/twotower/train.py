@@ -27,6 +27,9 @@ from training.twotower.examples import TowerData
 from training.twotower.loss import in_batch_softmax_loss
 from training.twotower.prior import with_item_coordinate, with_user_coordinate
 from training.twotower.towers import build_tower, fit_encoder_stats
+from training.twotower.warm import ITEM as ITEM_WEIGHTS
+from training.twotower.warm import USER as USER_WEIGHTS
+from training.twotower.warm import WarmStart, warm_rows
 
 RECALL_K = 10
 
@@ -43,10 +46,14 @@ class TrainedTowers:
     prior: dict | None = None
     item_prior: np.ndarray | None = None  # (items,) the prior as of the cut, in [0, 1]
     item_ids: bool = False  # the item tower also takes item_id (item-id embeddings)
+    # the encoder statistics the towers were built with ({"user": ..., "item": ...}),
+    # kept so a warm start (warm.py) rebuilds the very same towers
+    stats: dict = field(default_factory=dict)
+    warm_from: str = ""  # the checkpoint continued from ("": trained from scratch)
 
     @property
     def best(self) -> dict:
-        return self.history[self.best_epoch - 1]
+        return next(h for h in self.history if h["epoch"] == self.best_epoch)
 
     def user_vectors(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The served user vectors: the user tower's, with the prior's 1.0 appended."""
@@ -121,14 +128,20 @@ def recall_at_k(
     as serving drops them), ``bias`` is added to every row's item scores."""
     if len(targets) == 0:
         return float("nan")
-    scores = user_vecs @ item_vecs.T
-    if bias is not None:
-        scores = scores + bias[None, :]
-    if seen is not None:
-        coo = seen.tocoo()
-        scores[coo.row, coo.col] = -np.inf
-    target = scores[np.arange(len(targets)), targets]
-    return float(((scores > target[:, None]).sum(axis=1) < k).mean())
+    # rows in chunks of ~16M scores: at 200k items a full (rows x items) matrix is GBs
+    chunk = max(1, (1 << 24) // max(1, len(item_vecs)))
+    hits = 0
+    for lo in range(0, len(targets), chunk):
+        hi = min(len(targets), lo + chunk)
+        scores = user_vecs[lo:hi] @ item_vecs.T
+        if bias is not None:
+            scores += bias[None, :]
+        if seen is not None:
+            coo = seen[lo:hi].tocoo()
+            scores[coo.row, coo.col] = -np.inf
+        target = scores[np.arange(hi - lo), targets[lo:hi]]
+        hits += int(((scores > target[:, None]).sum(axis=1) < k).sum())
+    return hits / len(targets)
 
 
 def per_type(data: TowerData, rows: np.ndarray, kind: str):
@@ -152,21 +165,41 @@ def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray
     return out
 
 
-def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True) -> TrainedTowers:
+def train_two_tower(
+    data: TowerData, cfg: TwoTowerConfig, progress: bool = True, warm: WarmStart | None = None
+) -> TrainedTowers:
+    """Train the towers on ``data``'s training rows, early-stopped on its validation
+    slice; with ``warm`` (warm.py), continue that checkpoint's towers for
+    ``cfg.warm_epochs`` on the rows it never trained on plus a replay sample."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_rows = np.flatnonzero(~data.validation)
     val_rows = np.flatnonzero(data.scored)
     if len(val_rows) > cfg.validation_max_examples:
         val_rows = np.sort(rng.choice(val_rows, cfg.validation_max_examples, replace=False))
-    user_stats = fit_encoder_stats(data.user_specs, _slice(data.user, train_rows))
-    item_stats = fit_encoder_stats(data.item_specs, data.items)
-    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
     item_specs, with_ids = list(data.item_specs), cfg.item_id_embedding_dim > 0
     if with_ids:
+        item_specs.append(ITEM_ID)
+    max_epochs = cfg.max_epochs
+    if warm is not None:
+        user_stats, item_stats = warm.manifest.user_stats, warm.manifest.item_stats
+        train_rows, n_new = warm_rows(
+            data.ts, train_rows, warm.trained_until, cfg.replay_share, cfg.seed
+        )
+        max_epochs = cfg.warm_epochs
+        if progress:
+            print(
+                f"  2T warm start from {warm.manifest.cut}: {n_new:,} new training "
+                f"examples + {len(train_rows) - n_new:,} replayed",
+                flush=True,
+            )
+    else:
+        user_stats = fit_encoder_stats(data.user_specs, _slice(data.user, train_rows))
+        item_stats = fit_encoder_stats(data.item_specs, data.items)
+    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
+    if with_ids and warm is None:
         # ids seen often enough to learn a row; the rest (new, rare) share the OOV row
         known = data.item_ids[counts >= cfg.item_id_min_positives]
-        item_specs.append(ITEM_ID)
         item_stats[ITEM_ID.name] = {
             "vocabulary": [str(i) for i in known] or ["<none>"],
             "dim": cfg.item_id_embedding_dim,
@@ -189,6 +222,7 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True)
             "item_tower",
         ),
         item_ids=with_ids,
+        stats={"user": user_stats, "item": item_stats},
     )
     item_prob = tf.constant(counts / max(1, counts.sum()), tf.float32)
     item_table = _to_tensors(item_inputs(data, with_ids))
@@ -207,9 +241,26 @@ def train_two_tower(data: TowerData, cfg: TwoTowerConfig, progress: bool = True)
         return loss
 
     start, best, best_weights, stale = time.perf_counter(), -1.0, None, 0
+    if warm is not None:
+        towers.user_tower.load_weights(warm.directory / USER_WEIGHTS)
+        towers.item_tower.load_weights(warm.directory / ITEM_WEIGHTS)
+        towers.warm_from = warm.manifest.cut
+        # epoch 0: the loaded towers, kept unless training beats them
+        recall = validation_recall(data, towers, val_rows)
+        towers.history.append(
+            {
+                "epoch": 0,
+                "train_loss": float("nan"),
+                **{f"val_recall_{t}": r for t, r in recall.items()},
+                "seconds": 0.0,
+            }
+        )
+        focus = recall[data.types.focus]
+        best = focus if not np.isnan(focus) else -np.inf
+        best_weights = [w.numpy() for w in weights]
     user_train = {k: v[train_rows] for k, v in data.user.items()}
     item_train = data.item[train_rows]
-    for epoch in range(1, cfg.max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         order = rng.permutation(len(train_rows))
         n_batches = len(order) // cfg.batch_size  # full batches: B-1 negatives for everyone
         losses = []
