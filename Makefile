@@ -60,7 +60,7 @@ bench-generate: $(STAMP)
 # the pipeline at 50k, 250k and 1M users, backfill and daily run (about 1.5 hours)
 bench-pipeline: $(STAMP)
 	$(VENV)/bin/python bench/bench_pipeline.py --scales 50000,250000,1000000 --daily \
-	    --root runs/bench --chart docs/pipeline_scaling.png
+	    --root runs/bench --chart docs/pipeline_scaling.png --config '{"preset": "large"}'
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -134,17 +134,16 @@ def chart(rows: list[dict], path: Path) -> None:
             color="grey",
             label="linear in events",
         )
-    for r in rows:
-        if r["run"] == "daily":
-            ax.scatter(
-                [r["events"]],
-                [r["total_s"]],
-                marker="*",
-                s=150,
-                color="tab:red",
-                zorder=5,
-                label="daily run (total)",
-            )
+    for i, r in enumerate(d for d in rows if d["run"] == "daily"):
+        ax.scatter(
+            [r["events"]],
+            [r["total_s"]],
+            marker="*",
+            s=150,
+            color="tab:red",
+            zorder=5,
+            label="daily run (total)" if i == 0 else None,
+        )
     ax.axhline(TARGETS["backfill_s"], color="tab:red", ls="--", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
