@@ -61,6 +61,18 @@ def main() -> None:
             "qps_ratio": round(hnsw_qps / exact_qps, 1),
         }
     print(json.dumps(out, indent=2))
+    for name, r in out["types"].items():
+        ok = r["recall_at_10"] >= 0.99 and r["qps_ratio"] >= 20
+        print(
+            f"{name}: recall@10 {r['recall_at_10']} at {r['qps_ratio']}x exact QPS vs target "
+            f">= 0.99 at >= 20x: "
+            + (
+                "met"
+                if ok
+                else f"MISSED (recall short by {max(0.0, 0.99 - r['recall_at_10']):.3f}, "
+                f"speed-up short by {max(0.0, 20 - r['qps_ratio']):.1f}x)"
+            )
+        )
 
 
 if __name__ == "__main__":

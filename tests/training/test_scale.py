@@ -127,6 +127,11 @@ def test_the_daily_run_reuses_a_recent_hgnn_and_loads_in_parallel(
     assert second.upstream["hgnn_version"] == first.upstream["hgnn_version"]
     assert second.upstream["hgnn_skipped"] is True
     assert set(again.peak_rss_gib) == set(again.seconds)
+    # the views loaded in parallel have their intervals in the registry (one writer)
+    registry_store = open_store(wd, project=feature_project(second))
+    for fv in registry_store.list_feature_views():
+        assert fv.materialization_intervals, fv.name
+        assert max(e for _, e in fv.materialization_intervals).date() >= cut.date(), fv.name
     # no checkpoint before: from scratch; the published towers become the checkpoint
     assert second.metrics["warm_from"] == "" and (wd / "towers" / "last").is_dir()
 

@@ -109,8 +109,15 @@ def materialize(store, end: datetime, start: datetime | None = None, processes: 
 
 
 def _materialize_parallel(store, views: list[str], start, end, processes: int) -> None:
+    """Feast's ``materialize`` writes the registry file around each view (its state, then
+    the interval); from several processes at once those writes race and a reader meets a
+    half-written file ("Wire format was corrupt"). So the children only load rows (the
+    provider's per-view load, which reads the registry), and this process, the one writer,
+    records each view's interval after all of them loaded."""
     import concurrent.futures as cf
     import multiprocessing as mp
+
+    from feast import utils
 
     # largest source first, so that the last view to finish is a small one
     order = sorted(views, key=lambda v: -_source_bytes(store.get_feature_view(v)))
@@ -125,14 +132,26 @@ def _materialize_parallel(store, views: list[str], start, end, processes: int) -
             for future in futures:
                 future.cancel()
             raise
+    start, end = utils.make_tzaware(start), utils.make_tzaware(end)
+    for v in order:
+        store.registry.apply_materialization(store.get_feature_view(v), store.project, start, end)
 
 
 def _materialize_one(repo_config, view: str, start: datetime, end: datetime) -> None:
-    """Child process: one view into the online store."""
-    from feast import FeatureStore
+    """Child process: one view's rows into the online store; no registry write."""
+    from feast import FeatureStore, utils
+    from tqdm import tqdm
 
-    FeatureStore(config=repo_config).materialize(
-        start_date=start, end_date=end, feature_views=[view]
+    fs = FeatureStore(config=repo_config)
+    print(f"{view}:", flush=True)
+    fs._get_provider().materialize_single_feature_view(
+        config=fs.config,
+        feature_view=fs.get_feature_view(view),
+        start_date=utils.make_tzaware(start),
+        end_date=utils.make_tzaware(end),
+        registry=fs.registry,
+        project=fs.project,
+        tqdm_builder=lambda n: tqdm(total=n, ncols=100),
     )
 
 

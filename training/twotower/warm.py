@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,6 @@ from audiorec.publish import staged_directory
 if TYPE_CHECKING:
     from training.twotower.config import TwoTowerConfig
     from training.twotower.examples import TowerData
-    from training.twotower.train import TrainedTowers
 
 USER, ITEM = "user.weights.h5", "item.weights.h5"
 
@@ -98,9 +97,10 @@ def load_checkpoint(directory: str | Path, key: dict, cut: object) -> tuple[Warm
 
 
 def save_checkpoint(
-    directory: str | Path, towers: TrainedTowers, data: TowerData, key: dict, cut: object
+    directory: str | Path, towers: Any, data: TowerData, key: dict, cut: object
 ) -> None:
-    """Replace ``directory`` with ``towers`` (atomically: a crash leaves the last one)."""
+    """Replace ``directory`` with ``towers`` (a :class:`~training.twotower.train.
+    TrainedTowers`, which imports this module; atomically: a crash leaves the last one)."""
     with staged_directory(directory) as tmp:
         towers.user_tower.save_weights(tmp / USER)
         towers.item_tower.save_weights(tmp / ITEM)
