@@ -197,12 +197,31 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--languages", help="comma-separated language filter, e.g. de,en")
     rc.add_argument("--include-consumed", action="store_true")
     rc.add_argument("--similar", action="store_true", help="items similar to the item id")
+    rc.add_argument(
+        "--explain", action="store_true", help="name the recent item behind each recommendation"
+    )
     rc.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
     rc.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
     rc.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
     rc.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
     rc.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
     rc.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+
+    ev = sub.add_parser("event", help="record a real-time event on a running server")
+    ev.add_argument("user_id", metavar="USER_ID")
+    ev.add_argument("item_id", metavar="ITEM_ID")
+    ev.add_argument(
+        "--type", default="stream", choices=("stream", "follow", "preview", "intent_to_pay")
+    )
+    ev.add_argument("--timestamp-ms", type=int, default=0, help="when (Unix ms; default: now)")
+    ev.add_argument("--event-id", help="idempotency key (default: time, type and item)")
+    ev.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
+    ev.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+    ev.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
+    ev.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
+    ev.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
+    ev.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+    ev.set_defaults(func=commands.cmd_event)
 
     rb = sub.add_parser("rollback", help="point artifacts/current at an older version")
     rb.add_argument(

@@ -215,8 +215,41 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             args.timeout,
             languages=args.languages.split(",") if args.languages else (),
             include_consumed=args.include_consumed,
+            explain=args.explain,
         )
     print(format_answer(args.id, response))
+    return 0
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    from serving.client import Connection, record_event
+
+    conn = Connection(
+        args.target,
+        token=_token(args.token_file),
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    response = record_event(
+        conn,
+        args.user_id,
+        args.item_id,
+        args.type,
+        args.timestamp_ms,
+        args.event_id or "",
+        args.timeout,
+    )
+    what = (
+        "recorded"
+        if response.recorded
+        else "already recorded (a replay)"
+        if response.duplicates
+        else "older than the model's cut (the daily batch has it)"
+    )
+    print(
+        f"{args.type} of {args.item_id} by {args.user_id}: {what} (model {response.model_version})"
+    )
     return 0
 
 

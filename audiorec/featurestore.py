@@ -33,6 +33,11 @@ REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
 DEFAULT_PROJECT = "audiorec"
 USER_SERVICE = "user_tower"
 ITEM_SERVICE = "item_tower"
+# What a Recommend reads: the user tower's features plus the real-time state (user_recent)
+ONLINE_SERVICE = "user_online"
+# Real-time writes (serving/events.py): the 90-day window views and the recent events
+WINDOWS_PUSH, RECENT_PUSH = "user_windows_push", "user_recent_push"
+RECENT_EVENTS = "recent_events"  # "<ts_us>|<event_type>|<item_id>|<event_id>" per event
 STATE_FILE = "_state.json"  # written by the feature jobs, last (training/features/jobs.py)
 # One online read: {feature: [value per entity]}, None where the store has no value.
 Features = dict[str, list[Any]]
@@ -48,6 +53,21 @@ class FeatureStoreConfig(StrictConfig):
     def label(self) -> str:
         """The store as a marker records it (host:port only: options may hold a password)."""
         return "sqlite" if self.online == "sqlite" else f"redis {redis_address(self.redis)}"
+
+
+def recent_schema() -> Any:
+    """The user_recent table's columns (its batch file is empty: pushes fill it)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            (RECENT_EVENTS, pa.list_(pa.string())),
+            ("rt_last_ts_us", pa.int64()),
+            ("rt_writes", pa.int64()),
+        ]
+    )
 
 
 def features_dir(workdir: str | Path) -> Path:
@@ -187,7 +207,7 @@ class OnlineFeatureReader:
     def __init__(self, store: Any, service: str = USER_SERVICE):
         self.store = store
         self.service = feature_service(store, service)
-        self.key = "user_id" if service == USER_SERVICE else "item_id"
+        self.key = "item_id" if service == ITEM_SERVICE else "user_id"
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""

@@ -9,7 +9,7 @@ DuckDB offline store resolves relative paths from the current directory, not the
 import os
 from pathlib import Path
 
-from feast import FileSource
+from feast import FileSource, PushSource
 from feast.data_format import ParquetFormat
 
 _workdir = os.environ.get("AUDIOREC_WORKDIR")
@@ -38,6 +38,16 @@ user_windows_source = _source(
     "user_windows",
     "Trailing-90-day user aggregates, written on each day the window's content changes.",
 )
+user_recent_source = _source(
+    "user_recent",
+    "Real-time state (events since the model's cut); the batch holds no rows: only pushes "
+    "write it.",
+)
+# Real-time events reach the online store through these (serving/events.py, store.push).
+# Pushes go to the online store only: the parquet batch sources, which training reads,
+# never see them (point-in-time correctness: training reads what the batch computed).
+user_windows_push = PushSource(name="user_windows_push", batch_source=user_windows_source)
+user_recent_push = PushSource(name="user_recent_push", batch_source=user_recent_source)
 item_content_source = _source("item_content", "Item metadata and text embedding, at publish.")
 item_hgnn_source = _source("item_hgnn", "HGNN item embeddings of the current model version.")
 item_popularity_source = _source(

@@ -14,7 +14,8 @@ from data_sources import (
     item_popularity_source,
     user_music_source,
     user_profile_source,
-    user_windows_source,
+    user_recent_push,
+    user_windows_push,
 )
 from entities import item, user
 from feast import FeatureView, Field
@@ -58,7 +59,7 @@ user_preferences_90d = FeatureView(
     # per type: mean HGNN embedding of the distinct items streamed or weakly signalled
     # (zeros when none), distinct items touched, streams
     schema=[Field(name=n, dtype=_KIND[k]) for n, k, view in _WINDOW if view == "preferences"],
-    source=user_windows_source,
+    source=user_windows_push,  # batch: user_windows; real time: store.push
 )
 
 user_weak_signals_90d = FeatureView(
@@ -68,7 +69,22 @@ user_weak_signals_90d = FeatureView(
     # per type: follows, previews, intents to pay, and the mean HGNN embedding of the
     # items so signalled
     schema=[Field(name=n, dtype=_KIND[k]) for n, k, view in _WINDOW if view == "weak"],
-    source=user_windows_source,
+    source=user_windows_push,  # batch: user_windows; real time: store.push
+)
+
+user_recent = FeatureView(
+    name="user_recent",
+    entities=[user],
+    ttl=FOREVER,
+    # the events recorded in real time since the served model's cut, as
+    # "<ts_us>|<event_type>|<item_id>|<event_id>" (bounded; pruned as cuts pass them), the
+    # latest event time seen, and a write counter that keeps row timestamps increasing
+    schema=[
+        Field(name="recent_events", dtype=Array(String)),
+        Field(name="rt_last_ts_us", dtype=Int64),
+        Field(name="rt_writes", dtype=Int64),
+    ],
+    source=user_recent_push,
 )
 
 item_content = FeatureView(

@@ -6,8 +6,9 @@ manifest's feature list, every index's metric and dimension against the model's.
 mismatch raises :class:`ContractError` naming what differs.
 
 In memory: item metadata as arrays indexed by item row; per item type, the HNSW index and
-``label -> item row``; consumed items as CSR over users (row offsets into an item-row
-array); popularity lists as item-row arrays keyed by (scope, key, item type).
+``label -> item row``; consumed items and the 90-day window's items as CSR over users
+(row offsets into an item-row array; one user index for both); popularity lists as
+item-row arrays keyed by (scope, key, item type).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.artifact import Manifest, check_user_features, current_dir, read_manifest
@@ -38,10 +40,14 @@ class Artifact:
     vectors: np.ndarray  # (m, dim) unit item vectors
     indexes: dict[str, ItemIndex]
     label_rows: dict[str, np.ndarray]  # per type: index label -> item row
-    users: dict[str, int]  # user id -> position in consumed_offsets
+    users: dict[str, int]  # user id -> position in the offsets below
     consumed_offsets: np.ndarray  # (u + 1,)
     consumed_rows: np.ndarray  # item rows, grouped by user
     popularity: dict[tuple[str, str, str], np.ndarray]
+    # items with any event in the window that ends at the cut, and whether one was weak
+    window_offsets: np.ndarray  # (u + 1,)
+    window_rows: np.ndarray
+    window_weak: np.ndarray  # bool, aligned with window_rows
 
     @property
     def version(self) -> str:
@@ -87,6 +93,23 @@ class Artifact:
                 raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
             indexes[kind], label_rows[kind] = index, rows
         types = items.column("item_type").to_numpy(zero_copy_only=False).astype(object)
+        consumed = pq.read_table(directory / "consumed.parquet")
+        window_path = directory / "window.parquet"  # absent in versions before real time
+        window = (
+            pq.read_table(window_path)
+            if window_path.exists()
+            else pa.table(
+                {
+                    "user_id": pa.array([], pa.string()),
+                    "item_id": pa.array([], pa.string()),
+                    "weak": pa.array([], pa.bool_()),
+                }
+            )
+        )
+        users = _user_index(consumed, window)
+        user_pos = {u: i for i, u in enumerate(users)}
+        consumed_offsets, consumed_rows, _ = _csr(consumed, ids, users)
+        window_offsets, window_rows, weak = _csr(window, ids, users, "weak")
         return cls(
             directory,
             manifest,
@@ -98,8 +121,13 @@ class Artifact:
             vectors,
             indexes,
             label_rows,
-            *_consumed(directory, ids),
+            user_pos,
+            consumed_offsets,
+            consumed_rows,
             _popularity(directory, ids),
+            window_offsets,
+            window_rows,
+            weak,
         )
 
     @classmethod
@@ -113,16 +141,42 @@ class Artifact:
             return self.consumed_rows[:0]
         return self.consumed_rows[self.consumed_offsets[i] : self.consumed_offsets[i + 1]]
 
+    def window(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, weak flags) of the user's events in the window ending at the cut."""
+        i = self.users.get(user_id)
+        if i is None:
+            return self.window_rows[:0], self.window_weak[:0]
+        lo, hi = self.window_offsets[i], self.window_offsets[i + 1]
+        return self.window_rows[lo:hi], self.window_weak[lo:hi]
 
-def _consumed(directory: Path, ids: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    t = pq.read_table(directory / "consumed.parquet")
-    users = t.column("user_id").to_numpy(zero_copy_only=False).astype(object)
+
+def _user_index(*tables: pa.Table) -> np.ndarray:
+    """The sorted distinct user ids of ``tables``."""
+    return np.unique(
+        np.concatenate(
+            [t.column("user_id").to_numpy(zero_copy_only=False).astype(object) for t in tables]
+        )
+    )
+
+
+def _csr(
+    t: pa.Table, ids: np.ndarray, users: np.ndarray, flag: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets over ``users``, item rows, ``flag`` column or empty) of a (user_id,
+    item_id[, flag]) table sorted by user."""
+    user_col = t.column("user_id").to_numpy(zero_copy_only=False).astype(object)
     rows = np.searchsorted(ids, t.column("item_id").to_numpy(zero_copy_only=False).astype(object))
-    # Items consumed but not in the catalogue as of the cut cannot be recommended anyway.
+    # Items not in the catalogue as of the cut cannot be recommended anyway.
     rows = np.where(rows < len(ids), rows, len(ids) - 1) if len(ids) else rows
-    unique, starts = np.unique(users, return_index=True)  # the file is sorted by user
-    offsets = np.append(starts, len(users)).astype(np.int64)
-    return {u: i for i, u in enumerate(unique)}, offsets, rows.astype(np.int64)
+    pos = np.searchsorted(users, user_col)
+    counts = np.bincount(pos, minlength=len(users))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    flags = (
+        t.column(flag).to_numpy(zero_copy_only=False).astype(bool)
+        if flag is not None
+        else np.empty(0, bool)
+    )
+    return offsets, rows.astype(np.int64), flags
 
 
 def _popularity(directory: Path, ids: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:

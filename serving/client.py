@@ -67,6 +67,7 @@ def recommend(
     timeout: float = 5.0,
     languages: Sequence[str] = (),
     include_consumed: bool = False,
+    explain: bool = False,
 ) -> pb.RecommendResponse:
     response: pb.RecommendResponse = _call(
         target,
@@ -77,6 +78,36 @@ def recommend(
             type=item_type,
             languages=list(languages),
             include_consumed=include_consumed,
+            explain=explain,
+        ),
+        timeout,
+    )
+    return response
+
+
+def record_event(
+    target: Connection | str,
+    user_id: str,
+    item_id: str,
+    event_type: str = "stream",
+    timestamp_ms: int = 0,
+    event_id: str = "",
+    timeout: float = 5.0,
+) -> pb.RecordEventsResponse:
+    """One event (``timestamp_ms`` 0: the server's now)."""
+    response: pb.RecordEventsResponse = _call(
+        target,
+        "RecordEvents",
+        pb.RecordEventsRequest(
+            events=[
+                pb.Event(
+                    user_id=user_id,
+                    item_id=item_id,
+                    event_type=event_type,
+                    timestamp_ms=timestamp_ms,
+                    event_id=event_id,
+                )
+            ]
         ),
         timeout,
     )
@@ -102,6 +133,8 @@ def similar(
 def format_answer(asked: str, response: pb.RecommendResponse | pb.RecommendSimilarResponse) -> str:
     """A readable table: rank, title, item id, type, score."""
     head = f"{asked}: model {response.model_version}"
+    if getattr(response, "arm", ""):
+        head += f" (arm {response.arm})"
     if hasattr(response, "strategy"):
         head += f", {pb.Strategy.Name(response.strategy)}"
         if response.reason:
@@ -109,7 +142,10 @@ def format_answer(asked: str, response: pb.RecommendResponse | pb.RecommendSimil
     width = max([len(i.title) for i in response.items] + [5])
     lines = [head, f"  {'#':>3}  {'title':<{width}}  {'item_id':<10}  {'type':<9}  score"]
     for n, i in enumerate(response.items, 1):
-        lines.append(f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  {i.type:<9}  {i.score:.3f}")
+        because = f"  because you listened to {i.because_title}" if i.because_item_id else ""
+        lines.append(
+            f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  {i.type:<9}  {i.score:.3f}{because}"
+        )
     if not response.items:
         lines.append("  (no items)")
     return "\n".join(lines)

@@ -1,10 +1,11 @@
 """Prometheus metrics of one server, in its own registry (no process globals).
 
-* ``audiorec_request_seconds{rpc, strategy, code}``: latency histogram per RPC, strategy
+* ``audiorec_request_seconds{rpc, strategy, code, arm}``: latency histogram per RPC, strategy
   and gRPC status code (buckets from 0.5 ms: the budget is milliseconds);
 * ``audiorec_stage_seconds{stage}``: features, tower, index, filter;
 * ``audiorec_fallback_total{reason}``: unknown_user / store_unavailable;
-* ``audiorec_model_info{version}``: 1 for the version being served;
+* ``audiorec_model_info{version, arm}``: 1 for the version each arm serves;
+* ``audiorec_events_total{result}``: real-time events recorded / duplicate / before_cut;
 * ``audiorec_reload_total{result}``: ok / refused;
 * ``audiorec_store_breaker_open``: 1 while the online store's circuit breaker is open;
 * ``audiorec_rejected_total{reason}``: calls refused before any work (unparseable,
@@ -27,7 +28,7 @@ class Metrics:
         self.requests = Histogram(
             "audiorec_request_seconds",
             "Request latency",
-            ["rpc", "strategy", "code"],
+            ["rpc", "strategy", "code", "arm"],
             buckets=BUCKETS,
             registry=self.registry,
         )
@@ -49,12 +50,12 @@ class Metrics:
         # version's series is set to 0 instead, and gauges need an aggregation mode.
         self.model = Gauge(
             "audiorec_model_info",
-            "The artifact version being served",
-            ["version"],
+            "The artifact version being served (per A/B arm)",
+            ["version", "arm"],
             registry=self.registry,
             multiprocess_mode="livemax",
         )
-        self._version: str | None = None
+        self._versions: dict[str, str] = {}
         self.reloads = Counter(
             "audiorec_reload_total", "Artifact reload attempts", ["result"], registry=self.registry
         )
@@ -66,6 +67,14 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.breaker_open.set(0)
+        self.events = Counter(
+            "audiorec_events_total",
+            "Real-time events by outcome",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("recorded", "duplicate", "before_cut"):
+            self.events.labels(result=result)
         self.rejected = Counter(
             "audiorec_rejected_total",
             "Calls refused before any work",
@@ -78,11 +87,12 @@ class Metrics:
         for reason in ("store_unavailable", "unknown_user"):
             self.fallbacks.labels(reason=reason)
 
-    def serving(self, version: str) -> None:
-        if self._version is not None:
-            self.model.labels(version=self._version).set(0)
-        self.model.labels(version=version).set(1)
-        self._version = version
+    def serving(self, version: str, arm: str = "") -> None:
+        old = self._versions.get(arm)
+        if old is not None:
+            self.model.labels(version=old, arm=arm).set(0)
+        self.model.labels(version=version, arm=arm).set(1)
+        self._versions[arm] = version
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

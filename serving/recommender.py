@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUnavailable
-from audiorec.featurestore import Features
+from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
+from serving.events import STREAM, Applied, Event, Recorder, parse_recent
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
 
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
@@ -36,6 +37,8 @@ class Item:
     item_type: str
     score: float
     title: str
+    because_item_id: str = ""  # explain: the user's recent item closest to this one
+    because_title: str = ""
 
 
 @dataclass
@@ -74,10 +77,12 @@ class Recommender:
         artifact: Artifact,
         read_features: Callable[[str, float | None], Features],
         limits: RequestLimits = RequestLimits(),
+        recorder: Recorder | None = None,
     ):
         self.artifact = artifact
         self.read_features = read_features
         self.limits = limits
+        self.recorder = recorder
         self.types = artifact.types
         # null in both: a user the store does not know
         self._known_markers = ("country", self.types.history_feature(self.types.focus))
@@ -104,9 +109,11 @@ class Recommender:
         include_consumed: bool = False,
         languages: Sequence[str] = (),
         deadline: float | None = None,
+        explain: bool = False,
     ) -> Answer:
         """``item_type``: any served type (None: refused); ``deadline``: a
-        ``time.monotonic()`` instant; past it, no further stage runs."""
+        ``time.monotonic()`` instant; past it, no further stage runs. ``explain``: each
+        PERSONALIZED item names the user's recent item nearest it (:meth:`_explain`)."""
         check_request(user_id, "user_id", k, item_type, self.types, self.limits)
         if item_type is None:
             raise InvalidRequest(f"no item type given; this model serves {', '.join(self.types)}")
@@ -137,7 +144,11 @@ class Recommender:
         vector = art.tower(tower_inputs(raw, art.manifest.user_features))[0]
         t["tower"] = time.perf_counter()
         _check_deadline(deadline, "after the user tower")
+        recent = parse_recent(raw.get(RECENT_EVENTS, [None])[0])
         exclude = np.empty(0, np.int64) if include_consumed else art.consumed(user_id)
+        streamed = [r.item_id for r in recent if r.event_type == STREAM]
+        if streamed and not include_consumed:  # since the cut, in real time (events.py)
+            exclude = np.union1d(exclude, self._rows(streamed))
         labels, scores = self._search(vector, k, item_type, exclude, languages)
         t["index"] = time.perf_counter()
         history = raw.get(self.types.history_feature(item_type), [0])[0] or 0
@@ -151,7 +162,54 @@ class Recommender:
             )
         )
         answer = Answer(self._items(item_type, labels, scores), strategy, reason, self.version)
+        if explain and strategy == "PERSONALIZED":
+            self._explain(answer.items, item_type, labels, user_id, recent)
+            t["filter"] = time.perf_counter()
+            return _timed(answer, t, "explain")
         return _timed(answer, t, "filter")
+
+    def _rows(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Catalogue rows of ``item_ids`` (ids not in the catalogue dropped)."""
+        ids = np.asarray(list(item_ids), dtype=object)
+        if not len(ids):
+            return np.empty(0, np.int64)
+        catalogue = self.artifact.item_ids
+        rows = np.searchsorted(catalogue, ids)
+        ok = rows < len(catalogue)
+        ok[ok] = catalogue[rows[ok]] == ids[ok]
+        return rows[ok].astype(np.int64)
+
+    def _explain(
+        self,
+        items: list[Item],
+        item_type: str,
+        labels: np.ndarray,
+        user_id: str,
+        recent: list[Event],
+    ) -> None:
+        """Fill each item's ``because_*`` with the user's recent item (the window at the cut
+        and the events since, any type) nearest it by cosine of the served item vectors
+        (without the prior coordinate, which is popularity, not content). O(k x history)."""
+        art = self.artifact
+        history = np.union1d(art.window(user_id)[0], self._rows(r.item_id for r in recent))
+        if not len(history) or not items:
+            return
+        width = art.vectors.shape[1] - int(bool(art.manifest.model.get("prior")))
+        shown = art.label_rows[item_type][labels]
+        a, b = art.vectors[shown, :width], art.vectors[history, :width]
+        sims = (a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)) @ (
+            b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+        ).T
+        sims[shown[:, None] == history[None, :]] = -np.inf  # never "because of itself"
+        best = history[np.argmax(sims, axis=1)]
+        for item, row in zip(items, best):
+            item.because_item_id, item.because_title = str(art.item_ids[row]), str(art.titles[row])
+
+    def record(self, events: Sequence[object]) -> Applied:
+        """Real-time events into the online features of this version's project."""
+        if self.recorder is None:
+            raise StoreUnavailable("this server records no events (no online store to push to)")
+        return self.recorder.record(events)
 
     def similar(self, item_id: str, k: int = 10, item_type: str | None = None) -> Answer:
         """Items of ``item_type`` (default: the query item's own type) nearest the item."""

@@ -35,8 +35,12 @@ class ModelHolder:
         build: Callable[[Path], Recommender],
         on_swap: Callable[[str], None] = lambda v: None,
         on_refused: Callable[[str, str], None] = lambda v, e: None,
+        pinned: str | None = None,
     ):
+        """``pinned``: serve that version only (an A/B arm fixed to a version; versions
+        never change once published, so there is nothing to reload)."""
         self.workdir = Path(workdir)
+        self.pinned = pinned
         self._build = build
         self._on_swap, self._on_refused = on_swap, on_refused
         self._refused: str | None = None
@@ -46,6 +50,13 @@ class ModelHolder:
         on_swap(self.current.version)
 
     def _first_loadable(self) -> Recommender:
+        if self.pinned is not None:
+            if self.pinned not in list_versions(self.workdir):
+                raise ContractError(
+                    f"version {self.pinned[:100]!r} is not published under "
+                    f"{artifacts_root(self.workdir)} (audiorec rollback --list shows them)"
+                )
+            return self._build(artifacts_root(self.workdir) / self.pinned)
         wanted = current_version(self.workdir)
         versions = list_versions(self.workdir)
         if wanted is None and not versions:
@@ -87,6 +98,8 @@ class ModelHolder:
     def check_now(self) -> bool:
         """Swap if ``current`` names another loadable version; True when swapped."""
         version = current_version(self.workdir)
+        if self.pinned is not None:
+            return False
         if version is None or version == self.current.version or version == self._refused:
             return False
         try:

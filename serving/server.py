@@ -18,6 +18,7 @@ bearer token come from :mod:`serving.security`; the artifact is hot-reloaded
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -47,7 +48,9 @@ from audiorec.errors import (
 from audiorec.featurestore import FeatureStoreConfig
 from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
+from serving.arms import CURRENT, Experiment
 from serving.artifact import Artifact
+from serving.events import EventLimits, Recorder
 from serving.features import OnlineFeatures, StoreGuardConfig
 from serving.limits import RequestLimits, echo
 from serving.metrics import Metrics
@@ -93,6 +96,8 @@ class ServerConfig(StrictConfig):
     store_guard: StoreGuardConfig = Field(default_factory=StoreGuardConfig)
     limits: RequestLimits = Field(default_factory=RequestLimits)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    experiment: Experiment = Field(default_factory=Experiment)  # A/B arms (serving/arms.py)
+    events: EventLimits = Field(default_factory=EventLimits)
 
 
 def _item_type(request: Any, limits: RequestLimits) -> str | None:
@@ -124,6 +129,8 @@ def _items(answer: Answer) -> list[pb.Item]:
             type=i.item_type,
             score=i.score,
             title=i.title,
+            because_item_id=i.because_item_id,
+            because_title=i.because_title,
         )
         for i in answer.items
     ]
@@ -196,8 +203,16 @@ class _ClientErrorLog:
 
 
 class RecommenderService:
-    def __init__(self, holder: ModelHolder, metrics: Metrics, admission: Admission):
-        self.holder = holder
+    """``arms``: (name, holder) per experiment arm ("" alone without an experiment)."""
+
+    def __init__(
+        self,
+        arms: list[tuple[str, ModelHolder]],
+        experiment: Experiment,
+        metrics: Metrics,
+        admission: Admission,
+    ):
+        self.arms, self.experiment = arms, experiment
         self.metrics = metrics
         self.admission = admission
         self._client_errors = _ClientErrorLog()
@@ -208,9 +223,12 @@ class RecommenderService:
         request: Any,
         context: Any,
         fn: Callable[[Recommender, float | None], tuple[Any, str]],
+        route_key: str = "",
     ) -> Any:
+        """``route_key``: the user id a call's arm is assigned by ("": the first arm)."""
         start = time.perf_counter()
         strategy, code = "", grpc.StatusCode.OK
+        arm, holder = self.arms[self.experiment.assign(route_key) if route_key else 0]
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         try:
@@ -218,7 +236,9 @@ class RecommenderService:
                 self.metrics.rejected.labels(reason="unparseable").inc()
                 raise InvalidRequest(f"the request bytes are not a valid {rpc}Request message")
             with self.admission.enter(deadline):
-                response, strategy = fn(self.holder.current, deadline)
+                response, strategy = fn(holder.current, deadline)
+            if arm and hasattr(response, "arm"):
+                response.arm = arm
             return response
         except AudiorecError as exc:
             code = grpc.StatusCode[exc.status]
@@ -237,7 +257,7 @@ class RecommenderService:
         finally:
             seconds = time.perf_counter() - start
             self.metrics.requests.labels(
-                rpc=rpc, strategy=strategy or "none", code=code.name
+                rpc=rpc, strategy=strategy or "none", code=code.name, arm=arm
             ).observe(seconds)
             if code in CLIENT_CODES:
                 self._client_errors.add(code.name)
@@ -250,6 +270,7 @@ class RecommenderService:
                             "rpc": rpc,
                             "code": code.name,
                             "strategy": strategy,
+                            "arm": arm,
                             "ms": round(seconds * 1e3, 3),
                         }
                     },
@@ -265,6 +286,7 @@ class RecommenderService:
                 request.include_consumed,
                 request.languages,
                 deadline,
+                request.explain,
             )
             for stage, ms in a.timings_ms.items():
                 self.metrics.stages.labels(stage=stage).observe(ms / 1e3)
@@ -278,7 +300,7 @@ class RecommenderService:
                 reason=a.reason,
             ), a.strategy
 
-        return self._run("Recommend", request, context, answer)
+        return self._run("Recommend", request, context, answer, getattr(request, "user_id", ""))
 
     def RecommendSimilar(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
@@ -288,6 +310,28 @@ class RecommenderService:
             ), "SIMILAR"
 
         return self._run("RecommendSimilar", request, context, answer)
+
+    def RecordEvents(self, request: Any, context: Any) -> Any:
+        def record(first: Recommender, deadline: float | None) -> tuple[Any, str]:
+            # every arm's project gets the events (arms on one feature generation share it)
+            done: dict[str, Any] = {}
+            for _, holder in self.arms:
+                rec = holder.current
+                project = feature_project(rec.artifact.manifest)
+                if project not in done:
+                    done[project] = rec.record(request.events)
+            a = done[feature_project(first.artifact.manifest)]
+            self.metrics.events.labels(result="recorded").inc(a.recorded)
+            self.metrics.events.labels(result="duplicate").inc(a.duplicates)
+            self.metrics.events.labels(result="before_cut").inc(a.before_cut)
+            return pb.RecordEventsResponse(
+                recorded=a.recorded,
+                duplicates=a.duplicates,
+                before_cut=a.before_cut,
+                model_version=first.version,
+            ), "RECORD"
+
+        return self._run("RecordEvents", request, context, record)
 
     def handler(self) -> grpc.GenericRpcHandler:
         def method(fn: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
@@ -304,6 +348,9 @@ class RecommenderService:
                 "RecommendSimilar": method(
                     self.RecommendSimilar, pb.RecommendSimilarRequest, pb.RecommendSimilarResponse
                 ),
+                "RecordEvents": method(
+                    self.RecordEvents, pb.RecordEventsRequest, pb.RecordEventsResponse
+                ),
             },
         )
 
@@ -312,7 +359,8 @@ class RecommenderService:
 class RunningServer:
     server: grpc.Server
     port: int
-    holder: ModelHolder
+    holder: ModelHolder  # the first arm's (the only one without an experiment)
+    arms: list[tuple[str, ModelHolder]]
     metrics: Metrics
     health: health.HealthServicer
     features: OnlineFeatures
@@ -320,7 +368,8 @@ class RunningServer:
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let in-flight ones finish (up to ``grace`` s), stop watching."""
         self.health.enter_graceful_shutdown()
-        self.holder.stop()
+        for _, holder in self.arms:
+            holder.stop()
         self.server.stop(grace).wait()
         self.features.close()
 
@@ -343,22 +392,35 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         project = feature_project(manifest)
         check_lineage(workdir, cfg.store, project, manifest)
         served = features.served_features(project)
-        return Recommender(
-            Artifact.load(directory, served_user_features=served),
-            features.reader(project),
+        artifact = Artifact.load(directory, served_user_features=served)
+        recorder = Recorder(
+            artifact,
+            functools.partial(features.read_users, project=project),
+            functools.partial(features.read_items, project=project),
+            functools.partial(features.push, project=project),
             cfg.limits,
+            cfg.events,
+            dim=_preference_dim(artifact),
+        )
+        return Recommender(artifact, features.reader(project), cfg.limits, recorder)
+
+    def holder_for(arm: str, version: str) -> ModelHolder:
+        def swapped(new: str) -> None:
+            metrics.serving(new, arm)
+            metrics.reloads.labels("ok").inc()
+
+        return ModelHolder(
+            workdir,
+            build,
+            on_swap=swapped,
+            on_refused=lambda v, e: metrics.reloads.labels("refused").inc(),
+            pinned=None if version == CURRENT else version,
         )
 
-    def swapped(version: str) -> None:
-        metrics.serving(version)
-        metrics.reloads.labels("ok").inc()
-
-    holder = ModelHolder(
-        workdir,
-        build,
-        on_swap=swapped,
-        on_refused=lambda v, e: metrics.reloads.labels("refused").inc(),
-    )
+    arms = [(a.name, holder_for(a.name, a.version)) for a in cfg.experiment.arms] or [
+        ("", holder_for("", CURRENT))
+    ]
+    holder = arms[0][1]
     interceptors = (
         []
         if sec.token is None
@@ -377,7 +439,9 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         maximum_concurrent_rpcs=4 * pool,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_metadata_size", 16 * 1024)],
     )
-    service = RecommenderService(holder, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs))
+    service = RecommenderService(
+        arms, cfg.experiment, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs)
+    )
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -403,7 +467,8 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
 
         start_http_server(cfg.metrics_port, addr=cfg.host, registry=metrics.registry)
     with features.warming():
-        warm_up(holder.current)
+        for _, h in arms:
+            warm_up(h.current)
     if cfg.gil_switch_interval_ms is not None:
         sys.setswitchinterval(cfg.gil_switch_interval_ms / 1e3)
     if cfg.tune_gc:
@@ -411,7 +476,8 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         gc.freeze()
         gc.set_threshold(50_000, 50, 1000)
     server.start()
-    holder.start(cfg.reload_interval_s)
+    for _, h in arms:
+        h.start(cfg.reload_interval_s)
     for name in ("", SERVICE):  # SERVING only now: the artifact and the store are loaded
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -420,13 +486,21 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
             "fields": {
                 "address": f"{cfg.host}:{port}",
                 "version": holder.current.version,
+                "arms": {name: h.current.version for name, h in arms if name},
                 "tls": credentials is not None,
                 "token": sec.token is not None,
                 "reflection": sec.reflection,
             }
         },
     )
-    return RunningServer(server, port, holder, metrics, health_servicer, features)
+    return RunningServer(server, port, holder, arms, metrics, health_servicer, features)
+
+
+def _preference_dim(artifact: Artifact) -> int:
+    """The HGNN embedding width of the preference vectors, from the tower's inputs (0:
+    the tower reads none; then the events' item embeddings say)."""
+    names = set(artifact.types.hgnn_user_features())
+    return next((s.dim for s in artifact.manifest.user_features if s.name in names), 0)
 
 
 def check_lineage(

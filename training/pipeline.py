@@ -260,6 +260,7 @@ def run_pipeline(
                 index_cfg=cfg.index,
                 upstream=upstream,
                 project=project,
+                window_days=cfg.features.window_days,
             )
             plot_curve(towers.history, out / "training_curve.png")
             return manifest

@@ -28,46 +28,54 @@ COLD_START: Strategy
 FALLBACK: Strategy
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "item_type", "type", "score", "title")
+    __slots__ = ("item_id", "item_type", "type", "score", "title", "because_item_id", "because_title")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    BECAUSE_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    BECAUSE_TITLE_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     item_type: ItemType
     type: str
     score: float
     title: str
-    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ...) -> None: ...
+    because_item_id: str
+    because_title: str
+    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., because_item_id: _Optional[str] = ..., because_title: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type")
+    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type", "explain")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CONSUMED_FIELD_NUMBER: _ClassVar[int]
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     item_type: ItemType
     include_consumed: bool
     languages: _containers.RepeatedScalarFieldContainer[str]
     type: str
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ...) -> None: ...
+    explain: bool
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "strategy", "reason")
+    __slots__ = ("items", "model_version", "strategy", "reason", "arm")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
     model_version: str
     strategy: Strategy
     reason: str
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    arm: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., reason: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class RecommendSimilarRequest(_message.Message):
     __slots__ = ("item_id", "k", "item_type", "type")
@@ -88,3 +96,35 @@ class RecommendSimilarResponse(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[Item]
     model_version: str
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("user_id", "item_id", "event_type", "timestamp_ms", "event_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp_ms: int
+    event_id: str
+    def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class RecordEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class RecordEventsResponse(_message.Message):
+    __slots__ = ("recorded", "duplicates", "before_cut", "model_version")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_CUT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    duplicates: int
+    before_cut: int
+    model_version: str
+    def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ..., before_cut: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -44,6 +44,11 @@ class RecommenderStub:
                 request_serializer=audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarRequest.SerializeToString,
                 response_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarResponse.FromString,
                 _registered_method=True)
+        self.RecordEvents = channel.unary_unary(
+                '/audiorec.v1.Recommender/RecordEvents',
+                request_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -61,6 +66,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvents(self, request, context):
+        """Real-time events: the next Recommend of these users reads their effect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +85,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.RecommendSimilar,
                     request_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarRequest.FromString,
                     response_serializer=audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarResponse.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.FromString,
+                    response_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +146,33 @@ class Recommender:
             '/audiorec.v1.Recommender/RecommendSimilar',
             audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarRequest.SerializeToString,
             audiorec_dot_v1_dot_recommender__pb2.RecommendSimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiorec.v1.Recommender/RecordEvents',
+            audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
+            audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -188,7 +188,7 @@ def test_metrics_count_requests_and_fallbacks(stub, server, users):
     text = server.metrics.exposition().decode()
     assert 'audiorec_request_seconds_count{code="OK",rpc="Recommend",strategy="FALLBACK"}' in text
     assert 'audiorec_fallback_total{reason="unknown_user"}' in text
-    assert f'audiorec_model_info{{version="{server.holder.current.version}"}} 1.0' in text
+    assert f'audiorec_model_info{{arm="",version="{server.holder.current.version}"}} 1.0' in text
 
 
 def _workdir_copy(tiny_pipeline, tmp_path):

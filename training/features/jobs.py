@@ -25,7 +25,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from audiorec.errors import AudiorecError
-from audiorec.featurestore import STATE_FILE, features_dir
+from audiorec.featurestore import STATE_FILE, features_dir, recent_schema
 from audiorec.itemtypes import ItemTypes
 from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
 from training.data.arrow import vector_column
@@ -173,6 +173,11 @@ def _write_all(
         ),
     )
     timed("item_content", lambda p: _item_content(con, p, text, lo, hi))
+    if full or not any((target / "user_recent").glob("*.parquet")):
+        timed(
+            "user_recent",
+            lambda p: _write_table(p.with_name("empty.parquet"), recent_schema().empty_table()),
+        )
     if full:
         timed(
             "item_hgnn", lambda p: _item_hgnn(p.with_name(f"{hgnn.version}.parquet"), hgnn, first)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from audiorec.featurestore import features_dir
 
-USER_TABLES = ("user_profile", "user_music", "user_windows")
+# user_recent holds no batch rows: real-time pushes write it (its file is empty, for the
+# schema)
+USER_TABLES = ("user_profile", "user_music", "user_windows", "user_recent")
 ITEM_TABLES = ("item_content", "item_hgnn", "item_popularity")
 TABLES = USER_TABLES + ITEM_TABLES
 

@@ -25,7 +25,7 @@ from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
-from training.release.lists import write_consumed, write_popularity
+from training.release.lists import write_consumed, write_popularity, write_window
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
 from training.twotower.export import export_user_tower
@@ -77,6 +77,7 @@ def write_version(
     index_cfg: HNSWConfig,
     upstream: dict,
     project: str,
+    window_days: int = 90,
 ) -> Manifest:
     export_user_tower(
         towers.user_tower,
@@ -131,6 +132,7 @@ def write_version(
         )
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
+    n_window = write_window(data_dir, cut, window_days, out / "window.parquet")
     best = towers.best
     return Manifest(
         version=version,
@@ -141,6 +143,8 @@ def write_version(
             **data.window,
             "popularity_rows": n_pop,
             "consumed_pairs": n_consumed,
+            "window_days": window_days,
+            "window_pairs": n_window,
         },
         # the Feast project (online namespace) whose rows this version reads
         feature_services={"user": USER_SERVICE, "item": ITEM_SERVICE, "project": project},

@@ -8,6 +8,9 @@ parquet.
   language; the top ``top_n`` of each list.
 * Consumed: distinct (user, item) pairs streamed before the cut, so serving can drop
   what a user already started (sorted by user for a compact in-memory index).
+* Window: distinct (user, item) pairs with any event in the 90-day window that ends at
+  the cut, and whether one was a weak signal: what the online window features at the
+  cut summarise, so real-time events (serving/events.py) know which items are new.
 """
 
 from __future__ import annotations
@@ -58,6 +61,25 @@ def write_consumed(data: str | Path, cut: datetime, out: Path) -> int:
                   WHERE event_type = 'stream' AND ts < $cut ORDER BY user_id, item_id)
             TO {sql_literal(str(out))} (FORMAT parquet)""",
             params={"cut": cut},
+        )
+        return con.sql(f"SELECT count(*) FROM {sql_literal(str(out))}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def write_window(data: str | Path, cut: datetime, days: int, out: Path) -> int:
+    """(user_id, item_id, weak) for the events in [midnight(cut) - days, midnight(cut)):
+    the window of the feature snapshot at the cut's date (training/features/windows.py)."""
+    end = datetime.combine(cut.date(), datetime.min.time(), tzinfo=cut.tzinfo)
+    con = connect_dataset(data, ("events",))
+    try:
+        con.sql(
+            f"""
+            COPY (SELECT user_id, item_id, bool_or(event_type <> 'stream') AS weak
+                  FROM events WHERE ts >= $lo AND ts < $hi
+                  GROUP BY user_id, item_id ORDER BY user_id, item_id)
+            TO {sql_literal(str(out))} (FORMAT parquet)""",
+            params={"lo": end - timedelta(days=days), "hi": end},
         )
         return con.sql(f"SELECT count(*) FROM {sql_literal(str(out))}").fetchall()[0][0]
     finally:
