@@ -168,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--redis", help="Redis connection string, host:port")
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
     sv.add_argument("--workers", type=int, help="request threads (default 4)")
+    sv.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); about one per core",
+    )
+    sv.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=VERSION:SHARE",
+        help="an A/B arm (repeat; shares sum to 1); VERSION: a published version or current",
+    )
+    sv.add_argument(
+        "--experiment-salt",
+        default="audiorec-ab",
+        help="salt of the users' arm hash (a new one re-randomises the split)",
+    )
     sv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
     sv.add_argument("--tls-cert", help="server certificate chain (PEM): serve over TLS")
     sv.add_argument("--tls-key", help="the certificate's private key (PEM)")

@@ -136,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from audiorec.config import validated
     from audiorec.featurestore import FeatureStoreConfig
+    from serving.arms import Experiment, parse_arms
     from serving.security import SecurityConfig
     from serving.server import ServerConfig, configure_logging, create_server
 
@@ -152,17 +153,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "insecure": args.insecure,
         },
     )
+    experiment = validated(Experiment, {"arms": parse_arms(args.arm), "salt": args.experiment_salt})
     cfg = ServerConfig(
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
         store=store,
         security=security,
+        experiment=experiment,
         **({"workers": args.workers} if args.workers else {}),
     )
+    if args.processes > 1:
+        return _serve_processes(args, cfg)
     running = create_server(args.workdir, cfg)
+    arms = ", ".join(f"{name} {h.current.version}" for name, h in running.arms if name)
     print(
         f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
+        + (f" (arms: {arms})" if arms else "")
         + (" over TLS" if args.tls_cert else "")
         + (", token required" if security.token else "")
         + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
@@ -174,6 +181,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     running.stop(grace=5.0)
+    print("audiorec: stopped", flush=True)
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace, cfg) -> int:
+    import signal
+    import threading
+
+    from serving.processes import ProcessGroup
+
+    group = ProcessGroup(args.workdir, cfg, args.processes, args.log_level).start()
+    versions = sorted(set(group.versions.values()))
+    print(
+        f"audiorec: serving {', '.join(versions)} on {args.host}:{group.port} in "
+        f"{args.processes} processes"
+        + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+        + " (SIGTERM or Ctrl-C stops)",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    group.stop()
     print("audiorec: stopped", flush=True)
     return 0
 

@@ -91,6 +91,9 @@ class ServerConfig(StrictConfig):
     max_concurrent_rpcs: int = Field(64, ge=1)
     health_threads: int = Field(2, ge=1)  # threads only health checks and refusals use
     reload_interval_s: float = Field(2.0, gt=0)
+    # SO_REUSEPORT: several processes share the port (serve --processes, processes.py);
+    # off otherwise, so a second server on a taken port fails instead of sharing it
+    reuse_port: bool = False
     metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus HTTP; None: off
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     store_guard: StoreGuardConfig = Field(default_factory=StoreGuardConfig)
@@ -437,7 +440,11 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         interceptors=interceptors,
         # a memory guard only: Recommend sheds itself at max_concurrent_rpcs
         maximum_concurrent_rpcs=4 * pool,
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_metadata_size", 16 * 1024)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_metadata_size", 16 * 1024),
+            ("grpc.so_reuseport", int(cfg.reuse_port)),
+        ],
     )
     service = RecommenderService(
         arms, cfg.experiment, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs)
