@@ -30,8 +30,9 @@ from typing import Any
 from audiorec.errors import AudiorecError
 
 log = logging.getLogger("audiorec.serving")
-START_TIMEOUT_S = 600.0
-MP_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")  # a 1M-user artifact takes about a minute to load
+START_TIMEOUT_S = 600.0  # a 1M-user artifact takes about a minute to load
+# prometheus_client's multiprocess directory (it reads the second name, Feast the first)
+MP_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -79,7 +80,7 @@ class ProcessGroup:
         ).model_dump_json()
         self._workdir, self._level, self.n = str(Path(workdir).resolve()), log_level, processes
         self._metrics_dir = tempfile.mkdtemp(prefix="audiorec-metrics-")
-        # inherited by the children (prometheus_client reads the second name, Feast the first)
+        # inherited by the children
         self._env = {n: os.environ.get(n) for n in MP_ENV}
         os.environ.update({n: self._metrics_dir for n in MP_ENV})
         self._ctx = mp.get_context("spawn")
