@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an A/B arm (repeat; shares sum to 1); VERSION: a published version or current",
     )
     sv.add_argument(
+        "--tower-runtime",
+        choices=("auto", "onnx", "tensorflow"),
+        default="auto",
+        help="the user tower's runtime (auto: ONNX Runtime when the version has it)",
+    )
+    sv.add_argument(
         "--experiment-salt",
         default="audiorec-ab",
         help="salt of the users' arm hash (a new one re-randomises the split)",

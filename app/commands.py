@@ -161,6 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store=store,
         security=security,
         experiment=experiment,
+        tower_runtime=args.tower_runtime,
         **({"workers": args.workers} if args.workers else {}),
     )
     if args.processes > 1:

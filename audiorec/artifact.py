@@ -5,10 +5,12 @@ Layout under ``<workdir>/artifacts/``::
     current                 the published version's name (replaced atomically, last)
     <version>/manifest.json what the version is (:class:`Manifest`), with file checksums
     <version>/user_tower/   SavedModel, signature ``serving_default`` (raw user features)
+    <version>/user_tower.onnx  the same tower for ONNX Runtime (checked equal at publish)
     <version>/items.parquet item_id, item_type, title, language, genre, vector
     <version>/index/<type>/ one HNSW index per item type (ids = the label -> item id map)
     <version>/popularity.parquet  fallback lists: scope global|country|language, key, ...
     <version>/consumed.parquet    user_id, item_id streamed before the cut (filtering)
+    <version>/window.parquet      user_id, item_id, weak: the 90-day window at the cut
 
 A version is written under a hidden temporary name, renamed into place when complete,
 and only then does ``current`` move to it; an interruption at any point leaves
@@ -32,6 +34,8 @@ from audiorec.errors import ContractError
 from audiorec.failpoints import failpoint
 from audiorec.publish import remove_dead_staging, staged_directory, write_atomic
 from audiorec.tower_inputs import InputSpec
+
+ONNX_FILE = "user_tower.onnx"
 
 
 class IndexInfo(BaseModel):

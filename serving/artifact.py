@@ -25,7 +25,7 @@ from audiorec.artifact import Manifest, check_user_features, current_dir, read_m
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import ItemIndex
 from audiorec.itemtypes import ItemTypes
-from serving.tower import UserTower
+from serving.tower import Runtime, UserTower
 
 
 @dataclass
@@ -60,13 +60,25 @@ class Artifact:
 
     @classmethod
     def load(
-        cls, directory: str | Path, served_user_features: list[str] | None = None
+        cls,
+        directory: str | Path,
+        served_user_features: list[str] | None = None,
+        tower_runtime: Runtime = "auto",
     ) -> "Artifact":
+        """``tower_runtime``: auto (ONNX Runtime when the version has its export, else
+        TensorFlow), onnx, or tensorflow (serving/tower.py)."""
         directory = Path(directory)
         manifest = read_manifest(directory)
         if served_user_features is not None:
             check_user_features(manifest, served_user_features)
-        tower = UserTower(directory / "user_tower", manifest.user_features, manifest.dim)
+        onnx = (manifest.model.get("onnx") or {}).get("path")
+        tower = UserTower(
+            directory / "user_tower",
+            manifest.user_features,
+            manifest.dim,
+            onnx=directory / onnx if onnx else None,
+            runtime=tower_runtime,
+        )
         items = pq.read_table(directory / "items.parquet")
         ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
         if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():

@@ -29,7 +29,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -94,6 +94,9 @@ class ServerConfig(StrictConfig):
     # SO_REUSEPORT: several processes share the port (serve --processes, processes.py);
     # off otherwise, so a second server on a taken port fails instead of sharing it
     reuse_port: bool = False
+    # the user tower's runtime: ONNX Runtime when the version has its export (auto), or
+    # TensorFlow's SavedModel (serving/tower.py)
+    tower_runtime: Literal["auto", "onnx", "tensorflow"] = "auto"
     metrics_port: int | None = Field(None, ge=0, le=65535)  # Prometheus HTTP; None: off
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     store_guard: StoreGuardConfig = Field(default_factory=StoreGuardConfig)
@@ -395,7 +398,9 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         project = feature_project(manifest)
         check_lineage(workdir, cfg.store, project, manifest)
         served = features.served_features(project)
-        artifact = Artifact.load(directory, served_user_features=served)
+        artifact = Artifact.load(
+            directory, served_user_features=served, tower_runtime=cfg.tower_runtime
+        )
         recorder = Recorder(
             artifact,
             functools.partial(features.read_users, project=project),

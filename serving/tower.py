@@ -1,15 +1,20 @@
 """Runs the exported user tower: raw feature arrays in, unit user vectors out.
 
-The SavedModel's ``serving_default`` signature is called directly (STACK.md trap 9: ~0.15
-ms for one user, against ~40 ms for ``predict``). TensorFlow is held to one thread per op
-pool when this process has not started TensorFlow yet, so that concurrent requests do not
-contend for the 2 cores (trap 10).
+Two runtimes of the one trained model, chosen per artifact:
+
+- **ONNX Runtime** (``user_tower.onnx``, converted from the SavedModel and checked equal
+  to it within 1e-5 at publish: training/release/onnx_export.py): ~0.15 ms for one user,
+  one thread, no TensorFlow in the process. The default when the version has it.
+- **TensorFlow** (the SavedModel's ``serving_default`` signature, called directly: STACK.md
+  trap 9): ~1 ms for one user; versions published before the ONNX export, or
+  ``runtime="tensorflow"``. TensorFlow is held to one thread per op pool when this process
+  has not started it yet, so concurrent requests do not contend for the cores (trap 10).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -18,6 +23,7 @@ from audiorec.tower_inputs import InputSpec
 
 SIGNATURE = "serving_default"
 OUTPUT = "user_vector"
+Runtime = Literal["auto", "onnx", "tensorflow"]
 
 
 def _limit_threads(tf: Any) -> None:
@@ -29,9 +35,50 @@ def _limit_threads(tf: Any) -> None:
 
 
 class UserTower:
-    """The exported user tower of one artifact version."""
+    """The exported user tower of one artifact version. ``path``: the SavedModel
+    directory; ``onnx``: its ONNX export (None: the version has none)."""
 
-    def __init__(self, path: str | Path, specs: Sequence[InputSpec], dim: int):
+    def __init__(
+        self,
+        path: str | Path,
+        specs: Sequence[InputSpec],
+        dim: int,
+        onnx: str | Path | None = None,
+        runtime: Runtime = "auto",
+    ):
+        self.specs = list(specs)
+        self.dim = dim
+        expected = {s.name for s in self.specs}
+        if runtime == "onnx" and onnx is None:
+            raise ContractError(f"{path}: runtime onnx asked, but the version has no ONNX tower")
+        self.runtime = "onnx" if onnx is not None and runtime != "tensorflow" else "tensorflow"
+        if self.runtime == "onnx":
+            inputs = self._load_onnx(Path(str(onnx)))
+        else:
+            inputs = self._load_tf(path)
+        if inputs != expected:
+            raise ContractError(
+                f"{path}: the {self.runtime} tower takes {sorted(inputs)}, the manifest "
+                f"lists {sorted(expected)}"
+            )
+        self._inputs = sorted(inputs)
+
+    def _load_onnx(self, path: Path) -> set[str]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # one request = one small graph: threads would only contend with other requests
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outputs = [o.name for o in self._session.get_outputs()]
+        if OUTPUT not in outputs:
+            raise ContractError(f"{path}: no {OUTPUT!r} output (has {outputs})")
+        return {i.name for i in self._session.get_inputs()}
+
+    def _load_tf(self, path: str | Path) -> set[str]:
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
@@ -39,8 +86,6 @@ class UserTower:
 
         _limit_threads(tf)
         self._tf = tf
-        self.specs = list(specs)
-        self.dim = dim
         loaded = tf.saved_model.load(str(path))
         if SIGNATURE not in loaded.signatures:
             raise ContractError(
@@ -48,20 +93,17 @@ class UserTower:
             )
         self._loaded = loaded  # the signature needs its owner kept alive
         self._fn = loaded.signatures[SIGNATURE]
-        inputs = set(self._fn.structured_input_signature[1])
-        expected = {s.name for s in self.specs}
-        if inputs != expected:
-            raise ContractError(
-                f"{path}: the signature takes {sorted(inputs)}, the manifest "
-                f"lists {sorted(expected)}"
-            )
+        return set(self._fn.structured_input_signature[1])
 
     @property
     def input_names(self) -> list[str]:
-        return sorted(self._fn.structured_input_signature[1])
+        return self._inputs
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """(n, dim) float32 user vectors of ``inputs`` (see audiorec.tower_inputs)."""
+        if self.runtime == "onnx":
+            feed = {s.name: inputs[s.name] for s in self.specs}
+            return np.asarray(self._session.run([OUTPUT], feed)[0], dtype=np.float32)
         tf = self._tf
         tensors = {
             s.name: tf.constant(

@@ -19,13 +19,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audiorec.artifact import IndexInfo, Manifest
+from audiorec.artifact import ONNX_FILE, IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
+from training.release.onnx_export import check_onnx, export_onnx
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
 from training.twotower.export import export_user_tower
@@ -84,6 +85,13 @@ def write_version(
         data.user_specs,
         out / "user_tower",
         prior_coordinate=towers.prior is not None,
+    )
+    # the same tower for ONNX Runtime (serving's runtime), equal to the SavedModel on
+    # real training rows (missing values included) within 1e-5, or no version
+    export_onnx(out / "user_tower", out / ONNX_FILE)
+    check_rows = np.linspace(0, len(data) - 1, min(256, len(data))).astype(int)
+    onnx_diff = check_onnx(
+        out / "user_tower", out / ONNX_FILE, {k: v[check_rows] for k, v in data.user.items()}
     )
     vectors = towers.item_vectors(data)
     con = connect_dataset(data_dir, ("items",))
@@ -159,6 +167,8 @@ def write_version(
             "ignored_item_features": cfg.ignored_item_features(),
             # the last vector coordinate is the popularity prior (prior.py), or absent
             "prior": towers.prior,
+            # the user tower for ONNX Runtime and its largest difference from the SavedModel
+            "onnx": {"path": ONNX_FILE, "max_abs_diff": onnx_diff},
         },
         upstream=upstream,
         metrics={
