@@ -201,20 +201,58 @@ def _first_line(exc: BaseException) -> str:
 
 
 class OnlineFeatureReader:
-    """Reads one feature service from the online store; the service is resolved once
-    (resolving it per call costs more than the read itself: ~1.3 ms vs ~0.4 ms)."""
+    """Reads one feature service from the online store, for a few entities per call.
+
+    The service and its views are resolved once (resolving per call costs more than the
+    read itself). :meth:`read` then asks the provider for each view's row, the call
+    ``get_online_features`` ends in, and converts the values with Feast's own type map:
+    the same answer (a test compares them) without the SDK's per-call request building
+    and response protobufs (~0.6 -> ~0.2 ms per user on Redis, docs/benchmarks.md).
+    :meth:`read_sdk` is the plain ``get_online_features``.
+    """
 
     def __init__(self, store: Any, service: str = USER_SERVICE):
         self.store = store
         self.service = feature_service(store, service)
         self.key = "item_id" if service == ITEM_SERVICE else "user_id"
+        self._provider = store._get_provider()
+        self._views = [
+            (store.get_feature_view(p.name), [f.name for f in p.features])
+            for p in self.service.feature_view_projections
+        ]
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        keys = [
+            EntityKey(join_keys=[self.key], entity_values=[Value(string_val=e)]) for e in entity_ids
+        ]
+        out: Features = {}
+        with online_errors(self.store):
+            for view, names in self._views:
+                # a copy: the Redis store appends its timestamp field to the list it gets
+                rows = self._provider.online_read(self.store.config, view, keys, list(names))
+                columns: list[list[Any]] = [[None] * len(keys) for _ in names]
+                for i, (_, values) in enumerate(rows):
+                    if not values:
+                        continue
+                    for column, name in zip(columns, names):
+                        value = values.get(name)
+                        if value is not None:
+                            column[i] = feast_value_type_to_python_type(value)
+                out.update(zip(names, columns))
+        return out
+
+    def read_sdk(self, entity_ids: list[str]) -> Features:
+        """The same read through ``get_online_features`` (the reference)."""
         with online_errors(self.store):
             out: Features = self.store.get_online_features(
                 features=self.service, entity_rows=[{self.key: e} for e in entity_ids]
             ).to_dict()
+            out.pop(self.key, None)
             return out
 
 

@@ -1,7 +1,8 @@
 """Open-loop load test of `audiorec serve` on a work directory the pipeline has run on.
 
     PYTHONPATH=.:bench .venv/bin/python bench/bench_serving.py --workdir W
-        [--rates 100,300,500] [--duration 60] [--redis]
+        [--rates 100,300,500] [--duration 60] [--redis] [--processes 1,2] [--channels 4]
+        [--server-args "--tower-runtime tensorflow"]
 
 The server runs as its own process (`audiorec serve`); the load generator is another
 process that sends Recommend calls on a fixed schedule (open loop: request i leaves at
@@ -10,7 +11,15 @@ its scheduled departure, so a stalled server shows up as latency, not as a slowe
 Users: 70% with history, 20% cold-start (no audiobook history), 10% unknown; each row
 counts the strategies each group was answered with (warm: PERSONALIZED, cold:
 COLD_START, unknown: FALLBACK when all is well).
-Per-stage means come from the server's Prometheus histograms (scraped before and after).
+Calls alternate between the item types. The generator spreads its calls over
+``--channels`` gRPC channels (connections), which the kernel balances over the server
+processes of ``--processes N`` (SO_REUSEPORT).
+Per-stage means and the server time per Recommend (the handler, from admission to the
+response message) come from the server's Prometheus histograms (scraped before and
+after). Before the load, in the same run, the request's primitives are timed on their
+own (``primitives``): one read of a user's row through the store's own client (redis-py
+HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower forward pass
+(the runtime the server uses), one HNSW query; each row reports server time / their sum.
 With --redis the same runs go against a fresh redis-server the features are
 materialized into first.
 """
@@ -71,7 +80,15 @@ def pick_users(wd: Path, n: int = 2000) -> list[tuple[str, str]]:
     return users
 
 
-def load(target: str, users: list[tuple[str, str]], rate: float, duration: float, out) -> None:
+def load(
+    target: str,
+    users: list[tuple[str, str]],
+    rate: float,
+    duration: float,
+    out,
+    channels: int = 4,
+    types: tuple[str, ...] = ("audiobook", "podcast"),
+) -> None:
     """Child process: the open-loop generator; sends back (latencies_s, codes, and how
     many answers of each strategy each user group got)."""
     import grpc
@@ -79,9 +96,14 @@ def load(target: str, users: list[tuple[str, str]], rate: float, duration: float
     from audiorec.v1 import recommender_pb2 as pb
     from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 
-    channel = grpc.insecure_channel(target)
-    stub = pb_grpc.RecommenderStub(channel)
-    stub.Recommend(pb.RecommendRequest(user_id=users[0][0], k=10, item_type=pb.AUDIOBOOK))
+    chans = [
+        # one connection each (a local subchannel pool), so the kernel can spread them
+        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+    stubs = [pb_grpc.RecommenderStub(c) for c in chans]
+    for stub in stubs:
+        stub.Recommend(pb.RecommendRequest(user_id=users[0][0], k=10, type=types[0]), timeout=30)
     n = int(rate * duration)
     latencies = np.full(n, np.nan)
     codes: dict[str, int] = {}
@@ -94,8 +116,8 @@ def load(target: str, users: list[tuple[str, str]], rate: float, duration: float
         if delay > 0:
             time.sleep(delay)
         user, group = users[i % len(users)]
-        fut = stub.Recommend.future(
-            pb.RecommendRequest(user_id=user, k=10, item_type=pb.AUDIOBOOK), timeout=2.0
+        fut = stubs[i % channels].Recommend.future(
+            pb.RecommendRequest(user_id=user, k=10, type=types[i % len(types)]), timeout=2.0
         )
 
         def done(f, i=i, due=due, group=group):
@@ -115,29 +137,120 @@ def load(target: str, users: list[tuple[str, str]], rate: float, duration: float
             pass
     time.sleep(0.05)
     out.send((latencies, codes, strategies))
-    channel.close()
+    for c in chans:
+        c.close()
 
 
 def rss_gib(pid: int) -> float | None:
+    """Resident memory of the server and its children (serve --processes)."""
+    import psutil
+
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 2**20, 2)
-    except OSError:
-        pass
-    return None
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss + sum(
+            c.memory_info().rss for c in proc.children(recursive=True)
+        )
+    except psutil.Error:
+        return None
+    return round(total / 2**30, 2)
 
 
 def scrape(metrics_port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith("audiorec_stage_seconds_sum") or line.startswith(
-            "audiorec_stage_seconds_count"
-        ):
+        if line.startswith(("audiorec_stage_seconds_sum", "audiorec_stage_seconds_count")):
             key, value = line.rsplit(" ", 1)
             values[key] = float(value)
+        elif (
+            line.startswith(("audiorec_request_seconds_sum", "audiorec_request_seconds_count"))
+            and 'rpc="Recommend"' in line
+            and 'code="OK"' in line
+        ):
+            key = line.split("{")[0]
+            values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return values
+
+
+def server_ms(before: dict, after: dict) -> float | None:
+    """Mean handler time of the successful Recommend calls between two scrapes."""
+    n = after.get("audiorec_request_seconds_count", 0) - before.get(
+        "audiorec_request_seconds_count", 0
+    )
+    if not n:
+        return None
+    total = after["audiorec_request_seconds_sum"] - before.get("audiorec_request_seconds_sum", 0)
+    return round(total / n * 1e3, 3)
+
+
+def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n: int = 300):
+    """Median ms of each primitive of a Recommend, on this machine now: one user-row
+    read through the store's own client, one user-tower pass, one HNSW query (k=10)."""
+    import sqlite3
+
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from audiorec.artifact import current_dir, feature_project, read_manifest
+    from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
+    from audiorec.tower_inputs import tower_inputs
+    from serving.artifact import Artifact
+
+    art = Artifact.load(current_dir(wd))
+    project = feature_project(read_manifest(current_dir(wd), verify_files=False))
+    cfg = FeatureStoreConfig(online="redis", redis=redis_url) if redis_url else FeatureStoreConfig()
+    store = open_store(wd, cfg, project)
+    warm = [u for u, g in users if g == "warm"][:n]
+    keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=u)]) for u in warm]
+
+    def median_ms(fn, items) -> float:
+        for x in items[:20]:
+            fn(x)
+        times = []
+        for x in items:
+            t = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t)
+        return round(float(np.median(times)) * 1e3, 4)
+
+    if redis_url:
+        import redis
+
+        host, port = redis_url.split(",")[0].split(":")
+        client = redis.Redis(host=host, port=int(port))
+        rkeys = [_redis_key(project, k, entity_key_serialization_version=3) for k in keys]
+        read_ms = median_ms(client.hgetall, rkeys)
+    else:
+        con = sqlite3.connect(str(wd / "feast" / "online.db"))
+        views = [v.name for v in store.list_feature_views() if v.name.startswith("user_")]
+        binkeys = [serialize_entity_key(k, entity_key_serialization_version=3) for k in keys]
+
+        def read(key: bytes) -> None:
+            for view in views:
+                con.execute(
+                    f'SELECT feature_name, value FROM "{project}_{view}" WHERE entity_key = ?',
+                    (key,),
+                ).fetchall()
+
+        read_ms = median_ms(read, binkeys)
+    reader = OnlineFeatureReader(store)
+    rows = [reader.read([u]) for u in warm[:100]]
+    inputs = [tower_inputs(r, art.manifest.user_features) for r in rows]
+    tower_ms = median_ms(art.tower, inputs * 3)
+    vectors = [art.tower(x)[0] for x in inputs]
+    index = art.indexes[art.types.focus]
+    index_ms = median_ms(lambda v: index.search(v, 10), vectors * 3)
+    feast_ms = median_ms(lambda u: reader.read_sdk([u]), warm)
+    return {
+        "store_read_ms": read_ms,
+        "tower_ms": tower_ms,
+        "tower_runtime": art.tower.runtime,
+        "hnsw_ms": index_ms,
+        "sum_ms": round(read_ms + tower_ms + index_ms, 4),
+        "feast_read_ms": feast_ms,  # for reference: the same row through Feast's SDK
+    }
 
 
 def stage_means(before: dict, after: dict) -> dict[str, float]:
@@ -153,7 +266,14 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
 
 
 def run_store(
-    wd: Path, users: list[str], rates: list[float], duration: float, online: list[str]
+    wd: Path,
+    users: list[str],
+    rates: list[float],
+    duration: float,
+    online: list[str],
+    processes: int = 1,
+    channels: int = 4,
+    prims: dict | None = None,
 ) -> list[dict]:
     port, metrics_port = free_port(), free_port()
     t_start = time.perf_counter()
@@ -171,6 +291,8 @@ def run_store(
             str(metrics_port),
             "--log-level",
             "WARNING",
+            "--processes",
+            str(processes),
             *online,
         ],
         stdout=subprocess.PIPE,
@@ -184,6 +306,7 @@ def run_store(
         print(
             json.dumps(
                 {
+                    "processes": processes,
                     "startup_s": round(time.perf_counter() - t_start, 1),
                     "rss_gib_after_start": rss_gib(server.pid),
                 }
@@ -195,7 +318,8 @@ def run_store(
             before = scrape(metrics_port)
             parent, child = mp.Pipe()
             proc = mp.get_context("spawn").Process(
-                target=load, args=(f"127.0.0.1:{port}", users, rate, duration, child)
+                target=load,
+                args=(f"127.0.0.1:{port}", users, rate, duration, child, channels),
             )
             proc.start()
             latencies, codes, strategies = parent.recv()
@@ -211,8 +335,12 @@ def run_store(
                 "errors": sum(v for k, v in codes.items() if k != "OK"),
                 "codes": codes,
                 "strategy_by_group": dict(sorted(strategies.items())),
-                "stage_mean_ms": stage_means(before, scrape(metrics_port)),
             }
+            after = scrape(metrics_port)
+            row["stage_mean_ms"] = stage_means(before, after)
+            row["server_ms"] = server_ms(before, after)
+            if prims and row["server_ms"]:
+                row["server_over_primitives"] = round(row["server_ms"] / prims["sum_ms"], 2)
             row["server_rss_gib"] = rss_gib(server.pid)
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -233,16 +361,30 @@ def main() -> None:
         help="serve from this Redis, already loaded by the pipeline (no SQLite run, no load)",
     )
     ap.add_argument("--server-args", default="", help="extra `audiorec serve` arguments")
+    ap.add_argument("--processes", default="1", help="server process counts to run, e.g. 1,2")
+    ap.add_argument("--channels", type=int, default=4, help="gRPC channels of the generator")
     args = ap.parse_args()
     wd = Path(args.workdir).resolve()
     rates = [float(r) for r in args.rates.split(",")]
     users = pick_users(wd)
     extra = args.server_args.split()
+    counts = [int(p) for p in args.processes.split(",")]
+
+    def runs(store: str, online: list[str], url: str | None) -> dict:
+        prims = primitives(wd, url, users)
+        print(json.dumps({"store": store, "primitives": prims}), flush=True)
+        out = {"primitives": prims}
+        for n in counts:
+            out[f"processes_{n}"] = run_store(
+                wd, users, rates, args.duration, online, n, args.channels, prims
+            )
+        return out
+
     if args.redis_url:
         online = ["--online", "redis", "--redis", args.redis_url, *extra]
-        result = {"redis": run_store(wd, users, rates, args.duration, online)}
+        result = {"redis": runs("redis", online, args.redis_url)}
     else:
-        result = {"sqlite": run_store(wd, users, rates, args.duration, extra)}
+        result = {"sqlite": runs("sqlite", extra, None)}
     if args.redis and not args.redis_url:
         from datetime import datetime, timezone
 
@@ -257,18 +399,22 @@ def main() -> None:
             materialize(
                 store, datetime.now(timezone.utc), start=datetime(1970, 1, 2, tzinfo=timezone.utc)
             )
-            result["redis"] = run_store(
-                wd, users, rates, args.duration, ["--online", "redis", "--redis", url, *extra]
-            )
+            result["redis"] = runs("redis", ["--online", "redis", "--redis", url, *extra], url)
         finally:
             proc.terminate()
             apply_repo(wd)  # leave the work directory on its SQLite registry entry
-    for store, rows in result.items():
-        within = [r["rate"] for r in rows if r["p99_ms"] <= 10 and r["errors"] == 0]
-        print(
-            f"{store}: highest rate with p99 <= 10 ms and no errors: "
-            f"{max(within) if within else 'none'}"
-        )
+    for store, per_count in result.items():
+        for key, rows in per_count.items():
+            if key == "primitives":
+                continue
+            base = rows[0]["p50_ms"]
+            within = [r["rate"] for r in rows if r["p99_ms"] <= 3 * base and r["errors"] == 0]
+            five = [r["rate"] for r in rows if r["p99_ms"] <= 5 and r["errors"] == 0]
+            print(
+                f"{store} {key}: highest rate with p99 <= 3 x p50 at the lowest rate "
+                f"({3 * base:.2f} ms) and no errors: {max(within) if within else 'none'}; "
+                f"with p99 <= 5 ms: {max(five) if five else 'none'}"
+            )
     print(json.dumps(result, indent=2))
 
 

@@ -42,7 +42,9 @@ def _metric(port: int, name: str, **labels: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     total = 0.0
     for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -59,9 +61,7 @@ def test_two_processes_share_a_port_sum_metrics_and_survive_a_crash(tiny_pipelin
         assert len(set(group.pids())) == 2 and set(group.versions) == {0, 1}
         assert set(group.versions.values()) == {tiny_pipeline[1].version}
         _calls(group.port, users, 20)
-        count = _metric(
-            metrics_port, "audiorec_request_seconds_count", rpc="Recommend", code="OK"
-        )
+        count = _metric(metrics_port, "audiorec_request_seconds_count", rpc="Recommend", code="OK")
         assert count >= 20  # both children's counts (plus their warm-up-free totals)
         assert _metric(metrics_port, "audiorec_processes_ready") == 2
         # a child dies: the parent replaces it and the port keeps answering

@@ -256,11 +256,12 @@ def test_batch_equals_push_after_the_next_daily_run(workdir, rt_pipeline, tiny_w
         read_manifest(artifacts_root(workdir) / again.version, verify_files=False)
     )
     # the batch's rows at the new snapshot, for users none of whose events age out today
+    leaves = (cut - timedelta(days=cfg.features.window_days)).date()
     ageing = {
         u
         for (u,) in duckdb.sql(
             f"""SELECT DISTINCT user_id FROM '{tiny_world}/events.parquet'
-                WHERE CAST(ts AS DATE) = DATE '{(cut - timedelta(days=cfg.features.window_days)).date()}'"""
+                WHERE CAST(ts AS DATE) = DATE '{leaves}'"""
         ).fetchall()
     }
     checked = [u for u in users if u not in ageing]

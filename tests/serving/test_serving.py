@@ -186,7 +186,10 @@ def test_health_and_reflection(server):
 def test_metrics_count_requests_and_fallbacks(stub, server, users):
     ask(stub, users["unknown"])
     text = server.metrics.exposition().decode()
-    assert 'audiorec_request_seconds_count{arm="",code="OK",rpc="Recommend",strategy="FALLBACK"}' in text
+    assert (
+        'audiorec_request_seconds_count{arm="",code="OK",rpc="Recommend",strategy="FALLBACK"}'
+        in text
+    )
     assert 'audiorec_fallback_total{reason="unknown_user"}' in text
     assert f'audiorec_model_info{{arm="",version="{server.holder.current.version}"}} 1.0' in text
 

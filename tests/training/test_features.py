@@ -331,7 +331,8 @@ def test_new_embedding_version_rebuilds_history(fstore, tmp_path):
 
 def test_clear_errors(fstore, tmp_path):
     with pytest.raises(
-        AudiorecError, match="unknown feature service 'user_towr'; known: item_tower, user_tower"
+        AudiorecError,
+        match="unknown feature service 'user_towr'; known: item_tower, user_online, user_tower",
     ):
         user_training_features(
             fstore["store"],

@@ -13,8 +13,11 @@ from test_features import assert_same_features, make_embeddings
 
 from audiorec.featurestore import (
     ITEM_SERVICE,
+    ONLINE_SERVICE,
     REPO_DIR,
+    USER_SERVICE,
     FeatureStoreConfig,
+    OnlineFeatureReader,
     online_features,
     open_store,
 )
@@ -40,6 +43,16 @@ def test_sqlite_and_redis_return_the_same_online_features(tiny_world, tmp_path, 
         online_features(open_store(sqlite_wd), items, ITEM_SERVICE),
         online_features(open_store(redis_wd, cfg), items, ITEM_SERVICE),
     )
+    # the lean read (provider per view) answers what get_online_features answers, on
+    # both stores, for known users, an unknown one, and items
+    many = [*USERS, *(f"u{i:07d}" for i in range(0, 400, 7))]
+    for store in (open_store(sqlite_wd), open_store(redis_wd, cfg)):
+        for service, ids in ((USER_SERVICE, many), (ONLINE_SERVICE, many), (ITEM_SERVICE, items)):
+            reader = OnlineFeatureReader(store, service)
+            lean, sdk = reader.read(ids), reader.read_sdk(ids)
+            assert sorted(lean) == sorted(sdk), service
+            for name in lean:
+                assert [repr(v) for v in lean[name]] == [repr(v) for v in sdk[name]], name
 
 
 def test_feast_cli_apply_and_materialize_incremental(tmp_path):

@@ -1,0 +1,177 @@
+"""Real-time events against `audiorec serve`: the RecordEvents latency, and whether an
+event recorded at t is reflected by a Recommend sent at t + 100 ms.
+
+    PYTHONPATH=.:bench .venv/bin/python bench/bench_realtime.py --workdir W
+        [--redis-url localhost:6390] [--events 2000] [--trials 200] [--rate 200]
+
+The server runs as its own process; the events go into W's online store (use a work
+directory you can spare: the next daily run's batch replaces what they changed).
+
+* record latency: ``--events`` single-event calls (a stream, follow or preview of a
+  random catalogue item by a random known user, timestamp now), sent open loop at
+  ``--rate`` per second; p50/p95/p99 from the scheduled departure.
+* reflection: ``--trials`` times, a warm user's top audiobook X is read, a stream of X is
+  recorded at t, and a Recommend leaves at t + 100 ms: reflected when X is gone from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_serving import free_port, pick_users
+
+
+def start_server(wd: Path, online: list[str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--workdir",
+            str(wd),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            *online,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = server.stdout.readline()
+    if "serving" not in line:
+        server.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return server, port
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--redis-url", help="the Redis the pipeline loaded (default: SQLite)")
+    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--trials", type=int, default=200)
+    args = ap.parse_args()
+
+    import grpc
+
+    from audiorec.artifact import current_dir
+    from audiorec.v1 import recommender_pb2 as pb
+    from audiorec.v1 import recommender_pb2_grpc as pb_grpc
+    from serving.artifact import Artifact
+
+    wd = Path(args.workdir).resolve()
+    art = Artifact.load(current_dir(wd))
+    users = pick_users(wd)
+    known = [u for u, g in users if g != "unknown"]
+    warm = [u for u, g in users if g == "warm"]
+    online = ["--online", "redis", "--redis", args.redis_url] if args.redis_url else []
+    server, port = start_server(wd, online)
+    rng = np.random.default_rng(0)
+    result: dict = {"store": "redis" if args.redis_url else "sqlite"}
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = pb_grpc.RecommenderStub(channel)
+        kinds = ["stream", "follow", "preview"]
+
+        def event(i: int) -> pb.RecordEventsRequest:
+            return pb.RecordEventsRequest(
+                events=[
+                    pb.Event(
+                        user_id=known[rng.integers(len(known))],
+                        item_id=str(art.item_ids[rng.integers(len(art.item_ids))]),
+                        event_type=kinds[i % 3],
+                        event_id=f"bench-{time.time_ns()}-{i}",
+                    )
+                ]
+            )
+
+        for i in range(50):  # warm-up: connections, first pushes
+            stub.RecordEvents(event(i), timeout=5)
+        latencies = np.full(args.events, np.nan)
+        codes: dict[str, int] = {}
+        pending = []
+        t0 = time.perf_counter() + 0.1
+        for i in range(args.events):
+            due = t0 + i / args.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            fut = stub.RecordEvents.future(event(i), timeout=2.0)
+
+            def done(f, i=i, due=due):
+                latencies[i] = time.perf_counter() - due
+                codes[f.code().name] = codes.get(f.code().name, 0) + 1
+
+            fut.add_done_callback(done)
+            pending.append(fut)
+        for f in pending:
+            try:
+                f.result()
+            except grpc.RpcError:
+                pass
+        time.sleep(0.05)
+        ok = latencies[~np.isnan(latencies)]
+        pct = lambda q: round(float(np.percentile(ok, q)) * 1e3, 2)  # noqa: E731
+        result["record"] = {
+            "rate": args.rate,
+            "events": args.events,
+            "p50_ms": pct(50),
+            "p95_ms": pct(95),
+            "p99_ms": pct(99),
+            "codes": codes,
+        }
+        print(json.dumps(result["record"]), flush=True)
+
+        reflected, personalized, waits = 0, 0, []
+        for trial in range(args.trials):
+            user = warm[trial % len(warm)]
+            ask = pb.RecommendRequest(user_id=user, k=10, type=art.types.focus)
+            first = stub.Recommend(ask, timeout=5)
+            if first.strategy != pb.PERSONALIZED or not first.items:
+                continue
+            personalized += 1
+            top = first.items[0].item_id
+            t = time.perf_counter()
+            stub.RecordEvents(
+                pb.RecordEventsRequest(
+                    events=[pb.Event(user_id=user, item_id=top, event_type="stream")]
+                ),
+                timeout=5,
+            )
+            waits.append(time.perf_counter() - t)
+            time.sleep(max(0.0, t + 0.1 - time.perf_counter()))
+            after = stub.Recommend(ask, timeout=5)
+            reflected += top not in {i.item_id for i in after.items}
+        result["reflection"] = {
+            "trials": personalized,
+            "reflected_at_100ms": reflected,
+            "share": round(reflected / max(personalized, 1), 4),
+            "record_call_p50_ms": round(float(np.median(waits)) * 1e3, 2) if waits else None,
+        }
+        print(json.dumps(result["reflection"]), flush=True)
+        channel.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    rec = result["record"]
+    print(
+        f"record p99 {rec['p99_ms']} ms at {rec['rate']:g}/s (target <= 5 ms: "
+        f"{'met' if rec['p99_ms'] <= 5 else 'MISSED'}); reflected at t + 100 ms in "
+        f"{result['reflection']['reflected_at_100ms']}/{result['reflection']['trials']} trials"
+    )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
