@@ -100,6 +100,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
                     "\n", "\n    "
                 )
             )
+        _real_time(target, warm, cold)
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
@@ -110,7 +111,8 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
         )
     print(
         f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
-        f"  .venv/bin/audiorec recommend {warm} --k 10"
+        f"  .venv/bin/audiorec recommend {warm} --k 10 --explain\n"
+        f"  .venv/bin/audiorec event {warm} ITEM_ID --type stream"
     )
     print(
         f"\nEverything is under {wd}. As a Feast user:\n"
@@ -119,6 +121,42 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
         f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)"
     )
     return 0 if stats["all_hold"] else 1
+
+
+def _real_time(target: str, warm: str, cold: str) -> None:
+    """Events recorded over gRPC change the next answers: the warm listener streams their
+    top audiobook (gone from the next list, which explains itself); the cold-start
+    listener streams a first audiobook (PERSONALIZED from the next call on)."""
+    from serving.client import format_answer, recommend, record_event
+
+    top = recommend(target, warm, k=5).items[0]
+    t0 = time.perf_counter()
+    got = record_event(target, warm, top.item_id, "stream")
+    ms = (time.perf_counter() - t0) * 1e3
+    print(
+        f"\n  real time: {warm} streams {top.title!r} ({top.item_id}); RecordEvents "
+        f"recorded {got.recorded} in {ms:.1f} ms"
+    )
+    after = recommend(target, warm, k=5, explain=True)
+    print(
+        "    "
+        + format_answer(f"Recommend({warm}, explain) after the stream", after).replace(
+            "\n", "\n    "
+        )
+    )
+    first = recommend(target, cold, k=1).items[0]
+    record_event(target, cold, first.item_id, "stream")
+    again = recommend(target, cold, k=5)
+    print(
+        f"\n  real time: {cold} streams a first audiobook ({first.item_id}); the next "
+        f"Recommend is {pb_strategy(again.strategy)}"
+    )
+
+
+def pb_strategy(value: int) -> str:
+    from audiorec.v1 import recommender_pb2 as pb
+
+    return pb.Strategy.Name(value)
 
 
 def _reflected_services(target: str) -> list[str]:

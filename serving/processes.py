@@ -154,7 +154,7 @@ class ProcessGroup:
                 )
 
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self._metrics_dir)
+        MultiProcessCollector(registry, path=self._metrics_dir)  # type: ignore[no-untyped-call]
         registry.register(Ready())
         start_http_server(self.metrics_port, addr=self.host, registry=registry)
 
