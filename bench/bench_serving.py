@@ -243,6 +243,12 @@ def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n:
     index = art.indexes[art.types.focus]
     index_ms = median_ms(lambda v: index.search(v, 10), vectors * 3)
     feast_ms = median_ms(lambda u: reader.read_sdk([u]), warm)
+    # the whole request path in this process (no gRPC), without and with explanations
+    from serving.recommender import Recommender
+
+    rec = Recommender(art, lambda u, d: reader.read([u]))
+    plain_ms = median_ms(lambda u: rec.recommend(u, 10, art.types.focus), warm)
+    explain_ms = median_ms(lambda u: rec.recommend(u, 10, art.types.focus, explain=True), warm)
     return {
         "store_read_ms": read_ms,
         "tower_ms": tower_ms,
@@ -250,6 +256,8 @@ def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n:
         "hnsw_ms": index_ms,
         "sum_ms": round(read_ms + tower_ms + index_ms, 4),
         "feast_read_ms": feast_ms,  # for reference: the same row through Feast's SDK
+        "recommender_ms": plain_ms,  # in process, lean read, no gRPC
+        "recommender_explain_ms": explain_ms,
     }
 
 
