@@ -220,6 +220,7 @@ class OnlineFeatureReader:
             (store.get_feature_view(p.name), [f.name for f in p.features])
             for p in self.service.feature_view_projections
         ]
+        self._fields: list[Any] | None = None
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""
@@ -232,9 +233,7 @@ class OnlineFeatureReader:
         ]
         out: Features = {}
         with online_errors(self.store):
-            for view, names in self._views:
-                # a copy: the Redis store appends its timestamp field to the list it gets
-                rows = self._provider.online_read(self.store.config, view, keys, list(names))
+            for names, rows in self._rows(keys):
                 columns: list[list[Any]] = [[None] * len(keys) for _ in names]
                 for i, (_, values) in enumerate(rows):
                     if not values:
@@ -244,6 +243,37 @@ class OnlineFeatureReader:
                         if value is not None:
                             column[i] = feast_value_type_to_python_type(value)
                 out.update(zip(names, columns))
+        return out
+
+    def _rows(self, keys: list[Any]) -> list[tuple[list[str], list[Any]]]:
+        """(feature names, online_read rows) per view. On Redis every view of an entity
+        lives in one hash, so all views come back in one pipelined round trip, through the
+        Redis store's own key and field encoding; elsewhere one provider read per view."""
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        online = getattr(self._provider, "online_store", None)
+        config = self.store.config
+        if not isinstance(online, RedisOnlineStore):
+            # a copy of the names: the Redis store appends its timestamp field to its list
+            return [
+                (names, self._provider.online_read(config, view, keys, list(names)))
+                for view, names in self._views
+            ]
+        redis_keys = online._generate_redis_keys_for_entities(config, keys)
+        if self._fields is None:  # the hashed field names, once
+            self._fields = [
+                online._generate_hset_keys_for_features(view, list(names))
+                for view, names in self._views
+            ]
+        fields = self._fields
+        commands = [(k, hset) for _, hset in fields for k in redis_keys]
+        replies = online._read_hash_fields(config, commands)
+        out, n = [], len(redis_keys)
+        for j, ((view, names), (requested, _)) in enumerate(zip(self._views, fields)):
+            values = replies[j * n : (j + 1) * n]
+            out.append(
+                (names, online._convert_redis_values_to_protobuf(values, view.name, requested))
+            )
         return out
 
     def read_sdk(self, entity_ids: list[str]) -> Features:
