@@ -211,7 +211,10 @@ class OnlineFeatureReader:
     :meth:`read_sdk` is the plain ``get_online_features``.
     """
 
-    def __init__(self, store: Any, service: str = USER_SERVICE):
+    def __init__(
+        self, store: Any, service: str = USER_SERVICE, views: tuple[str, ...] | None = None
+    ):
+        """``views``: read only these views of the service (None: all)."""
         self.store = store
         self.service = feature_service(store, service)
         self.key = "item_id" if service == ITEM_SERVICE else "user_id"
@@ -219,6 +222,7 @@ class OnlineFeatureReader:
         self._views = [
             (store.get_feature_view(p.name), [f.name for f in p.features])
             for p in self.service.feature_view_projections
+            if views is None or p.name in views
         ]
         self._fields: list[Any] | None = None
 

@@ -249,9 +249,11 @@ class Recorder:
     """Records batches of events for one artifact version: validate, read, apply, push.
 
     ``read_users(ids) -> Features`` and ``read_items(ids) -> {id: vector | None}`` read
-    the online store; ``push(source, rows)`` writes it. Events of one user are applied
-    under that user's lock stripe, so concurrent batches in this process never lose an
-    update (across processes, send one user's events to one connection)."""
+    the online store; ``push(source, rows)`` writes it; ``run(fn)`` runs the whole
+    read-modify-write on the store's side (bounded in time; the default: right here).
+    Events of one user are applied under that user's lock stripe, so concurrent batches
+    in this process never lose an update (across processes, send one user's events to one
+    connection)."""
 
     def __init__(
         self,
@@ -262,12 +264,14 @@ class Recorder:
         limits: RequestLimits = RequestLimits(),
         event_limits: EventLimits = EventLimits(),
         dim: int = 0,
+        run: Callable[[Callable[[], Applied]], Applied] = lambda fn: fn(),
     ):
         self.artifact = artifact
         self.read_users, self.read_items, self.push = read_users, read_items, push
         self.limits, self.event_limits = limits, event_limits
         self.cut_us = cut_us(artifact)
         self.dim = dim
+        self.run = run
         self._locks = [threading.Lock() for _ in range(event_limits.lock_stripes)]
 
     def record(self, raw: Sequence[Any]) -> Applied:
@@ -280,7 +284,8 @@ class Recorder:
         stripes = sorted({zlib.crc32(u.encode()) % len(self._locks) for u in users})
         for s in stripes:  # in one order everywhere: no deadlock
             self._locks[s].acquire()
-        try:
+
+        def transact() -> Applied:
             current = self.read_users(users)
             embeddings = self.read_items(sorted({e.item_id for e in events}))
             applied = apply_events(
@@ -298,6 +303,9 @@ class Recorder:
                 self.push(WINDOWS_PUSH, applied.windows)
                 self.push(RECENT_PUSH, applied.recent)
             return applied
+
+        try:
+            return self.run(transact)
         finally:
             for s in reversed(stripes):
                 self._locks[s].release()

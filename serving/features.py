@@ -35,6 +35,7 @@ from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError, DeadlineExceeded, StoreUnavailable
 from audiorec.featurestore import (
     DEFAULT_PROJECT,
+    ITEM_SERVICE,
     ONLINE_SERVICE,
     USER_SERVICE,
     Features,
@@ -48,7 +49,7 @@ from serving.breaker import OPEN, CircuitBreaker
 
 log = logging.getLogger("audiorec.serving")
 T = TypeVar("T")
-ITEM_EMBEDDING = "item_hgnn:hgnn_embedding"
+ITEM_EMBEDDING_VIEW, ITEM_EMBEDDING = "item_hgnn", "hgnn_embedding"
 PROBE_USER = "__audiorec_probe__"
 
 
@@ -159,42 +160,42 @@ class OnlineFeatures:
         except Exception as exc:  # noqa: BLE001 - its text may hold connection details
             raise StoreUnavailable(f"{what} failed: {type(exc).__name__}") from None
 
-    def read_users(self, user_ids: list[str], project: str) -> Features:
-        """Several users' rows at once (the real-time path), bounded in time."""
-        return self._in_pool(lambda: self._reader(project).read(user_ids), "online read")
+    def run(self, fn: Callable[[], T], what: str = "online store") -> T:
+        """``fn`` on a reader thread within ``write_timeout_s`` (one hand-off for a whole
+        read-modify-write: the real-time path calls the ``*_now`` methods inside it)."""
+        return self._in_pool(fn, what)
 
-    def read_items(self, item_ids: list[str], project: str) -> dict[str, Any]:
-        """item id -> HGNN embedding (None where the store has none)."""
+    def read_users_now(self, user_ids: list[str], project: str) -> Features:
+        """Several users' rows at once (the real-time path); on the calling thread."""
+        return self._reader(project).read(user_ids)
 
-        def read() -> dict[str, Any]:
-            store = self._reader(project).store
-            with online_errors(store):
-                got = store.get_online_features(
-                    features=[ITEM_EMBEDDING], entity_rows=[{"item_id": i} for i in item_ids]
-                ).to_dict()
-            vectors = got[ITEM_EMBEDDING.split(":")[1]]
-            return {
-                i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
-                for i, v in zip(item_ids, vectors)
-            }
+    def read_items_now(self, item_ids: list[str], project: str) -> dict[str, Any]:
+        """item id -> HGNN embedding (None where the store has none); on the calling
+        thread."""
+        readers = getattr(self._local, "item_readers", None)
+        if readers is None:
+            readers = self._local.item_readers = {}
+        reader = readers.get(project)
+        if reader is None:
+            reader = readers[project] = OnlineFeatureReader(
+                self._reader(project).store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,)
+            )
+        vectors = reader.read(item_ids)[ITEM_EMBEDDING]
+        return {
+            i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
+            for i, v in zip(item_ids, vectors)
+        }
 
-        return self._in_pool(read, "online item read")
-
-    def push(self, source: str, rows: list[dict[str, Any]], project: str) -> None:
-        """Rows into the online store through the push source (never the offline store)."""
-
-        def write() -> None:
-            pushers = getattr(self._local, "pushers", None)
-            if pushers is None:
-                pushers = self._local.pushers = {}
-            pusher = pushers.get((project, source))
-            if pusher is None:
-                pusher = pushers[(project, source)] = OnlinePusher(
-                    self._reader(project).store, source
-                )
-            pusher.push(rows)
-
-        self._in_pool(write, "online push")
+    def push_now(self, source: str, rows: list[dict[str, Any]], project: str) -> None:
+        """Rows into the online store through the push source (never the offline store);
+        on the calling thread."""
+        pushers = getattr(self._local, "pushers", None)
+        if pushers is None:
+            pushers = self._local.pushers = {}
+        pusher = pushers.get((project, source))
+        if pusher is None:
+            pusher = pushers[(project, source)] = OnlinePusher(self._reader(project).store, source)
+        pusher.push(rows)
 
     def __call__(
         self, user_id: str, deadline: float | None = None, project: str = DEFAULT_PROJECT

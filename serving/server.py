@@ -403,12 +403,13 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         )
         recorder = Recorder(
             artifact,
-            functools.partial(features.read_users, project=project),
-            functools.partial(features.read_items, project=project),
-            functools.partial(features.push, project=project),
+            functools.partial(features.read_users_now, project=project),
+            functools.partial(features.read_items_now, project=project),
+            functools.partial(features.push_now, project=project),
             cfg.limits,
             cfg.events,
             dim=_preference_dim(artifact),
+            run=functools.partial(features.run, what="recording events"),
         )
         return Recommender(artifact, features.reader(project), cfg.limits, recorder)
 

@@ -237,7 +237,7 @@ def test_batch_equals_push_after_the_next_daily_run(workdir, rt_pipeline, tiny_w
             ]
             rec.record(batch)
         users = sorted({u for u, *_ in day})
-        pushed = running.features.read_users(users, feature_project(rec.artifact.manifest))
+        pushed = running.features.read_users_now(users, feature_project(rec.artifact.manifest))
     finally:
         running.stop(grace=1)
     # point in time: the offline sources hold nothing at or after the cut
