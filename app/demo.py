@@ -9,7 +9,7 @@ HNSW -> filters), printed -> graceful shutdown.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,11 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
     wd = Path(workdir).resolve()
     world = wd / "world"
     n = 4 if evaluate else 3
-    today = datetime.now(timezone.utc).date()
-    t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {today}) into {world}")
-    stats = generate_world(
-        WorldConfig.for_scale(scale, end_date=today), seed, world, overwrite=True
-    )
+    # the world ends yesterday: the pipeline's cut is today's midnight, as for a daily run
+    # just after it, so what the demo records in real time (now) comes after the cut
+    end = datetime.now(timezone.utc).date() - timedelta(days=1)
+    t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {end}) into {world}")
+    stats = generate_world(WorldConfig.for_scale(scale, end_date=end), seed, world, overwrite=True)
     print(format_stats(stats, world))
     print(f"  ({time.perf_counter() - t:.0f}s)")
 

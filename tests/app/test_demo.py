@@ -26,7 +26,10 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     assert "COLD_START (no audiobook interactions" in out
     assert "FALLBACK (user unknown to the feature store" in out
     assert "reflection lists audiorec.v1.Recommender" in out
-    assert len(re.findall(r"^\s+5  \S", out, flags=re.M)) == 3  # five items for each user
+    # five items for each user, and for the warm one again after a stream in real time
+    assert len(re.findall(r"^\s+5  \S", out, flags=re.M)) == 4
+    assert "RecordEvents recorded 1 in" in out and "because you listened to" in out
+    assert "the next Recommend is PERSONALIZED" in out
     assert "server stopped (graceful shutdown)" in out
     assert "Offline evaluation report:" in out
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
