@@ -37,7 +37,9 @@ from audiorec.featurestore import (
     DEFAULT_PROJECT,
     ITEM_SERVICE,
     ONLINE_SERVICE,
+    RECENT_PUSH,
     USER_SERVICE,
+    WINDOWS_PUSH,
     Features,
     FeatureStoreConfig,
     OnlineFeatureReader,
@@ -122,6 +124,11 @@ class OnlineFeatures:
                 reader.read([PROBE_USER])
             except Exception:  # noqa: BLE001 - down or slow now: the breaker's business later
                 log.warning("online store read failed while opening readers")
+            for source in (WINDOWS_PUSH, RECENT_PUSH):  # the first event pays nothing extra
+                try:
+                    self._pusher(project, source)
+                except Exception:  # noqa: BLE001 - a project applied before real time
+                    pass
 
         for future in [self._pool.submit(open_here) for _ in range(self.guard.readers)]:
             future.result(timeout=120)
@@ -189,13 +196,16 @@ class OnlineFeatures:
     def push_now(self, source: str, rows: list[dict[str, Any]], project: str) -> None:
         """Rows into the online store through the push source (never the offline store);
         on the calling thread."""
+        self._pusher(project, source).push(rows)
+
+    def _pusher(self, project: str, source: str) -> OnlinePusher:
         pushers = getattr(self._local, "pushers", None)
         if pushers is None:
             pushers = self._local.pushers = {}
         pusher = pushers.get((project, source))
-        if pusher is None:
+        if pusher is None:  # resolving the push source reads the registry: ~15 ms
             pusher = pushers[(project, source)] = OnlinePusher(self._reader(project).store, source)
-        pusher.push(rows)
+        return pusher
 
     def __call__(
         self, user_id: str, deadline: float | None = None, project: str = DEFAULT_PROJECT
