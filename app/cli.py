@@ -17,6 +17,16 @@ from audiorec.errors import AudiorecError
 from audiorec.secrets import redact
 
 
+def client_options(parser: argparse.ArgumentParser) -> None:
+    """Where the server is and how to reach it: the options of every client command."""
+    parser.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+    parser.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
+    parser.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
+    parser.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
+    parser.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiorec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"audiorec {__version__}")
@@ -224,12 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument(
         "--explain", action="store_true", help="name the recent item behind each recommendation"
     )
-    rc.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
-    rc.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
-    rc.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
-    rc.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
-    rc.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
-    rc.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+    client_options(rc)
 
     ev = sub.add_parser("event", help="record a real-time event on a running server")
     ev.add_argument("user_id", metavar="USER_ID")
@@ -239,12 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--timestamp-ms", type=int, default=0, help="when (Unix ms; default: now)")
     ev.add_argument("--event-id", help="idempotency key (default: time, type and item)")
-    ev.add_argument("--target", default="127.0.0.1:50051", help="server host:port")
-    ev.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
-    ev.add_argument("--token-file", help="bearer token file (default: $AUDIOREC_TOKEN)")
-    ev.add_argument("--tls-ca", help="CA (PEM) to verify a TLS server with")
-    ev.add_argument("--tls-cert", help="client certificate (PEM), for mutual TLS")
-    ev.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
+    client_options(ev)
     ev.set_defaults(func=commands.cmd_event)
 
     rb = sub.add_parser("rollback", help="point artifacts/current at an older version")

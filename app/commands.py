@@ -226,16 +226,23 @@ def _token(token_file: str | None) -> str | None:
     return os.environ.get("AUDIOREC_TOKEN") or None
 
 
-def cmd_recommend(args: argparse.Namespace) -> int:
-    from serving.client import Connection, format_answer, recommend, similar
+def _connection(args: argparse.Namespace):
+    """The server a client command talks to (cli.client_options)."""
+    from serving.client import Connection
 
-    conn = Connection(
+    return Connection(
         args.target,
         token=_token(args.token_file),
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from serving.client import format_answer, recommend, similar
+
+    conn = _connection(args)
     if args.similar:
         response = similar(conn, args.id, args.k, args.type, args.timeout)
     else:
@@ -254,15 +261,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_event(args: argparse.Namespace) -> int:
-    from serving.client import Connection, record_event
+    from serving.client import record_event
 
-    conn = Connection(
-        args.target,
-        token=_token(args.token_file),
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-    )
+    conn = _connection(args)
     response = record_event(
         conn,
         args.user_id,

@@ -18,40 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_serving import free_port, pick_users
-
-
-def start_server(wd: Path, online: list[str]) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--workdir",
-            str(wd),
-            "--port",
-            str(port),
-            "--log-level",
-            "WARNING",
-            *online,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = server.stdout.readline()
-    if "serving" not in line:
-        server.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return server, port
+from bench_serving import pick_users, start_server
 
 
 def main() -> None:

@@ -273,18 +273,9 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
-def run_store(
-    wd: Path,
-    users: list[str],
-    rates: list[float],
-    duration: float,
-    online: list[str],
-    processes: int = 1,
-    channels: int = 4,
-    prims: dict | None = None,
-) -> list[dict]:
-    port, metrics_port = free_port(), free_port()
-    t_start = time.perf_counter()
+def start_server(wd: Path, args: list[str]) -> tuple[subprocess.Popen, int]:
+    """`audiorec serve` on ``wd`` in its own process, once it says it is serving."""
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -295,22 +286,37 @@ def run_store(
             str(wd),
             "--port",
             str(port),
-            "--metrics-port",
-            str(metrics_port),
             "--log-level",
             "WARNING",
-            "--processes",
-            str(processes),
-            *online,
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    line = server.stdout.readline() if server.stdout else ""
+    if "serving" not in line:
+        server.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return server, port
+
+
+def run_store(
+    wd: Path,
+    users: list[str],
+    rates: list[float],
+    duration: float,
+    online: list[str],
+    processes: int = 1,
+    channels: int = 4,
+    prims: dict | None = None,
+) -> list[dict]:
+    metrics_port = free_port()
+    t_start = time.perf_counter()
+    server, port = start_server(
+        wd, ["--metrics-port", str(metrics_port), "--processes", str(processes), *online]
+    )
     try:
-        line = server.stdout.readline()
-        if "serving" not in line:
-            raise SystemExit(f"server did not start: {line!r}")
         print(
             json.dumps(
                 {

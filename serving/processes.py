@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -120,7 +121,7 @@ class ProcessGroup:
             )
         try:
             kind, index, what = self._queue.get(timeout=min(left, 1.0))
-        except Exception:  # noqa: BLE001 - queue.Empty: check for a dead child
+        except queue.Empty:  # nothing yet: check for a dead child
             dead = [
                 i
                 for i, p in enumerate(self._procs)
@@ -175,7 +176,7 @@ class ProcessGroup:
         while True:
             try:
                 kind, index, what = self._queue.get_nowait()
-            except Exception:  # noqa: BLE001 - empty
+            except queue.Empty:
                 return
             if kind == "ready":
                 self.versions[index] = what
