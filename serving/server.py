@@ -544,8 +544,9 @@ def warm_up(recommender: Recommender, calls: int = 50) -> None:
     connection, trace the tower's signature and page in the index (tens of ms each)."""
     art = recommender.artifact
     users = list(art.users)[:calls] or ["warm-up"]
+    names = art.types.names  # every served type's index gets paged in
     for i in range(calls):
-        recommender.recommend(users[i % len(users)], 10, "audiobook" if i % 2 else "podcast")
+        recommender.recommend(users[i % len(users)], 10, names[i % len(names)])
 
 
 class JsonFormatter(logging.Formatter):
