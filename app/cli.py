@@ -27,6 +27,21 @@ def client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", help="client key (PEM), for mutual TLS")
 
 
+def engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where the heavy steps run (PipelineConfig.engine; docs/beyond-one-machine.md)."""
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        help="local (default: this process) or ray (feature jobs, graph, text, HGNN and "
+        "Feast's offline work on Ray)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="a running Ray cluster (ray://head:10001 or head:6379); default with "
+        "--engine ray: a local instance within this machine's limits",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiorec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"audiorec {__version__}")
@@ -115,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: sqlite)")
     pl.add_argument("--redis", help="Redis connection string, host:port")
+    engine_options(pl)
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=commands.cmd_pipeline)
 
@@ -129,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON file of EvaluationConfig overrides (holdout_days, "
         "seeds, ablations, popularity_days, pipeline)",
     )
+    engine_options(ev)
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=commands.cmd_evaluate)
 

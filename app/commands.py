@@ -120,6 +120,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         )
     if args.preset:
         overrides = merge(overrides, {"preset": args.preset})
+    overrides = merge(overrides, _engine_overrides(args))
     cfg = validated(PipelineConfig, overrides)
     cut = midnight(date.fromisoformat(args.cut)) if args.cut else None
     report = run_pipeline(
@@ -128,6 +129,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
     print(f"\npipeline done: version {report.version} published at {report.directory}\n  ({steps})")
     return 0
+
+
+def _engine_overrides(args: argparse.Namespace) -> dict:
+    """--engine / --ray-address as PipelineConfig overrides (an address implies ray)."""
+    engine: dict = {}
+    if getattr(args, "engine", None):
+        engine["kind"] = args.engine
+    if getattr(args, "ray_address", None):
+        if args.engine == "local":
+            raise AudiorecError("--ray-address needs --engine ray")
+        engine.update(kind="ray", address=args.ray_address)
+    return {"engine": engine} if engine else {}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -316,6 +329,7 @@ def cmd_evaluate(
         overrides["ablations"] = False
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    overrides = merge(overrides, {"pipeline": _engine_overrides(args)})
     cfg = validated(EvaluationConfig, overrides)
     res = run_evaluation(data or args.data, workdir or args.workdir, cfg, progress=not args.quiet)
     report = write_report(res, out or args.out)

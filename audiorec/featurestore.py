@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import yaml
+from pydantic import Field
 
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError, StoreUnavailable
@@ -44,10 +45,17 @@ Features = dict[str, list[Any]]
 
 
 class FeatureStoreConfig(StrictConfig):
-    """Which online store serves the features. Offline is always DuckDB."""
+    """Which online store serves the features, and which engine does Feast's offline work
+    (historical retrieval, materialization): DuckDB in this process, or Feast's Ray offline
+    store and Ray compute engine (training's ``--engine ray`` sets it; serving never reads
+    offline). The feature repository's declarations are the same either way."""
 
     online: Literal["sqlite", "redis"] = "sqlite"
     redis: str = "localhost:6379"  # Feast connection string: host:port[,db=0,password=...]
+    offline: Literal["duckdb", "ray"] = "duckdb"
+    ray_address: str | None = None  # None: the Ray instance this process started
+    # Ray compute engine: concurrent tasks loading the online store (SQLite takes one writer)
+    ray_write_concurrency: int = Field(2, ge=1)
 
     @property
     def label(self) -> str:
@@ -131,6 +139,17 @@ def repo_config(
     raw["project"] = project or current_project(workdir)
     if cfg.online == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
+    if cfg.offline == "ray":
+        raw["offline_store"] = {
+            "type": "ray",
+            "ray_address": cfg.ray_address,
+            "storage_path": str(workdir / "feast" / "ray"),
+        }
+        raw["batch_engine"] = {
+            "type": "ray.engine",
+            "ray_address": cfg.ray_address,
+            "write_concurrency": 1 if cfg.online == "sqlite" else cfg.ray_write_concurrency,
+        }
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
     return RepoConfig(repo_path=REPO_DIR, **raw)
 

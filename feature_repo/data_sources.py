@@ -1,9 +1,13 @@
 """Sources: the parquet tables the feature jobs (training/features) write.
 
 Each source is a directory of parquet files under $AUDIOREC_WORKDIR/features/<table>/,
-one file per feature-job run, every row stamped with ``event_timestamp`` (the snapshot
-time: a row summarises only what happened before it). Paths are absolute because the
+one file per feature-job run (the user windows: also one per user partition on the Ray
+engine), every row stamped with ``event_timestamp`` (the snapshot time: a row summarises
+only what happened before it). Paths are absolute because the
 DuckDB offline store resolves relative paths from the current directory, not the repo.
+The path is the directory itself, not a glob: DuckDB and Ray Data both read every parquet
+file in it (hidden files, such as a file still being written, skipped), and Ray Data takes
+no globs.
 """
 
 import os
@@ -25,7 +29,7 @@ FEATURES = WORKDIR / "features"
 def _source(table: str, description: str) -> FileSource:
     return FileSource(
         name=table,
-        path=str(FEATURES / table / "*.parquet"),
+        path=str(FEATURES / table),
         file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         description=description,

@@ -35,6 +35,7 @@ from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig
 from audiorec.hnsw_index import HNSWConfig
 from training.data import Dataset
+from training.engine import Engine, EngineConfig, open_engine
 from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
 from training.hgnn.config import HGNNConfig
@@ -63,6 +64,8 @@ class PipelineConfig(StrictConfig):
     # Reuse the last HGNN when it was trained at most this many days before the cut (the
     # paper's "HGNN weekly, 2T daily"); None: train it on every run
     hgnn_max_age_days: int | None = Field(None, ge=0)
+    # Where the heavy steps run: this process, or a Ray cluster (training/engine/)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
 class PipelineError(AudiorecError):
@@ -100,7 +103,22 @@ def run_pipeline(
     progress: bool = True,
 ) -> PipelineReport:
     """Run every step on ``data`` into ``workdir``; train on events before ``cut``
-    (default: the day after the last event)."""
+    (default: the day after the last event), on the engine ``cfg.engine`` names."""
+    with open_engine(cfg.engine, progress=progress) as engine:
+        return _run(engine, data, workdir, cfg, cut, skip_hgnn, progress)
+
+
+def _run(
+    engine: Engine,
+    data: Dataset | str | Path,
+    workdir: str | Path,
+    cfg: PipelineConfig,
+    cut: datetime | None,
+    skip_hgnn: bool,
+    progress: bool,
+) -> PipelineReport:
+    # Feast's offline work (historical retrieval, materialization) on the same engine
+    cfg = cfg.with_overrides({"store": engine.feast_options()})
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     report = PipelineReport()
@@ -139,7 +157,7 @@ def run_pipeline(
         preset = choose_preset(cfg.preset, data.info.rows.get("events", 0))
         cfg = apply_preset(cfg, preset)
         report.preset = preset
-        say(f"  {describe(cfg, preset)}")
+        say(f"  {describe(cfg, preset)}; engine {_engine_line(engine)}")
         say(
             f"  {', '.join(f'{k} {v:,}' for k, v in data.info.rows.items())}; item types "
             f"{', '.join(data.item_types)} (focus {data.item_types.focus}); training cut "
@@ -156,6 +174,7 @@ def run_pipeline(
             batch_size=cfg.text.batch_size,
             precision=cfg.text.precision,
             progress=progress,
+            engine=engine,
         )
         say(f"  {res['items']:,} items ({res['encoded']:,} encoded, {res['cached']:,} cached)")
         failpoint("after-text")
@@ -174,7 +193,9 @@ def run_pipeline(
         else:
             from training.hgnn.run import run_hgnn
 
-            run = run_hgnn(data, text, hgnn_dir, cut, cfg.graph, cfg.hgnn, progress=progress)
+            run = run_hgnn(
+                data, text, hgnn_dir, cut, cfg.graph, cfg.hgnn, progress=progress, engine=engine
+            )
             say(f"  {run.summary()}")
             failpoint("after-hgnn")
     with step(3):
@@ -189,6 +210,7 @@ def run_pipeline(
             jobs=cfg.features,
             store=cfg.store,
             progress=progress,
+            engine=engine,
         )
         say("  " + refreshed.summary().replace("\n", "\n  "))
     with step(4):
@@ -284,6 +306,15 @@ def run_pipeline(
                 f"{cfg.keep_versions} versions)"
             )
     return report
+
+
+def _engine_line(engine: Engine) -> str:
+    if engine.kind == "local":
+        return "local (this process)"
+    return (
+        f"ray ({engine.partitions} partitions, {engine.workers} HGNN worker(s), Feast's Ray "
+        "offline store and compute engine)"
+    )
 
 
 def _recent_hgnn(hgnn_dir: Path, cut: datetime, max_age_days: int | None) -> str | None:

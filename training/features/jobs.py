@@ -31,6 +31,7 @@ from audiorec.publish import AtomicParquet, read_json, staged_directory, write_j
 from training.data.arrow import vector_column
 from training.data.dataset import Dataset, data_span, item_types
 from training.data.duck import connect_dataset
+from training.engine import Engine, LocalEngine
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import ItemEmbeddings, read_item_embeddings
 from training.features.windows import (
@@ -73,18 +74,16 @@ def run_feature_jobs(
     cfg: FeatureJobConfig = FeatureJobConfig(),
     validate: bool = True,
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> FeatureRunReport:
     """Bring the feature tables of ``workdir`` up to snapshot date ``through``
-    (default: the day after the last event)."""
+    (default: the day after the last event). The user-window job, the heavy one, runs as
+    one task per user partition on ``engine`` (None or local: here, in one pass)."""
+    engine = engine or LocalEngine()
     data = Dataset.of(data) if validate or isinstance(data, Dataset) else Path(data).resolve()
     hgnn = read_item_embeddings(hgnn_embeddings)
     text = read_item_embeddings(text_embeddings)
-    con = connect_dataset(data, ("users", "music", "items", "events"))
-    if cfg.memory_limit_gib is not None:
-        spill = Path(workdir) / "duckdb_tmp"
-        spill.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET memory_limit = '{cfg.memory_limit_gib}GiB'")
-        con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
+    con = _connect(data, workdir, cfg)
     types = data.item_types if isinstance(data, Dataset) else item_types(con)
     first_possible, last_possible = data_span(con)
     through = through or last_possible
@@ -115,7 +114,20 @@ def run_feature_jobs(
     # (each appears atomically) and records progress last.
     try:
         with staged_directory(root, link=True) if full else nullcontext(root) as target:
-            _write_all(con, target, report, cfg, hgnn, text, types, first, through, full, progress)
+            _write_all(
+                con,
+                target,
+                report,
+                cfg,
+                hgnn,
+                text,
+                types,
+                first,
+                through,
+                full,
+                progress,
+                _WindowJob(engine, Path(data), Path(workdir).resolve(), Path(hgnn_embeddings)),
+            )
             since = first if full else date.fromisoformat(state["first"])
             write_json(
                 target / STATE_FILE,
@@ -145,6 +157,7 @@ def _write_all(
     through: date,
     full: bool,
     progress: bool,
+    job: "_WindowJob",
 ) -> None:
     name = f"{first.isoformat()}_{through.isoformat()}.parquet"
     # Time bounds of this run: [lo, hi) in event time; the first run starts at the origin.
@@ -193,21 +206,112 @@ def _write_all(
     def windows(path: Path) -> int:
         with AtomicParquet(path, user_windows_schema(types)) as out:
             out.write(user_window_baselines(con, hgnn.dim, types, first, lo, hi))
-            batches = user_window_batches(
-                con, hgnn, types, first, through, cfg.window_days, cfg.user_buckets, anchor=full
+            if job.engine.partitions == 1:
+                write_windows(out, con, hgnn, types, first, through, cfg, full, None, progress)
+        if job.engine.partitions == 1:
+            return out.rows
+        # one file per user partition beside the baselines: the source reads the directory
+        parts = job.engine.partitions
+        stem = path.name.removesuffix(".parquet")
+        return out.rows + sum(
+            job.engine.map(
+                window_partition,
+                [
+                    (
+                        job.data,
+                        job.workdir,
+                        job.hgnn,
+                        types.to_json(),
+                        first,
+                        through,
+                        cfg,
+                        full,
+                        (p, parts),
+                        path.with_name(f"{stem}.part{p:03d}.parquet"),
+                        job.engine.cpus_per_task,
+                    )
+                    for p in range(parts)
+                ],
             )
-            for batch in tqdm(
-                batches,
-                total=cfg.user_buckets,
-                desc="user windows",
-                unit="bucket",
-                disable=None if progress else True,
-                leave=False,
-            ):
-                out.write(batch)
-        return out.rows
+        )
 
     timed("user_windows", windows)
+
+
+@dataclass
+class _WindowJob:
+    """What a window partition needs to find its inputs again (paths, not data)."""
+
+    engine: Engine
+    data: Dataset | Path
+    workdir: str | Path
+    hgnn: str | Path
+
+
+def _connect(data, workdir: str | Path, cfg: FeatureJobConfig, threads: int = 0):
+    con = connect_dataset(data, ("users", "music", "items", "events"))
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if cfg.memory_limit_gib is not None:
+        spill = Path(workdir) / "duckdb_tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET memory_limit = '{cfg.memory_limit_gib}GiB'")
+        con.execute("SET temp_directory = '" + str(spill).replace("'", "''") + "'")
+    return con
+
+
+def write_windows(
+    out: AtomicParquet,
+    con,
+    hgnn: ItemEmbeddings,
+    types: ItemTypes,
+    first: date,
+    through: date,
+    cfg: FeatureJobConfig,
+    full: bool,
+    part: tuple[int, int] | None,
+    progress: bool = False,
+) -> None:
+    """The user-window rows of partition ``part`` (None: every user) into ``out``."""
+    prepare = part is not None  # the whole-data ``ud`` is already there otherwise
+    if prepare:
+        prepare_daily_interactions(con, first, through, cfg.window_days, cfg.user_buckets, part)
+    only = None if part is None else range(part[0], cfg.user_buckets, part[1])
+    batches = user_window_batches(
+        con,
+        hgnn,
+        types,
+        first,
+        through,
+        cfg.window_days,
+        cfg.user_buckets,
+        anchor=full,
+        only=only,
+    )
+    for batch in tqdm(
+        batches,
+        total=cfg.user_buckets if only is None else len(only),
+        desc="user windows",
+        unit="bucket",
+        disable=None if progress else True,
+        leave=False,
+    ):
+        out.write(batch)
+
+
+def window_partition(
+    data, workdir, hgnn_path, types_json, first, through, cfg, full, part, path, threads
+) -> int:
+    """One engine task: the user windows of one user partition, written to ``path``."""
+    types = ItemTypes(tuple(types_json))
+    hgnn = read_item_embeddings(hgnn_path)
+    con = _connect(data, workdir, cfg, threads)
+    try:
+        with AtomicParquet(path, user_windows_schema(types)) as out:
+            write_windows(out, con, hgnn, types, first, through, cfg, full, part)
+        return out.rows
+    finally:
+        con.close()
 
 
 def _write_table(path: Path, table: pa.Table) -> int:

@@ -20,6 +20,7 @@ from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineage, project_for
 from audiorec.publish import write_json
+from training.engine import Engine
 from training.features.config import FeatureJobConfig
 from training.features.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
@@ -74,6 +75,7 @@ def refresh_features(
     jobs: FeatureJobConfig = FeatureJobConfig(),
     store: FeatureStoreConfig = FeatureStoreConfig(),
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> RefreshReport:
     """Compute the feature tables up to ``through``, apply the repo, and materialize what
     the online store has not seen yet (everything after a full rebuild).
@@ -82,7 +84,7 @@ def refresh_features(
     whose materialization failed (Redis down) catches up on the next run.
     """
     report = run_feature_jobs(
-        data, workdir, hgnn, text, through=through, cfg=jobs, progress=progress
+        data, workdir, hgnn, text, through=through, cfg=jobs, progress=progress, engine=engine
     )
     hgnn_version = read_item_embeddings(hgnn).version
     failpoint("features-swapped")
@@ -105,7 +107,9 @@ def refresh_features(
     # rows is harmless).
     start = midnight(date(1970, 1, 2)) if done is None else midnight(done)
     marker.unlink(missing_ok=True)  # from here until it is rewritten, nothing is trusted
-    materialize(fs, end, start=start, processes=jobs.materialize_processes)
+    # Feast's Ray compute engine spreads the load itself; our process pool is for DuckDB
+    processes = 1 if store.offline == "ray" else jobs.materialize_processes
+    materialize(fs, end, start=start, processes=processes)
     write_json(
         marker,
         {

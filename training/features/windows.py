@@ -15,7 +15,7 @@ Mean embeddings are a sparse (rows x items) @ (items x dim) product per bucket.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -46,9 +46,27 @@ def user_windows_schema(types: ItemTypes) -> pa.Schema:
     )
 
 
-def prepare_daily_interactions(con, first: date, last: date, window: int) -> None:
+def user_partition(column: str, buckets: int, part: tuple[int, int] | None) -> str:
+    """SQL condition: the user is in partition ``part = (p, parts)`` of the users, by
+    their bucket (``hash(user_id) % buckets``, the unit the window job works in), so a
+    partition is a set of whole buckets: bucket b belongs to partition b % parts."""
+    if part is None:
+        return "TRUE"
+    p, parts = part
+    return f"hash({column}) % {int(buckets)} % {int(parts)} = {int(p)}"
+
+
+def prepare_daily_interactions(
+    con,
+    first: date,
+    last: date,
+    window: int,
+    buckets: int = 1,
+    part: tuple[int, int] | None = None,
+) -> None:
     """Temp table ``ud``: (user, item, type, first_snap, per-type counts) for the events
-    that can enter or leave a window of a snapshot in [first, last]. ``first_snap`` is the
+    that can enter or leave a window of a snapshot in [first, last] (of the users of
+    partition ``part`` only, :func:`user_partition`; None: all). ``first_snap`` is the
     first snapshot date that includes the event (the day after it); it leaves the window on
     ``first_snap + window``, hence the extra day of events before ``first - window``."""
     con.sql("SET TimeZone = 'UTC'")
@@ -64,6 +82,9 @@ def prepare_daily_interactions(con, first: date, last: date, window: int) -> Non
                count(*) FILTER (WHERE e.event_type = 'intent_to_pay') AS intents
         FROM events e JOIN items i USING (item_id)
         WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
+          AND """
+        + user_partition("e.user_id", buckets, part)
+        + """
         GROUP BY ALL""",
         params=[midnight(first) - timedelta(days=window + 1), midnight(last)],
     )
@@ -78,8 +99,10 @@ def user_window_batches(
     window: int,
     buckets: int,
     anchor: bool,
+    only: Sequence[int] | None = None,
 ) -> Iterator[pa.Table]:
-    """User window rows for snapshots in [first, last], one arrow table per user bucket.
+    """User window rows for snapshots in [first, last], one arrow table per user bucket
+    (the buckets in ``only``; None: all of them).
 
     ``anchor`` (a full rebuild): also a row at ``first`` for every user whose window is
     non-empty then, so history that starts after the data does is still complete.
@@ -119,7 +142,7 @@ def user_window_batches(
     )
     schema = user_windows_schema(types)
     declared = set(schema.names)
-    for b in range(buckets):
+    for b in range(buckets) if only is None else only:
         rows = con.sql(
             """
             SELECT user_id, s, dense_rank() OVER (ORDER BY user_id, s) - 1 AS r

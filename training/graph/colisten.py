@@ -11,7 +11,8 @@ is PA).
 Power users make pairs explode: a user with n items gives n(n-1)/2 pairs. The bound: only
 each user's ``max_items_per_user`` most recently touched items in the window take part
 (``stats['pairs_uncapped']`` vs ``stats['pairs_capped']`` measures what that drops).
-Cost: O(sum over users of min(n, cap)^2) pairs, aggregated by DuckDB.
+Cost: O(sum over users of min(n, cap)^2) pairs, aggregated by DuckDB; on an engine with
+several partitions, per user partition (a user's pairs never cross partitions).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.itemtypes import ItemTypes
 from training.data.dataset import Dataset
+from training.data.duck import connect_dataset
+from training.engine import Engine, LocalEngine
 
 
 class GraphConfig(StrictConfig):
@@ -87,24 +90,32 @@ def directions(types: ItemTypes, relations) -> dict[str, tuple[str, str]]:
 
 
 def build_colisten_graph(
-    data: Dataset | str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
+    data: Dataset | str | Path,
+    cut: datetime,
+    cfg: GraphConfig = GraphConfig(),
+    engine: Engine | None = None,
 ) -> CoListenGraph:
-    """The graph of the ``window_days`` before ``cut`` (events at or after it unseen)."""
+    """The graph of the ``window_days`` before ``cut`` (events at or after it unseen).
+
+    On an engine with several partitions, each user partition counts its own users' pairs
+    (a user's items never span partitions) and the counts are summed here: the same
+    integers as one pass, so the same graph."""
     data = Dataset.of(data)
     types = data.item_types
     keep = cfg.chosen(types)
-    con, items = recent_user_items(data, cut, cfg)
-    uncapped, capped = con.sql("""
-        SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM ui GROUP BY user_id)),
-               (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM capped
-                GROUP BY user_id))""").fetchall()[0]
-    pairs = con.sql(f"""
-        SELECT a.node AS x, b.node AS y, count(*) AS users
-        FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.node < b.node
-        GROUP BY 1, 2 HAVING count(*) >= {cfg.min_users}
-        ORDER BY 1, 2""").fetchnumpy()  # a parallel GROUP BY's row order varies per run
-    con.close()
-    x, y, cnt = (pairs[k].astype(np.int64) for k in ("x", "y", "users"))
+    engine = engine or LocalEngine()
+    items = catalogue_nodes(data)
+    parts = engine.partitions
+    counted = engine.map(
+        count_pairs,
+        [
+            (Path(data), cut, cfg, None if parts == 1 else (p, parts), engine.cpus_per_task)
+            for p in range(parts)
+        ],
+    )
+    x, y, cnt = _sum_pairs([c["pairs"] for c in counted], len(items["item_id"]))
+    keep_pairs = cnt >= cfg.min_users
+    x, y, cnt = x[keep_pairs], y[keep_pairs], cnt[keep_pairs]
     node_type = items["node_type"]
     # orient every pair from the earlier type to the later one (type order): (x, y) with
     # type(x) <= type(y); within one type x < y already
@@ -121,32 +132,88 @@ def build_colisten_graph(
         cut=cut.isoformat(),
         window_days=cfg.window_days,
         max_items_per_user=cfg.max_items_per_user,
-        pairs_uncapped=int(uncapped or 0),
-        pairs_capped=int(capped or 0),
+        pairs_uncapped=int(sum(c["uncapped"] for c in counted)),
+        pairs_capped=int(sum(c["capped"] for c in counted)),
     )
     return CoListenGraph(items["item_id"].astype(object), node_type, types, edges, stats)
 
 
-def recent_user_items(data: Dataset, cut: datetime, cfg: GraphConfig):
-    """A DuckDB connection holding ``ui(user_id, node, last_ts)``, every (user, item)
-    touched (any event) in the ``window_days`` before ``cut``, and ``capped(user_id,
-    node)``, each user's ``max_items_per_user`` most recent of them; nodes are numbered in
-    item-id order. Also returns the items (item_id, node_type: index in the type order)."""
-    con = data.connect(("items", "events"))
-    con.sql("SET TimeZone = 'UTC'")
-    items = con.sql("SELECT item_id, item_type FROM items ORDER BY item_id").fetchnumpy()
+def _sum_pairs(parts: list[dict], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, users) summed over partitions, sorted by (x, y)."""
+    if len(parts) == 1:
+        p = parts[0]
+        return p["x"], p["y"], p["users"]
+    key = np.concatenate([p["x"] * n + p["y"] for p in parts])
+    users = np.concatenate([p["users"] for p in parts])
+    uniq, inverse = np.unique(key, return_inverse=True)
+    total = np.bincount(inverse, weights=users, minlength=len(uniq)).astype(np.int64)
+    return uniq // n, uniq % n, total
+
+
+def count_pairs(
+    data: Path, cut: datetime, cfg: GraphConfig, part: tuple[int, int] | None, threads: int = 0
+) -> dict:
+    """One engine task: the co-listening pair counts of the users of ``part`` (None: all),
+    sorted by (x, y), and the pairs before and after the power-user bound."""
+    con = recent_user_items(data, cut, cfg, part, threads)
+    try:
+        uncapped, capped = con.sql("""
+            SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM ui
+                    GROUP BY user_id)),
+                   (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM capped
+                    GROUP BY user_id))""").fetchall()[0]
+        pairs = con.sql("""
+            SELECT a.node AS x, b.node AS y, count(*) AS users
+            FROM capped a JOIN capped b ON a.user_id = b.user_id AND a.node < b.node
+            GROUP BY 1, 2 ORDER BY 1, 2""").fetchnumpy()  # a parallel GROUP BY's order varies
+    finally:
+        con.close()
+    return {
+        "pairs": {k: pairs[k].astype(np.int64) for k in ("x", "y", "users")},
+        "uncapped": int(uncapped or 0),
+        "capped": int(capped or 0),
+    }
+
+
+def catalogue_nodes(data: Dataset) -> dict[str, np.ndarray]:
+    """The nodes: every item in item-id order, with its type's index (``node_type``)."""
+    con = data.connect(("items",))
+    try:
+        items = con.sql("SELECT item_id, item_type FROM items ORDER BY item_id").fetchnumpy()
+    finally:
+        con.close()
     items["node_type"] = data.item_types.positions(items["item_type"])
+    return items
+
+
+def recent_user_items(
+    data: Dataset | Path,
+    cut: datetime,
+    cfg: GraphConfig,
+    part: tuple[int, int] | None = None,
+    threads: int = 0,
+):
+    """A DuckDB connection holding ``ui(user_id, node, last_ts)``, every (user, item)
+    touched (any event) in the ``window_days`` before ``cut`` by the users of ``part =
+    (p, parts)`` (``hash(user_id) % parts = p``; None: every user), and ``capped(user_id,
+    node)``, each user's ``max_items_per_user`` most recent of them; nodes are numbered in
+    item-id order (:func:`catalogue_nodes`)."""
+    con = connect_dataset(data, ("items", "events"))
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    con.sql("SET TimeZone = 'UTC'")
     con.sql(
         "CREATE TEMP TABLE node_ids AS SELECT item_id, row_number() OVER "
         "(ORDER BY item_id) - 1 AS node FROM items"
     )
     lo = cut - timedelta(days=cfg.window_days)
+    mine = "TRUE" if part is None else f"hash(e.user_id) % {int(part[1])} = {int(part[0])}"
     con.sql(
-        """
+        f"""
         CREATE TEMP TABLE ui AS
         SELECT e.user_id, n.node, max(CAST(e.ts AS TIMESTAMPTZ)) AS last_ts
         FROM events e JOIN node_ids n USING (item_id)
-        WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ?
+        WHERE CAST(e.ts AS TIMESTAMPTZ) >= ? AND CAST(e.ts AS TIMESTAMPTZ) < ? AND {mine}
         GROUP BY 1, 2""",
         params=[lo, cut],
     )
@@ -155,7 +222,7 @@ def recent_user_items(data: Dataset, cut: datetime, cfg: GraphConfig):
           SELECT user_id, node, row_number() OVER (PARTITION BY user_id
                  ORDER BY last_ts DESC, node) AS rk FROM ui)
             WHERE rk <= {cfg.max_items_per_user}""")
-    return con, items
+    return con
 
 
 def graph_stats(node_type: np.ndarray, types: ItemTypes, edges: dict) -> dict:

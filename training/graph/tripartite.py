@@ -60,7 +60,7 @@ def build_tripartite_graph(
 ) -> TripartiteGraph:
     data = Dataset.of(data)
     items = build_colisten_graph(data, cut, cfg)
-    con, _ = recent_user_items(data, cut, cfg)
+    con = recent_user_items(data, cut, cfg)
     try:
         ui = con.sql("SELECT user_id, node FROM capped ORDER BY user_id, node").fetchnumpy()
     finally:

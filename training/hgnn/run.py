@@ -26,6 +26,7 @@ from audiorec.errors import AudiorecError
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 from training.data.dataset import Dataset
+from training.engine import Engine
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
@@ -104,14 +105,16 @@ def run_hgnn(
     graph_cfg: GraphConfig = GraphConfig(),
     cfg: HGNNConfig = HGNNConfig(),
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> HGNNRun:
-    """Build the graph of the window before ``cut``, train, embed all items, publish."""
+    """Build the graph of the window before ``cut``, train, embed all items, publish (the
+    graph over user partitions and the training data-parallel on ``engine``)."""
     out = Path(out)
     t0 = time.perf_counter()
-    graph = build_colisten_graph(Dataset.of(data), cut, graph_cfg)
+    graph = build_colisten_graph(Dataset.of(data), cut, graph_cfg, engine)
     t_graph = time.perf_counter() - t0
     features = node_features(graph, text_embeddings)
-    result, z = train_and_embed(graph, features, cfg, progress)
+    result, z = train_and_embed(graph, features, cfg, progress, engine)
 
     digest = hashlib.sha1(
         json.dumps([graph_cfg.model_dump(mode="json"), cfg.model_dump(mode="json")]).encode()

@@ -125,8 +125,16 @@ def train_hgnn(
     graph: TrainGraph,
     cfg: HGNNConfig,
     progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
 ) -> TrainResult:
     """Train on ``graph.train``; early-stop on ``graph.val``; return the best weights.
+
+    With ``world`` > 1 this is rank ``rank`` of a torch.distributed group (DDP,
+    training/hgnn/distributed.py): every rank draws the same edge batches and negatives
+    (same seeds) and takes its share of each, samples neighbours with its own generator,
+    and the gradients are averaged, so a step is the local step's batch split ``world``
+    ways; every rank evaluates the same weights, so all stop at the same epoch.
 
     The same seed gives the same model: the backward pass of ``x[index]`` accumulates with
     ``index_put_``, whose CPU kernel sums in a thread-dependent order unless deterministic
@@ -135,7 +143,7 @@ def train_hgnn(
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(features, node_type, graph, cfg, progress)
+        return _train(features, node_type, graph, cfg, progress, rank, world)
     finally:
         torch.use_deterministic_algorithms(previous)
 
@@ -146,15 +154,26 @@ def _train(
     graph: TrainGraph,
     cfg: HGNNConfig,
     progress: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    # neighbour samples: the shared generator on one process (today's stream), a rank's own
+    # under DDP (the batch and negatives stay common to all ranks)
+    sample_gen = gen if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
     model = HGNN(
         features.shape[1], cfg.hidden_dim, cfg.out_dim, tuple(graph.csrs), graph.node_types
     )
+    forward: torch.nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # a relation may carry no message in a rank's share of a step
+        forward = DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = BalancedEdgeSampler(graph.train, cfg.balanced, rng)
     result = TrainResult(model)
@@ -162,7 +181,10 @@ def _train(
     t0 = time.perf_counter()
 
     def out_of_time() -> bool:
-        return cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
+        late = cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
+        if world > 1 and cfg.time_budget_s is not None:
+            late = _any_rank(late)  # every rank stops at the same step
+        return late
 
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -189,14 +211,16 @@ def _train(
             # (fewer distinct nodes to embed per step than fully independent draws).
             pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
             bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
+            if world > 1:
+                ba, bp, bn = ba[rank::world], bp[rank::world], bn[rank::world]
             z = embed(
-                model,
+                forward,
                 features,
                 node_type,
                 graph,
                 torch.cat([ba, bp, bn.flatten()]),
                 cfg.fanouts,
-                gen,
+                sample_gen,
                 batch=1 << 30,
             )
             b = len(ba)
@@ -209,9 +233,10 @@ def _train(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         metrics = evaluate(model, features, node_type, graph, cfg, graph.val, cfg.seed + 1)
+        train_loss = float(np.mean(losses)) if losses else float("nan")
         row = {
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": train_loss if world == 1 else _mean_over_ranks(train_loss),
             "edges": int(len(a)),
             "seconds": round(time.perf_counter() - t0, 1),
             **metrics,
@@ -240,6 +265,22 @@ def _train(
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _any_rank(flag: bool) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _mean_over_ranks(value: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
 
 
 def plot_curve(history: list[dict], path: str | Path, title: str = "HGNN training") -> None:
@@ -271,11 +312,16 @@ def plot_curve(history: list[dict], path: str | Path, title: str = "HGNN trainin
 
 
 def train_and_embed(
-    graph, features: torch.Tensor, cfg: HGNNConfig, progress: bool
+    graph, features: torch.Tensor, cfg: HGNNConfig, progress: bool, engine=None
 ) -> tuple[TrainResult, np.ndarray]:
     """Train on a split of ``graph``'s edges, then embed every node with messages over all
     edges (validation ones too): (the result, (graph.n, out_dim) embeddings). The one final
-    pass both the pipeline's HGNN and the evaluation's HGNN-w-users use."""
+    pass both the pipeline's HGNN and the evaluation's HGNN-w-users use. On an engine with
+    several workers, data-parallel (training/hgnn/distributed.py)."""
+    if engine is not None and engine.workers > 1:
+        from training.hgnn.distributed import train_and_embed_ddp
+
+        return train_and_embed_ddp(engine, graph, features, cfg)
     node_type = torch.from_numpy(graph.node_type)
     tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
     result = train_hgnn(features, node_type, tg, cfg, progress=progress)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from audiorec.errors import AudiorecError
 from audiorec.publish import write_parquet
+from training.engine import Engine, LocalEngine
 from training.features.embeddings import write_item_embeddings
 from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
 
@@ -40,6 +41,33 @@ def precision_context(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def encode_texts(
+    texts: list[str],
+    model_name: str | None,
+    batch_size: int,
+    precision: str,
+    progress: bool = False,
+    threads: int = 0,
+) -> np.ndarray:
+    """(len(texts), dim) unit float32 embeddings (one engine task on an item partition)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    model = load_text_model(model_name)
+    with precision_context(precision):
+        emb = model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress and sys.stderr.isatty(),
+            convert_to_numpy=True,
+        ).astype(np.float32)
+    # bf16 output is normalised in bf16: renormalise in float32
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return emb
+
+
 def embed_items(
     items_parquet: str | Path,
     out: str | Path,
@@ -49,8 +77,11 @@ def embed_items(
     batch_size: int = 128,
     precision: str = "fp32",
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> dict:
-    """Embed every item of ``items_parquet`` into ``out``; returns counts."""
+    """Embed every item of ``items_parquet`` into ``out``; returns counts. The items to
+    encode are cut into ``engine.partitions`` contiguous batches, one task each (None or
+    local: one pass here)."""
     items = pq.read_table(items_parquet, columns=["item_id", "title", "description"])
     texts = item_texts(items)
     # the checkpoint and its precision name the embedding space (and key the cache)
@@ -79,18 +110,30 @@ def embed_items(
             known = {}
     todo = sorted({k for k in keys if k not in known})
     if todo:
-        model = load_text_model(model_name)
         by_key = dict(zip(keys, texts))
-        with precision_context(precision):
-            emb = model.encode(
-                [by_key[k] for k in todo],
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                show_progress_bar=progress and sys.stderr.isatty(),
-                convert_to_numpy=True,
-            ).astype(np.float32)
-        # bf16 output is normalised in bf16: renormalise in float32
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        todo_texts = [by_key[k] for k in todo]
+        parts = 1 if engine is None else engine.partitions
+        if parts == 1:
+            emb = encode_texts(todo_texts, model_name, batch_size, precision, progress)
+        else:
+            chunks = np.array_split(np.arange(len(todo_texts)), parts)
+            emb = np.concatenate(
+                (engine or LocalEngine()).map(
+                    encode_texts,
+                    [
+                        (
+                            [todo_texts[i] for i in c],
+                            model_name,
+                            batch_size,
+                            precision,
+                            False,
+                            engine.cpus_per_task if engine else 0,
+                        )
+                        for c in chunks
+                        if len(c)
+                    ],
+                )
+            )
         known.update(zip(todo, emb))
         if cache:
             all_keys = sorted(known)

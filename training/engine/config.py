@@ -1,0 +1,33 @@
+"""The engine's settings (a section of PipelineConfig)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from audiorec.config import StrictConfig
+
+
+class EngineConfig(StrictConfig):
+    """``local``: every step in this process, as before. ``ray``: the feature jobs and the
+    co-listening graph as tasks over user partitions, text embeddings over item
+    partitions, the HGNN data-parallel (DDP, gloo) over ``workers``, Feast's historical
+    retrieval and materialization on its Ray offline store and compute engine."""
+
+    kind: Literal["local", "ray"] = "local"
+    # A running cluster ("ray://head:10001" or "head:6379"); None: start a local Ray
+    # instance inside this machine's limits (num_cpus, object_store_mib) and stop it after.
+    address: str | None = None
+    # Local instance only: CPUs Ray may schedule on (None: all of this machine's cores)
+    num_cpus: int | None = Field(None, ge=1)
+    # Local instance only: the shared-memory object store (Ray's default is 30% of RAM)
+    object_store_mib: int = Field(512, ge=78)  # 78 MiB is Ray's minimum
+    # User partitions of the feature jobs and the graph, item partitions of the text
+    # embeddings (0: two per schedulable CPU)
+    partitions: int = Field(0, ge=0)
+    # HGNN data-parallel workers (each samples its share of every balanced batch); 1 turns
+    # DDP off (the HGNN then trains in the driver as on the local engine)
+    workers: int = Field(2, ge=1)
+    # Seconds to wait for a task or worker group before giving up (None: no limit)
+    task_timeout_s: float | None = Field(None, gt=0)
