@@ -29,6 +29,7 @@ def hgnn_with_users(
     pipeline_cfg,
     users: np.ndarray,
     progress: bool = False,
+    engine=None,
 ):
     """(user vectors aligned to ``users``, item ids, item vectors) of a trained model."""
     cfg, graph_cfg = pipeline_cfg.hgnn, pipeline_cfg.graph
@@ -41,6 +42,6 @@ def hgnn_with_users(
     )
     user_x = unit(touched @ item_x)
     features = torch.from_numpy(np.concatenate([item_x, user_x]).astype(np.float32))
-    _, z = train_and_embed(g, features, cfg, progress)
+    _, z = train_and_embed(g, features, cfg, progress, engine)
     user_vecs = aligned(np.asarray(users, dtype=object), g.user_id, z[g.n_items :])
     return user_vecs, g.item_id, z[: g.n_items]

@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from audiorec.config import StrictConfig, merge
 from audiorec.itemtypes import ItemTypes
 from training.data import Dataset
+from training.engine import Engine
 from training.evaluation.models import (
     aligned,
     interaction_matrix,
@@ -127,7 +128,22 @@ def run_evaluation(
     progress: bool = True,
     text_cache: str | Path | None = None,
 ) -> Results:
-    """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir."""
+    """``text_cache``: an embedding cache to share (the pipeline's), else one in workdir.
+    Every model's heavy steps run on the engine ``cfg.pipeline.engine`` names."""
+    from training.engine import open_engine
+
+    with open_engine(cfg.pipeline.engine, progress=progress) as engine:
+        return _evaluate(engine, data, workdir, cfg, progress, text_cache)
+
+
+def _evaluate(
+    engine: Engine,
+    data: Dataset | str | Path,
+    workdir: str | Path,
+    cfg: EvaluationConfig,
+    progress: bool,
+    text_cache: str | Path | None,
+) -> Results:
     from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
     from training.text.embed import embed_items
@@ -173,6 +189,7 @@ def run_evaluation(
         text,
         cache=text_cache or wd / "text" / "cache.parquet",
         progress=progress,
+        engine=engine,
     )
     val_proto = validation_protocol(data, cut, end, cfg)
     res.validation = val_proto.summary() if val_proto else ""
@@ -200,7 +217,7 @@ def run_evaluation(
     def variant(name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
         pcfg = validated(PipelineConfig, merge(cfg.pipeline.model_dump(), overrides))
-        return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress)
+        return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress, engine)
 
     main = variant("full", {})
     base_seed = cfg.pipeline.hgnn.seed
@@ -213,7 +230,9 @@ def run_evaluation(
     def with_users() -> None:
         from training.evaluation.hgnn_users import hgnn_with_users
 
-        users, ids, vecs = hgnn_with_users(data, text, cut, cfg.pipeline, proto.users)
+        users, ids, vecs = hgnn_with_users(
+            data, text, cut, cfg.pipeline, proto.users, engine=engine
+        )
         score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
 
     timed("HGNN-w-users", with_users)
@@ -396,14 +415,15 @@ def _all_ids(data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hgnn_and_features(
-    data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig, progress: bool
+    data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig, progress: bool, engine: Engine
 ) -> dict:
+    from audiorec.featurestore import FeatureStoreConfig
     from training.features.jobs import run_feature_jobs
     from training.features.store import apply_repo
     from training.hgnn.run import run_hgnn
 
     hgnn = wd / "hgnn"
-    run_hgnn(data, text, hgnn, cut, cfg.graph, cfg.hgnn, progress=progress)
+    run_hgnn(data, text, hgnn, cut, cfg.graph, cfg.hgnn, progress=progress, engine=engine)
     run_feature_jobs(
         data,
         wd,
@@ -412,8 +432,11 @@ def _hgnn_and_features(
         through=cut.date(),
         cfg=cfg.features,
         progress=progress,
+        engine=engine,
     )
-    return {"hgnn": hgnn / "embeddings.parquet", "store": apply_repo(wd), "data": data, "cut": cut}
+    # examples come from Feast's historical retrieval on the same engine
+    store = apply_repo(wd, FeatureStoreConfig(**engine.feast_options()))
+    return {"hgnn": hgnn / "embeddings.parquet", "store": store, "data": data, "cut": cut}
 
 
 # The towers' search space (same trial budget as every peer): the softmax temperature,

@@ -141,21 +141,36 @@ def _materialize_parallel(store, views: list[str], start, end, processes: int) -
 
 
 def _materialize_on_ray(store, views: list[str], start, end) -> None:
-    """Each view through Feast's Ray compute engine. A view with no source rows in
-    [start, end) is only recorded as done: Feast 0.67's Ray store fails on an empty
-    interval ("'NoneType' object has no attribute 'names'": an empty Ray dataset has no
-    schema), which the DuckDB store treats as nothing to load. That is every daily run
-    for the HGNN view (its rows are stamped at the start of history) and every run for
-    user_recent (pushes only)."""
-    from feast import utils
+    """Each view through Feast's Ray compute engine, with two exceptions (Feast 0.67):
+
+    - A view with no source rows in [start, end) is only recorded as done: the Ray store
+      fails on an empty interval ("'NoneType' object has no attribute 'names'": an empty
+      Ray dataset has no schema), where DuckDB loads nothing. That is every daily run for
+      the HGNN view (stamped at the start of history) and every run for user_recent.
+    - A view with a finite TTL is read by the Ray offline store but written by Feast's
+      local engine: the Ray engine drops rows older than the TTL before *now* (wall clock),
+      where the local engine keeps each entity's latest row up to ``end``, so a back-dated
+      run (a backfill, a test world) would lose every profile, and a daily run the
+      entities whose latest row is just past the TTL.
+    """
+    from feast import FeatureStore, utils
 
     start, end = utils.make_tzaware(start), utils.make_tzaware(end)
+    ttl_store = None
     for view in views:
         fv = store.get_feature_view(view)
-        if _source_rows(fv, start, end):
-            store.materialize(start_date=start, end_date=end, feature_views=[view])
-        else:
+        if not _source_rows(fv, start, end):
             store.registry.apply_materialization(fv, store.project, start, end)
+            continue
+        target = store
+        if fv.ttl is not None and fv.ttl.total_seconds() > 0:
+            if ttl_store is None:
+                config = store.config.model_copy()
+                config.batch_engine_config = "local"
+                config._batch_engine = None
+                ttl_store = FeatureStore(config=config)
+            target = ttl_store
+        target.materialize(start_date=start, end_date=end, feature_views=[view])
 
 
 def _source_rows(view, start, end) -> int:

@@ -30,6 +30,7 @@ from training.data.contract import WEAK_SIGNALS
 from training.data.dataset import Dataset
 from training.data.duck import connect_dataset, sql_literal
 from training.data.ids import positions
+from training.features.retrieval import historical_features
 from training.twotower.config import TwoTowerConfig
 
 
@@ -143,9 +144,7 @@ def item_features(store, cut: datetime, catalogue_ids: np.ndarray) -> pa.Table:
             "event_timestamp": pd.Timestamp(cut) - pd.Timedelta(microseconds=1),
         }
     )
-    table = store.get_historical_features(
-        entity_df=entity, features=feature_service(store, ITEM_SERVICE)
-    ).to_arrow()
+    table = historical_features(store, entity, ITEM_SERVICE)
     table = table.filter(pc.is_valid(table.column("item_type")))
     return table.sort_by("item_id")
 
@@ -206,9 +205,7 @@ def build_tower_data(
             f"the cut, e.g. {pos.loc[unknown, 'item_id'].iloc[0]!r}"
         )
     entity = pos[["user_id", "event_timestamp"]].assign(example=np.arange(len(pos)))
-    users = store.get_historical_features(
-        entity_df=entity, features=feature_service(store, USER_SERVICE)
-    ).to_arrow()
+    users = historical_features(store, entity, USER_SERVICE)
     users = users.sort_by("example")  # Feast does not keep the entity order
     user_specs = feature_specs(store, USER_SERVICE, users)
     item_specs = feature_specs(store, ITEM_SERVICE, items)
