@@ -29,5 +29,7 @@ class EngineConfig(StrictConfig):
     # HGNN data-parallel workers (each samples its share of every balanced batch); 1 turns
     # DDP off (the HGNN then trains in the driver as on the local engine)
     workers: int = Field(2, ge=1)
+    # Seconds to wait for the cluster's head to accept a connection
+    connect_timeout_s: float = Field(5.0, gt=0)
     # Seconds to wait for a task or worker group before giving up (None: no limit)
     task_timeout_s: float | None = Field(None, gt=0)

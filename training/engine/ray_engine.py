@@ -108,6 +108,21 @@ def _make_rank():
 _Rank: Any = None
 
 
+def _check_reachable(address: str, timeout: float) -> None:
+    """A TCP connect to the cluster's head first: ``ray.init`` waits minutes for an address
+    nobody answers on. ("auto" and other non host:port forms are left to Ray.)"""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise AudiorecError(
+            f"no Ray cluster answers at {host}:{port} within {timeout:g}s "
+            f"({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
 @contextmanager
 def ray_engine(cfg: EngineConfig, progress: bool = False) -> Iterator[RayEngine]:
     """Connect to ``cfg.address`` or start a bounded local instance; stop what was started."""
@@ -116,6 +131,8 @@ def ray_engine(cfg: EngineConfig, progress: bool = False) -> Iterator[RayEngine]
     # deduplicated-log notices in our output.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if cfg.address:
+        _check_reachable(cfg.address, cfg.connect_timeout_s)
     import ray
 
     started = False
