@@ -235,7 +235,12 @@ def _run(
             warm, why = load_checkpoint(wd / "towers" / "last", tower_key, cut)
             if warm is None:
                 say(f"  2T from scratch: {why}")
-        towers = train_two_tower(tower_data, cfg.two_tower, progress=progress, warm=warm)
+        if warm is None and engine.workers > 1:
+            from training.twotower.distributed import train_two_tower_distributed
+
+            towers = train_two_tower_distributed(engine, tower_data, cfg.two_tower)
+        else:
+            towers = train_two_tower(tower_data, cfg.two_tower, progress=progress, warm=warm)
         if cfg.two_tower.popularity_prior:
             towers.fit_prior(store, data, tower_data, cut, cfg.two_tower)
             say(
@@ -312,8 +317,8 @@ def _engine_line(engine: Engine) -> str:
     if engine.kind == "local":
         return "local (this process)"
     return (
-        f"ray ({engine.partitions} partitions, {engine.workers} HGNN worker(s), Feast's Ray "
-        "offline store and compute engine)"
+        f"ray ({engine.partitions} partitions, {engine.workers} training worker(s) for the "
+        "HGNN and the towers, Feast's Ray offline store and compute engine)"
     )
 
 

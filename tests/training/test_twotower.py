@@ -427,3 +427,23 @@ def test_warm_start_continues_the_saved_towers(tower_data, tmp_path):
     assert n_new == is_new.sum() > 0 and set(kept) <= set(train)
     assert (pd.DatetimeIndex(tower_data.ts[train]) >= since).sum() == n_new  # all new kept
     assert 0.1 < (~is_new).sum() / (len(train) - n_new) < 0.4  # ~ the replay share
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sharded_in_batch_loss_adds_up_to_the_one_process_loss(workers):
+    """What a tf.distribute worker computes (its users against the whole batch's items,
+    over the global batch) sums to the one-process loss, accidental hits included."""
+    import tensorflow as tf
+
+    from training.twotower.loss import in_batch_softmax_loss
+
+    rng = np.random.default_rng(0)
+    u, v = (tf.math.l2_normalize(rng.normal(size=(12, 8)).astype(np.float32), 1) for _ in "uv")
+    ids = tf.constant(rng.integers(0, 5, 12))  # repeats: the same item twice in a batch
+    prob = tf.constant(rng.uniform(0.01, 0.2, 12).astype(np.float32))
+    whole = float(in_batch_softmax_loss(u, v, ids, prob, 0.1))
+    parts = [
+        float(in_batch_softmax_loss(tf.gather(u, s), v, ids, prob, 0.1, int(s[0]), 12))
+        for s in np.array_split(np.arange(12), workers)
+    ]
+    assert sum(parts) == pytest.approx(whole, rel=1e-6)

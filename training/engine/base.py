@@ -7,8 +7,9 @@ An engine runs two shapes of work:
   by reference) and its arguments small (paths, dates, ids): each partition reads its own
   share of the data from the shared file system, as the local code does.
 - ``group(fn, world, args)``: one data-parallel training group of ``world`` workers that
-  rendezvous with each other (torch.distributed); ``fn(rank, world, master, *args)`` runs
-  once per rank, concurrently; the results come back by rank.
+  rendezvous with each other (torch.distributed, tf.distribute); ``fn(rank, world,
+  addresses, *args)`` runs once per rank, concurrently, ``addresses`` being every rank's
+  "host:port", comma-separated, rank 0 first; the results come back by rank.
 
 The local engine runs ``map`` in order in this process and a group of one in place, so
 that a step written against the interface is today's code when the engine is local.

@@ -12,7 +12,8 @@ from audiorec.config import StrictConfig
 class EngineConfig(StrictConfig):
     """``local``: every step in this process, as before. ``ray``: the feature jobs and the
     co-listening graph as tasks over user partitions, text embeddings over item
-    partitions, the HGNN data-parallel (DDP, gloo) over ``workers``, Feast's historical
+    partitions, the HGNN (DDP, gloo) and the towers (tf.distribute) data-parallel over
+    ``workers``, Feast's historical
     retrieval and materialization on its Ray offline store and compute engine."""
 
     kind: Literal["local", "ray"] = "local"
@@ -26,8 +27,9 @@ class EngineConfig(StrictConfig):
     # User partitions of the feature jobs and the graph, item partitions of the text
     # embeddings (0: two per schedulable CPU)
     partitions: int = Field(0, ge=0)
-    # HGNN data-parallel workers (each samples its share of every balanced batch); 1 turns
-    # DDP off (the HGNN then trains in the driver as on the local engine)
+    # Training workers: the HGNN's DDP ranks (each samples its share of every balanced
+    # batch) and the towers' tf.distribute workers (each embeds its share of a batch's
+    # users); 1: both train in the driver, as on the local engine
     workers: int = Field(2, ge=1)
     # Seconds to wait for the cluster's head to accept a connection
     connect_timeout_s: float = Field(5.0, gt=0)

@@ -54,8 +54,10 @@ class RayEngine:
             )
         ranks = [_Rank.options(num_cpus=self.cpus_per_task).remote() for _ in range(world)]
         try:
-            master = _get([ranks[0].address.remote()], 60, "rendezvous")[0]
-            refs = [r.run.remote(fn, i, world, master, *args) for i, r in enumerate(ranks)]
+            # every rank's host:port, rank 0's first (torch rendezvous there; TensorFlow's
+            # multi-worker cluster lists them all)
+            where = ",".join(_get([r.address.remote() for r in ranks], 60, "rendezvous"))
+            refs = [r.run.remote(fn, i, world, where, *args) for i, r in enumerate(ranks)]
             return _get(refs, self.cfg.task_timeout_s, getattr(fn, "__name__", "group"))
         finally:
             for r in ranks:

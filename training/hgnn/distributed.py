@@ -39,14 +39,14 @@ def train_and_embed_ddp(
 
 
 def _rank_main(
-    rank: int, world: int, master: str, graph, features: np.ndarray, cfg: HGNNConfig
+    rank: int, world: int, addresses: str, graph, features: np.ndarray, cfg: HGNNConfig
 ) -> tuple[TrainResult | None, np.ndarray, np.ndarray]:
     import torch.distributed as dist
 
     torch.set_num_threads(cfg.threads or 1)  # one CPU per rank
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://{master}",
+        init_method=f"tcp://{addresses.split(',')[0]}",  # rank 0's
         rank=rank,
         world_size=world,
         timeout=timedelta(minutes=10),

@@ -23,19 +23,29 @@ def in_batch_softmax_loss(
     item_ids: tf.Tensor,
     item_prob: tf.Tensor | None,
     temperature: float,
+    offset: tf.Tensor | int = 0,
+    denominator: tf.Tensor | int | None = None,
 ) -> tf.Tensor:
     """Mean cross-entropy of each user against the batch's items.
 
-    user, item: (B, d) unit vectors, row i a positive pair; item_ids: (B,) int, equal ids
+    user: (b, d) and item: (B, d) unit vectors, user row i the positive of item row
+    ``offset + i`` (b = B and offset 0 on one process; under a distribution strategy a
+    replica's share of the users against the whole global batch's items, so every user
+    still has the B - 1 negatives one process gives it); item_ids: (B,) int, equal ids
     mean the same item; item_prob: (B,) sampling probability of each item, or None for no
-    correction. Returns a scalar.
+    correction. Returns the mean over the b rows, or their sum over ``denominator`` (the
+    global batch: the replicas' sums then add up to the one-process mean).
     """
-    logits = tf.matmul(user, item, transpose_b=True) / temperature  # (B, B)
+    logits = tf.matmul(user, item, transpose_b=True) / temperature  # (b, B)
     if item_prob is not None:
         probs = tf.broadcast_to(item_prob[tf.newaxis, :], tf.shape(logits))
         logits = _correction(logits, probs)
-    same_item = tf.equal(item_ids[:, tf.newaxis], item_ids[tf.newaxis, :])
-    off_diagonal = tf.logical_not(tf.eye(tf.shape(logits)[0], dtype=tf.bool))
-    logits = tf.where(same_item & off_diagonal, tf.constant(-1e9, logits.dtype), logits)
-    labels = tf.range(tf.shape(logits)[0])
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    labels = offset + tf.range(tf.shape(logits)[0])
+    own = tf.gather(item_ids, labels)
+    same_item = tf.equal(own[:, tf.newaxis], item_ids[tf.newaxis, :])
+    not_own = tf.not_equal(labels[:, tf.newaxis], tf.range(tf.shape(logits)[1])[tf.newaxis, :])
+    logits = tf.where(same_item & not_own, tf.constant(-1e9, logits.dtype), logits)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    if denominator is None:
+        return tf.reduce_mean(ce)
+    return tf.reduce_sum(ce) / tf.cast(denominator, ce.dtype)

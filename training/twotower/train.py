@@ -11,6 +11,7 @@ O(validation examples x items of a type x dim) for the recall check.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,24 +166,14 @@ def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray
     return out
 
 
-def train_two_tower(
-    data: TowerData, cfg: TwoTowerConfig, progress: bool = True, warm: WarmStart | None = None
-) -> TrainedTowers:
-    """Train the towers on ``data``'s training rows, early-stopped on its validation
-    slice; with ``warm`` (warm.py), continue that checkpoint's towers for
-    ``cfg.warm_epochs`` on the rows it never trained on plus a replay sample."""
-    keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+def _rows(data: TowerData, cfg: TwoTowerConfig, rng, warm: WarmStart | None, progress: bool):
+    """(training rows, validation rows, epochs, positives per item in training)."""
     train_rows = np.flatnonzero(~data.validation)
     val_rows = np.flatnonzero(data.scored)
     if len(val_rows) > cfg.validation_max_examples:
         val_rows = np.sort(rng.choice(val_rows, cfg.validation_max_examples, replace=False))
-    item_specs, with_ids = list(data.item_specs), cfg.item_id_embedding_dim > 0
-    if with_ids:
-        item_specs.append(ITEM_ID)
     max_epochs = cfg.max_epochs
     if warm is not None:
-        user_stats, item_stats = warm.manifest.user_stats, warm.manifest.item_stats
         train_rows, n_new = warm_rows(
             data.ts, train_rows, warm.trained_until, cfg.replay_share, cfg.seed
         )
@@ -193,10 +184,27 @@ def train_two_tower(
                 f"examples + {len(train_rows) - n_new:,} replayed",
                 flush=True,
             )
+    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
+    return train_rows, val_rows, max_epochs, counts
+
+
+def untrained_towers(
+    data: TowerData,
+    cfg: TwoTowerConfig,
+    train_rows: np.ndarray,
+    counts: np.ndarray,
+    warm: WarmStart | None = None,
+) -> TrainedTowers:
+    """The towers before training: encoders fitted on the training rows (or the
+    checkpoint's), weights initialised from the current Keras seed."""
+    item_specs, with_ids = list(data.item_specs), cfg.item_id_embedding_dim > 0
+    if with_ids:
+        item_specs.append(ITEM_ID)
+    if warm is not None:
+        user_stats, item_stats = warm.manifest.user_stats, warm.manifest.item_stats
     else:
         user_stats = fit_encoder_stats(data.user_specs, _slice(data.user, train_rows))
         item_stats = fit_encoder_stats(data.item_specs, data.items)
-    counts = np.bincount(data.item[train_rows], minlength=len(data.item_ids))
     if with_ids and warm is None:
         # ids seen often enough to learn a row; the rest (new, rare) share the OOV row
         known = data.item_ids[counts >= cfg.item_id_min_positives]
@@ -204,7 +212,7 @@ def train_two_tower(
             "vocabulary": [str(i) for i in known] or ["<none>"],
             "dim": cfg.item_id_embedding_dim,
         }
-    towers = TrainedTowers(
+    return TrainedTowers(
         build_tower(
             data.user_specs,
             user_stats,
@@ -224,21 +232,79 @@ def train_two_tower(
         item_ids=with_ids,
         stats={"user": user_stats, "item": item_stats},
     )
+
+
+@dataclass
+class Replica:
+    """This process's place in a tf.distribute multi-worker group (distributed.py)."""
+
+    strategy: tf.distribute.Strategy
+    rank: int
+    world: int
+
+
+def train_two_tower(
+    data: TowerData,
+    cfg: TwoTowerConfig,
+    progress: bool = True,
+    warm: WarmStart | None = None,
+    replica: Replica | None = None,
+) -> TrainedTowers:
+    """Train the towers on ``data``'s training rows, early-stopped on its validation
+    slice; with ``warm`` (warm.py), continue that checkpoint's towers for
+    ``cfg.warm_epochs`` on the rows it never trained on plus a replay sample.
+
+    With ``replica`` this process is one worker of a MultiWorkerMirroredStrategy: every
+    worker draws the same batches, embeds the whole batch's items and its own share of the
+    users, and the summed gradients are the one-process batch's (the loss of each user is
+    over all B items of the batch, so the in-batch negatives are the same)."""
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_rows, val_rows, max_epochs, counts = _rows(data, cfg, rng, warm, progress)
+    with replica.strategy.scope() if replica else contextlib.nullcontext():
+        towers = untrained_towers(data, cfg, train_rows, counts, warm)
+        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+    with_ids = towers.item_ids
     item_prob = tf.constant(counts / max(1, counts.sum()), tf.float32)
     item_table = _to_tensors(item_inputs(data, with_ids))
-    optimizer = keras.optimizers.Adam(cfg.learning_rate)
     weights = towers.user_tower.trainable_variables + towers.item_tower.trainable_variables
 
-    @tf.function(reduce_retracing=True)
-    def step(user_batch, item_rows):
+    def replica_step(user_batch, item_rows, offset, denominator):
         item_batch = {k: tf.gather(v, item_rows) for k, v in item_table.items()}
         with tf.GradientTape() as tape:
             u = towers.user_tower(user_batch, training=True)
             v = towers.item_tower(item_batch, training=True)
             prob = tf.gather(item_prob, item_rows) if cfg.logq_correction else None
-            loss = in_batch_softmax_loss(u, v, item_rows, prob, cfg.temperature)
+            loss = in_batch_softmax_loss(
+                u, v, item_rows, prob, cfg.temperature, offset, denominator
+            )
+        # under a strategy, the optimizer sums the replicas' gradients
         optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return loss
+
+    @tf.function(reduce_retracing=True)
+    def one_process_step(user_batch, item_rows):
+        return replica_step(user_batch, item_rows, 0, None)
+
+    @tf.function(reduce_retracing=True)
+    def distributed_step(user_batch, item_rows, offset):
+        assert replica is not None
+        per_replica = replica.strategy.run(
+            replica_step, args=(user_batch, item_rows, offset, tf.shape(item_rows)[0])
+        )
+        return replica.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def step(rows: np.ndarray):
+        item_rows = tf.constant(item_train[rows])
+        if replica is None:
+            return one_process_step(_to_tensors(_slice(user_train, rows)), item_rows)
+        # this worker's contiguous share of the batch's users, against all its items
+        share = np.array_split(np.arange(len(rows)), replica.world)[replica.rank]
+        return distributed_step(
+            _to_tensors(_slice(user_train, rows[share])),
+            item_rows,
+            tf.constant(int(share[0]), tf.int32),
+        )
 
     start, best, best_weights, stale = time.perf_counter(), -1.0, None, 0
     if warm is not None:
@@ -272,8 +338,7 @@ def train_two_tower(
             leave=False,
         )
         for b in bar:
-            rows = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            loss = step(_to_tensors(_slice(user_train, rows)), tf.constant(item_train[rows]))
+            loss = step(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             losses.append(float(loss))
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
