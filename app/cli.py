@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     f.add_argument("--redis", default="localhost:6379", help="Redis connection string")
+    f.add_argument(
+        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
+    )
     f.set_defaults(func=commands.cmd_features)
 
     h = sub.add_parser("hgnn", help="co-listening graph + HGNN training + item embeddings")
@@ -130,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: sqlite)")
     pl.add_argument("--redis", help="Redis connection string, host:port")
+    pl.add_argument(
+        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
+    )
     engine_options(pl)
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=commands.cmd_pipeline)
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=50051, help="0: any free port")
     sv.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     sv.add_argument("--redis", help="Redis connection string, host:port")
+    sv.add_argument(
+        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
+    )
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
     sv.add_argument("--workers", type=int, help="request threads (default 4)")
     sv.add_argument(

@@ -74,7 +74,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         args.hgnn,
         args.text,
         through=through,
-        store=FeatureStoreConfig(online=args.online, redis=args.redis),
+        store=FeatureStoreConfig(
+            online=args.online, redis=args.redis, redis_cluster=args.redis_cluster
+        ),
         progress=True,
     )
     print(report.summary())
@@ -116,7 +118,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if args.online:
         overrides = merge(
             overrides,
-            {"store": {"online": args.online, **({"redis": args.redis} if args.redis else {})}},
+            {
+                "store": {
+                    "online": args.online,
+                    "redis_cluster": args.redis_cluster,
+                    **({"redis": args.redis} if args.redis else {}),
+                }
+            },
         )
     if args.preset:
         overrides = merge(overrides, {"preset": args.preset})
@@ -154,7 +162,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import ServerConfig, configure_logging, create_server
 
     configure_logging(args.log_level)
-    store = FeatureStoreConfig(online=args.online, **({"redis": args.redis} if args.redis else {}))
+    store = FeatureStoreConfig(
+        online=args.online,
+        redis_cluster=args.redis_cluster,
+        **({"redis": args.redis} if args.redis else {}),
+    )
     security = validated(
         SecurityConfig,
         {

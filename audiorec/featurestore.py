@@ -52,6 +52,8 @@ class FeatureStoreConfig(StrictConfig):
 
     online: Literal["sqlite", "redis"] = "sqlite"
     redis: str = "localhost:6379"  # Feast connection string: host:port[,db=0,password=...]
+    # the Redis address is a Redis Cluster (any of its nodes; keys spread over its slots)
+    redis_cluster: bool = False
     offline: Literal["duckdb", "ray"] = "duckdb"
     ray_address: str | None = None  # None: the Ray instance this process started
     # Ray compute engine: concurrent tasks loading the online store (SQLite takes one writer)
@@ -60,7 +62,10 @@ class FeatureStoreConfig(StrictConfig):
     @property
     def label(self) -> str:
         """The store as a marker records it (host:port only: options may hold a password)."""
-        return "sqlite" if self.online == "sqlite" else f"redis {redis_address(self.redis)}"
+        if self.online == "sqlite":
+            return "sqlite"
+        kind = "redis-cluster" if self.redis_cluster else "redis"
+        return f"{kind} {redis_address(self.redis)}"
 
 
 def recent_schema() -> Any:
@@ -139,6 +144,8 @@ def repo_config(
     raw["project"] = project or current_project(workdir)
     if cfg.online == "redis":
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
+        if cfg.redis_cluster:
+            raw["online_store"]["redis_type"] = "redis_cluster"
     if cfg.offline == "ray":
         raw["offline_store"] = {
             "type": "ray",

@@ -94,7 +94,7 @@ def _redis_exe() -> str:
     return exe
 
 
-def start_redis(port: int, workdir: Path, persist: bool = False):
+def start_redis(port: int, workdir: Path, persist: bool = False, extra: tuple[str, ...] = ()):
     """A real redis-server on 127.0.0.1:``port``, once it answers PING. ``persist``:
     it saves its data set on SIGTERM and loads it again when restarted in ``workdir``."""
     import subprocess
@@ -104,7 +104,17 @@ def start_redis(port: int, workdir: Path, persist: bool = False):
 
     save = ["--save", "3600 1"] if persist else ["--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [_redis_exe(), "--port", str(port), "--bind", "127.0.0.1", *save, "--dir", str(workdir)],
+        [
+            _redis_exe(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            *save,
+            "--dir",
+            str(workdir),
+            *extra,
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -119,6 +129,42 @@ def start_redis(port: int, workdir: Path, persist: bool = False):
                 proc.kill()
                 pytest.fail(f"redis-server did not start on port {port}")
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real three-node Redis Cluster on 127.0.0.1 (no replicas): the address of one node."""
+    import socket
+    import time
+
+    import redis
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    procs = []
+    try:
+        for port in ports:
+            d = tmp_path_factory.mktemp(f"cluster{port}")
+            conf = ("--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"))
+            procs.append(start_redis(port, d, extra=conf))
+        nodes = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
+        for node in nodes[1:]:
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+        for node, (lo, hi) in zip(nodes, ((0, 5460), (5461, 10922), (10923, 16383))):
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        deadline = time.monotonic() + 20
+        while not all(b"cluster_state:ok" in n.execute_command("CLUSTER", "INFO") for n in nodes):
+            if time.monotonic() > deadline:
+                pytest.fail("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{ports[0]}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -211,3 +211,42 @@ def test_feature_store_config_puts_feast_on_ray(tmp_path):
     redis = repo_config(tmp_path, FeatureStoreConfig(offline="ray", online="redis"))
     assert redis.batch_engine.write_concurrency == 2
     assert repo_config(tmp_path).offline_store.type == "duckdb"  # serving's, unchanged
+
+
+def test_ray_engine_materializes_into_a_redis_cluster(
+    ray_engine, tiny_pipeline, tmp_path, redis_cluster, users
+):
+    """Feast's Ray compute engine loads the local run's feature tables into a Redis
+    Cluster: the rows the local engine loaded into SQLite."""
+    import shutil
+    from datetime import date, timedelta
+
+    from training.features.store import apply_repo, materialize
+    from training.features.windows import midnight
+
+    local_wd = tiny_pipeline[0]
+    shutil.copytree(local_wd / "features", tmp_path / "features")
+    cfg = FeatureStoreConfig(
+        online="redis", redis=redis_cluster, redis_cluster=True, **ray_engine.feast_options()
+    )
+    store = apply_repo(tmp_path, cfg, current_project(tmp_path))
+    through = date.fromisoformat(json_state(tmp_path)["through"])  # what the local run materialized
+    materialize(
+        store, midnight(through) + timedelta(microseconds=1), start=midnight(date(1970, 1, 2))
+    )
+    ids = [f"u{i:07d}" for i in range(0, 1000, 7)] + [users["unknown"]]
+    for service in (USER_SERVICE, ITEM_SERVICE):
+        keys = ids if service == USER_SERVICE else ["ab000001", "pc000003", "nope"]
+        got = OnlineFeatureReader(open_store(tmp_path, cfg, current_project(tmp_path)), service)
+        want = OnlineFeatureReader(open_store(local_wd, project=current_project(local_wd)), service)
+        a, b = got.read(keys), want.read(keys)
+        for name in b:
+            assert [repr(v) for v in a[name]] == [repr(v) for v in b[name]], name
+
+
+def json_state(workdir) -> dict:
+    import json
+
+    from audiorec.featurestore import STATE_FILE, features_dir
+
+    return json.loads((features_dir(workdir) / STATE_FILE).read_text())
