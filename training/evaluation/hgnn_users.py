@@ -19,7 +19,7 @@ import torch
 from training.evaluation.models import aligned, unit
 from training.features.embeddings import read_item_embeddings
 from training.graph.tripartite import build_tripartite_graph
-from training.hgnn.train import train_and_embed
+from training.hgnn.fit import train_and_embed
 
 
 def hgnn_with_users(

@@ -30,8 +30,9 @@ from training.engine import Engine
 from training.features.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
+from training.hgnn.fit import train_and_embed
 from training.hgnn.model import HGNN
-from training.hgnn.train import plot_curve, train_and_embed
+from training.hgnn.train import plot_curve
 
 
 class HGNNManifest(ManifestBase):

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from training.hgnn.config import HGNNConfig
-from training.hgnn.graph import TrainGraph, full_graph, split_edges
+from training.hgnn.graph import TrainGraph
 from training.hgnn.model import HGNN
 from training.hgnn.sampler import BalancedEdgeSampler, sample_blocks
 
@@ -309,31 +309,3 @@ def plot_curve(history: list[dict], path: str | Path, title: str = "HGNN trainin
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def train_and_embed(
-    graph, features: torch.Tensor, cfg: HGNNConfig, progress: bool, engine=None
-) -> tuple[TrainResult, np.ndarray]:
-    """Train on a split of ``graph``'s edges, then embed every node with messages over all
-    edges (validation ones too): (the result, (graph.n, out_dim) embeddings). The one final
-    pass both the pipeline's HGNN and the evaluation's HGNN-w-users use. On an engine with
-    several workers, data-parallel (training/hgnn/distributed.py)."""
-    if engine is not None and engine.workers > 1:
-        from training.hgnn.distributed import train_and_embed_ddp
-
-        return train_and_embed_ddp(engine, graph, features, cfg)
-    node_type = torch.from_numpy(graph.node_type)
-    tg = split_edges(graph, cfg.val_share, np.random.default_rng(cfg.seed))
-    result = train_hgnn(features, node_type, tg, cfg, progress=progress)
-    result.model.eval()
-    with torch.no_grad():
-        z = embed(
-            result.model,
-            features,
-            node_type,
-            full_graph(graph),
-            torch.arange(graph.n),
-            cfg.fanouts,
-            torch.Generator().manual_seed(cfg.seed + 2),
-        ).numpy()
-    return result, z
