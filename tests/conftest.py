@@ -139,20 +139,27 @@ def redis_cluster(tmp_path_factory):
 
     import redis
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    # six free ports: three clients, three cluster buses (the default bus port, port +
+    # 10000, is out of range for an ephemeral port above 55535)
+    sockets = [socket.socket() for _ in range(6)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports, buses = (
+        [s.getsockname()[1] for s in sockets[:3]],
+        [s.getsockname()[1] for s in sockets[3:]],
+    )
+    for sock in sockets:
+        sock.close()
     procs = []
     try:
-        for port in ports:
+        for port, bus in zip(ports, buses):
             d = tmp_path_factory.mktemp(f"cluster{port}")
-            conf = ("--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"))
+            conf = ("--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
+                    "--cluster-port", str(bus))  # fmt: skip
             procs.append(start_redis(port, d, extra=conf))
         nodes = [redis.Redis(host="127.0.0.1", port=p) for p in ports]
         for node in nodes[1:]:
-            node.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0], buses[0])
         for node, (lo, hi) in zip(nodes, ((0, 5460), (5461, 10922), (10923, 16383))):
             node.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
         deadline = time.monotonic() + 20

@@ -9,6 +9,7 @@ system): tasks receive paths, never the data. Ray is imported here only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -52,7 +53,8 @@ class RayEngine:
                 f"a training group of {world} workers needs {world} CPUs; the Ray cluster "
                 f"has {self.cpus} (set engine.workers lower)"
             )
-        ranks = [_Rank.options(num_cpus=self.cpus_per_task).remote() for _ in range(world)]
+        rank = _rank_class()
+        ranks = [rank.options(num_cpus=self.cpus_per_task).remote() for _ in range(world)]
         try:
             # every rank's host:port, rank 0's first (torch rendezvous there; TensorFlow's
             # multi-worker cluster lists them all)
@@ -87,7 +89,9 @@ def _get(refs: list, timeout: float | None, what: str) -> list[Any]:
         raise AudiorecError(f"a Ray worker of {what} died: {str(exc).splitlines()[0]}") from exc
 
 
-def _make_rank():
+@functools.cache
+def _rank_class() -> Any:
+    """The actor class (defined once Ray is imported, once per process)."""
     import ray
 
     @ray.remote
@@ -101,13 +105,10 @@ def _make_rank():
                 port = s.getsockname()[1]
             return f"{host}:{port}"
 
-        def run(self, fn, rank, world, master, *args):
-            return fn(rank, world, master, *args)
+        def run(self, fn, rank, world, addresses, *args):
+            return fn(rank, world, addresses, *args)
 
     return Rank
-
-
-_Rank: Any = None
 
 
 def _check_reachable(address: str, timeout: float) -> None:
@@ -128,7 +129,6 @@ def _check_reachable(address: str, timeout: float) -> None:
 @contextmanager
 def ray_engine(cfg: EngineConfig, progress: bool = False) -> Iterator[RayEngine]:
     """Connect to ``cfg.address`` or start a bounded local instance; stop what was started."""
-    global _Rank
     # No usage report (this machine has no internet; a cluster's owner decides), no
     # deduplicated-log notices in our output.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -158,8 +158,6 @@ def ray_engine(cfg: EngineConfig, progress: bool = False) -> Iterator[RayEngine]
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = progress
-        if _Rank is None:
-            _Rank = _make_rank()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield RayEngine(cfg, cpus)
     finally:
