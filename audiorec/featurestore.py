@@ -39,6 +39,7 @@ ONLINE_SERVICE = "user_online"
 # Real-time writes (serving/events.py): the 90-day window views and the recent events
 WINDOWS_PUSH, RECENT_PUSH = "user_windows_push", "user_recent_push"
 RECENT_EVENTS = "recent_events"  # "<ts_us>|<event_type>|<item_id>|<event_id>" per event
+RAY_OFFLINE_STORE = "training.features.ray_offline.PointInTimeRayOfflineStore"
 STATE_FILE = "_state.json"  # written by the feature jobs, last (training/features/jobs.py)
 # One online read: {feature: [value per entity]}, None where the store has no value.
 Features = dict[str, list[Any]]
@@ -148,7 +149,10 @@ def repo_config(
             raw["online_store"]["redis_type"] = "redis_cluster"
     if cfg.offline == "ray":
         raw["offline_store"] = {
-            "type": "ray",
+            # Feast's Ray store with a scalable point-in-time join and latest-row pull;
+            # Feast imports it by this path when the config is built, and only training
+            # builds a Ray config (serving's is always DuckDB: it never reads offline).
+            "type": RAY_OFFLINE_STORE,
             "ray_address": cfg.ray_address,
             "storage_path": str(workdir / "feast" / "ray"),
         }
@@ -157,6 +161,9 @@ def repo_config(
             "ray_address": cfg.ray_address,
             "write_concurrency": 1 if cfg.online == "sqlite" else cfg.ray_write_concurrency,
         }
+        # the Ray engine then reads each key's latest row only (one per key, in the
+        # offline store's partitioned pull), not every row of the interval
+        raw["materialization"] = {"pull_latest_features": True}
     (workdir / "feast").mkdir(parents=True, exist_ok=True)
     return RepoConfig(repo_path=REPO_DIR, **raw)
 

@@ -19,6 +19,7 @@ import pytest
 from audiorec.config import merge, validated
 from audiorec.featurestore import (
     ITEM_SERVICE,
+    RAY_OFFLINE_STORE,
     USER_SERVICE,
     FeatureStoreConfig,
     OnlineFeatureReader,
@@ -170,6 +171,86 @@ def test_pipeline_on_ray_matches_local_and_serves(ray_pipeline, tiny_pipeline, u
         running.stop(grace=1)
 
 
+def test_point_in_time_join_and_latest_rows_on_ray_equal_duckdb(ray_engine, tiny_pipeline, users):
+    """Our Ray offline store against Feast's DuckDB store on the same feature tables:
+    historical retrieval (TTL boundaries, unknown users, times before any row) and the
+    latest row per key that materialization loads."""
+    import pandas as pd
+
+    from training.features.ray_offline import PointInTimeRayOfflineStore
+    from training.features.retrieval import historical_features
+
+    local_wd = tiny_pipeline[0]
+    project = current_project(local_wd)
+    duck = open_store(local_wd, project=project)
+    ray = open_store(local_wd, FeatureStoreConfig(**ray_engine.feast_options()), project)
+    assert type(ray._get_provider().offline_store) is PointInTimeRayOfflineStore
+
+    ts = duckdb.sql(
+        "SELECT user_id, max(event_timestamp) AS t "
+        f"FROM read_parquet('{local_wd}/features/user_profile') "
+        "GROUP BY user_id ORDER BY user_id LIMIT 40"
+    ).df()
+    ttl = duck.get_feature_view("user_profile").ttl
+    us = pd.Timedelta(microseconds=1)
+    # each user's last profile snapshot: at it, at the TTL's edge, just past it, just before it
+    probes = pd.concat(
+        [ts.assign(event_timestamp=ts.t + d) for d in (pd.Timedelta(0), ttl, ttl + us, -us)]
+    ).drop(columns="t")
+    others = pd.DataFrame(
+        {"user_id": [users["unknown"], users["warm"], users["cold"]],
+         "event_timestamp": pd.to_datetime(["2026-01-01", "1971-01-01", "2030-01-01"], utc=True)}
+    )  # fmt: skip
+    entity = pd.concat([probes, others], ignore_index=True)
+    entity["example"] = np.arange(len(entity))
+
+    want = historical_features(duck, entity, USER_SERVICE).sort_by("example")
+    got = historical_features(ray, entity, USER_SERVICE).sort_by("example")
+    assert got.num_rows == want.num_rows == len(entity)
+    for name in want.column_names:
+        x, y = got.column(name), want.column(name)
+        if pa.types.is_list(y.type):
+            assert [v is None for v in x.to_pylist()] == [v is None for v in y.to_pylist()], name
+            assert all(
+                a is None or np.allclose(a, b) for a, b in zip(x.to_pylist(), y.to_pylist())
+            ), name
+        else:
+            assert x.cast(y.type).equals(y), name
+    # hand-checked: the TTL is inclusive; one microsecond later the profile is gone
+    n = len(ts)
+    country = got.column("country").to_pylist()
+    assert all(c is not None for c in country[: 2 * n])
+    assert all(c is None for c in country[2 * n : 3 * n])
+    assert country[-3:-1] == [None, None]  # an unknown user; before any snapshot
+
+    view = duck.get_feature_view("user_preferences_90d")
+    src = view.batch_source
+    args = dict(
+        data_source=src,
+        join_key_columns=["user_id"],
+        feature_name_columns=[f.name for f in view.features],
+        timestamp_field=src.timestamp_field,
+        created_timestamp_column=src.created_timestamp_column,
+        start_date=pd.Timestamp("1970-01-02", tz="UTC").to_pydatetime(),
+        end_date=pd.Timestamp("2100-01-01", tz="UTC").to_pydatetime(),
+    )
+    mine = ray._get_provider().offline_store.pull_latest_from_table_or_query(
+        config=ray.config, **args
+    )
+    theirs = duck._get_provider().offline_store.pull_latest_from_table_or_query(
+        config=duck.config, **args
+    )
+    a = mine.to_arrow().sort_by("user_id")
+    b = theirs.to_arrow().sort_by("user_id")
+    assert a.num_rows == b.num_rows == len(set(b.column("user_id").to_pylist()))
+    assert a.column("user_id").equals(b.column("user_id"))
+    assert (
+        a.column(src.timestamp_field)
+        .cast(pa.timestamp("us", "UTC"))
+        .equals(b.column(src.timestamp_field).cast(pa.timestamp("us", "UTC")))
+    )
+
+
 def local_report_metrics(workdir) -> dict[str, float]:
     """The published towers' best validation recall per type (the artifact's manifest)."""
     from audiorec.artifact import current_dir, read_manifest
@@ -206,7 +287,8 @@ def test_feature_store_config_puts_feast_on_ray(tmp_path):
     from audiorec.featurestore import repo_config
 
     cfg = repo_config(tmp_path, FeatureStoreConfig(offline="ray"))
-    assert cfg.offline_store.type == "ray" and cfg.batch_engine.type == "ray.engine"
+    assert cfg.offline_store.type == RAY_OFFLINE_STORE and cfg.batch_engine.type == "ray.engine"
+    assert cfg.materialization_config.pull_latest_features  # one row per key to write
     assert cfg.batch_engine.write_concurrency == 1  # SQLite takes one writer
     redis = repo_config(tmp_path, FeatureStoreConfig(offline="ray", online="redis"))
     assert redis.batch_engine.write_concurrency == 2

@@ -99,7 +99,7 @@ def materialize(store, end: datetime, start: datetime | None = None, processes: 
         # One view at a time per process: a crash in between leaves views from two runs,
         # which the materialization marker (training/features/refresh.py) is there to catch.
         views = sorted(v.name for v in store.list_feature_views())
-        if store.config.offline_store.type == "ray":
+        if store.config.batch_engine.type == "ray.engine":
             _materialize_on_ray(store, views, start, end)
             return
         if processes > 1 and len(views) > 1:
