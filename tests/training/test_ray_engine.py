@@ -283,6 +283,21 @@ def test_unreachable_cluster_is_one_readable_error(free_port):
                 pass
 
 
+def test_a_task_past_its_time_limit_is_cancelled_with_one_readable_error(ray_engine):
+    import time
+
+    from audiorec.errors import AudiorecError
+    from training.engine.ray_engine import RayEngine
+
+    short = RayEngine(ray_engine.cfg.model_copy(update={"task_timeout_s": 1.0}), ray_engine.cpus)
+    t0 = time.monotonic()
+    with pytest.raises(AudiorecError, match=r"^Ray task sleep did not finish within 1s$"):
+        short.map(time.sleep, [(60,), (60,)])
+    assert time.monotonic() - t0 < 20
+    # the cancelled tasks gave their CPUs back: the engine runs the next step at once
+    assert short.map(abs, [(-1,), (-2,)]) == [1, 2]
+
+
 def test_feature_store_config_puts_feast_on_ray(tmp_path):
     from audiorec.featurestore import repo_config
 

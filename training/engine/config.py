@@ -33,5 +33,7 @@ class EngineConfig(StrictConfig):
     workers: int = Field(2, ge=1)
     # Seconds to wait for the cluster's head to accept a connection
     connect_timeout_s: float = Field(5.0, gt=0)
-    # Seconds to wait for a task or worker group before giving up (None: no limit)
-    task_timeout_s: float | None = Field(None, gt=0)
+    # Seconds to wait for one step's tasks or training group before cancelling them and
+    # failing the run with one line (None: no limit). The default is a ceiling for a hung
+    # worker, not a budget: raise it for a backfill whose one step may take longer.
+    task_timeout_s: float | None = Field(6 * 3600.0, gt=0)

@@ -60,8 +60,11 @@ def _worker_main(rank: int, world: int, addresses: str, data: TowerData, cfg: Tw
 
     tf.config.threading.set_intra_op_parallelism_threads(1)  # one CPU per worker
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=600)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    # No collective timeout: TensorFlow starts one thread per collective that sleeps for
+    # the timeout (tensorflow/tensorflow#62466), so at 10 min a demo-world run held
+    # thousands of them and aborted ("std::system_error" creating a thread). A hung
+    # worker is bounded from outside instead: the engine's task_timeout_s cancels the group.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
     from training.twotower.train import Replica, train_two_tower
 
