@@ -251,9 +251,11 @@ def test_point_in_time_join_and_latest_rows_on_ray_equal_duckdb(ray_engine, tiny
     )
 
 
-def test_evaluate_on_ray(ray_engine, tiny_world, tmp_path):
-    """`audiorec evaluate --engine ray`: every model's row, the variants' feature jobs cut
-    into Ray partitions, the engine-independent peers' figures unchanged."""
+def test_evaluate_on_ray_matches_local(ray_engine, tiny_world, tmp_path):
+    """`audiorec evaluate --engine ray` against `--engine local`, same settings: every
+    model's row; the peers that do not touch the engine to the digit, the text model's
+    within the text tolerance, the HGNN models within a loose bound (DDP); the variants'
+    feature jobs cut into Ray partitions."""
     import json
 
     from app.cli import main
@@ -274,18 +276,34 @@ def test_evaluate_on_ray(ray_engine, tiny_world, tmp_path):
             }
         )
     )
-    rc = main(
-        ["evaluate", "--data", str(tiny_world), "--workdir", str(tmp_path / "w"),
-         "--out", str(tmp_path / "r"), "--config", str(cfg), "--engine", "ray", "--quiet"]
-    )  # fmt: skip
-    assert rc == 0
-    models = json.loads((tmp_path / "r" / "metrics.json").read_text())["models"]
-    assert {"Popularity", "ALS", "BPR", "ItemKNN", "LLM-KNN", "HGNN", "2T", "2T-HGNN"} <= set(
-        models
-    )
-    assert "0.353" in (tmp_path / "r" / "report.md").read_text()  # Popularity, as locally
-    parts = list((tmp_path / "w").glob("**/features/user_windows/*.part*.parquet"))
-    assert parts  # the feature jobs ran as Ray partitions
+    models = {}
+    for engine in ("local", "ray"):
+        rc = main(
+            ["evaluate", "--data", str(tiny_world), "--workdir", str(tmp_path / engine),
+             "--out", str(tmp_path / f"{engine}-report"), "--config", str(cfg),
+             "--engine", engine, "--quiet"]
+        )  # fmt: skip
+        assert rc == 0, engine
+        report = json.loads((tmp_path / f"{engine}-report" / "metrics.json").read_text())
+        models[engine] = report["models"]
+    local, ray = models["local"], models["ray"]
+    assert set(ray) == set(local) >= {"Popularity", "ALS", "BPR", "ItemKNN", "2T-HGNN"}
+    for name, by_type in local.items():
+        for kind, groups in by_type.items():
+            for group, want in groups.items():
+                got = ray[name][kind][group]
+                assert got["users"] == want["users"], (name, kind, group)
+                if name in ("Popularity", "ALS", "ItemKNN"):
+                    assert got == want, (name, kind, group)  # the engine plays no part
+                else:
+                    # BPR: Hogwild threads, not reproducible even run to run; text 1e-5;
+                    # the HGNN models: DDP, and groups of 12-20 users (measured: up to
+                    # 2 users, 0.1)
+                    bound = {"BPR": 0.1, "LLM-KNN": 0.05}.get(name, 0.25)
+                    diff = abs(got["hr@10"] - want["hr@10"])
+                    assert diff <= bound, (name, kind, group, diff)
+    assert not list((tmp_path / "local").glob("**/features/user_windows/*.part*.parquet"))
+    assert list((tmp_path / "ray").glob("**/features/user_windows/*.part*.parquet"))
 
 
 def local_report_metrics(workdir) -> dict[str, float]:
