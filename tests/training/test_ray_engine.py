@@ -185,6 +185,7 @@ def test_point_in_time_join_and_latest_rows_on_ray_equal_duckdb(ray_engine, tiny
     duck = open_store(local_wd, project=project)
     ray = open_store(local_wd, FeatureStoreConfig(**ray_engine.feast_options()), project)
     assert type(ray._get_provider().offline_store) is PointInTimeRayOfflineStore
+    ray.config.offline_store.partitions = 3  # a small table: the default would take one
 
     ts = duckdb.sql(
         "SELECT user_id, max(event_timestamp) AS t "
@@ -203,10 +204,13 @@ def test_point_in_time_join_and_latest_rows_on_ray_equal_duckdb(ray_engine, tiny
     )  # fmt: skip
     entity = pd.concat([probes, others], ignore_index=True)
     entity["example"] = np.arange(len(entity))
+    # a passed-through column that is all None in some partitions
+    entity["tag"] = [None] * (len(entity) - 1) + ["last"]
 
     want = historical_features(duck, entity, USER_SERVICE).sort_by("example")
     got = historical_features(ray, entity, USER_SERVICE).sort_by("example")
     assert got.num_rows == want.num_rows == len(entity)
+    assert got.column("tag").to_pylist() == entity["tag"].tolist()
     for name in want.column_names:
         x, y = got.column(name), want.column(name)
         if pa.types.is_list(y.type):

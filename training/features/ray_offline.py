@@ -96,8 +96,14 @@ class PointInTimeRayOfflineStore(RayOfflineStore):
             slices = [entity_df[part == p] for p in range(parts)]
         else:
             slices = [entity_df]
+        # one schema for every slice: a slice whose object column is all None would
+        # otherwise get a null type, and the partitions' tables would not concatenate
+        schema = pa.Schema.from_pandas(entity_df, preserve_index=False)
         task = ray.remote(num_cpus=1)(_join_partition)
-        refs = [task.remote(pa.Table.from_pandas(s, preserve_index=False), specs) for s in slices]
+        refs = [
+            task.remote(pa.Table.from_pandas(s, schema=schema, preserve_index=False), specs)
+            for s in slices
+        ]
         ts = entity_df["event_timestamp"]
         metadata = RetrievalMetadata(
             features=feature_refs,
@@ -188,12 +194,13 @@ def _ray(config: Any) -> Any:
 
 
 def _partitions(config: Any, rows: int | None) -> int:
+    """The store's ``partitions`` if set; else two per CPU of the cluster, and for an
+    entity table no more than one per 2,000 rows (a task's start-up is not worth less)."""
     import ray
 
-    parts = getattr(config.offline_store, "partitions", 0) or 2 * max(
-        1, int(ray.cluster_resources().get("CPU", 1))
-    )
-    # fewer partitions than tasks worth their start-up for a small entity table
+    if getattr(config.offline_store, "partitions", 0):
+        return int(config.offline_store.partitions)
+    parts = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     return max(1, min(parts, -(-rows // 2000))) if rows is not None else parts
 
 
@@ -236,6 +243,7 @@ def _connect() -> Any:
 
     con = duckdb.connect()
     con.execute("SET threads = 1")  # one task, one CPU: Ray runs the others beside it
+    con.execute("SET TimeZone = 'UTC'")  # a naive timestamp means UTC, as in Feast's stores
     return con
 
 
