@@ -152,11 +152,19 @@ def test_recommend_similar(stub, server):
 
 
 def test_deadline_stops_the_work(stub, server, users):
-    with pytest.raises(grpc.RpcError) as err:
-        stub.Recommend(
-            pb.RecommendRequest(user_id=users["warm"], k=10, item_type=pb.AUDIOBOOK), timeout=1e-4
-        )
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # gRPC's timers tick in milliseconds, so a loopback call can beat even a 1 us deadline
+    # (measured: 146 of 300 calls at 100 us, 39 of 300 at 1 us): ask ten times; every
+    # failure must be DEADLINE_EXCEEDED, and at least one call must fail.
+    codes = []
+    for _ in range(10):
+        try:
+            stub.Recommend(
+                pb.RecommendRequest(user_id=users["warm"], k=10, item_type=pb.AUDIOBOOK),
+                timeout=1e-6,
+            )
+        except grpc.RpcError as err:
+            codes.append(err.code())
+    assert codes and set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
     # and no stage runs once the deadline has passed: the store is not even read
     from serving.recommender import Recommender
 
