@@ -257,13 +257,19 @@ def _join_partition(entity: pa.Table, views: list[_View]) -> pa.Table:
         current = "e0"
         for i, v in enumerate(views):
             keys = ", ".join(_q(k) for k in v.keys)
-            order = f"{_q(v.created)} DESC" if v.created else "1"
-            # ties on the timestamp: the row created last wins (as in Feast's other stores)
+            # ties on the timestamp: the row created last wins (as in Feast's other stores);
+            # without a created column any one of them, as the ASOF join picks (no sort)
+            ties = (
+                f"QUALIFY row_number() OVER (PARTITION BY {keys}, __ts "
+                f"ORDER BY {_q(v.created)} DESC) = 1"
+                if v.created
+                else ""
+            )
             rows = f"""SELECT {keys}, CAST({_q(v.timestamp)} AS TIMESTAMPTZ) AS __ts,
                           {", ".join(_q(f) for f in v.features)}
                        FROM read_parquet({sql_literal(v.source)}) s
                        SEMI JOIN (SELECT DISTINCT {keys} FROM {current}) USING ({keys})
-                       QUALIFY row_number() OVER (PARTITION BY {keys}, __ts ORDER BY {order}) = 1"""
+                       {ties}"""
             fresh = "f.__ts IS NOT NULL"
             if v.ttl_us:
                 fresh += (
