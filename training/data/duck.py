@@ -13,6 +13,11 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def sql_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier (column names come from Feast's declarations)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def connect_dataset(
     root: str | Path, tables: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
 ) -> duckdb.DuckDBPyConnection:

@@ -234,10 +234,6 @@ def _view(fv: Any, refs: list[str], registry: Any, project: str, full: bool, con
     )
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _connect() -> Any:
     import duckdb
 
@@ -249,6 +245,7 @@ def _connect() -> Any:
 
 def _join_partition(entity: pa.Table, views: list[_View]) -> pa.Table:
     """Ray task: ``entity``'s rows with each view's features as of ``event_timestamp``."""
+    from training.data.duck import sql_identifier as _q
     from training.data.duck import sql_literal
 
     con = _connect()
@@ -301,6 +298,7 @@ def _join_partition(entity: pa.Table, views: list[_View]) -> pa.Table:
 
 def _latest_partition(v: _View, start: datetime, end: datetime, part: int, parts: int) -> pa.Table:
     """Ray task: the latest row in [start, end] of each key hashed to ``part``."""
+    from training.data.duck import sql_identifier as _q
     from training.data.duck import sql_literal
 
     keys = ", ".join(_q(k) for k in v.keys)

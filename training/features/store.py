@@ -177,14 +177,14 @@ def _source_rows(view, start, end) -> int:
     """Rows of ``view``'s parquet source stamped in [start, end)."""
     import duckdb
 
-    from training.data.duck import sql_literal
+    from training.data.duck import sql_identifier, sql_literal
 
     path = sql_literal(str(Path(view.batch_source.path)))
-    ts = view.batch_source.timestamp_field
+    ts = sql_identifier(view.batch_source.timestamp_field)
     con = duckdb.connect()
     try:
         return con.execute(
-            f'SELECT count(*) FROM read_parquet({path}) WHERE "{ts}" >= ? AND "{ts}" < ?',
+            f"SELECT count(*) FROM read_parquet({path}) WHERE {ts} >= ? AND {ts} < ?",
             [start, end],
         ).fetchone()[0]
     finally:
