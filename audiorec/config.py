@@ -26,10 +26,23 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def with_overrides(self: T, overrides: dict[str, Any] | None) -> T:
-        """A copy with ``overrides`` applied and validated again."""
+        """A copy with ``overrides`` applied and validated again.
+
+        What the caller set survives the copy: the copy's set fields (pydantic's
+        ``model_fields_set``, recursively) are this config's plus the overrides', so a
+        preset applied later still fills in every field nobody set. (Rebuilding from a
+        full ``model_dump()`` would mark every field as set, and each preset value would
+        then lose to the default it was meant to replace.)
+        """
         if not overrides:
             return self
-        return validated(type(self), merge(self.model_dump(), overrides))
+        return validated(type(self), merge(explicit(self), overrides))
+
+
+def explicit(cfg: BaseModel) -> dict[str, Any]:
+    """The fields of a pydantic config (recursively) that its caller set: the one record
+    of "set" that presets read (:mod:`training.presets`)."""
+    return cfg.model_dump(exclude_unset=True)
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -192,3 +192,40 @@ def redis_server(tmp_path_factory):
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+# The tiny pipeline's settings where the `large` preset sets nothing of its own, plus one
+# value the caller sets against the preset (hgnn.max_epochs): the preset tests' config.
+TINY_LARGE = {
+    "hgnn": {"hidden_dim": 32, "out_dim": 16, "max_epochs": 1, "max_steps_per_epoch": 20},
+    "two_tower": {"layers": (64, 32), "batch_size": 64},
+}
+
+
+def assert_large_reached(workdir: Path) -> dict:
+    """The `large` preset's values (and the caller's hgnn.max_epochs over it) as each
+    step recorded what it ran with, in its own output under ``workdir``: the text vectors'
+    version, the HGNN's manifest, the feature jobs' state, the served version's manifest.
+    Returns the served manifest."""
+    from datetime import date
+
+    from audiorec.artifact import current_version, read_manifest
+    from audiorec.manifest import read_manifest as read_any
+    from audiorec.publish import read_json
+    from training.features.embeddings import read_item_embeddings
+    from training.hgnn.run import HGNNManifest
+
+    assert read_item_embeddings(workdir / "text" / "embeddings.parquet").version.endswith(":bf16")
+    hgnn = read_any(workdir / "hgnn", HGNNManifest, verify_files=False).hgnn_config
+    assert hgnn["time_budget_s"] == 480.0 and hgnn["patience"] == 2  # the preset's
+    assert hgnn["max_epochs"] == 1 and hgnn["max_steps_per_epoch"] == 20  # the caller's
+    state = read_json(workdir / "features" / "_state.json", "feature-job state")
+    span = date.fromisoformat(state["through"]) - date.fromisoformat(state["first"])
+    assert span.days == 13, state  # history_days 14: the last 14 snapshot dates
+    version = current_version(workdir)
+    assert version is not None
+    manifest = read_manifest(workdir / "artifacts" / version, verify_files=False)
+    model = manifest.model
+    assert (model["train_days"], model["validation_days"], model["max_epochs"]) == (14, 3, 4)
+    assert model["warm_start"] is True and (workdir / "towers" / "last").is_dir()
+    return manifest

@@ -39,7 +39,7 @@ from training.engine import Engine, EngineConfig, open_engine
 from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
 from training.hgnn.config import HGNNConfig
-from training.presets import apply_preset, choose_preset, describe
+from training.presets import LARGE_FROM_EVENTS, describe, effective
 from training.text.config import TextConfig
 from training.twotower.config import TwoTowerConfig
 
@@ -61,6 +61,8 @@ class PipelineConfig(StrictConfig):
     # Settings that fit the data's size (training/presets.py): "auto" picks by events;
     # what the caller sets explicitly always wins over the preset.
     preset: Literal["auto", "standard", "large"] = "auto"
+    # "auto" picks "large" from this many events on
+    large_from_events: int = Field(LARGE_FROM_EVENTS, ge=1)
     # Reuse the last HGNN when it was trained at most this many days before the cut (the
     # paper's "HGNN weekly, 2T daily"); None: train it on every run
     hgnn_max_age_days: int | None = Field(None, ge=0)
@@ -80,6 +82,8 @@ class PipelineReport:
     # the process's peak resident memory during each step (GiB; Linux, else absent)
     peak_rss_gib: dict[str, float] = field(default_factory=dict)
     preset: str = ""
+    # the settings each step received (the step's name -> one line), as printed
+    settings: dict[str, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
 
 
@@ -117,8 +121,6 @@ def _run(
     skip_hgnn: bool,
     progress: bool,
 ) -> PipelineReport:
-    # Feast's offline work (historical retrieval, materialization) on the same engine
-    cfg = cfg.with_overrides({"store": engine.feast_options()})
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     report = PipelineReport()
@@ -154,8 +156,11 @@ def _run(
     with step(0):
         data = Dataset.of(data, cfg.focus_type)
         cut = cut or data.default_cut
-        preset = choose_preset(cfg.preset, data.info.rows.get("events", 0))
-        cfg = apply_preset(cfg, preset)
+        # the preset first, on the caller's own config: nothing merged before it can
+        # mark the fields it fills in as set
+        cfg, preset = effective(cfg, data.info.rows.get("events", 0))
+        # Feast's offline work (historical retrieval, materialization) on the same engine
+        cfg = cfg.with_overrides({"store": engine.feast_options()})
         report.preset = preset
         say(f"  {describe(cfg, preset)}; engine {_engine_line(engine)}")
         say(
@@ -163,8 +168,15 @@ def _run(
             f"{', '.join(data.item_types)} (focus {data.item_types.focus}); training cut "
             f"{cut:%Y-%m-%d}"
         )
+
+    def settings(i: int, line: str) -> None:
+        report.settings[STEPS[i]] = line
+        say(f"  settings: {line}")
+
     with step(1):
         from training.text.embed import embed_items
+
+        settings(1, cfg.text.describe())
 
         res = embed_items(
             data / "items.parquet",
@@ -193,6 +205,7 @@ def _run(
         else:
             from training.hgnn.run import run_hgnn
 
+            settings(2, cfg.hgnn.describe())
             run = run_hgnn(
                 data, text, hgnn_dir, cut, cfg.graph, cfg.hgnn, progress=progress, engine=engine
             )
@@ -200,6 +213,12 @@ def _run(
             failpoint("after-hgnn")
     with step(3):
         from training.features.refresh import refresh_features
+
+        settings(
+            3,
+            f"{cfg.features.describe()}; online store {cfg.store.label}, offline "
+            f"{cfg.store.offline}",
+        )
 
         refreshed = refresh_features(
             data,
@@ -220,6 +239,7 @@ def _run(
         from training.twotower.train import train_two_tower
         from training.twotower.warm import checkpoint_key, load_checkpoint
 
+        settings(4, cfg.two_tower.describe())
         project = refreshed.project
         tower_data = build_tower_data(
             open_store(wd, cfg.store, project), data, cut, cfg.two_tower, progress=say

@@ -18,14 +18,15 @@ field present in the config it passed, see pydantic's ``model_fields_set``) alwa
 - the online store is loaded by two processes at once, and DuckDB's memory in the feature
   jobs is bounded (it spills past 6 GiB).
 
-``auto`` picks ``large`` from ``LARGE_FROM_EVENTS`` events on.
+``auto`` picks ``large`` from ``large_from_events`` events on (PipelineConfig; default
+``LARGE_FROM_EVENTS``). :func:`effective` is the one place that decides the settings.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from audiorec.config import merge, validated
+from audiorec.config import explicit, merge, validated
 
 LARGE_FROM_EVENTS = 10_000_000
 
@@ -51,15 +52,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def explicit(cfg: Any) -> dict[str, Any]:
-    """The fields of a pydantic config (recursively) that its caller set."""
-    return cfg.model_dump(exclude_unset=True)  # type: ignore[no-any-return]
-
-
-def choose_preset(requested: str, events: int) -> str:
+def choose_preset(requested: str, events: int, large_from: int = LARGE_FROM_EVENTS) -> str:
     if requested != "auto":
         return requested
-    return "large" if events >= LARGE_FROM_EVENTS else "standard"
+    return "large" if events >= large_from else "standard"
 
 
 def apply_preset(cfg: Any, name: str) -> Any:
@@ -69,11 +65,23 @@ def apply_preset(cfg: Any, name: str) -> Any:
     return validated(type(cfg), merge(merge(PRESETS[name], over), {"preset": name}))
 
 
+def effective(cfg: Any, events: int) -> tuple[Any, str]:
+    """The one place that decides a pipeline config's effective settings for a dataset of
+    ``events`` events: (the config every step receives, the preset's name).
+
+    Call it on the caller's config before anything else is merged into it; anything
+    merged later goes through ``with_overrides``, which keeps the record of what was set.
+    """
+    name = choose_preset(cfg.preset, events, cfg.large_from_events)
+    return apply_preset(cfg, name), name
+
+
 def describe(cfg: Any, name: str) -> str:
-    """One line: the preset and the values it set (those the caller did not)."""
+    """One line: the preset and the effective value of each setting it names, marked
+    "(yours)" where the caller's value won over the preset's."""
     if not PRESETS[name]:
         return f"preset {name}: the default settings"
-    dumped = cfg.model_dump()
+    dumped, mine = cfg.model_dump(), explicit(cfg)
 
     def flat(d: dict, prefix: str = "") -> list[str]:
         out = []
@@ -81,11 +89,13 @@ def describe(cfg: Any, name: str) -> str:
             path = f"{prefix}{k}"
             if isinstance(v, dict):
                 out += flat(v, path + ".")
-            else:
-                value = dumped
-                for part in path.split("."):
-                    value = value[part]
-                out.append(f"{path}={value}")
+                continue
+            value, set_here = dumped, mine
+            for part in path.split("."):
+                value = value[part]
+                set_here = set_here.get(part, {}) if isinstance(set_here, dict) else {}
+            yours = " (yours)" if set_here != {} and set_here != v else ""
+            out.append(f"{path}={value}{yours}")
         return out
 
     return f"preset {name}: " + ", ".join(flat(PRESETS[name]))

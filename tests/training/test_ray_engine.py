@@ -410,3 +410,26 @@ def json_state(workdir) -> dict:
     from audiorec.featurestore import STATE_FILE, features_dir
 
     return json.loads((features_dir(workdir) / STATE_FILE).read_text())
+
+
+def test_cli_auto_preset_reaches_every_step_on_ray(ray_engine, tiny_world, tmp_path, capsys):
+    """`audiorec pipeline --engine ray` on a world past a lowered ``large_from_events``:
+    `large` reaches the text, HGNN, feature and tower steps on Ray as it does locally
+    (the engine's store settings are merged after the preset, and erase nothing)."""
+    import json
+
+    from app.cli import main
+    from tests.conftest import TINY_LARGE, assert_large_reached
+
+    cfg = tmp_path / "cfg.json"
+    ray = {k: v for k, v in RAY.items() if k != "kind"}
+    cfg.write_text(json.dumps(merge(TINY_LARGE, {"large_from_events": 1_000, "engine": ray})))
+    wd = tmp_path / "wd"
+    rc = main(["pipeline", "--data", str(tiny_world), "--workdir", str(wd), "--engine", "ray",
+               "--config", str(cfg)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    first = "preset large: hgnn_max_age_days=7, text.precision=bf16, hgnn.max_epochs=1 (yours)"
+    assert first in out
+    assert "engine ray (3 partitions" in out and "offline ray" in out
+    assert_large_reached(wd)

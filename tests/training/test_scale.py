@@ -10,7 +10,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from audiorec.config import validated
+from audiorec.config import merge, validated
+from tests.conftest import TINY_LARGE, assert_large_reached
 from training.pipeline import PipelineConfig
 from training.presets import LARGE_FROM_EVENTS, PRESETS, apply_preset, choose_preset, describe
 
@@ -179,3 +180,88 @@ def test_bad_scale_settings_are_refused(bad):
 
     with pytest.raises(AudiorecError):
         validated(PipelineConfig, bad)
+
+
+def test_with_overrides_keeps_what_the_caller_set():
+    """Every copy keeps the record of set fields, so a preset applied after any number of
+    merges still fills in exactly the fields nobody set."""
+    from audiorec.config import explicit
+
+    cfg = validated(PipelineConfig, {"hgnn": {"max_epochs": 9}})
+    for over in (
+        {"store": {"offline": "ray"}},
+        {"engine": {"kind": "local"}},
+        {"hgnn": {"seed": 3}},
+        {"two_tower": {"train_days": 30}, "preset": "large"},
+    ):
+        before = explicit(cfg)
+        cfg = cfg.with_overrides(over)
+        assert explicit(cfg) == merge(before, over)
+    large = apply_preset(cfg, "large")
+    assert large.hgnn.max_epochs == 9 and large.hgnn.seed == 3 and large.store.offline == "ray"
+    assert large.hgnn.time_budget_s == 480.0 and large.text.precision == "bf16"
+    assert large.two_tower.train_days == 30 and large.two_tower.validation_days == 3
+    # pydantic's own copy with an update marks the updated fields as set, too
+    assert explicit(cfg.model_copy(update={"keep_versions": 2}))["keep_versions"] == 2
+
+
+def test_cli_preset_large_reaches_every_step(tiny_world, tmp_path, capsys):
+    """`audiorec pipeline --preset large`: the preset's values reach the text, HGNN,
+    feature and tower steps (as their outputs record them), a --config value wins over
+    the preset, and the first step prints the effective values."""
+    import json
+
+    from app.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(TINY_LARGE))
+    wd = tmp_path / "wd"
+    rc = main(["pipeline", "--data", str(tiny_world), "--workdir", str(wd), "--preset", "large",
+               "--config", str(cfg), "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert_large_reached(wd)
+
+
+def test_auto_picks_large_past_a_lowered_threshold_in_run_pipeline(
+    tiny_world, tiny_pipeline, tmp_path
+):
+    """``preset: auto`` on a world past ``large_from_events``: `large`, end to end; the
+    settings lines are what the steps received, the first line the effective values."""
+    from training.pipeline import STEPS, run_pipeline
+
+    cfg = validated(PipelineConfig, merge(TINY_LARGE, {"large_from_events": 1_000}))
+    report = run_pipeline(tiny_world, tmp_path, cfg, progress=False)
+    assert report.preset == "large"
+    assert_large_reached(tmp_path)
+    assert "precision bf16" in report.settings[STEPS[1]]
+    assert "time budget 480 s" in report.settings[STEPS[2]]
+    assert "up to 1 epochs" in report.settings[STEPS[2]]
+    assert "the last 14 snapshot days" in report.settings[STEPS[3]]
+    assert "DuckDB memory bound 6 GiB, 2 materializing" in report.settings[STEPS[3]]
+    assert "the last 14 days, validation 3 days, up to 4 epochs" in report.settings[STEPS[4]]
+    # the default threshold on the same world: standard, the defaults (conftest's run)
+    _, std, _ = tiny_pipeline
+    assert std.preset == "standard" and "precision fp32" in std.settings[STEPS[1]]
+    assert "time budget none" in std.settings[STEPS[2]]
+
+
+def test_evaluation_and_the_ciao_preset_keep_what_was_set():
+    """The evaluation's pipeline settings (the Ciao preset under a user's --config, as
+    `audiorec ciao` merges them) go through the same preset step as the pipeline's, and
+    its per-variant copies (``with_overrides``) keep the record of what was set."""
+    from training.data.ciao import EVALUATION_PRESET
+    from training.evaluation.run import EvaluationConfig
+    from training.presets import effective
+
+    user = {"pipeline": {"hgnn": {"max_epochs": 2}, "large_from_events": 100}}
+    cfg = validated(EvaluationConfig, merge(EVALUATION_PRESET, user))
+    variant = cfg.pipeline.with_overrides({"hgnn": {"seed": 5}})
+    for pcfg in (cfg.pipeline, variant):
+        large, name = effective(pcfg, 174_000)
+        assert name == "large"
+        assert large.hgnn.max_epochs == 2 and large.hgnn.patience == 3  # user's, Ciao's
+        assert large.hgnn.time_budget_s == 480.0 and large.text.precision == "bf16"
+        assert large.features.window_days == 730 and large.features.history_days == 14
+        assert large.two_tower.validation_days == 365  # the Ciao preset's, not large's 3
+    assert effective(variant, 174_000)[0].hgnn.seed == 5
+    assert effective(cfg.pipeline, 99)[1] == "standard"

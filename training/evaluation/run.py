@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from audiorec.config import StrictConfig, merge
+from audiorec.config import StrictConfig
 from audiorec.itemtypes import ItemTypes
 from training.data import Dataset
 from training.engine import Engine
@@ -43,6 +43,7 @@ from training.evaluation.peers import (
 from training.evaluation.protocol import Protocol, build_protocol
 from training.evaluation.selection import candidates, choose, criterion, score_protocol
 from training.pipeline import PipelineConfig
+from training.presets import effective
 
 ABLATIONS = {
     "no balanced sampler": {"hgnn": {"balanced": False}},
@@ -144,12 +145,15 @@ def _evaluate(
     progress: bool,
     text_cache: str | Path | None,
 ) -> Results:
-    from audiorec.config import validated
     from training.features.embeddings import read_item_embeddings
     from training.text.embed import embed_items
 
     say = print if progress else (lambda *a, **k: None)
     data, wd = Dataset.of(data, cfg.pipeline.focus_type), Path(workdir).resolve()
+    # the settings the pipeline runs with on this data (its preset, under what the caller
+    # set), decided where the pipeline decides them: what is evaluated is what is served
+    pipeline, _ = effective(cfg.pipeline, data.info.rows.get("events", 0))
+    cfg = cfg.model_copy(update={"pipeline": pipeline})
     end = data.default_cut
     cut = holdout_cut(data, end, cfg)
     proto = build_protocol(data, cut, end)
@@ -216,7 +220,7 @@ def _evaluate(
 
     def variant(name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
-        pcfg = validated(PipelineConfig, merge(cfg.pipeline.model_dump(), overrides))
+        pcfg = cfg.pipeline.with_overrides(overrides)
         return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress, engine)
 
     main = variant("full", {})

@@ -22,3 +22,20 @@ class FeatureJobConfig(StrictConfig):
     # DuckDB's memory for the jobs (it spills to the work directory past it); None keeps
     # DuckDB's default, 80% of RAM, whose buffer cache alone can fill the pipeline's budget
     memory_limit_gib: float | None = Field(None, gt=0)
+
+    def describe(self) -> str:
+        """The settings that bound the feature jobs and the load, in one line."""
+        history = (
+            "all snapshot dates"
+            if self.history_days is None
+            else (f"the last {self.history_days} snapshot days")
+        )
+        memory = (
+            "DuckDB's default memory (80% of RAM)"
+            if self.memory_limit_gib is None
+            else f"DuckDB memory bound {self.memory_limit_gib:g} GiB"
+        )
+        return (
+            f"{history} ({self.window_days}-day windows), {memory}, "
+            f"{self.materialize_processes} materializing process(es)"
+        )

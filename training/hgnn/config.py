@@ -26,3 +26,13 @@ class HGNNConfig(StrictConfig):
     val_edges: int = Field(2000, ge=10)  # held-out edges scored per validation
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+
+    def describe(self) -> str:
+        """The settings that bound HGNN training (its cost), in one line."""
+        steps = "all" if self.max_steps_per_epoch is None else f"<= {self.max_steps_per_epoch}"
+        budget = "none" if self.time_budget_s is None else f"{self.time_budget_s:g} s"
+        return (
+            f"up to {self.max_epochs} epochs of {steps} steps (batch {self.batch_size}), "
+            f"patience {self.patience}, time budget {budget}, dims {self.hidden_dim}/"
+            f"{self.out_dim}, fanouts {list(self.fanouts)}"
+        )

@@ -18,3 +18,8 @@ class TextConfig(StrictConfig):
     # version (and cache key): the two are never mixed.
     precision: Literal["fp32", "bf16"] = "fp32"
     batch_size: int = Field(128, ge=1, le=4096)
+
+    def describe(self) -> str:
+        """The settings the text step runs with, in one line."""
+        model = self.model or "packaged all-MiniLM-L6-v2"
+        return f"{model}, precision {self.precision}, batch {self.batch_size}"

@@ -78,3 +78,17 @@ class TwoTowerConfig(StrictConfig):
                 + (">= 0" if info.field_name == "prior_betas" else "> 0")
             )
         return v
+
+    def describe(self) -> str:
+        """The settings that bound tower training (its cost), in one line."""
+        days = "all days" if self.train_days is None else f"the last {self.train_days} days"
+        warm = (
+            f"warm start ({self.warm_epochs} epoch(s), replay {self.replay_share:g})"
+            if self.warm_start
+            else "from scratch"
+        )
+        return (
+            f"examples from {days}, validation {self.validation_days} days, up to "
+            f"{self.max_epochs} epochs (patience {self.patience}, batch {self.batch_size}), "
+            f"layers {list(self.layers)}, {warm}"
+        )
