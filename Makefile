@@ -12,7 +12,7 @@ help:
 	@echo "make lint    ruff (lint + format check) and mypy (strict on audiorec/, serving/)"
 	@echo "make format  ruff format and import order, in place"
 	@echo "make docs    docs/results.md from the runs' metrics.json under docs/results/"
-	@echo "make ciao    the pipeline and evaluation on real data (../shared/data/ciao-tang)"
+	@echo "make ciao CIAO=DIR  the pipeline and evaluation on real data (the public Ciao files in DIR)"
 	@echo "make bench-pipeline  the pipeline at 50k, 250k and 1M users: time, memory, slope"
 	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"
 
@@ -44,9 +44,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --select I --fix .
 	$(VENV)/bin/ruff format .
 
-# The outside check on real data (README "Real data"): Ciao from ../shared/data, never copied.
-CIAO ?= ../shared/data/ciao-tang
+# The outside check on real data (docs/evaluation.md, "Real data"): the public Ciao files,
+# read from the folder CIAO names, never copied into the repository.
 ciao: $(STAMP)
+	@test -n "$(CIAO)" || { echo "make ciao needs CIAO=DIR, the folder of the public Ciao files (docs/evaluation.md, Real data, says where they come from)" >&2; exit 2; }
 	$(VENV)/bin/audiorec ciao --src $(CIAO) --workdir runs/ciao
 
 # Python stubs of the Recommend API, checked in; tests/test_serving.py fails when stale.

@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     def ciao_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--src",
-            default="../shared/data/ciao-tang",
-            help="the Ciao folder (ratings.csv.gz, trust.csv.gz, catalog_ciao.txt)",
+            required=True,
+            help="the folder of the public Ciao files (ratings.csv.gz, trust.csv.gz, "
+            "catalog_ciao.txt; docs/evaluation.md says where they come from)",
         )
         parser.add_argument(
             "--sparse",
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script entry point: exit without interpreter teardown, where DuckDB 2.0's
-    bindings print dozens of harmless "nanobind: leaked ..." lines (STACK.md trap 6).
+    bindings print dozens of harmless "nanobind: leaked ..." lines (docs/stack-notes.md, note 2).
     Every file is closed by then; only the output streams need flushing."""
     rc = main()
     sys.stdout.flush()

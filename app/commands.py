@@ -387,10 +387,11 @@ def cmd_ciao(args: argparse.Namespace) -> int:
     args.out = str(wd / "data")
     cmd_import_ciao(args)
     wd.mkdir(parents=True, exist_ok=True)
-    (wd / "evaluation.json").write_text(json.dumps(EVALUATION_PRESET, indent=2))
-    return cmd_evaluate(
-        args, base=EVALUATION_PRESET, data=wd / "data", workdir=wd / "eval", out=wd / "report"
-    )
+    # evaluated at the cut the import filtered at: who is in was decided before it
+    cut = json.loads((wd / "data" / "import_report.json").read_text())["cut"]
+    base = {**EVALUATION_PRESET, **({"holdout_from": cut} if cut else {})}
+    (wd / "evaluation.json").write_text(json.dumps(base, indent=2))
+    return cmd_evaluate(args, base=base, data=wd / "data", workdir=wd / "eval", out=wd / "report")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -74,7 +74,7 @@ def online_latency(store, users: list[str], calls: int) -> dict:
     for u in users[:50]:  # warm-up: registry, connections, code paths
         reader.read([u])
     gc.collect()
-    gc.freeze()  # see STACK.md trap 12: GC pauses dominate the tail otherwise
+    gc.freeze()  # docs/stack-notes.md, note 5: GC pauses dominate the tail otherwise
     lat = []
     for u in random.Random(0).choices(users, k=calls):
         t0 = time.perf_counter()

@@ -5,8 +5,8 @@ Two runtimes of the one trained model, chosen per artifact:
 - **ONNX Runtime** (``user_tower.onnx``, converted from the SavedModel and checked equal
   to it within 1e-5 at publish: training/release/onnx_export.py): ~0.15 ms for one user,
   one thread, no TensorFlow in the process. The default when the version has it.
-- **TensorFlow** (the SavedModel's ``serving_default`` signature, called directly: STACK.md
-  trap 9): ~1 ms for one user; versions published before the ONNX export, or
+- **TensorFlow** (the SavedModel's ``serving_default`` signature, called directly:
+  docs/stack-notes.md, note 3): ~1 ms for one user; versions published before the ONNX export, or
   ``runtime="tensorflow"``. TensorFlow is held to one thread per op pool when this process
   has not started it yet, so concurrent requests do not contend for the cores (trap 10).
 """

@@ -30,7 +30,8 @@ SLICE = 800
 @pytest.fixture(scope="module")
 def ciao(tmp_path_factory):
     out = tmp_path_factory.mktemp("ciao") / "data"
-    report = import_ciao(SRC, out, CiaoConfig(), limit_users=SLICE)
+    # with the trust network, to test the follows it derives (off by default)
+    report = import_ciao(SRC, out, CiaoConfig(use_trust=True), limit_users=SLICE)
     raw = pd.read_csv(SRC / "ratings.csv.gz")
     raw = raw[(raw.user_id <= SLICE) & raw.category_id.isin([1, 2]) & (raw.rating > 0)]
     tables = {
@@ -156,6 +157,60 @@ def test_protocol_on_a_share_of_days(ciao):
     assert proto.truth["podcast"].targets.nnz > 0
 
 
+@needs_data
+def test_the_k_core_counts_only_ratings_before_the_cut(ciao):
+    """Every kept item has 3 raters and every kept user 3 rated items before the cut; the
+    kept users' later ratings of kept items stay (they are the hold-out)."""
+    _, report, raw, t = ciao
+    cut = pd.Timestamp(report["cut"], tz="UTC")
+    ratings = t["events"][t["events"].event_type != "follow"]
+    before = ratings[ratings.ts < cut]
+    assert before.groupby("item_id").user_id.nunique().reindex(t["items"].item_id).min() >= 3
+    assert before.groupby("user_id").item_id.nunique().reindex(t["users"].user_id).min() >= 3
+    assert (ratings.ts >= cut).sum() > 0  # the hold-out is there
+    assert (t["items"].publish_ts < cut).all()
+
+
+@needs_data
+def test_the_import_is_blind_to_the_future(tmp_path):
+    """Removing, changing and adding ratings after the cut changes no user, no item, no
+    event and no music snapshot before it: only what the hold-out scores."""
+    import shutil
+
+    cut = pd.Timestamp("2009-06-01", tz="UTC")
+    raw = pd.read_csv(SRC / "ratings.csv.gz")
+    raw = raw[raw.user_id <= 300]
+    after = raw.timestamp >= cut.timestamp()
+    later = raw[after].sample(frac=0.5, random_state=0)
+    changed = later.assign(rating=6 - later.rating)  # the other half removed, this changed
+    extra = (
+        raw[~after]
+        .sample(200, random_state=1)
+        .assign(  # new ratings after the cut
+            timestamp=int(cut.timestamp()) + 86_400 * 30, user_id=lambda d: d.user_id % 300 + 1
+        )
+    )
+    src = tmp_path / "future"
+    src.mkdir()
+    pd.concat([raw[~after], changed, extra]).to_csv(src / "ratings.csv.gz", index=False)
+    for name in ("trust.csv.gz", "catalog_ciao.txt"):
+        shutil.copy(SRC / name, src / name)
+    cfg = CiaoConfig(cut=cut.date())
+    import_ciao(SRC, tmp_path / "a", cfg, limit_users=300)
+    import_ciao(src, tmp_path / "b", cfg, limit_users=300)
+
+    def read(which: str, name: str) -> pd.DataFrame:
+        return pd.read_parquet(tmp_path / which / f"{name}.parquet")
+
+    for name in ("users", "items"):
+        pd.testing.assert_frame_equal(read("a", name), read("b", name))
+    for name, ts in (("events", "ts"), ("music", "event_timestamp")):
+        a, b = read("a", name), read("b", name)
+        a, b = (x[x[ts] < cut].reset_index(drop=True) for x in (a, b))
+        pd.testing.assert_frame_equal(a, b)
+    assert len(read("a", "events")) != len(read("b", "events"))  # the hold-out differs
+
+
 def test_a_folder_that_is_not_ciao_is_one_clear_error(tmp_path, capsys):
     from app.cli import main
 
@@ -164,6 +219,7 @@ def test_a_folder_that_is_not_ciao_is_one_clear_error(tmp_path, capsys):
     rc = main(["import", "ciao", "--src", str(tmp_path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "not a Ciao folder" in err
+    assert "mTrust" in err and "ratings.csv.gz (user_id" in err  # where the data comes from
     assert not (tmp_path / "out").exists()
 
 

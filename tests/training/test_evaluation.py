@@ -110,6 +110,9 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         "| ALS |",
         "| BPR |",
         "| ItemKNN |",
+        "| EASE |",
+        "| RP3beta |",
+        "95% interval over users",
         "Settings chosen on the validation window",
     ):
         assert text in report
@@ -120,6 +123,8 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         "ALS",
         "BPR",
         "ItemKNN",
+        "EASE",
+        "RP3beta",
         "LLM-KNN",
         "HGNN",
         "HGNN-w-users",
@@ -133,6 +138,8 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         "ALS": 2,
         "BPR": 2,
         "ItemKNN": 1,
+        "EASE": 1,
+        "RP3beta": 1,
         "LLM-KNN": 1,
         "HGNN": 2,
         "HGNN-w-users": 1,
@@ -142,7 +149,16 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     }
     # every peer and both towers chose among 2 settings on validation, defaults first
     chosen = metrics_json["selection"]
-    assert set(chosen) == {"Popularity", "ALS", "BPR", "ItemKNN", "2T", "2T-HGNN"}
+    assert set(chosen) == {
+        "Popularity",
+        "ALS",
+        "BPR",
+        "ItemKNN",
+        "EASE",
+        "RP3beta",
+        "2T",
+        "2T-HGNN",
+    }
     assert all(len(c["trials"]) == 2 for c in chosen.values())
     assert chosen["ALS"]["trials"][0]["factors"] == 64
     # the winner's settings, ready for `audiorec pipeline --config`
@@ -150,6 +166,12 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     assert selected["two_tower"]["temperature"] == chosen["2T-HGNN"]["setting"]["temperature"]
     assert selected["hgnn"]["max_epochs"] == 2
     assert (tmp_path / "w" / "variants" / "full_hgnn_seed1" / "hgnn").is_dir()
+    # every row's paired interval against 2T-HGNN, on the same users, holds its mean
+    for name, model in m.items():
+        for group in model["audiobook"].values():
+            p = group["paired"]["2T-HGNN" if name != "2T-HGNN" else "1.3 x 2T"]
+            assert p["lo"] <= p["diff"] <= p["hi"] and p["users"] == group["users"]
+            assert p["verdict"] in ("leads", "level", "trails")
     for model in m.values():
         curve = model["audiobook"]["warm"]["hr_curve"]
         assert len(curve) == 100 and all(a <= b for a, b in zip(curve, curve[1:]))
@@ -172,38 +194,68 @@ def test_tripartite_graph_joins_users_to_their_items(tiny_world):
     assert len(np.unique(users)) == len(g.user_id)
 
 
-def test_orderings_say_when_a_gap_is_inside_the_seed_noise():
+def test_paired_bootstrap_hand_checked_and_calibrated():
+    from training.evaluation.intervals import paired_bootstrap
+
+    same = paired_bootstrap(np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0]))
+    assert (same.diff, same.lo, same.hi, same.verdict) == (0, 0, 0, "level")
+    ahead = paired_bootstrap(np.ones(50), np.zeros(50))
+    assert (ahead.diff, ahead.lo, ahead.hi, ahead.verdict) == (1, 1, 1, "leads")
+    assert paired_bootstrap(np.zeros(50), np.ones(50)).verdict == "trails"
+    # the paper's ratio: a - 1.3 b, user by user
+    assert np.isclose(paired_bootstrap(np.ones(8), np.ones(8), factor=1.3).diff, -0.3)
+    assert paired_bootstrap(np.array([]), np.array([])).verdict == "no users"
+    # seeded: the same interval twice
+    rng = np.random.default_rng(1)
+    a, b = rng.random(300) < 0.3, rng.random(300) < 0.3
+    assert paired_bootstrap(a, b) == paired_bootstrap(a, b)
+    # calibrated: two models of equal quality are level in about 95% of hold-outs, and a
+    # planted gap of 0.15 over 600 users is found
+    level = sum(
+        paired_bootstrap(rng.random(400) < 0.3, rng.random(400) < 0.3, resamples=500).verdict
+        == "level"
+        for _ in range(60)
+    )
+    assert level >= 51, level
+    found = paired_bootstrap(rng.random(600) < 0.45, rng.random(600) < 0.3)
+    assert found.verdict == "leads" and found.lo < 0.15 < found.hi
+
+
+def test_orderings_are_read_from_the_intervals():
     from training.evaluation.report import expectations
 
     layout = {"audiobook": ["warm", "cold"], "podcast": ["all"]}
 
-    def row(hr, sd=None, seeds=1):
-        return {"audiobook": {"warm": {"hr@10": hr, "hr@10_sd": sd, "seeds": seeds}}}
+    def row(hr, diff=None, lo=None, hi=None, ratio=None):
+        e = {"hr@10": hr, "paired": {}}
+        if diff is not None:
+            e["paired"]["2T-HGNN"] = {"diff": diff, "lo": lo, "hi": hi, "users": 150}
+        if ratio is not None:
+            e["paired"]["1.3 x 2T"] = dict(zip(("diff", "lo", "hi", "users"), ratio))
+        return {"audiobook": {"warm": e}}
 
     summary = {
-        "Popularity": row(0.39),
-        "2T": row(0.30, 0.01, 3),
-        "2T-HGNN": row(0.40, 0.01, 3),
-        "2T-HGNN, no AA edges": row(0.41, 0.02, 3),
-        "2T-HGNN, PP-only graph": row(0.35),
+        # 2T-HGNN - Popularity = +0.010 [-0.020, +0.040]: level, so not "leads every row"
+        "Popularity": row(0.39, -0.010, -0.040, 0.020),
+        "2T": row(0.30, -0.100, -0.150, -0.050),
+        "2T-HGNN": row(0.40, ratio=(0.010, -0.030, 0.050, 150)),
+        "2T-HGNN, no AA edges": row(0.41, 0.010, -0.010, 0.030),
+        "2T-HGNN, PP-only graph": row(0.35, -0.050, -0.080, -0.020),
     }
     out = {text: (ok, why) for text, ok, why in expectations(summary, layout)}
-    ok, why = out["warm-start audiobook items: 2T-HGNN has the best HR@10"]
-    # Popularity is deterministic: only 2T-HGNN's seeds are noise, se = 0.01 / sqrt(3)
-    assert ok and why == (
-        "0.400 vs 0.390; gap +0.010, standard error over seeds 0.006: within noise"
+    ok, why = out["warm-start audiobook items: 2T-HGNN leads every other row"]
+    assert not ok and why == (
+        "2T-HGNN 0.400 vs Popularity 0.390: difference +0.010 [-0.020, +0.040] over 150 "
+        "users, 2T-HGNN level"
     )
     ok, why = out["warm-start audiobook items: 2T-HGNN HR@10 >= 1.3 x 2T's"]
-    # 0.40 - 1.3 * 0.30 = +0.010; se = sqrt(0.01^2/3 + (1.3 * 0.01)^2/3) = 0.0095
-    assert ok and "gap +0.010, standard error over seeds 0.009: within noise" in why
+    assert ok and why == "2T-HGNN - 1.3 x 2T +0.010 [-0.030, +0.050], level"
     ok, why = out["ablation 'no AA edges' is below the full model"]
-    assert not ok and why.endswith("within noise")
+    assert not ok and why.endswith("2T-HGNN level")
     ok, why = out["ablation 'PP-only graph' is below the full model"]
-    # one seed: its spread is borrowed from the full model's, se = sqrt(0.01^2 + 0.01^2/3)
-    assert ok and why == (
-        "0.350 vs 0.400; gap -0.050, standard error 0.012 "
-        "(one seed: spread taken from the other row's seeds)"
-    )
+    assert ok and why.endswith("2T-HGNN leads")
+    ok, why = out["cold-start audiobook items: 2T-HGNN beats 2T and Popularity"]
+    assert not ok and "not scored" in why
 
 
 def test_unknown_ablation_is_rejected_by_name():
@@ -258,6 +310,35 @@ def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
     knn = fit_peer(m, PeerConfig(model="ItemKNN", neighbours=10))
     expected = (m[rows] @ knn.similarity[:, cols]).toarray()
     assert np.allclose(knn.scores(rows, cols), expected)
+
+
+def test_ease_meets_its_optimality_condition():
+    """EASE's B solves min ||X - XB||^2 + l2 ||B||^2 with a zero diagonal: off the
+    diagonal, (X'X + l2 I) B equals X'X (the stationarity condition)."""
+    from training.evaluation.peers import ease
+
+    x = sp.random(40, 12, density=0.3, random_state=2, format="csr", dtype=np.float32)
+    b = ease(x, 5.0).astype(np.float64)
+    gram = (x.T @ x).toarray().astype(np.float64)
+    lhs = (gram + 5.0 * np.eye(12)) @ b
+    off = ~np.eye(12, dtype=bool)
+    assert np.allclose(lhs[off], gram[off], atol=1e-3)
+    assert np.all(np.diag(b) == 0)
+
+
+def test_rp3beta_hand_checked():
+    """Users 0: items 0, 1; user 1: items 1, 2. With alpha 1 the walk i -> u -> j gives
+    W[0,1] = 1 x 1/2, W[1,0] = 1/2 x 1/2, W[1,2] = 1/4, W[2,1] = 1/2; beta 1 divides each
+    column by its item's users (1, 2, 1)."""
+    from training.evaluation.peers import rp3beta
+
+    x = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], np.float32))
+    w0 = rp3beta(x, 1.0, 0.0, 10).toarray()
+    assert np.allclose(w0, [[0, 0.5, 0], [0.25, 0, 0.25], [0, 0.5, 0]])
+    w1 = rp3beta(x, 1.0, 1.0, 10).toarray()
+    assert np.allclose(w1, [[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]])
+    top1 = rp3beta(x, 1.0, 0.0, 1).toarray()  # one neighbour per item
+    assert (np.count_nonzero(top1, axis=1) == 1).all()
 
 
 def test_candidates_start_with_the_defaults_and_never_repeat():

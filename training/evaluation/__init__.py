@@ -1,1 +1,1 @@
-"""Offline evaluation with the paper's protocol (PAPER.md, "Evaluation protocol")."""
+"""Offline evaluation with the paper's protocol (docs/paper.md, "Evaluation protocol")."""

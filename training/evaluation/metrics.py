@@ -5,7 +5,8 @@ products), masks what each user already streamed, and keeps the best ``k`` per u
 (argpartition, then a sort of k). ``metrics`` reads the rank of each user's first
 held-out item off that list: HR@K for every K up to k (share of users with a hit in the
 top K), MRR (mean 1/rank of the first hit, 0 without a hit in the top k) and coverage
-(distinct items recommended to anyone / catalogue size).
+(distinct items recommended to anyone / catalogue size), and each user's hit@10 for the
+paired intervals between rows.
 
 Cost: O(users x items x dim) for scoring, O(users x k) for the metrics.
 """
@@ -73,4 +74,9 @@ def metrics(top: np.ndarray, targets: sp.csr_matrix, rows: np.ndarray) -> dict:
         "mrr": mrr,
         "coverage": float(len(np.unique(top)) / targets.shape[1]),
         "hr_curve": [float(h) for h in hr_curve],
+        # per user (in ``rows``' order): the paired bootstrap over users reads it
+        # (training/evaluation/intervals.py); summaries keep only the interval
+        "hit@10": (rank < 10).astype(np.float32),
+        # what was recommended, whatever the targets: the future-invariance test compares it
+        "top10": top[:, :10].astype(np.int32),
     }

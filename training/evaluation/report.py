@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from audiorec.config import merge
+from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
 from training.evaluation.protocol import Protocol
 from training.evaluation.run import Results
+from training.evaluation.selection import MIN_GROUP_USERS
 
-# The papers' numbers (PAPER.md): HR@10, MRR, coverage %.
+# The papers' numbers (docs/paper.md): HR@10, MRR, coverage %.
 PAPER = {
     ("audiobook", "warm"): {
         "Popularity": (0.150, 0.100, 0.0),
@@ -49,6 +51,8 @@ MAIN_ROWS = (
     "ALS",
     "BPR",
     "ItemKNN",
+    "EASE",
+    "RP3beta",
     "LLM-KNN",
     "HGNN",
     "HGNN-w-users",
@@ -89,8 +93,15 @@ def tables(groups: dict[str, list[str]]) -> list[tuple[str, str, str, bool]]:
     ]
 
 
+REFERENCE = "2T-HGNN"  # every row's paired interval is against it
+
+
 def summarize(res: Results) -> dict:
-    out = {}
+    """model -> item type -> group -> means (± sd over seeds), the HR@K curve, and
+    ``paired``: the row's HR@10 minus 2T-HGNN's, user by user, with its 95% bootstrap
+    interval and verdict (2T-HGNN's own entry: against 1.3 x 2T, the paper's ratio)."""
+    out: dict = {}
+    hits: dict = {}
     for model, kinds in res.rows.items():
         for kind, groups in kinds.items():
             for group, runs in groups.items():
@@ -107,6 +118,18 @@ def summarize(res: Results) -> dict:
                 for key in ("hr@10", "mrr", "coverage"):
                     entry[key], entry[f"{key}_sd"] = agg(key)
                 out.setdefault(model, {}).setdefault(kind, {})[group] = entry
+                if all("hit@10" in r for r in runs):
+                    hits[model, kind, group] = np.mean([r["hit@10"] for r in runs], axis=0)
+    for (model, kind, group), mine in hits.items():
+        ref = hits.get((REFERENCE, kind, group))
+        if ref is None:
+            continue
+        paired = {}
+        if model != REFERENCE:
+            paired[REFERENCE] = paired_bootstrap(mine, ref).to_json()
+        elif (two := hits.get(("2T", kind, group))) is not None:
+            paired["1.3 x 2T"] = paired_bootstrap(mine, two, factor=1.3).to_json()
+        out[model][kind][group]["paired"] = paired
     return out
 
 
@@ -155,8 +178,8 @@ def table(
         f"{heading} {title} ({users:,} users)",
         "",
         f"| model | HR@10 | paper | MRR | paper | coverage | paper | HR@10 vs {ref}: "
-        "ours | paper |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"ours | paper | HR@10 - {REFERENCE}, 95% interval over users |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         s = summary.get(m, {}).get(kind, {}).get(group)
@@ -164,21 +187,37 @@ def table(
         if s is None:
             lines.append(
                 f"| {m} | not run | {_paper(p[0])} | | {_paper(p[1])} | | "
-                f"{_paper(p[2], True)} | | |"
+                f"{_paper(p[2], True)} | | | |"
             )
             continue
         lines.append(
             f"| {m} | {_fmt(s['hr@10'], s['hr@10_sd'])} | {_paper(p[0])} | "
             f"{_fmt(s['mrr'], s['mrr_sd'])} | {_paper(p[1])} | "
             f"{_fmt(s['coverage'], s['coverage_sd'], True)} | {_paper(p[2], True)} | "
-            f"{_rel(s['hr@10'], ours_ref)} | {_rel(p[0], paper_ref)} |"
+            f"{_rel(s['hr@10'], ours_ref)} | {_rel(p[0], paper_ref)} | {_paired_cell(m, s)} |"
         )
     return lines + [""]
 
 
+def _paired(entry: dict, against: str = REFERENCE) -> Paired | None:
+    p = entry.get("paired", {}).get(against)
+    return None if p is None else Paired(p["diff"], p["lo"], p["hi"], p["users"])
+
+
+def _paired_cell(model: str, entry: dict) -> str:
+    if model == REFERENCE:
+        return "(reference)"
+    p = _paired(entry)
+    return "-" if p is None else f"{p.text()} {p.verdict}"
+
+
 def expectations(summary: dict, layout: dict[str, list[str]]) -> list[tuple[str, bool, str]]:
-    """(the paper's ordering, whether it holds here, the numbers behind it): on the focus
-    type (the paper's audiobooks) warm and cold, and on every other type (podcasts)."""
+    """(the paper's ordering, whether it holds here, the numbers behind it), on the focus
+    type (the paper's audiobooks) warm and cold, and on every other type (podcasts).
+
+    Each is read from the paired 95% interval over users, never from the means alone: "A
+    beats B" holds when A - B's interval lies above 0; "A >= B" when it does not lie below
+    0 (level counts)."""
     focus = next(iter(layout))
     groups = layout[focus]
     warm_g = "warm" if "warm" in groups else next(iter(groups), "all")
@@ -186,86 +225,60 @@ def expectations(summary: dict, layout: dict[str, list[str]]) -> list[tuple[str,
     def entry(model, kind, group) -> dict:
         return summary.get(model, {}).get(kind, {}).get(group, {})
 
-    def hr(model, kind, group):
-        return entry(model, kind, group).get("hr@10", np.nan)
-
-    def versus(a: str, b: str, kind: str, group: str, factor: float = 1.0) -> str:
-        """The two HR@10s and whether their gap is inside the seeds' noise."""
-        ea, eb = entry(a, kind, group), entry(b, kind, group)
-        if not ea or not eb:
-            return ""
-        text = (
-            f"{ea['hr@10']:.3f} vs {factor:g} x {eb['hr@10']:.3f}"
-            if factor != 1
-            else f"{ea['hr@10']:.3f} vs {eb['hr@10']:.3f}"
+    def gap(other: str, kind: str, group: str) -> tuple[str, str]:
+        """(verdict of 2T-HGNN against ``other``, the numbers): "leads" = 2T-HGNN ahead."""
+        e, ref = entry(other, kind, group), entry(REFERENCE, kind, group)
+        p = _paired(e)
+        if p is None or not ref:
+            return "not scored", f"{other} not scored"
+        flip = {"leads": "trails", "trails": "leads"}.get(p.verdict, p.verdict)
+        mine = Paired(-p.diff, -p.hi, -p.lo, p.users)
+        return flip, (
+            f"{REFERENCE} {ref['hr@10']:.3f} vs {other} {e['hr@10']:.3f}: difference "
+            f"{mine.text()} over {p.users:,} users, {REFERENCE} {flip}"
         )
-        sa, sb = ea.get("hr@10_sd"), eb.get("hr@10_sd")
-        if sa is None and sb is None:
-            return text
-        # A one-seed ablation has no spread of its own; retrained with another seed it
-        # would move about as much as the full model's seeds did. Any other one-run row
-        # (Popularity, LLM-KNN, one HGNN) counts as fixed.
-        family = a.startswith(b + ", ") or b.startswith(a + ", ")
-        borrowed = family and (sa is None or sb is None)
-        if family:
-            sa, sb = (sb if sa is None else sa), (sa if sb is None else sb)
-        sa, sb = sa or 0.0, sb or 0.0
-        se = np.sqrt(sa**2 / ea.get("seeds", 1) + (factor * sb) ** 2 / eb.get("seeds", 1))
-        gap = ea["hr@10"] - factor * eb["hr@10"]
-        text += (
-            f"; gap {gap:+.3f}, standard error "
-            + (
-                f"{se:.3f} (one seed: spread taken from the other row's seeds)"
-                if borrowed
-                else f"over seeds {se:.3f}"
-            )
-            + (": within noise" if abs(gap) < 2 * se else "")
-        )
-        return text
 
-    warm = {m: hr(m, focus, warm_g) for m in summary}
-    main = {m: v for m, v in warm.items() if not m.startswith("2T-HGNN, ")}
-    best = max(main, key=lambda m: main[m]) if main else None
-    runner = max((m for m in main if m != "2T-HGNN"), key=lambda m: main[m], default=None)
+    main = [m for m in summary if not m.startswith(REFERENCE + ", ") and m != REFERENCE]
     where = f"{warm_g}-start {focus} items" if warm_g != "all" else f"{focus} items"
+    verdicts = {m: gap(m, focus, warm_g) for m in main}
+    scored = {m: v for m, v in verdicts.items() if v[0] != "not scored"}
+    # the closest competitor: the row whose interval reaches highest against 2T-HGNN
+    closest = max(
+        scored,
+        key=lambda m: _paired(entry(m, focus, warm_g)).hi,  # type: ignore[union-attr]
+        default=None,
+    )
     out = [
         (
-            f"{where}: 2T-HGNN has the best HR@10",
-            best == "2T-HGNN",
-            versus("2T-HGNN", runner, focus, warm_g) if runner else "",
-        ),
+            f"{where}: 2T-HGNN leads every other row",
+            bool(scored) and all(v[0] == "leads" for v in scored.values()),
+            scored[closest][1] if closest else "",
+        )
+    ]
+    ratio = _paired(entry(REFERENCE, focus, warm_g), "1.3 x 2T")
+    out.append(
         (
             f"{where}: 2T-HGNN HR@10 >= 1.3 x 2T's",
-            hr("2T-HGNN", focus, warm_g) >= 1.3 * hr("2T", focus, warm_g),
-            versus("2T-HGNN", "2T", focus, warm_g, 1.3),
-        ),
-    ]
+            ratio is not None and ratio.verdict in ("leads", "level"),
+            f"2T-HGNN - 1.3 x 2T {ratio.text()}, {ratio.verdict}" if ratio else "",
+        )
+    )
     if "cold" in groups:
+        v2, vp = gap("2T", focus, "cold"), gap("Popularity", focus, "cold")
         out.append(
             (
                 f"cold-start {focus} items: 2T-HGNN beats 2T and Popularity",
-                hr("2T-HGNN", focus, "cold")
-                > max(hr("2T", focus, "cold"), hr("Popularity", focus, "cold")),
-                versus("2T-HGNN", "2T", focus, "cold"),
+                v2[0] == "leads" and vp[0] == "leads",
+                f"{v2[1]}; {vp[1]}",
             )
         )
     for kind in list(layout)[1:]:
         for group in layout[kind]:
-            out.append(
-                (
-                    f"{kind} items: 2T-HGNN >= 2T",
-                    hr("2T-HGNN", kind, group) >= hr("2T", kind, group),
-                    versus("2T-HGNN", "2T", kind, group),
-                )
-            )
-    for m in (m for m in summary if m.startswith("2T-HGNN, ")):
-        out.append(
-            (
-                f"ablation '{m[9:]}' is below the full model",
-                hr(m, focus, warm_g) < hr("2T-HGNN", focus, warm_g),
-                versus(m, "2T-HGNN", focus, warm_g),
-            )
-        )
+            v = gap("2T", kind, group)
+            out.append((f"{kind} items: 2T-HGNN >= 2T", v[0] in ("leads", "level"), v[1]))
+    for m in (m for m in summary if m.startswith(REFERENCE + ", ")):
+        v = gap(m, focus, warm_g)
+        out.append((f"ablation '{m[9:]}' is below the full model", v[0] == "leads", v[1]))
     return out
 
 
@@ -278,8 +291,12 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
         "",
         (f"Validation window: {validation}. " if validation else "")
         + "Each model tried the same number of settings (its defaults first); the "
-        "criterion is HR@10 averaged over the three groups above; the hold-out was "
-        "scored once, with the chosen settings.",
+        "hold-out was scored once, with the chosen settings. Popularity and the peers: "
+        "HR@10 averaged over the groups above that have at least "
+        f"{MIN_GROUP_USERS} validation users, on that window. 2T and 2T-HGNN: the "
+        "popularity prior's criterion on the towers' own validation slice (the last "
+        "two_tower.validation_days before the cut): per item type the mean HR@10 of its "
+        "groups at the prior's best (beta, half-life) cell, then the mean over types.",
         "",
         "| model | chosen | validation HR@10 (mean of groups): chosen / defaults / trials |",
         "|---|---|---|",
@@ -314,16 +331,22 @@ def results_lines(metrics: dict, heading: str = "###") -> list[str]:
     summary, groups = metrics["models"], metrics["protocol"]["groups"]
     seeding = metrics.get("seeding", "")
     lines = [
-        f"Protocol (PAPER.md): {metrics['protocol']['summary']}. "
+        f"Protocol (docs/paper.md): {metrics['protocol']['summary']}. "
         "Targets are new starts; already streamed items are never recommended. "
         "Our values are means ± standard deviation over seeds where several ran"
-        + (f" ({seeding})." if seeding else "."),
+        + (f" ({seeding})." if seeding else ".")
+        + f" Each row's difference to {REFERENCE} is paired user by user, with a 95% "
+        f"interval from a seeded bootstrap over users ({RESAMPLES:,} resamples); a row "
+        "leads or trails only when its interval excludes 0, else it is level.",
         "",
     ]
     for title, kind, group, abl in tables(groups):
         if abl and not any(m.startswith("2T-HGNN, ") for m in summary):
             continue
         lines += table(summary, title, kind, group, abl, heading)
+    skipped = metrics.get("skipped", {})
+    if skipped:
+        lines += [f"Not run: {'; '.join(f'{m} ({why})' for m, why in skipped.items())}.", ""]
     lines += [f"{heading} The paper's expected orderings", ""]
     lines += [
         f"- {'holds' if ok else 'does NOT hold'}: {text}" + (f" ({why})" if why else "")
@@ -353,6 +376,7 @@ def write_report(res: Results, out: str | Path) -> Path:
         "seconds": res.seconds,
         "models": summary,
         "selection": res.chosen,
+        "skipped": res.skipped,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     metrics = json.loads((out / "metrics.json").read_text())  # as a reader will see it

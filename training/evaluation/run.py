@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -33,9 +32,12 @@ from training.evaluation.models import (
 )
 from training.evaluation.peers import (
     DEFAULTS,
+    DETERMINISTIC,
     GRIDS,
     PEERS,
     PeerConfig,
+    PeerName,
+    ease_bytes,
     event_weights_valid,
     fit_peer,
     training_matrix,
@@ -68,6 +70,9 @@ class EvaluationConfig(StrictConfig):
     # instead of holdout_days: this share of the data's whole time span (e.g. 0.2 = the last
     # 20% of days), for datasets spanning years
     holdout_share: float | None = Field(None, gt=0, lt=1)
+    # instead of both: the hold-out starts at this date's midnight (UTC), e.g. the cut an
+    # import filtered its catalogue at (audiorec ciao)
+    holdout_from: date | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     ablation_seeds: int = Field(1, ge=1)  # the first N of ``seeds`` for each ablation
     # the first N of ``seeds`` also reseed the HGNN (and its feature store) under the main
@@ -80,7 +85,10 @@ class EvaluationConfig(StrictConfig):
     # None for as long as the hold-out. Never overlaps the hold-out.
     validation_days: int | None = Field(None, ge=1)
     selection_trials: int = Field(4, ge=1)  # settings tried per model on validation
-    peers: tuple[Literal["ALS", "BPR", "ItemKNN"], ...] = PEERS
+    peers: tuple[PeerName, ...] = PEERS
+    # EASE's dense items x items model is fitted up to this many items (about 6 GiB of
+    # float32 at 20,000); above it the row is skipped and the report says why
+    ease_max_items: int = Field(20_000, ge=1)
     # what one event of each type weighs in the peers' matrix (summed per user and item)
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {"stream": 1.0, "follow": 0.5, "preview": 0.5, "intent_to_pay": 0.5}
@@ -117,6 +125,7 @@ class Results:
     chosen: dict[str, dict] = field(default_factory=dict)
     validation: str = ""  # the validation window's summary
     pipeline: dict = field(default_factory=dict)  # the PipelineConfig the rows trained with
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it has no row
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
@@ -305,8 +314,12 @@ def resolved(ablation: dict, types: ItemTypes) -> dict | None:
 
 
 def holdout_cut(data: Dataset | Path, end, cfg: EvaluationConfig):
-    """The start of the hold-out: ``holdout_days`` before ``end``, or, with
-    ``holdout_share``, that share of the days from the first event to ``end``."""
+    """The start of the hold-out: ``holdout_from``, else ``holdout_days`` before ``end``,
+    or, with ``holdout_share``, that share of the days from the first event to ``end``."""
+    if cfg.holdout_from is not None:
+        from training.features.windows import midnight
+
+        return midnight(cfg.holdout_from)
     if cfg.holdout_share is None:
         return end - timedelta(days=cfg.holdout_days)
     first = Dataset.of(data).first_midnight
@@ -372,6 +385,13 @@ def _peer_rows(
     """Choose the peer's settings on the validation window, refit on everything before the
     cut, score the hold-out (over the seeds, where the peer has randomness)."""
     con_users, con_items = _all_ids(data)
+    if peer == "EASE" and len(con_items) > cfg.ease_max_items:
+        res.skipped[peer] = (
+            f"{len(con_items):,} items is above ease_max_items {cfg.ease_max_items:,}: its "
+            f"dense items x items model would need about {ease_bytes(len(con_items)) / 2**30:.1f}"
+            " GiB"
+        )
+        return
 
     def scorer(fitted, p: Protocol):
         """score_rows_of for ``p``: its users and catalogues are subsets of all ids."""
@@ -399,7 +419,7 @@ def _peer_rows(
         chosen, trials = settings[0], []
     res.chosen[peer] = {"setting": chosen, "trials": trials}
     matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
-    seeds = cfg.seeds if peer != "ItemKNN" else cfg.seeds[:1]  # ItemKNN is deterministic
+    seeds = cfg.seeds[:1] if peer in DETERMINISTIC else cfg.seeds
     for seed in seeds:
         fitted = fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen))
         score(peer, None, None, score_rows_of=scorer(fitted, proto))

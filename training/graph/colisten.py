@@ -1,4 +1,4 @@
-"""The co-listening graph (PAPER.md, "The model", point 1), in DuckDB SQL.
+"""The co-listening graph (docs/paper.md, "The model", point 1), in DuckDB SQL.
 
 Nodes are all items of the catalogue, of every type, so an item without edges (a new
 title) is still a node and gets an embedding from its text. An edge joins two items that

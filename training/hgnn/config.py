@@ -1,4 +1,4 @@
-"""Typed configuration of HGNN training (defaults: PAPER.md's setup where it gives one)."""
+"""Typed configuration of HGNN training (defaults: the paper's setup, docs/paper.md, where it gives one)."""
 
 from __future__ import annotations
 

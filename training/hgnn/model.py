@@ -1,6 +1,6 @@
 """The HGNN: two heterogeneous GraphSAGE layers over the co-listening graph.
 
-Layer (PAPER.md, "The model", point 3): for a target node v of type t,
+Layer (docs/paper.md, "The model", point 3): for a target node v of type t,
 
     h_v' = W_self[t] h_v
            + sum over relations r into t of  W_r . max_{u in S_r(v)} relu(P_r h_u + b_r)

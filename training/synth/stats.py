@@ -1,4 +1,4 @@
-"""The paper's facts (PAPER.md, "The problem"), measured on a written dataset.
+"""The paper's facts (docs/paper.md, "The problem"), measured on a written dataset.
 
 Every fact is computed by DuckDB SQL over the contract files, so it measures what was
 written, not what the generator meant to write, and works on any dataset in the contract
@@ -224,7 +224,7 @@ def format_stats(stats: dict, where: Path) -> str:
         f"{s['events']:,} events ({s['first_event'][:10]} .. {s['last_event'][:10]}, "
         f"hold-out from {s['holdout_start'][:10]})",
         "events by type: " + ", ".join(f"{k} {v:,}" for k, v in s["events_by_type"].items()),
-        "the paper's facts (PAPER.md, 'The problem'):",
+        "the paper's facts (docs/paper.md, 'The problem'):",
     ]
     for key, f in stats["facts"].items():
         mark = "holds" if f["holds"] else "FAILS"

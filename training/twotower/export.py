@@ -4,7 +4,7 @@ The SavedModel's ``serving_default`` signature takes one tensor per feature of t
 user-tower feature service, named after it (string (n,), number (n,) float32, vector
 (n, dim) float32; missing values as :mod:`audiorec.tower_inputs` writes them) and returns
 ``{"user_vector": (n, dim) float32}`` unit vectors. Calling the signature directly costs
-~0.15 ms for one user (``model.predict`` ~40 ms; STACK.md trap 9).
+~0.15 ms for one user (``model.predict`` ~40 ms; docs/stack-notes.md, note 3).
 """
 
 from __future__ import annotations
