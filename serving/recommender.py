@@ -4,7 +4,8 @@
 feature service (Feast online store), runs the exported user tower, queries the item
 type's HNSW index, and drops what the user already streamed and what is outside the
 requested languages, over-fetching until ``k`` remain (or brute-forcing the allowed set
-when a language filter leaves few items: hnswlib's filter is slow then, docs/stack-notes.md, note 4).
+when a language filter leaves few items: hnswlib's filter is slow then,
+docs/stack-notes.md, note 4).
 
 Strategies: PERSONALIZED (history of the requested type in the 90-day window),
 COLD_START (known user without such history: the tower works from the other features),

@@ -1,4 +1,5 @@
-"""Typed configuration of HGNN training (defaults: the paper's setup, docs/paper.md, where it gives one)."""
+"""Typed configuration of HGNN training (defaults: the paper's setup where it gives one,
+docs/paper.md)."""
 
 from __future__ import annotations
 
