@@ -118,13 +118,11 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         assert text in report
     metrics_json = json.loads((tmp_path / "r" / "metrics.json").read_text())
     m = metrics_json["models"]
+    peers = ("ALS", "BPR", "ItemKNN", "EASE", "RP3beta")
     assert set(m) == {
         "Popularity",
-        "ALS",
-        "BPR",
-        "ItemKNN",
-        "EASE",
-        "RP3beta",
+        *peers,
+        *(f"{p} + prior" for p in peers),
         "LLM-KNN",
         "HGNN",
         "HGNN-w-users",
@@ -133,13 +131,11 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
         "2T-HGNN, no weak signals",
     }
     seeds = {name: model["audiobook"]["warm"]["seeds"] for name, model in m.items()}
+    two = {"ALS": 2, "BPR": 2, "ItemKNN": 1, "EASE": 1, "RP3beta": 1}
     assert seeds == {
         "Popularity": 1,
-        "ALS": 2,
-        "BPR": 2,
-        "ItemKNN": 1,
-        "EASE": 1,
-        "RP3beta": 1,
+        **two,
+        **{f"{p} + prior": n for p, n in two.items()},
         "LLM-KNN": 1,
         "HGNN": 2,
         "HGNN-w-users": 1,
@@ -149,17 +145,16 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     }
     # every peer and both towers chose among 2 settings on validation, defaults first
     chosen = metrics_json["selection"]
-    assert set(chosen) == {
-        "Popularity",
-        "ALS",
-        "BPR",
-        "ItemKNN",
-        "EASE",
-        "RP3beta",
-        "2T",
-        "2T-HGNN",
+    assert set(chosen) == {"Popularity", *peers, *(f"{p} + prior" for p in peers), "2T", "2T-HGNN"}
+    assert all(len(chosen[k]["trials"]) == 2 for k in (*peers, "2T", "2T-HGNN"))
+    # Popularity: the plain count and the prior's five half-lives, per item type
+    assert len(chosen["Popularity"]["trials"]) == 6
+    assert set(chosen["Popularity"]["setting"]) == {
+        "half_life_days audiobook",
+        "half_life_days podcast",
     }
-    assert all(len(c["trials"]) == 2 for c in chosen.values())
+    # the prior rows: the towers' grid, per type, on the towers' slice
+    assert set(chosen["ALS + prior"]["setting"]["prior"]) == {"audiobook", "podcast"}
     assert chosen["ALS"]["trials"][0]["factors"] == 64
     # the winner's settings, ready for `audiorec pipeline --config`
     selected = json.loads((tmp_path / "r" / "selected.json").read_text())

@@ -75,22 +75,30 @@ def test_events_after_the_cut_change_only_the_targets(tiny_world, tmp_path):
     a = run_evaluation(tiny_world, tmp_path / "a", cfg, progress=False)
     b = run_evaluation(future, tmp_path / "b", cfg, progress=False)
 
-    assert np.array_equal(a.protocol.users, b.protocol.users)
+    # the scored users are those with a target, so the two sets differ; every user in
+    # both is in the same group and gets the same top 10 from every row
     targets_moved = False
     for kind, ta in a.protocol.truth.items():
         tb = b.protocol.truth[kind]
         assert np.array_equal(ta.item_ids, tb.item_ids), kind  # the catalogue
-        assert (ta.consumed != tb.consumed).nnz == 0, kind
-        assert ta.groups.keys() == tb.groups.keys()
-        for group in ta.groups:
-            assert np.array_equal(ta.groups[group], tb.groups[group]), (kind, group)
-        targets_moved |= (ta.targets != tb.targets).nnz > 0
+        targets_moved |= ta.targets.nnz != tb.targets.nnz
     assert targets_moved  # the rewrite reached the hold-out
-
     assert a.chosen == b.chosen  # every selection, with its validation values
     assert a.rows.keys() == b.rows.keys()
+    compared = 0
     for model, kinds in a.rows.items():
         for kind, groups in kinds.items():
             for group, runs in groups.items():
-                for ra, rb in zip(runs, b.rows[model][kind][group]):
-                    assert np.array_equal(ra["top10"], rb["top10"]), (model, kind, group)
+                for i, run in enumerate(runs):
+                    mine = tops(a, kind, group, run["top10"])
+                    theirs = tops(b, kind, group, b.rows[model][kind][group][i]["top10"])
+                    common = mine.keys() & theirs.keys()
+                    assert all(mine[u] == theirs[u] for u in common), (model, kind, group)
+                    compared += len(common)
+    assert compared > 1000
+
+
+def tops(res, kind: str, group: str, top10: np.ndarray) -> dict:
+    """user id -> the items of their top 10 (catalogue columns), in order."""
+    users = res.protocol.users[res.protocol.truth[kind].groups[group]]
+    return {u: tuple(row) for u, row in zip(users, top10)}

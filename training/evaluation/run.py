@@ -86,6 +86,9 @@ class EvaluationConfig(StrictConfig):
     validation_days: int | None = Field(None, ge=1)
     selection_trials: int = Field(4, ge=1)  # settings tried per model on validation
     peers: tuple[PeerName, ...] = PEERS
+    # each peer also as a row with the towers' popularity prior, chosen the same way on
+    # the same slice (training/evaluation/prior_rows.py)
+    prior_rows: bool = True
     # EASE's dense items x items model is fitted up to this many items (about 6 GiB of
     # float32 at 20,000); above it the row is skipped and the report says why
     ease_max_items: int = Field(20_000, ge=1)
@@ -207,7 +210,7 @@ def _evaluate(
     val_proto = validation_protocol(data, cut, end, cfg)
     res.validation = val_proto.summary() if val_proto else ""
     say(f"  validation window (model selection): {res.validation or 'none'}")
-    timed("Popularity", lambda: _popularity_rows(data, cut, val_proto, cfg, res, score))
+    timed("Popularity", lambda: _popularity_rows(data, cut, cfg, res, score))
 
     def mean_of_items(model: str, table_path: Path) -> None:
         table = read_item_embeddings(table_path)
@@ -339,37 +342,47 @@ def validation_protocol(data: Path, cut, end, cfg: EvaluationConfig) -> Protocol
         return None
 
 
-# Popularity's settings: distinct listeners over the last ``popularity_days`` (None, the
-# default), or listeners weighted by recency with a half-life in days, the prior's family.
-POPULARITY_GRID = {"half_life_days": [None, 7.0, 28.0, 90.0, 365.0, 1e6]}
-
-
-def _popularity_rows(
-    data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig, res: Results, score
-) -> None:
+def _popularity_rows(data: Path, cut, cfg: EvaluationConfig, res: Results, score) -> None:
+    """Popularity is the prior alone: the plain count over ``popularity_days`` or
+    recency-weighted listeners, the half-life chosen per item type from the prior's own
+    grid on the prior's own slice (the towers' validation slice before the cut)."""
+    from audiorec.errors import AudiorecError
     from training.twotower.prior import recent_listeners
 
-    def scores_at(setting: dict, at):
-        h = setting["half_life_days"]
+    def scores_at(h: float | None, at):
         if h is None:
             return lambda kind, ids: popularity(data, at, ids, cfg.popularity_days)
         return lambda kind, ids: (
             recent_listeners(data, at, ids, (h,))[0] + 1e-6 * -np.arange(len(ids)) / len(ids)
         )  # ties: a fixed order
 
-    settings = candidates(POPULARITY_GRID, {"half_life_days": None}, cfg.selection_trials)
-    chosen, trials = (
-        choose(
-            settings,
-            lambda s: criterion(
-                score_protocol(val_proto, item_scores_of=scores_at(s, val_proto.cut))
-            ),
+    tw = cfg.pipeline.two_tower
+    grid: list[float | None] = [None, *tw.prior_half_lives]
+    start = cut - timedelta(days=tw.validation_days)
+    try:
+        sliced = build_protocol(data, start, cut)
+    except AudiorecError:
+        sliced = None
+    chosen: dict[str, float | None] = {}
+    entry: dict = {"trials": []}
+    if sliced is not None:
+        scored = [score_protocol(sliced, item_scores_of=scores_at(h, start)) for h in grid]
+        for kind in sliced.truth:
+            values = [criterion([x for x in sc if x[0] == kind]) for sc in scored]
+            chosen[kind] = grid[int(np.argmax(np.nan_to_num(values, nan=-np.inf)))]
+        final = score_protocol(
+            sliced, item_scores_of=lambda kind, ids: scores_at(chosen[kind], start)(kind, ids)
         )
-        if val_proto
-        else (settings[0], [])
-    )
-    res.chosen["Popularity"] = {"setting": chosen, "trials": trials}
-    score("Popularity", None, None, scores_at(chosen, cut))
+        entry = {
+            "trials": [
+                {"half_life_days": h, "validation": criterion(sc)} for h, sc in zip(grid, scored)
+            ],
+            "validation": criterion(final),
+            "window": [str(start), str(cut)],
+        }
+    entry["setting"] = {f"half_life_days {k}": v for k, v in chosen.items()}
+    res.chosen["Popularity"] = entry
+    score("Popularity", None, None, lambda kind, ids: scores_at(chosen.get(kind), cut)(kind, ids))
 
 
 def _peer_rows(
@@ -420,9 +433,56 @@ def _peer_rows(
     res.chosen[peer] = {"setting": chosen, "trials": trials}
     matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
     seeds = cfg.seeds[:1] if peer in DETERMINISTIC else cfg.seeds
-    for seed in seeds:
-        fitted = fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen))
+    fits = [fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen)) for seed in seeds]
+    for fitted in fits:
         score(peer, None, None, score_rows_of=scorer(fitted, proto))
+    if cfg.prior_rows:
+        _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits)
+
+
+def _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits) -> None:
+    """ "{peer} + prior": the towers' prior on the peer's standardised scores, chosen on
+    the towers' slice with the peer fitted before it (prior_rows.py)."""
+    from training.evaluation.prior_rows import choose_prior, with_prior
+
+    con_users, con_items = _all_ids(data)
+    types = _item_types(data, con_items)
+    tw = cfg.pipeline.two_tower
+
+    def scorer_at(p: Protocol):
+        before = training_matrix(data, p.cut, con_users, con_items, cfg.event_weights)
+        return scorer(fit_peer(before, PeerConfig(model=peer, seed=cfg.seeds[0], **chosen)), p)
+
+    name = f"{peer} + prior"
+    choice = choose_prior(
+        data, cut, tw.validation_days, con_items, types, scorer_at,
+        tw.prior_betas, tw.prior_half_lives, tw.prior_max_users,
+    )  # fmt: skip
+    if choice is None:
+        res.skipped[name] = "no new starts in the towers' validation slice to choose it on"
+        return
+    res.chosen[name] = {
+        "setting": {**chosen, "prior": choice["chosen"]},
+        "trials": [],
+        "validation": choice["validation"],
+        "window": choice["window"],
+    }
+    for fitted in fits:
+        rows = with_prior(scorer(fitted, proto), choice["chosen"], data, cut, con_items, types)
+        score(name, None, None, score_rows_of=rows)
+
+
+def _item_types(data: Path, items: np.ndarray) -> np.ndarray:
+    """The item type of each of ``items`` (sorted ids of every item)."""
+    from training.data.duck import connect_dataset
+
+    con = connect_dataset(data, ("items",))
+    try:
+        df = con.sql("SELECT item_id, item_type FROM items ORDER BY 1").fetchnumpy()
+    finally:
+        con.close()
+    assert np.array_equal(np.asarray(df["item_id"], dtype=object), items)
+    return np.asarray(df["item_type"], dtype=object)
 
 
 def _all_ids(data: Path) -> tuple[np.ndarray, np.ndarray]:

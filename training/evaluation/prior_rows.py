@@ -1,0 +1,131 @@
+"""The popularity / recency prior offered to every row that scores users against items.
+
+2T and 2T-HGNN carry the prior (:mod:`training.twotower.prior`): ``beta[type] x prior``
+added to each score, beta and the listeners' half-life chosen per item type on the towers'
+validation slice (the last ``two_tower.validation_days`` before the cut). A peer gets the
+same add-on, chosen the same way on the same slice, as a second row ("ALS + prior"):
+
+    score(user, item) = z_user(model score) + beta[type] x prior(item)
+
+The model's scores are standardised per user over the type's catalogue (``z``), because a
+peer's scores have no fixed scale (an ALS dot product, a sum of similarities), while the
+towers' cosine has one; the prior is the towers' own (log1p recency-weighted listeners over
+the type's maximum, in [0, 1]), with the same grid of betas and half-lives, the same
+criterion (per type, the mean HR@10 of its groups) and the same tie-breaking (the smallest
+beta first, so 0, the model alone, wins ties). The peer is fitted on the events before the
+slice with its chosen settings to choose, then refitted through the cut for the row.
+
+Cost per peer: one more fit, then per item type and group one (users x items) score block
+(at most ``max_users`` users) and one add and compare per candidate (prior._hits).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from training.evaluation.protocol import Protocol, build_protocol
+
+# (kind, catalogue item ids) -> (user rows of the protocol -> (rows, items) scores)
+RowScorer = Callable[[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row's scores as z-scores over its items (a constant row becomes zeros)."""
+    s = np.asarray(scores, np.float32)
+    mean = s.mean(axis=1, keepdims=True)
+    std = s.std(axis=1, keepdims=True)
+    return (s - mean) / np.where(std > 0, std, 1)
+
+
+def item_priors(
+    data: str | Path, when: datetime, item_ids: np.ndarray, types: np.ndarray, half_lives
+) -> np.ndarray:
+    """(len(half_lives), items): each item's prior as of ``when`` (sorted ``item_ids``)."""
+    from training.twotower.prior import prior, recent_listeners
+
+    listeners = recent_listeners(data, when, item_ids, tuple(half_lives))
+    return np.stack([prior(listeners[h], types) for h in range(len(half_lives))])
+
+
+def choose_prior(
+    data: str | Path,
+    cut: datetime,
+    days: int,
+    item_ids: np.ndarray,
+    types: np.ndarray,
+    scorer_at: Callable[[Protocol], RowScorer],
+    betas: tuple[float, ...],
+    half_lives: tuple[float, ...],
+    max_users: int = 2000,
+) -> dict | None:
+    """Beta and half-life per item type on the ``days`` before ``cut``; ``scorer_at(p)``
+    scores ``p``'s users with the model fitted before ``p.cut``. ``item_ids`` (sorted) and
+    ``types``: every item. None when the slice has no new starts to choose on."""
+    from audiorec.errors import AudiorecError
+    from training.twotower.prior import _hits
+
+    start = cut - timedelta(days=days)
+    try:
+        proto = build_protocol(data, start, cut)
+    except AudiorecError:
+        return None
+    then = item_priors(data, start, item_ids, types, half_lives)
+    scorer = scorer_at(proto)
+    rng = np.random.default_rng(0)
+    chosen, curves = {}, {}
+    for kind, truth in proto.truth.items():
+        columns = np.searchsorted(item_ids, truth.item_ids)
+        pris = then[:, columns].astype(np.float32)
+        rows_of = scorer(kind, truth.item_ids)
+        grid = np.zeros((len(half_lives), len(betas)))
+        groups = [g for g in truth.groups.values() if len(g)]
+        for rows in groups:
+            if len(rows) > max_users:
+                rows = np.sort(rng.choice(rows, max_users, replace=False))
+            base = standardised(rows_of(rows))
+            seen = truth.consumed[rows].tocoo()
+            base[seen.row, seen.col] = -np.inf
+            grid += _hits(base, pris, betas, truth.targets[rows]) / len(rows) / len(groups)
+        curves[kind] = grid.tolist()
+        b, h = next(
+            (b, h)
+            for b in range(len(betas))
+            for h in range(len(half_lives))
+            if grid[h, b] >= grid.max() - 1e-12
+        )
+        chosen[kind] = {"beta": float(betas[b]), "half_life_days": float(half_lives[h])}
+    return {
+        "chosen": chosen,
+        "validation_hr10": curves,
+        "window": [str(start), str(cut)],
+        "validation": float(np.mean([np.max(c) for c in curves.values()])) if curves else 0.0,
+    }
+
+
+def with_prior(
+    scorer: RowScorer,
+    chosen: dict[str, dict],
+    data: str | Path,
+    cut: datetime,
+    item_ids: np.ndarray,
+    types: np.ndarray,
+) -> RowScorer:
+    """``scorer`` with each type's chosen ``beta x prior`` (listeners as of ``cut``) added
+    to the standardised scores."""
+    half_lives = sorted({c["half_life_days"] for c in chosen.values()})
+    now = item_priors(data, cut, item_ids, types, half_lives)
+
+    def of_type(kind: str, ids: np.ndarray):
+        c = chosen.get(kind, {"beta": 0.0, "half_life_days": half_lives[0]})
+        shift = (
+            np.float32(c["beta"])
+            * now[half_lives.index(c["half_life_days"]), np.searchsorted(item_ids, ids)]
+        ).astype(np.float32)
+        rows_of = scorer(kind, ids)
+        return lambda rows: standardised(rows_of(rows)) + shift[None, :]
+
+    return of_type
