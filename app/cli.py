@@ -42,6 +42,19 @@ def engine_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def store_options(parser: argparse.ArgumentParser) -> None:
+    """The online store (FeatureStoreConfig), one set of flags and defaults everywhere."""
+    parser.add_argument(
+        "--online", choices=("sqlite", "redis"), help="online store (default: sqlite)"
+    )
+    parser.add_argument("--redis", help="Redis connection string, host:port (with --online redis)")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the --redis address is a Redis Cluster node (with --online redis)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiorec", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"audiorec {__version__}")
@@ -85,11 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--through", help="last snapshot date, YYYY-MM-DD (default: day after the last event)"
     )
-    f.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
-    f.add_argument("--redis", default="localhost:6379", help="Redis connection string")
-    f.add_argument(
-        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
-    )
+    store_options(f)
     f.set_defaults(func=commands.cmd_features)
 
     h = sub.add_parser("hgnn", help="co-listening graph + HGNN training + item embeddings")
@@ -131,11 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "standard", "large"),
         help="settings that fit the data's size (default auto: large from 10M events on)",
     )
-    pl.add_argument("--online", choices=("sqlite", "redis"), help="online store (default: sqlite)")
-    pl.add_argument("--redis", help="Redis connection string, host:port")
-    pl.add_argument(
-        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
-    )
+    store_options(pl)
     engine_options(pl)
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=commands.cmd_pipeline)
@@ -198,11 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workdir", required=True, help="work directory with artifacts/current")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=50051, help="0: any free port")
-    sv.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
-    sv.add_argument("--redis", help="Redis connection string, host:port")
-    sv.add_argument(
-        "--redis-cluster", action="store_true", help="the --redis address is a Redis Cluster node"
-    )
+    store_options(sv)
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP")
     sv.add_argument("--workers", type=int, help="request threads (default 4)")
     sv.add_argument(

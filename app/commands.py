@@ -74,9 +74,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         args.hgnn,
         args.text,
         through=through,
-        store=FeatureStoreConfig(
-            online=args.online, redis=args.redis, redis_cluster=args.redis_cluster
-        ),
+        store=FeatureStoreConfig(**store_overrides(args)),
         progress=True,
     )
     print(report.summary())
@@ -115,17 +113,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from training.pipeline import PipelineConfig, run_pipeline
 
     overrides = load_overrides(args.config)
-    if args.online:
-        overrides = merge(
-            overrides,
-            {
-                "store": {
-                    "online": args.online,
-                    "redis_cluster": args.redis_cluster,
-                    **({"redis": args.redis} if args.redis else {}),
-                }
-            },
-        )
+    if args.online or args.redis or args.redis_cluster:
+        overrides = merge(overrides, {"store": store_overrides(args)})
     if args.preset:
         overrides = merge(overrides, {"preset": args.preset})
     overrides = merge(overrides, _engine_overrides(args))
@@ -137,6 +126,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
     print(f"\npipeline done: version {report.version} published at {report.directory}\n  ({steps})")
     return 0
+
+
+def store_overrides(args: argparse.Namespace) -> dict:
+    """--online / --redis / --redis-cluster as FeatureStoreConfig fields; a Redis flag
+    without --online redis would do nothing, so it is an error."""
+    if (args.redis or args.redis_cluster) and args.online != "redis":
+        flag = "--redis-cluster" if args.redis_cluster else "--redis"
+        raise AudiorecError(f"{flag} needs --online redis (the online store is SQLite otherwise)")
+    return {
+        "online": args.online or "sqlite",
+        "redis_cluster": bool(args.redis_cluster),
+        **({"redis": args.redis} if args.redis else {}),
+    }
 
 
 def _engine_overrides(args: argparse.Namespace) -> dict:
@@ -162,11 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.server import ServerConfig, configure_logging, create_server
 
     configure_logging(args.log_level)
-    store = FeatureStoreConfig(
-        online=args.online,
-        redis_cluster=args.redis_cluster,
-        **({"redis": args.redis} if args.redis else {}),
-    )
+    store = FeatureStoreConfig(**store_overrides(args))
     security = validated(
         SecurityConfig,
         {

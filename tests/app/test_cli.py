@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.cli import main
 
 
@@ -121,3 +123,19 @@ def test_embed_text_then_features_from_the_command_line(tiny_world, tmp_path, ca
         == 0
     )
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["pipeline", "serve", "features"])
+@pytest.mark.parametrize("flag", [["--redis-cluster"], ["--redis", "localhost:6390"]])
+def test_a_redis_flag_without_online_redis_is_an_error_not_silence(command, flag, tmp_path, capsys):
+    needed = {
+        "pipeline": ["--data", str(tmp_path), "--workdir", str(tmp_path)],
+        "serve": ["--workdir", str(tmp_path)],
+        "features": ["--data", str(tmp_path), "--workdir", str(tmp_path), "--hgnn", "h",
+                     "--text", "t"],
+    }[command]  # fmt: skip
+    assert main([command, *needed, *flag]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"audiorec: error: {flag[0]} needs --online redis (the online store is SQLite otherwise)"
+    ]
