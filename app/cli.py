@@ -15,6 +15,7 @@ from app import commands
 from audiorec import __version__
 from audiorec.errors import AudiorecError
 from audiorec.secrets import redact
+from audiorec.vocabulary import EVENT_TYPES
 
 
 def client_options(parser: argparse.ArgumentParser) -> None:
@@ -267,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("event", help="record a real-time event on a running server")
     ev.add_argument("user_id", metavar="USER_ID")
     ev.add_argument("item_id", metavar="ITEM_ID")
-    ev.add_argument(
-        "--type", default="stream", choices=("stream", "follow", "preview", "intent_to_pay")
-    )
+    ev.add_argument("--type", default="stream", choices=EVENT_TYPES)
     ev.add_argument("--timestamp-ms", type=int, default=0, help="when (Unix ms; default: now)")
     ev.add_argument("--event-id", help="idempotency key (default: time, type and item)")
     client_options(ev)

@@ -42,12 +42,11 @@ from audiorec.config import StrictConfig
 from audiorec.errors import InvalidRequest
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
+from audiorec.vocabulary import EVENT_TYPES, WEAK_SIGNALS
 from serving.artifact import Artifact
 from serving.limits import RequestLimits, check_id, echo
 
-STREAM = "stream"
-WEAK_TYPES = ("follow", "preview", "intent_to_pay")
-EVENT_TYPES = (STREAM, *WEAK_TYPES)
+WEAK_TYPES = WEAK_SIGNALS
 # which window count each event type adds to (declared ones only: itemtypes.py)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 COUNT_OF = {

@@ -25,8 +25,9 @@ from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUna
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
+from audiorec.vocabulary import STREAM
 from serving.artifact import Artifact
-from serving.events import STREAM, Applied, Event, Recorder, parse_recent
+from serving.events import Applied, Event, Recorder, parse_recent
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
 
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly

@@ -32,10 +32,9 @@ import pyarrow.parquet as pq
 
 from audiorec.errors import ContractError
 from audiorec.itemtypes import ITEM_TYPE_PATTERN
+from audiorec.vocabulary import EVENT_TYPES, WEAK_SIGNALS  # noqa: F401 - the contract's
 from training.data.duck import connect_dataset
 
-EVENT_TYPES = ("stream", "follow", "preview", "intent_to_pay")
-WEAK_SIGNALS = ("follow", "preview", "intent_to_pay")
 UTC_NAMES = ("UTC", "Etc/UTC", "+00:00", "Z")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

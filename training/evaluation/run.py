@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 
 from audiorec.config import StrictConfig
 from audiorec.itemtypes import ItemTypes
+from audiorec.vocabulary import EVENT_TYPES, STREAM
 from training.data import Dataset
 from training.engine import Engine
 from training.evaluation.models import (
@@ -94,7 +95,7 @@ class EvaluationConfig(StrictConfig):
     ease_max_items: int = Field(20_000, ge=1)
     # what one event of each type weighs in the peers' matrix (summed per user and item)
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {"stream": 1.0, "follow": 0.5, "preview": 0.5, "intent_to_pay": 0.5}
+        default_factory=lambda: {t: 1.0 if t == STREAM else 0.5 for t in EVENT_TYPES}
     )
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 

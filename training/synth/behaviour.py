@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audiorec.vocabulary import EVENT_TYPES
 from training.synth.catalog import AUDIOBOOK, PODCAST, Catalog
 from training.synth.config import WorldConfig
 from training.synth.population import Population
 
 STREAM, FOLLOW, PREVIEW, INTENT = 0, 1, 2, 3
-EVENT_TYPE_NAMES = ("stream", "follow", "preview", "intent_to_pay")
+EVENT_TYPE_NAMES = EVENT_TYPES  # the codes above index it
 _DAY_SPAN = 10_000.0  # larger than any publish-day range: keys cell*span + day stay ordered
 _DAY_SHIFT = 1_000.0  # publish days go back to -730: shift them positive
 
