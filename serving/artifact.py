@@ -25,6 +25,7 @@ from audiorec.artifact import Manifest, check_user_features, current_dir, read_m
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import ItemIndex
 from audiorec.itemtypes import ItemTypes
+from audiorec.vocabulary import STREAM
 from serving.tower import Runtime, UserTower
 
 
@@ -48,6 +49,9 @@ class Artifact:
     window_offsets: np.ndarray  # (u + 1,)
     window_rows: np.ndarray
     window_weak: np.ndarray  # bool, aligned with window_rows
+    # the strongest event type per window item (stream > intent_to_pay > follow > preview),
+    # aligned with window_rows; "" where a version before it recorded none
+    window_action: np.ndarray
 
     @property
     def version(self) -> str:
@@ -115,6 +119,7 @@ class Artifact:
                     "user_id": pa.array([], pa.string()),
                     "item_id": pa.array([], pa.string()),
                     "weak": pa.array([], pa.bool_()),
+                    "action": pa.array([], pa.string()),
                 }
             )
         )
@@ -122,6 +127,11 @@ class Artifact:
         user_pos = {u: i for i, u in enumerate(users)}
         consumed_offsets, consumed_rows, _ = _csr(consumed, ids, users)
         window_offsets, window_rows, weak = _csr(window, ids, users, "weak")
+        action = (
+            window.column("action").to_numpy(zero_copy_only=False).astype(object)
+            if "action" in window.column_names
+            else np.where(weak, "", STREAM).astype(object)  # older versions: weak unknown
+        )
         return cls(
             directory,
             manifest,
@@ -140,6 +150,7 @@ class Artifact:
             window_offsets,
             window_rows,
             weak,
+            action,
         )
 
     @classmethod
@@ -160,6 +171,14 @@ class Artifact:
             return self.window_rows[:0], self.window_weak[:0]
         lo, hi = self.window_offsets[i], self.window_offsets[i + 1]
         return self.window_rows[lo:hi], self.window_weak[lo:hi]
+
+    def window_actions(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, the strongest event type of each) in the window ending at the cut."""
+        i = self.users.get(user_id)
+        if i is None:
+            return self.window_rows[:0], self.window_action[:0]
+        lo, hi = self.window_offsets[i], self.window_offsets[i + 1]
+        return self.window_rows[lo:hi], self.window_action[lo:hi]
 
 
 def _user_index(*tables: pa.Table) -> np.ndarray:

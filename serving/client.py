@@ -12,6 +12,14 @@ from audiorec.errors import AudiorecError
 from audiorec.v1 import recommender_pb2 as pb
 from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 
+# what an explanation says the listener did with the item it names
+VERBS = {
+    "stream": "streamed",
+    "intent_to_pay": "started buying",
+    "follow": "followed",
+    "preview": "previewed",
+}
+
 
 @dataclass(frozen=True)
 class Connection:
@@ -142,7 +150,11 @@ def format_answer(asked: str, response: pb.RecommendResponse | pb.RecommendSimil
     width = max([len(i.title) for i in response.items] + [5])
     lines = [head, f"  {'#':>3}  {'title':<{width}}  {'item_id':<10}  {'type':<9}  score"]
     for n, i in enumerate(response.items, 1):
-        because = f"  because you listened to {i.because_title}" if i.because_item_id else ""
+        because = (
+            f"  because you {VERBS.get(i.because_event, 'listened to')} {i.because_title}"
+            if i.because_item_id
+            else ""
+        )
         lines.append(
             f"  {n:>3}  {i.title:<{width}}  {i.item_id:<10}  {i.type:<9}  {i.score:.3f}{because}"
         )

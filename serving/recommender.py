@@ -41,6 +41,8 @@ class Item:
     title: str
     because_item_id: str = ""  # explain: the user's recent item closest to this one
     because_title: str = ""
+    # what the user did with it: stream | intent_to_pay | follow | preview ("": unknown)
+    because_event: str = ""
 
 
 @dataclass
@@ -191,21 +193,26 @@ class Recommender:
     ) -> None:
         """Fill each item's ``because_*`` with the user's recent item (the window at the cut
         and the events since, any type) nearest it by cosine of the served item vectors
-        (without the prior coordinate, which is popularity, not content). O(k x history)."""
+        (without the prior coordinate, which is popularity, not content), and what the user
+        did with it (their strongest event). An item this answer recommends is never the
+        reason for another. O(k x history)."""
         art = self.artifact
-        history = np.union1d(art.window(user_id)[0], self._rows(r.item_id for r in recent))
-        if not len(history) or not items:
+        shown = art.label_rows[item_type][labels]
+        rows, actions = _history(art.window_actions(user_id), recent, self._rows)
+        keep = ~np.isin(rows, shown)
+        rows, actions = rows[keep], actions[keep]
+        if not len(rows) or not items:
             return
         width = art.vectors.shape[1] - int(bool(art.manifest.model.get("prior")))
-        shown = art.label_rows[item_type][labels]
-        a, b = art.vectors[shown, :width], art.vectors[history, :width]
+        a, b = art.vectors[shown, :width], art.vectors[rows, :width]
         sims = (a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)) @ (
             b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
         ).T
-        sims[shown[:, None] == history[None, :]] = -np.inf  # never "because of itself"
-        best = history[np.argmax(sims, axis=1)]
-        for item, row in zip(items, best):
-            item.because_item_id, item.because_title = str(art.item_ids[row]), str(art.titles[row])
+        best = np.argmax(sims, axis=1)
+        for item, j in zip(items, best):
+            item.because_item_id = str(art.item_ids[rows[j]])
+            item.because_title = str(art.titles[rows[j]])
+            item.because_event = str(actions[j])
 
     def record(self, events: Sequence[object]) -> Applied:
         """Real-time events into the online features of this version's project."""
@@ -337,3 +344,27 @@ def _timed(answer: Answer, t: dict[str, float], last: str) -> Answer:
         name: round((b - a) * 1e3, 3) for (_, a), (name, b) in zip(stamps, stamps[1:])
     }
     return answer
+
+
+# the strength of an event as a reason (what an explanation says the listener did)
+_STRENGTH = {STREAM: 4, "intent_to_pay": 3, "follow": 2, "preview": 1, "": 0}
+
+
+def _history(
+    window: tuple[np.ndarray, np.ndarray],
+    recent: list[Event],
+    rows_of: Callable[[Iterable[str]], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct item rows, the strongest event type of each) over the window at the cut
+    and the events recorded since."""
+    since = [(rows_of([r.item_id]), r.event_type) for r in recent]  # bounded by the limits
+    since = [(int(row[0]), kind) for row, kind in since if len(row)]  # in the catalogue
+    rows = np.concatenate([window[0], np.array([r for r, _ in since], np.int64)]).astype(np.int64)
+    actions = np.concatenate([window[1], np.array([k for _, k in since], dtype=object)])
+    if not len(rows):
+        return rows, actions
+    strength = np.array([_STRENGTH.get(a, 0) for a in actions])
+    order = np.lexsort((-strength, rows))  # per row, the strongest first
+    rows, actions = rows[order], actions[order]
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    return rows[first], actions[first]

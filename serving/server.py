@@ -137,6 +137,7 @@ def _items(answer: Answer) -> list[pb.Item]:
             title=i.title,
             because_item_id=i.because_item_id,
             because_title=i.because_title,
+            because_event=i.because_event,
         )
         for i in answer.items
     ]

@@ -28,7 +28,7 @@ COLD_START: Strategy
 FALLBACK: Strategy
 
 class Item(_message.Message):
-    __slots__ = ("item_id", "item_type", "type", "score", "title", "because_item_id", "because_title")
+    __slots__ = ("item_id", "item_type", "type", "score", "title", "because_item_id", "because_title", "because_event")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Item(_message.Message):
     TITLE_FIELD_NUMBER: _ClassVar[int]
     BECAUSE_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     BECAUSE_TITLE_FIELD_NUMBER: _ClassVar[int]
+    BECAUSE_EVENT_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     item_type: ItemType
     type: str
@@ -43,7 +44,8 @@ class Item(_message.Message):
     title: str
     because_item_id: str
     because_title: str
-    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., because_item_id: _Optional[str] = ..., because_title: _Optional[str] = ...) -> None: ...
+    because_event: str
+    def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., because_item_id: _Optional[str] = ..., because_title: _Optional[str] = ..., because_event: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type", "explain")

@@ -67,15 +67,25 @@ def write_consumed(data: str | Path, cut: datetime, out: Path) -> int:
         con.close()
 
 
+# the strength of what a user did with an item, for an explanation ("because you ...")
+ACTION_RANK = (
+    "CASE event_type WHEN 'stream' THEN 4 WHEN 'intent_to_pay' THEN 3 "
+    "WHEN 'follow' THEN 2 ELSE 1 END"
+)
+
+
 def write_window(data: str | Path, cut: datetime, days: int, out: Path) -> int:
-    """(user_id, item_id, weak) for the events in [midnight(cut) - days, midnight(cut)):
-    the window of the feature snapshot at the cut's date (training/features/windows.py)."""
+    """(user_id, item_id, weak, action) for the events in [midnight(cut) - days,
+    midnight(cut)): the window of the feature snapshot at the cut's date
+    (training/features/windows.py). ``action``: the strongest thing the user did with the
+    item (stream, then intent_to_pay, follow, preview), what an explanation may say."""
     end = datetime.combine(cut.date(), datetime.min.time(), tzinfo=cut.tzinfo)
     con = connect_dataset(data, ("events",))
     try:
         con.sql(
             f"""
-            COPY (SELECT user_id, item_id, bool_or(event_type <> 'stream') AS weak
+            COPY (SELECT user_id, item_id, bool_or(event_type <> 'stream') AS weak,
+                         arg_max(event_type, {ACTION_RANK}) AS action
                   FROM events WHERE ts >= $lo AND ts < $hi
                   GROUP BY user_id, item_id ORDER BY user_id, item_id)
             TO {sql_literal(str(out))} (FORMAT parquet)""",
