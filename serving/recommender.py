@@ -357,8 +357,8 @@ def _history(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(distinct item rows, the strongest event type of each) over the window at the cut
     and the events recorded since."""
-    since = [(rows_of([r.item_id]), r.event_type) for r in recent]  # bounded by the limits
-    since = [(int(row[0]), kind) for row, kind in since if len(row)]  # in the catalogue
+    looked_up = [(rows_of([r.item_id]), r.event_type) for r in recent]  # bounded by limits
+    since = [(int(row[0]), kind) for row, kind in looked_up if len(row)]  # in the catalogue
     rows = np.concatenate([window[0], np.array([r for r, _ in since], np.int64)]).astype(np.int64)
     actions = np.concatenate([window[1], np.array([k for _, k in since], dtype=object)])
     if not len(rows):
