@@ -31,9 +31,10 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -249,10 +250,11 @@ class Recorder:
 
     ``read_users(ids) -> Features`` and ``read_items(ids) -> {id: vector | None}`` read
     the online store; ``push(source, rows)`` writes it; ``run(fn)`` runs the whole
-    read-modify-write on the store's side (bounded in time; the default: right here).
-    Events of one user are applied under that user's lock stripe, so concurrent batches
-    in this process never lose an update (across processes, send one user's events to one
-    connection)."""
+    read-modify-write on the store's side (bounded in time; the default: right here);
+    ``lock(users)`` holds the users against every other process for the read-modify-write
+    (serving/user_lock.py; the default: nothing, one process). Events of one user are also
+    applied under that user's lock stripe, so concurrent batches in this process queue
+    here instead of on the store."""
 
     def __init__(
         self,
@@ -264,18 +266,17 @@ class Recorder:
         event_limits: EventLimits = EventLimits(),
         dim: int = 0,
         run: Callable[[Callable[[], Applied]], Applied] = lambda fn: fn(),
+        lock: Callable[[list[str]], ContextManager[None]] = lambda users: nullcontext(),
     ):
         self.artifact = artifact
         self.read_users, self.read_items, self.push = read_users, read_items, push
         self.limits, self.event_limits = limits, event_limits
         self.cut_us = cut_us(artifact)
         self.dim = dim
-        self.run = run
+        self.run, self.lock = run, lock
         self._locks = [threading.Lock() for _ in range(event_limits.lock_stripes)]
 
     def record(self, raw: Sequence[Any]) -> Applied:
-        from audiorec.featurestore import RECENT_PUSH, WINDOWS_PUSH
-
         events = check_events(
             raw, self.artifact, self.limits, self.event_limits, int(time.time() * 1e6)
         )
@@ -285,29 +286,31 @@ class Recorder:
             self._locks[s].acquire()
 
         def transact() -> Applied:
-            current = self.read_users(users)
-            embeddings = self.read_items(sorted({e.item_id for e in events}))
-            applied = apply_events(
-                events,
-                current,
-                embeddings,
-                self.artifact,
-                self.cut_us,
-                self.event_limits.max_recent,
-            )
-            if applied.windows:
-                dim = self.dim or _dim(embeddings)
-                for row in applied.windows:
-                    _fill(row, self.artifact.types, dim)
-                self.push(WINDOWS_PUSH, applied.windows)
-                self.push(RECENT_PUSH, applied.recent)
-            return applied
+            with self.lock(users):
+                return self._apply(events, users)
 
         try:
             return self.run(transact)
         finally:
             for s in reversed(stripes):
                 self._locks[s].release()
+
+    def _apply(self, events: list[Event], users: list[str]) -> Applied:
+        """Read the users' rows, apply ``events``, push the new rows (under the locks)."""
+        from audiorec.featurestore import RECENT_PUSH, WINDOWS_PUSH
+
+        current = self.read_users(users)
+        embeddings = self.read_items(sorted({e.item_id for e in events}))
+        applied = apply_events(
+            events, current, embeddings, self.artifact, self.cut_us, self.event_limits.max_recent
+        )
+        if applied.windows:
+            dim = self.dim or _dim(embeddings)
+            for row in applied.windows:
+                _fill(row, self.artifact.types, dim)
+            self.push(WINDOWS_PUSH, applied.windows)
+            self.push(RECENT_PUSH, applied.recent)
+        return applied
 
 
 def cut_us(artifact: Artifact) -> int:

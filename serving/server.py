@@ -57,6 +57,7 @@ from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
 from serving.security import SecurityConfig, TokenInterceptor, check_exposure, server_credentials
+from serving.user_lock import UserLocks
 
 log = logging.getLogger("audiorec.serving")
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -394,6 +395,9 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         on_state=lambda is_open: metrics.breaker_open.set(int(is_open)),
     )
 
+    # a user's real-time read-modify-write, exclusive across this server's processes
+    locks = UserLocks(workdir, cfg.store, timeout_s=cfg.store_guard.write_timeout_s)
+
     def build(directory: Path) -> Recommender:
         manifest = read_manifest(directory, verify_files=False)  # Artifact.load checks all
         project = feature_project(manifest)
@@ -411,6 +415,7 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
             cfg.events,
             dim=_preference_dim(artifact),
             run=functools.partial(features.run, what="recording events"),
+            lock=functools.partial(locks.hold, project),
         )
         return Recommender(artifact, features.reader(project), cfg.limits, recorder)
 
