@@ -276,12 +276,21 @@ def _run(
                     else "no new starts in the validation slice to choose it on: none"
                 )
             )
+        if cfg.two_tower.refit and warm is None and engine.workers == 1:
+            from training.twotower.train import refit_two_tower
+
+            towers = refit_two_tower(tower_data, cfg.two_tower, towers, progress=progress)
         best = towers.best
         say(
             f"  best epoch {towers.best_epoch} of {towers.history[-1]['epoch']} in "
             f"{towers.seconds:.0f}s:"
             " validation recall@10 "
             + ", ".join(f"{t} {best[f'val_recall_{t}']:.3f}" for t in data.item_types)
+            + (
+                f"; then refit through the cut for {towers.refit_epochs} epoch(s)"
+                if towers.refit_epochs
+                else ""
+            )
         )
         failpoint("after-towers")
     with step(5):

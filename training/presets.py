@@ -47,6 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "validation_days": 3,
             "max_epochs": 4,
             "warm_start": True,
+            # the backfill's budget: the daily warm start goes on with the slice's days
+            "refit": False,
         },
     },
 }

@@ -596,7 +596,7 @@ def _two_tower_rows(
 ) -> None:
     """``prepared``: (examples, {seed: trained towers}) from the selection, reused."""
     from training.twotower.examples import build_tower_data
-    from training.twotower.train import train_two_tower
+    from training.twotower.train import refit_two_tower, train_two_tower
 
     base = cfg.pipeline.two_tower.with_overrides(overrides)
     tower_data, done = prepared or (
@@ -614,6 +614,8 @@ def _two_tower_rows(
                 towers.fit_prior(
                     variant["store"], variant["data"], tower_data, variant["cut"], tcfg
                 )
+        if tcfg.refit:  # as the pipeline serves them: trained through the cut
+            towers = refit_two_tower(tower_data, tcfg, towers, progress=False)
         users = two_tower_users(
             variant["store"], proto.users, variant["cut"], towers, tower_data.user_specs
         )

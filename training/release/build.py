@@ -174,6 +174,8 @@ def write_version(
         metrics={
             "epochs": towers.history[-1]["epoch"],
             "best_epoch": towers.best_epoch,
+            # epochs of the refit through the cut (0: the early-stopped towers are served)
+            "refit_epochs": towers.refit_epochs,
             # the checkpoint's cut the towers continued from ("": from scratch); best
             # epoch 0 = its towers kept as they were
             "warm_from": towers.warm_from,

@@ -48,6 +48,12 @@ class TwoTowerConfig(StrictConfig):
     # continue the last published run's towers when nothing that shapes them changed
     # (training/twotower/warm.py): warm_epochs on the examples they never trained on plus
     # a seeded replay_share of the older ones; otherwise (and on the first run) from scratch
+    # after early stopping on the validation slice chose the epoch count, retrain the
+    # towers from scratch on every example through the cut (the slice included) for that
+    # many epochs: the served towers have seen the newest days, as a peer refitted
+    # through the cut has (train.refit_two_tower). The prior is chosen before, on towers
+    # that never saw the slice. Not with a warm start (it continues from the checkpoint).
+    refit: bool = True
     warm_start: bool = False
     warm_epochs: int = Field(1, ge=1)
     replay_share: float = Field(0.2, ge=0.0, le=1.0)

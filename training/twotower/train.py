@@ -51,6 +51,9 @@ class TrainedTowers:
     # kept so a warm start (warm.py) rebuilds the very same towers
     stats: dict = field(default_factory=dict)
     warm_from: str = ""  # the checkpoint continued from ("": trained from scratch)
+    # epochs of the refit through the cut (refit_two_tower); 0: these are the early-stopped
+    # towers, trained up to the validation slice
+    refit_epochs: int = 0
 
     @property
     def best(self) -> dict:
@@ -166,8 +169,19 @@ def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray
     return out
 
 
-def _rows(data: TowerData, cfg: TwoTowerConfig, rng, warm: WarmStart | None, progress: bool):
-    """(training rows, validation rows, epochs, positives per item in training)."""
+def _rows(
+    data: TowerData,
+    cfg: TwoTowerConfig,
+    rng,
+    warm: WarmStart | None,
+    progress: bool,
+    epochs: int | None = None,
+):
+    """(training rows, validation rows, epochs, positives per item in training); with
+    ``epochs`` (a refit) every row trains and none validates."""
+    if epochs is not None:
+        rows = np.arange(len(data))
+        return rows, rows[:0], epochs, np.bincount(data.item, minlength=len(data.item_ids))
     train_rows = np.flatnonzero(~data.validation)
     val_rows = np.flatnonzero(data.scored)
     if len(val_rows) > cfg.validation_max_examples:
@@ -249,6 +263,7 @@ def train_two_tower(
     progress: bool = True,
     warm: WarmStart | None = None,
     replica: Replica | None = None,
+    epochs: int | None = None,
 ) -> TrainedTowers:
     """Train the towers on ``data``'s training rows, early-stopped on its validation
     slice; with ``warm`` (warm.py), continue that checkpoint's towers for
@@ -257,10 +272,13 @@ def train_two_tower(
     With ``replica`` this process is one worker of a MultiWorkerMirroredStrategy: every
     worker draws the same batches, embeds the whole batch's items and its own share of the
     users, and the summed gradients are the one-process batch's (the loss of each user is
-    over all B items of the batch, so the in-batch negatives are the same)."""
+    over all B items of the batch, so the in-batch negatives are the same).
+
+    With ``epochs`` (the refit, :func:`refit_two_tower`): exactly that many epochs on every
+    example, the validation slice included, no early stopping; the last epoch's towers."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    train_rows, val_rows, max_epochs, counts = _rows(data, cfg, rng, warm, progress)
+    train_rows, val_rows, max_epochs, counts = _rows(data, cfg, rng, warm, progress, epochs)
     with replica.strategy.scope() if replica else contextlib.nullcontext():
         towers = untrained_towers(data, cfg, train_rows, counts, warm)
         optimizer = keras.optimizers.Adam(cfg.learning_rate)
@@ -342,6 +360,16 @@ def train_two_tower(
             losses.append(float(loss))
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if epochs is not None:  # the refit: no slice left to validate on
+            towers.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            towers.best_epoch, best_weights = epoch, None
+            continue
         recall = validation_recall(data, towers, val_rows)
         towers.history.append(
             {
@@ -366,9 +394,26 @@ def train_two_tower(
             stale += 1
             if stale >= cfg.patience:
                 break
-    for w, value in zip(weights, best_weights):
+    for w, value in zip(weights, best_weights or []):
         w.assign(value)
     towers.seconds = time.perf_counter() - start
+    return towers
+
+
+def refit_two_tower(
+    data: TowerData, cfg: TwoTowerConfig, early: TrainedTowers, progress: bool = True
+) -> TrainedTowers:
+    """The served towers: retrained from scratch (same seed) on every example through the
+    cut for the early-stopped run's best number of epochs. ``early``'s validation history,
+    best epoch and popularity prior (chosen on towers that never saw the slice) are kept;
+    ``refit_epochs`` and the seconds say what the refit added."""
+    epochs = max(1, early.best_epoch)
+    if progress:
+        print(f"  2T refit through the cut: {epochs} epoch(s) on all {len(data):,} examples")
+    towers = train_two_tower(data, cfg, progress=progress, epochs=epochs)
+    towers.refit_epochs, towers.seconds = epochs, early.seconds + towers.seconds
+    towers.history, towers.best_epoch = early.history, early.best_epoch
+    towers.prior, towers.item_prior = early.prior, early.item_prior
     return towers
 
 

@@ -111,7 +111,10 @@ def save_checkpoint(
                 user_stats=towers.stats["user"],
                 item_stats=towers.stats["item"],
                 item_ids=towers.item_ids,
-                trained_until=str(data.window["validation_start"]),
+                # a refit trained through the cut; otherwise up to the validation slice
+                trained_until=str(
+                    pd.Timestamp(cut) if towers.refit_epochs else data.window["validation_start"]
+                ),
                 cut=str(pd.Timestamp(cut)),
             ),
         )
