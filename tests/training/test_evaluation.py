@@ -388,3 +388,27 @@ def test_recent_listeners_hand_checked(tiny_world):
     assert np.isclose(got[0, col], (2.0 ** (-age / 7.0)).sum())
     assert np.isclose(got[1, col], len(last), rtol=1e-4)  # no decay: the listeners
     assert got[:, -1].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_the_evaluated_2t_hgnn_is_the_published_model(tiny_world, tmp_path):
+    """The 2T-HGNN row's item vectors (first seed) equal what `audiorec pipeline` publishes
+    at the evaluation's cut with the same settings: one code path, refit through the cut."""
+    from audiorec.config import validated
+    from serving.artifact import Artifact
+    from tests.conftest import TINY_PIPELINE
+    from training.evaluation.run import EvaluationConfig, run_evaluation
+    from training.pipeline import run_pipeline
+
+    cfg = validated(
+        EvaluationConfig,
+        {"seeds": [0], "selection_trials": 1, "ablations": False, "peers": [],
+         "prior_rows": False, "pipeline": TINY_PIPELINE},
+    )  # fmt: skip
+    res = run_evaluation(tiny_world, tmp_path / "eval", cfg, progress=False)
+    ids, evaluated = res.vectors["2T-HGNN"]
+    run_pipeline(tiny_world, tmp_path / "wd", cfg.pipeline, cut=res.protocol.cut, progress=False)
+    served = Artifact.load_current(tmp_path / "wd")
+    assert list(served.item_ids) == list(ids)
+    assert served.manifest.metrics["refit_epochs"] >= 1
+    np.testing.assert_allclose(served.vectors, evaluated, atol=1e-5)

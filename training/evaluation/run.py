@@ -130,6 +130,9 @@ class Results:
     validation: str = ""  # the validation window's summary
     pipeline: dict = field(default_factory=dict)  # the PipelineConfig the rows trained with
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it has no row
+    # model -> (item ids, the item vectors the row scored with: its first seed's); for
+    # the check that the 2T-HGNN row's vectors are the published ones
+    vectors: dict[str, tuple] = field(default_factory=dict)
 
     def add(self, model: str, kind: str, group: str, m: dict) -> None:
         self.rows.setdefault(model, {}).setdefault(kind, {}).setdefault(group, []).append(m)
@@ -201,10 +204,13 @@ def _evaluate(
         res.seconds[name] = round(time.perf_counter() - t0, 1)
 
     text = wd / "text" / "embeddings.parquet"
-    embed_items(
+    embed_items(  # with the pipeline's text settings: what is evaluated is what is served
         data / "items.parquet",
         text,
+        model_name=cfg.pipeline.text.model,
         cache=text_cache or wd / "text" / "cache.parquet",
+        batch_size=cfg.pipeline.text.batch_size,
+        precision=cfg.pipeline.text.precision,
         progress=progress,
         engine=engine,
     )
@@ -256,7 +262,9 @@ def _evaluate(
 
     def two_tower() -> None:
         chosen, prepared = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
-        _two_tower_rows("2T", main, cfg, chosen, cfg.seeds, proto, score, progress, prepared)
+        _two_tower_rows(
+            "2T", main, cfg, chosen, cfg.seeds, proto, score, progress, prepared, res.vectors
+        )
 
     timed("2T", two_tower)
     tower_choice: dict = {}
@@ -277,6 +285,7 @@ def _evaluate(
                 score,
                 progress,
                 None if i else prepared,
+                res.vectors,
             )
 
     timed("2T-HGNN", two_tower_hgnn)
@@ -593,8 +602,10 @@ def _two_tower_rows(
     score,
     progress: bool,
     prepared: tuple | None = None,
+    vectors: dict | None = None,
 ) -> None:
-    """``prepared``: (examples, {seed: trained towers}) from the selection, reused."""
+    """``prepared``: (examples, {seed: trained towers}) from the selection, reused;
+    ``vectors`` gets the first seed's (item ids, item vectors) under the model's name."""
     from training.twotower.examples import build_tower_data
     from training.twotower.train import refit_two_tower, train_two_tower
 
@@ -620,6 +631,8 @@ def _two_tower_rows(
             variant["store"], proto.users, variant["cut"], towers, tower_data.user_specs
         )
         items = towers.item_vectors(tower_data)  # what the published index holds
+        if vectors is not None:
+            vectors.setdefault(model, (tower_data.item_ids, items))
         score(model, users, lambda kind, ids: aligned(ids, tower_data.item_ids, items))
         if progress:
             print(
