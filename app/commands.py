@@ -162,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.arms import Experiment, parse_arms
     from serving.security import SecurityConfig
     from serving.server import ServerConfig, configure_logging, create_server
+    from serving.tuning import tune_process
 
     configure_logging(args.log_level)
     store = FeatureStoreConfig(**store_overrides(args))
@@ -190,6 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.processes > 1:
         return _serve_processes(args, cfg)
     running = create_server(args.workdir, cfg)
+    tune_process(cfg)  # this process is ours: its GIL interval and collector
     arms = ", ".join(f"{name} {h.current.version}" for name, h in running.arms if name)
     print(
         f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"

@@ -58,10 +58,14 @@ def _child(workdir: str, cfg_json: str, index: int, queue: Any, level: str) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        running = create_server(workdir, ServerConfig.model_validate_json(cfg_json))
+        cfg = ServerConfig.model_validate_json(cfg_json)
+        running = create_server(workdir, cfg)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         queue.put(("failed", index, f"{type(exc).__name__}: {exc}"[:500]))
         return
+    from serving.tuning import tune_process
+
+    tune_process(cfg)  # this child is the group's: its GIL interval and collector
     queue.put(("ready", index, running.holder.current.version))
     stop.wait()
     running.stop(grace=5.0)

@@ -19,10 +19,8 @@ bearer token come from :mod:`serving.security`; the artifact is hot-reloaded
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
-import sys
 import threading
 import time
 from concurrent import futures
@@ -80,12 +78,10 @@ class ServerConfig(StrictConfig):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)  # 0: any free port (create_server returns it)
     workers: int = Field(4, ge=1)  # requests computing at once; more contend for the GIL
-    # Freeze what loading allocated out of the garbage collector's reach and collect
-    # less often: full collections over the loaded artifact were the p99 spikes.
+    # Process-wide, applied by the process's owner (serving/tuning.py, tune_process):
+    # freeze what loading allocated out of the garbage collector's reach, and the GIL
+    # switch interval (Python's default: 5 ms)
     tune_gc: bool = True
-    # How long a thread may hold the GIL while another waits (Python's default: 5 ms).
-    # The gRPC poller thread needs the GIL to hand each call to a worker; at 5 ms every
-    # busy moment delays dispatch by up to that much, which is the p99.
     gil_switch_interval_ms: float | None = Field(0.5, gt=0)
     # Beyond this many Recommend calls in flight new ones get RESOURCE_EXHAUSTED at once:
     # under overload the server sheds load instead of queueing into everyone's deadline.
@@ -488,12 +484,6 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     with features.warming():
         for _, h in arms:
             warm_up(h.current)
-    if cfg.gil_switch_interval_ms is not None:
-        sys.setswitchinterval(cfg.gil_switch_interval_ms / 1e3)
-    if cfg.tune_gc:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 1000)
     server.start()
     for _, h in arms:
         h.start(cfg.reload_interval_s)

@@ -409,3 +409,27 @@ def test_serving_never_imports_torch_or_the_training_models():
         .splitlines()[-1]
     )
     assert out == "[]"
+
+
+def test_create_server_leaves_the_process_settings_to_its_owner(tiny_pipeline, tmp_path):
+    """A library call does not retune its caller's interpreter; tune_process (the CLI's
+    serve, the process group's children) does."""
+    import gc
+    import sys
+
+    from serving.server import ServerConfig, create_server
+    from serving.tuning import tune_process
+
+    interval, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    cfg = ServerConfig(port=0)
+    running = create_server(_workdir_copy(tiny_pipeline, tmp_path), cfg)
+    try:
+        assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen
+        tune_process(cfg)
+        assert sys.getswitchinterval() == cfg.gil_switch_interval_ms / 1e3
+        assert gc.get_freeze_count() > frozen
+    finally:
+        running.stop(grace=1)
+        sys.setswitchinterval(interval)
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)

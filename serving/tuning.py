@@ -1,0 +1,29 @@
+"""Process-wide settings for a process that serves: called by whoever owns the process
+(the CLI's ``serve``, each child of the process group), never by ``create_server``, which
+is a library function and leaves its caller's interpreter as it found it.
+
+- **The GIL switch interval** (``ServerConfig.gil_switch_interval_ms``): how long a thread
+  may hold the GIL while another waits (Python's default is 5 ms). gRPC's poller thread
+  needs the GIL to hand each call to a worker; at 5 ms every busy moment delays dispatch
+  by up to that much, which was the p99.
+- **The garbage collector** (``ServerConfig.tune_gc``): what loading allocated is frozen
+  out of the collector's reach and collections run less often; full collections over the
+  loaded artifact were the p99 spikes (docs/stack-notes.md, note 5). Call it after the
+  server is built, so that the artifact is among what is frozen.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from typing import Any
+
+
+def tune_process(cfg: Any) -> None:
+    """Apply ``cfg``'s (a ServerConfig) process-wide settings to this interpreter."""
+    if cfg.gil_switch_interval_ms is not None:
+        sys.setswitchinterval(cfg.gil_switch_interval_ms / 1e3)
+    if cfg.tune_gc:
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 1000)
