@@ -41,7 +41,7 @@ def demo_world(root: Path) -> Path:
 
 def agreement(local_wd: Path, ray_wd: Path) -> dict:
     from audiorec.artifact import current_dir, read_manifest
-    from training.features.embeddings import read_item_embeddings
+    from training.data.embeddings import read_item_embeddings
 
     a = read_item_embeddings(local_wd / "hgnn" / "embeddings.parquet")
     b = read_item_embeddings(ray_wd / "hgnn" / "embeddings.parquet")

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader
 from training.features.config import FeatureJobConfig
-from training.features.embeddings import write_item_embeddings
+from training.data.embeddings import write_item_embeddings
 from training.features.jobs import run_feature_jobs
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight

@@ -212,7 +212,7 @@ def assert_large_reached(workdir: Path) -> dict:
     from audiorec.artifact import current_version, read_manifest
     from audiorec.manifest import read_manifest as read_any
     from audiorec.publish import read_json
-    from training.features.embeddings import read_item_embeddings
+    from training.data.embeddings import read_item_embeddings
     from training.hgnn.run import HGNNManifest
 
     assert read_item_embeddings(workdir / "text" / "embeddings.parquet").version.endswith(":bf16")

@@ -2,7 +2,8 @@
 
 Layers (README "Layout"): ``app/`` (the CLI, the demo) on top, imported by nothing;
 ``training/`` and ``serving/`` in the middle, serving importing nothing from training;
-the base ``audiorec/`` at the bottom, importing neither. Every import statement counts,
+the base ``audiorec/`` at the bottom, importing neither. Inside training, its
+sub-packages in the order of ``TRAINING_LAYERS``. Every import statement counts,
 also the ones inside functions (a lazy import is still an arrow).
 """
 
@@ -68,6 +69,38 @@ def _arrows(graph: dict[str, set[str]], src: str, dst: str) -> list[str]:
 )
 def test_no_arrow_up_or_across(graph, src, dst):
     assert _arrows(graph, src, dst) == []
+
+
+# training's own sub-packages, bottom to top: the order data flows in a daily run, with
+# the shared pieces below (data: the contract, ids, embedding tables, the protocol;
+# engine: where steps run). A module imports only from its own sub-package or below.
+TRAINING_LAYERS = (
+    "data",
+    "engine",
+    "text",
+    "graph",
+    "hgnn",
+    "features",
+    "twotower",
+    "release",
+    "synth",
+    "presets",
+    "pipeline",
+    "evaluation",
+)
+
+
+def test_training_sub_packages_import_only_downwards(graph):
+    rank = {name: i for i, name in enumerate(TRAINING_LAYERS)}
+    mine = {m for m in graph if m.startswith("training.") and m.count(".") >= 1}
+    assert {m.split(".")[1] for m in mine} <= set(rank), "a new sub-package: place it"
+    up = sorted(
+        f"{m} -> {i}"
+        for m in mine
+        for i in graph[m]
+        if i.startswith("training.") and rank[i.split(".")[1]] > rank[m.split(".")[1]]
+    )
+    assert up == []
 
 
 def test_no_import_cycle(graph):

@@ -234,7 +234,7 @@ def _run(
         say("  " + refreshed.summary().replace("\n", "\n  "))
     with step(4):
         from audiorec.featurestore import open_store
-        from training.features.embeddings import read_item_embeddings
+        from training.data.embeddings import read_item_embeddings
         from training.twotower.examples import build_tower_data
         from training.twotower.train import train_two_tower
         from training.twotower.warm import checkpoint_key, load_checkpoint

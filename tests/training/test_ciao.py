@@ -142,7 +142,7 @@ def test_music_vectors_are_point_in_time_shares_of_other_categories(ciao):
 @needs_data
 def test_protocol_on_a_share_of_days(ciao):
     from training.data import Dataset
-    from training.evaluation.protocol import build_protocol
+    from training.data.protocol import build_protocol
     from training.evaluation.run import EvaluationConfig, holdout_cut
 
     out = ciao[0]

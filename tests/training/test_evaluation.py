@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from training.data.protocol import build_protocol
 from training.evaluation.metrics import first_hit_rank, metrics, top_k
-from training.evaluation.protocol import build_protocol
 
 
 def test_metrics_hand_checked():

@@ -21,7 +21,7 @@ from audiorec.featurestore import (
     online_features,
     open_store,
 )
-from training.features.embeddings import read_item_embeddings, write_item_embeddings
+from training.data.embeddings import read_item_embeddings, write_item_embeddings
 from training.features.jobs import run_feature_jobs
 from training.features.layout import TABLES
 from training.features.refresh import refresh_features

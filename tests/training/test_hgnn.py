@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiorec.errors import AudiorecError
-from training.features.embeddings import read_item_embeddings, write_item_embeddings
+from training.data.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
 from training.hgnn.graph import full_graph, message_csrs, split_edges

@@ -68,7 +68,7 @@ def test_the_hgnn_stops_when_its_time_budget_is_spent(tiny_world):
 
 
 def test_bf16_text_vectors_are_close_to_fp32_and_versioned_apart(tiny_world, tmp_path):
-    from training.features.embeddings import read_item_embeddings
+    from training.data.embeddings import read_item_embeddings
     from training.text.embed import embed_items
 
     cache = tmp_path / "cache.parquet"

@@ -19,24 +19,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from training.data.duck import connect_dataset
-from training.data.ids import positions
+from training.data.ids import aligned, positions
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(n > 0, n, 1)).astype(np.float32)
-
-
-def aligned(ids: np.ndarray, table_ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Rows of ``table`` (keyed by ``table_ids``) in the order of ``ids``; zeros where
-    an id is missing."""
-    order = np.argsort(table_ids)
-    pos = np.searchsorted(table_ids[order], ids)
-    pos = np.minimum(pos, len(order) - 1)
-    found = table_ids[order][pos] == ids
-    out = np.zeros((len(ids), table.shape[1]), np.float32)
-    out[found] = table[order][pos[found]]
-    return out
 
 
 def popularity(data: str | Path, cut: datetime, item_ids: np.ndarray, days: int = 28) -> np.ndarray:

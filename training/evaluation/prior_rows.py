@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.evaluation.protocol import Protocol, build_protocol
+from training.data.protocol import Protocol, build_protocol
 
 # (kind, catalogue item ids) -> (user rows of the protocol -> (rows, items) scores)
 RowScorer = Callable[[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from audiorec.config import merge
+from training.data.protocol import Protocol
 from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
-from training.evaluation.protocol import Protocol
 from training.evaluation.run import Results
 from training.evaluation.selection import MIN_GROUP_USERS
 

@@ -22,9 +22,10 @@ from audiorec.config import StrictConfig
 from audiorec.itemtypes import ItemTypes
 from audiorec.vocabulary import EVENT_TYPES, STREAM
 from training.data import Dataset
+from training.data.ids import aligned
+from training.data.protocol import Protocol, build_protocol
 from training.engine import Engine
 from training.evaluation.models import (
-    aligned,
     interaction_matrix,
     mean_item_users,
     popularity,
@@ -43,7 +44,6 @@ from training.evaluation.peers import (
     fit_peer,
     training_matrix,
 )
-from training.evaluation.protocol import Protocol, build_protocol
 from training.evaluation.selection import candidates, choose, criterion, score_protocol
 from training.pipeline import PipelineConfig
 from training.presets import effective
@@ -161,7 +161,7 @@ def _evaluate(
     progress: bool,
     text_cache: str | Path | None,
 ) -> Results:
-    from training.features.embeddings import read_item_embeddings
+    from training.data.embeddings import read_item_embeddings
     from training.text.embed import embed_items
 
     say = print if progress else (lambda *a, **k: None)

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from training.data.protocol import Protocol
 from training.evaluation.metrics import metrics, top_k
-from training.evaluation.protocol import Protocol
 
 Scorer = dict  # {"user_vecs", "item_vecs_of", "item_scores_of", "score_rows_of"}
 

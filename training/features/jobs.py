@@ -33,7 +33,7 @@ from training.data.dataset import Dataset, data_span, item_types
 from training.data.duck import connect_dataset
 from training.engine import Engine, LocalEngine
 from training.features.config import FeatureJobConfig
-from training.features.embeddings import ItemEmbeddings, read_item_embeddings
+from training.data.embeddings import ItemEmbeddings, read_item_embeddings
 from training.features.windows import (
     item_popularity,
     midnight,

@@ -22,7 +22,7 @@ from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineag
 from audiorec.publish import write_json
 from training.engine import Engine
 from training.features.config import FeatureJobConfig
-from training.features.embeddings import read_item_embeddings
+from training.data.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight

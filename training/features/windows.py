@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from audiorec.itemtypes import ItemTypes
 from training.data.arrow import vector_column
-from training.features.embeddings import ItemEmbeddings
+from training.data.embeddings import ItemEmbeddings
 
 
 def midnight(d: date) -> datetime:

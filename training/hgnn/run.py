@@ -27,7 +27,7 @@ from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 from training.data.dataset import Dataset
 from training.engine import Engine
-from training.features.embeddings import read_item_embeddings, write_item_embeddings
+from training.data.embeddings import read_item_embeddings, write_item_embeddings
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
 from training.hgnn.fit import train_and_embed

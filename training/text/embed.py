@@ -1,6 +1,6 @@
 """Text embeddings of items (title + description), cached by content hash.
 
-``embed_items`` writes an item-embedding table (training/features/embeddings.py shape).
+``embed_items`` writes an item-embedding table (training/data/embeddings.py shape).
 The cache is a parquet of (key, embedding) where key = sha1(checkpoint + text): unchanged
 items are never encoded again, a changed title or a new checkpoint is.
 """
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from audiorec.errors import AudiorecError
 from audiorec.publish import write_parquet
 from training.engine import Engine, LocalEngine
-from training.features.embeddings import write_item_embeddings
+from training.data.embeddings import write_item_embeddings
 from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
 
 

@@ -17,7 +17,7 @@ HNSW index maximises is the score above, exactly.
 
 ``beta`` and ``half_life`` are chosen per item type on the towers' validation slice (the
 last ``validation_days`` before the cut, never trained on) with the evaluation's protocol
-(:mod:`training.evaluation.protocol`): users as their features stood at the slice's start,
+(:mod:`training.data.protocol`): users as their features stood at the slice's start,
 the new starts in the slice as targets, streamed items masked, HR@10 (audiobooks: the mean
 of the warm- and cold-start groups). The listeners are counted as of the slice's start,
 so a target never lends its own listens to the prior; the served vectors count them as of
@@ -164,8 +164,8 @@ def fit_prior(
     ``tower_data.item_ids``), or None when that slice has no new starts to choose on."""
     from audiorec.errors import AudiorecError
     from audiorec.tower_inputs import tower_inputs
-    from training.evaluation.models import aligned
-    from training.evaluation.protocol import build_protocol
+    from training.data.ids import aligned
+    from training.data.protocol import build_protocol
     from training.features.retrieval import user_training_features
 
     start = cut - timedelta(days=days)
