@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader
-from training.features.config import FeatureJobConfig
 from training.data.embeddings import write_item_embeddings
+from training.features.config import FeatureJobConfig
 from training.features.jobs import run_feature_jobs
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight

@@ -29,8 +29,8 @@ from audiorec.featurestore import (
 from audiorec.v1 import recommender_pb2 as pb
 from audiorec.v1 import recommender_pb2_grpc as pb_grpc
 from training.data import Dataset
-from training.engine import EngineConfig, open_engine
 from training.data.embeddings import read_item_embeddings
+from training.engine import EngineConfig, open_engine
 from training.features.layout import TABLES
 
 pytestmark = pytest.mark.slow

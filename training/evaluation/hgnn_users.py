@@ -16,9 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from training.data.embeddings import read_item_embeddings
 from training.data.ids import aligned
 from training.evaluation.models import unit
-from training.data.embeddings import read_item_embeddings
 from training.graph.tripartite import build_tripartite_graph
 from training.hgnn.fit import train_and_embed
 

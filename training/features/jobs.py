@@ -31,9 +31,9 @@ from audiorec.publish import AtomicParquet, read_json, staged_directory, write_j
 from training.data.arrow import vector_column
 from training.data.dataset import Dataset, data_span, item_types
 from training.data.duck import connect_dataset
+from training.data.embeddings import ItemEmbeddings, read_item_embeddings
 from training.engine import Engine, LocalEngine
 from training.features.config import FeatureJobConfig
-from training.data.embeddings import ItemEmbeddings, read_item_embeddings
 from training.features.windows import (
     item_popularity,
     midnight,

@@ -20,9 +20,9 @@ from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineage, project_for
 from audiorec.publish import write_json
+from training.data.embeddings import read_item_embeddings
 from training.engine import Engine
 from training.features.config import FeatureJobConfig
-from training.data.embeddings import read_item_embeddings
 from training.features.jobs import FeatureRunReport, run_feature_jobs
 from training.features.store import apply_repo, materialize
 from training.features.windows import midnight

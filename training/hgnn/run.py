@@ -26,8 +26,8 @@ from audiorec.errors import AudiorecError
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 from training.data.dataset import Dataset
-from training.engine import Engine
 from training.data.embeddings import read_item_embeddings, write_item_embeddings
+from training.engine import Engine
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
 from training.hgnn.config import HGNNConfig
 from training.hgnn.fit import train_and_embed

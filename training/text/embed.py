@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from audiorec.errors import AudiorecError
 from audiorec.publish import write_parquet
-from training.engine import Engine, LocalEngine
 from training.data.embeddings import write_item_embeddings
+from training.engine import Engine, LocalEngine
 from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
 
 
