@@ -83,10 +83,16 @@ def test_events_after_the_cut_change_only_the_targets(tiny_world, tmp_path):
         assert np.array_equal(ta.item_ids, tb.item_ids), kind  # the catalogue
         targets_moved |= ta.targets.nnz != tb.targets.nnz
     assert targets_moved  # the rewrite reached the hold-out
-    assert a.chosen == b.chosen  # every selection, with its validation values
+    # implicit's BPR trains with Hogwild threads: not reproducible run to run even on the
+    # same data (tests/training/test_ray_engine.py measures its spread), so it is left
+    # out; every other model is deterministic here
+    chosen = {m: c for m, c in a.chosen.items() if not m.startswith("BPR")}
+    assert chosen == {m: c for m, c in b.chosen.items() if not m.startswith("BPR")}
     assert a.rows.keys() == b.rows.keys()
     compared = 0
     for model, kinds in a.rows.items():
+        if model.startswith("BPR"):
+            continue
         for kind, groups in kinds.items():
             for group, runs in groups.items():
                 for i, run in enumerate(runs):

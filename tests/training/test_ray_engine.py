@@ -297,17 +297,26 @@ def test_evaluate_on_ray_matches_local(ray_engine, tiny_world, tmp_path):
             for group, want in groups.items():
                 got = ray[name][kind][group]
                 assert got["users"] == want["users"], (name, kind, group)
-                if name in ("Popularity", "ALS", "ItemKNN"):
-                    assert got == want, (name, kind, group)  # the engine plays no part
+                if name.removesuffix(" + prior") in ENGINE_FREE:
+                    # the engine plays no part (the interval against 2T-HGNN does)
+                    mine = {k: v for k, v in got.items() if k != "paired"}
+                    assert mine == {k: v for k, v in want.items() if k != "paired"}, (
+                        name,
+                        kind,
+                        group,
+                    )
                 else:
                     # BPR: Hogwild threads, not reproducible even run to run; text 1e-5;
                     # the HGNN models: DDP, and groups of 12-20 users (measured: up to
                     # 2 users, 0.1)
-                    bound = {"BPR": 0.1, "LLM-KNN": 0.05}.get(name, 0.25)
+                    bound = {"BPR": 0.1, "BPR + prior": 0.1, "LLM-KNN": 0.05}.get(name, 0.25)
                     diff = abs(got["hr@10"] - want["hr@10"])
                     assert diff <= bound, (name, kind, group, diff)
     assert not list((tmp_path / "local").glob("**/features/user_windows/*.part*.parquet"))
     assert list((tmp_path / "ray").glob("**/features/user_windows/*.part*.parquet"))
+
+
+ENGINE_FREE = ("Popularity", "ALS", "ItemKNN", "EASE", "RP3beta")
 
 
 def local_report_metrics(workdir) -> dict[str, float]:
