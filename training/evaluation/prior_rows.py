@@ -66,7 +66,7 @@ def choose_prior(
     scores ``p``'s users with the model fitted before ``p.cut``. ``item_ids`` (sorted) and
     ``types``: every item. None when the slice has no new starts to choose on."""
     from audiorec.errors import AudiorecError
-    from training.twotower.prior import _hits
+    from training.twotower.prior import _hits, best_cell
 
     start = cut - timedelta(days=days)
     try:
@@ -91,13 +91,7 @@ def choose_prior(
             base[seen.row, seen.col] = -np.inf
             grid += _hits(base, pris, betas, truth.targets[rows]) / len(rows) / len(groups)
         curves[kind] = grid.tolist()
-        b, h = next(
-            (b, h)
-            for b in range(len(betas))
-            for h in range(len(half_lives))
-            if grid[h, b] >= grid.max() - 1e-12
-        )
-        chosen[kind] = {"beta": float(betas[b]), "half_life_days": float(half_lives[h])}
+        chosen[kind] = best_cell(grid, betas, half_lives)
     return {
         "chosen": chosen,
         "validation_hr10": curves,

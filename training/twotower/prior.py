@@ -144,6 +144,18 @@ def _hits(
     return out
 
 
+def best_cell(grid: np.ndarray, betas, half_lives) -> dict[str, float]:
+    """The (beta, half-life) of ``grid`` (half-lives x betas, HR@10) that scores best: the
+    first best wins, the smallest beta first (0: the model alone), then the half-life."""
+    b, h = next(
+        (b, h)
+        for b in range(len(betas))
+        for h in range(len(half_lives))
+        if grid[h, b] >= grid.max() - 1e-12
+    )
+    return {"beta": float(betas[b]), "half_life_days": float(half_lives[h])}
+
+
 def fit_prior(
     store,
     data_dir,
@@ -213,14 +225,7 @@ def fit_prior(
         if not groups:
             chosen[kind] = {"beta": 0.0, "half_life_days": float(half_lives[0])}
             continue
-        # the first best wins, smallest beta first (0: the towers alone), then half-life
-        b, h = next(
-            (b, h)
-            for b in range(len(betas))
-            for h in range(len(half_lives))
-            if grid[h, b] >= grid.max() - 1e-12
-        )
-        chosen[kind] = {"beta": float(betas[b]), "half_life_days": float(half_lives[h])}
+        chosen[kind] = best_cell(grid, betas, half_lives)
     now = recent_listeners(data_dir, cut, ids, half_lives)
     served = np.zeros(len(ids), np.float32)
     for kind, c in chosen.items():
