@@ -344,7 +344,11 @@ def cmd_evaluate(
     overrides = merge(overrides, {"pipeline": _engine_overrides(args)})
     cfg = validated(EvaluationConfig, overrides)
     res = run_evaluation(data or args.data, workdir or args.workdir, cfg, progress=not args.quiet)
-    report = write_report(res, out or args.out)
+    import shlex
+    import sys
+
+    command = "audiorec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = write_report(res, out or args.out, command=command)
     print(f"report: {report} (metrics.json, hr_at_k.png, coverage_vs_hr.png beside it)")
     return 0
 

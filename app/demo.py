@@ -70,7 +70,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
             {"ablations": False, "selection_trials": 2, "pipeline": {"hgnn": DEMO_HGNN}},
         )
         results = run_evaluation(world, wd / "eval", ecfg, text_cache=wd / "text" / "cache.parquet")
-        report_path = write_report(results, wd / "report")
+        report_path = write_report(results, wd / "report", command="audiorec demo")
         print(f"  ({time.perf_counter() - t:.0f}s)")
 
     _step(n, n, "gRPC recommender: audiorec serve, then Recommend calls over the socket")

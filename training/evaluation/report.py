@@ -339,7 +339,8 @@ def results_lines(metrics: dict, heading: str = "###") -> list[str]:
     that what docs/results.md shows is generated from the runs, never pasted."""
     summary, groups = metrics["models"], metrics["protocol"]["groups"]
     seeding = metrics.get("seeding", "")
-    lines = [
+    lines = [f"Produced by `{metrics['command']}`.", ""] if metrics.get("command") else []
+    lines += [
         f"Protocol (docs/paper.md): {metrics['protocol']['summary']}. "
         "Targets are new starts; already streamed items are never recommended. "
         "Our values are means ± standard deviation over seeds where several ran"
@@ -367,9 +368,10 @@ def results_lines(metrics: dict, heading: str = "###") -> list[str]:
     ]
 
 
-def write_report(res: Results, out: str | Path) -> Path:
-    """R/metrics.json (everything the report shows), R/report.md rendered from it, the
-    charts, and R/selected.json (the winner's pipeline settings)."""
+def write_report(res: Results, out: str | Path, command: str = "") -> Path:
+    """R/metrics.json (everything the report shows, with the ``command`` that produced
+    it), R/report.md rendered from it, the charts, and R/selected.json (the winner's
+    pipeline settings)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(res)
@@ -386,6 +388,7 @@ def write_report(res: Results, out: str | Path) -> Path:
         "models": summary,
         "selection": res.chosen,
         "skipped": res.skipped,
+        "command": command,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     metrics = json.loads((out / "metrics.json").read_text())  # as a reader will see it
