@@ -412,3 +412,20 @@ def test_the_evaluated_2t_hgnn_is_the_published_model(tiny_world, tmp_path):
     assert list(served.item_ids) == list(ids)
     assert served.manifest.metrics["refit_epochs"] >= 1
     np.testing.assert_allclose(served.vectors, evaluated, atol=1e-5)
+
+
+def test_a_constant_score_row_never_hits_in_the_prior_choice():
+    """A peer that knows nothing about a listener scores every item alike; the prior's
+    choice must not count that as a hit (ties rank in catalogue order, not the target's)."""
+    import scipy.sparse as sp
+
+    from training.evaluation.prior_rows import standardised, tie_order
+    from training.twotower.prior import _hits
+
+    base = standardised(np.zeros((4, 50), np.float32)) - tie_order(50)
+    targets = sp.csr_matrix(([1, 1, 1, 1], ([0, 1, 2, 3], [45, 46, 47, 48])), shape=(4, 50))
+    hits = _hits(base, np.zeros((1, 50), np.float32), (0.0,), targets)
+    assert hits[0, 0] == 0
+    # and one whose target is in the first ten of the catalogue order does
+    targets = sp.csr_matrix(([1], ([0], [3])), shape=(4, 50))
+    assert _hits(base, np.zeros((1, 50), np.float32), (0.0,), targets)[0, 0] == 1

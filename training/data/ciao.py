@@ -145,7 +145,7 @@ def import_ciao(
                         item_id, category_id, rating, ts FROM ratings
                         WHERE category_id IN ({sparse}, {dense})""")
         report = {
-            "source": str(src.resolve()),
+            "source": src.name,  # the folder's name only: a record, never a path to follow
             "config": cfg.model_dump(),
             "before": _counts(con, "pair", sparse, dense),
         }

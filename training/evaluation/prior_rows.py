@@ -41,6 +41,14 @@ def standardised(scores: np.ndarray) -> np.ndarray:
     return (s - mean) / np.where(std > 0, std, 1)
 
 
+def tie_order(n: int) -> np.ndarray:
+    """(n,) a fixed descending offset below any real score difference, so that tied scores
+    rank in catalogue order. The prior's hit count gives a tie to the target (right for
+    the towers' continuous scores), which would make a peer's constant row (a listener it
+    knows nothing about: all zeros) hit every time, and beta 0 win for nothing."""
+    return (np.arange(n, dtype=np.float32) * np.float32(1e-4 / max(n, 1)))[None, :]
+
+
 def item_priors(
     data: str | Path, when: datetime, item_ids: np.ndarray, types: np.ndarray, half_lives
 ) -> np.ndarray:
@@ -86,7 +94,7 @@ def choose_prior(
         for rows in groups:
             if len(rows) > max_users:
                 rows = np.sort(rng.choice(rows, max_users, replace=False))
-            base = standardised(rows_of(rows))
+            base = standardised(rows_of(rows)) - tie_order(len(truth.item_ids))
             seen = truth.consumed[rows].tocoo()
             base[seen.row, seen.col] = -np.inf
             grid += _hits(base, pris, betas, truth.targets[rows]) / len(rows) / len(groups)
