@@ -344,13 +344,22 @@ def cmd_evaluate(
     overrides = merge(overrides, {"pipeline": _engine_overrides(args)})
     cfg = validated(EvaluationConfig, overrides)
     res = run_evaluation(data or args.data, workdir or args.workdir, cfg, progress=not args.quiet)
-    import shlex
     import sys
 
-    command = "audiorec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = recorded_command(sys.argv[1:])
     report = write_report(res, out or args.out, command=command)
     print(f"report: {report} (metrics.json, hr_at_k.png, coverage_vs_hr.png beside it)")
     return 0
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command as a report records it: absolute paths as their last part (a record
+    of this machine's folders would point a reader outside the repository)."""
+    import shlex
+
+    return "audiorec " + " ".join(
+        shlex.quote(Path(a).name if os.path.isabs(a) else a) for a in argv
+    )
 
 
 def _ciao_config(args: argparse.Namespace):
