@@ -49,7 +49,7 @@ def _free_port() -> int:
 def test_two_processes_recording_one_user_lose_no_event(
     tiny_pipeline, users, tmp_path, redis_starter
 ):
-    from audiorec.artifact import feature_project, read_manifest
+    from audiorec.artifact import current_dir, feature_project, read_manifest
     from audiorec.featurestore import (
         ONLINE_SERVICE,
         FeatureStoreConfig,
@@ -68,7 +68,7 @@ def test_two_processes_recording_one_user_lose_no_event(
         datetime.now(timezone.utc),
         start=datetime(1970, 1, 2, tzinfo=timezone.utc),
     )
-    manifest = read_manifest(wd / "artifacts" / "current", verify_files=False)
+    manifest = read_manifest(current_dir(wd), verify_files=False)
     project = feature_project(manifest)
     user = users["warm"]
 
@@ -77,7 +77,7 @@ def test_two_processes_recording_one_user_lose_no_event(
         return {k: v[0] for k, v in reader.read([user]).items()}
 
     before = row()
-    items = pq.read_table(wd / "artifacts" / "current" / "items.parquet").to_pandas()
+    items = pq.read_table(current_dir(wd) / "items.parquet").to_pandas()
     podcasts = items[items.item_type == "podcast"].item_id.tolist()[: 2 * PER_SERVER]
     ports = [_free_port(), _free_port()]
     servers = [_serve(wd, p, store.redis) for p in ports]
