@@ -272,8 +272,8 @@ def test_peer_matrix_weights_and_scores_hand_checked(tiny_world):
     scores are its factors' products (ItemKNN: the user's row times the similarity)."""
     from training.data import Dataset
     from training.data.duck import connect_dataset
+    from training.evaluation.peer_rows import _all_ids
     from training.evaluation.peers import PeerConfig, fit_peer, training_matrix
-    from training.evaluation.run import _all_ids
 
     users, items = _all_ids(tiny_world)
     cut = Dataset.open(tiny_world).default_cut

@@ -13,8 +13,8 @@ import numpy as np
 
 from audiorec.config import merge
 from training.data.protocol import Protocol
+from training.evaluation.config import Results
 from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
-from training.evaluation.run import Results
 from training.evaluation.selection import MIN_GROUP_USERS
 
 # The papers' numbers (docs/paper.md): HR@10, MRR, coverage %.
