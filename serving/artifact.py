@@ -166,19 +166,20 @@ class Artifact:
 
     def window(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(item rows, weak flags) of the user's events in the window ending at the cut."""
-        i = self.users.get(user_id)
-        if i is None:
-            return self.window_rows[:0], self.window_weak[:0]
-        lo, hi = self.window_offsets[i], self.window_offsets[i + 1]
-        return self.window_rows[lo:hi], self.window_weak[lo:hi]
+        span = self._window_span(user_id)
+        return self.window_rows[span], self.window_weak[span]
 
     def window_actions(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(item rows, the strongest event type of each) in the window ending at the cut."""
+        span = self._window_span(user_id)
+        return self.window_rows[span], self.window_action[span]
+
+    def _window_span(self, user_id: str) -> slice:
+        """The user's slice of the window arrays (empty for users it does not hold)."""
         i = self.users.get(user_id)
         if i is None:
-            return self.window_rows[:0], self.window_action[:0]
-        lo, hi = self.window_offsets[i], self.window_offsets[i + 1]
-        return self.window_rows[lo:hi], self.window_action[lo:hi]
+            return slice(0, 0)
+        return slice(int(self.window_offsets[i]), int(self.window_offsets[i + 1]))
 
 
 def _user_index(*tables: pa.Table) -> np.ndarray:

@@ -198,7 +198,7 @@ class Recommender:
         reason for another. O(k x history)."""
         art = self.artifact
         shown = art.label_rows[item_type][labels]
-        rows, actions = _history(art.window_actions(user_id), recent, self._rows)
+        rows, actions = _history(art.window_actions(user_id), recent, art.item_ids)
         keep = ~np.isin(rows, shown)
         rows, actions = rows[keep], actions[keep]
         if not len(rows) or not items:
@@ -351,16 +351,17 @@ _STRENGTH = {STREAM: 4, "intent_to_pay": 3, "follow": 2, "preview": 1, "": 0}
 
 
 def _history(
-    window: tuple[np.ndarray, np.ndarray],
-    recent: list[Event],
-    rows_of: Callable[[Iterable[str]], np.ndarray],
+    window: tuple[np.ndarray, np.ndarray], recent: list[Event], catalogue: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(distinct item rows, the strongest event type of each) over the window at the cut
-    and the events recorded since."""
-    looked_up = [(rows_of([r.item_id]), r.event_type) for r in recent]  # bounded by limits
-    since = [(int(row[0]), kind) for row, kind in looked_up if len(row)]  # in the catalogue
-    rows = np.concatenate([window[0], np.array([r for r, _ in since], np.int64)]).astype(np.int64)
-    actions = np.concatenate([window[1], np.array([k for _, k in since], dtype=object)])
+    and the events recorded since (those of items in the sorted ``catalogue``)."""
+    ids = np.asarray([r.item_id for r in recent], dtype=object)
+    kinds = np.asarray([r.event_type for r in recent], dtype=object)
+    at = np.searchsorted(catalogue, ids)
+    known = at < len(catalogue)
+    known[known] = catalogue[at[known]] == ids[known]
+    rows = np.concatenate([window[0], at[known]]).astype(np.int64)
+    actions = np.concatenate([window[1], kinds[known]])
     if not len(rows):
         return rows, actions
     strength = np.array([_STRENGTH.get(a, 0) for a in actions])

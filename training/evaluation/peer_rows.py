@@ -123,15 +123,17 @@ def _peer_rows(
     for fitted in fits:
         score(peer, None, None, score_rows_of=scorer(fitted, proto))
     if cfg.prior_rows:
-        _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits)
+        ids = (con_users, con_items)
+        _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits, ids)
 
 
-def _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits) -> None:
+def _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits, ids) -> None:
     """ "{peer} + prior": the towers' prior on the peer's standardised scores, chosen on
-    the towers' slice with the peer fitted before it (prior_rows.py)."""
-    from training.evaluation.prior_rows import choose_prior, with_prior
+    the towers' slice with the peer fitted before it (prior_rows.py); ``ids``: every
+    user and item id, sorted (_all_ids)."""
+    from training.evaluation.prior_rows import choose_prior, prior_adder
 
-    con_users, con_items = _all_ids(data)
+    con_users, con_items = ids
     types = _item_types(data, con_items)
     tw = cfg.pipeline.two_tower
 
@@ -153,9 +155,9 @@ def _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fi
         "validation": choice["validation"],
         "window": choice["window"],
     }
+    add_prior = prior_adder(choice["chosen"], data, cut, con_items, types)
     for fitted in fits:
-        rows = with_prior(scorer(fitted, proto), choice["chosen"], data, cut, con_items, types)
-        score(name, None, None, score_rows_of=rows)
+        score(name, None, None, score_rows_of=add_prior(scorer(fitted, proto)))
 
 
 def _item_types(data: Path, items: np.ndarray) -> np.ndarray:

@@ -108,26 +108,29 @@ def choose_prior(
     }
 
 
-def with_prior(
-    scorer: RowScorer,
+def prior_adder(
     chosen: dict[str, dict],
     data: str | Path,
     cut: datetime,
     item_ids: np.ndarray,
     types: np.ndarray,
-) -> RowScorer:
-    """``scorer`` with each type's chosen ``beta x prior`` (listeners as of ``cut``) added
-    to the standardised scores."""
+) -> Callable[[RowScorer], RowScorer]:
+    """``add(scorer)``: ``scorer`` with each type's chosen ``beta x prior`` (listeners as
+    of ``cut``, counted once here for every scorer it is given) added to the standardised
+    scores."""
     half_lives = sorted({c["half_life_days"] for c in chosen.values()})
     now = item_priors(data, cut, item_ids, types, half_lives)
 
-    def of_type(kind: str, ids: np.ndarray):
-        c = chosen.get(kind, {"beta": 0.0, "half_life_days": half_lives[0]})
-        shift = (
-            np.float32(c["beta"])
-            * now[half_lives.index(c["half_life_days"]), np.searchsorted(item_ids, ids)]
-        ).astype(np.float32)
-        rows_of = scorer(kind, ids)
-        return lambda rows: standardised(rows_of(rows)) + shift[None, :]
+    def add(scorer: RowScorer) -> RowScorer:
+        def of_type(kind: str, ids: np.ndarray):
+            c = chosen.get(kind, {"beta": 0.0, "half_life_days": half_lives[0]})
+            shift = (
+                np.float32(c["beta"])
+                * now[half_lives.index(c["half_life_days"]), np.searchsorted(item_ids, ids)]
+            ).astype(np.float32)
+            rows_of = scorer(kind, ids)
+            return lambda rows: standardised(rows_of(rows)) + shift[None, :]
 
-    return of_type
+        return of_type
+
+    return add
