@@ -147,6 +147,13 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     chosen = metrics_json["selection"]
     assert set(chosen) == {"Popularity", *peers, *(f"{p} + prior" for p in peers), "2T", "2T-HGNN"}
     assert all(len(chosen[k]["trials"]) == 2 for k in (*peers, "2T", "2T-HGNN"))
+    # ... and so did each "+ prior" row, its prior chosen with each setting
+    assert all(len(chosen[f"{p} + prior"]["trials"]) == 2 for p in peers)
+    # one validation window for every row: the towers' slice before the cut
+    windows = {tuple(c["window"]) for c in chosen.values()}
+    assert len(windows) == 1, windows
+    start, end = (np.datetime64(w[:10]) for w in windows.pop())
+    assert end - start == np.timedelta64(7, "D")  # two_tower.validation_days
     # Popularity: the plain count and the prior's five half-lives, per item type
     assert len(chosen["Popularity"]["trials"]) == 6
     assert set(chosen["Popularity"]["setting"]) == {
@@ -412,6 +419,21 @@ def test_the_evaluated_2t_hgnn_is_the_published_model(tiny_world, tmp_path):
     assert list(served.item_ids) == list(ids)
     assert served.manifest.metrics["refit_epochs"] >= 1
     np.testing.assert_allclose(served.vectors, evaluated, atol=1e-5)
+
+
+def test_the_selection_criterion_leaves_out_small_groups_hand_checked():
+    """Groups under 30 validation users are left out (all groups with users when none has
+    30); every row and the prior are chosen by this one function."""
+    from training.data.protocol import criterion_groups, group_mean
+    from training.evaluation.selection import criterion
+
+    assert criterion_groups([120, 4, 31]).tolist() == [True, False, True]
+    assert criterion_groups([5, 0, 2]).tolist() == [True, False, True]
+    assert group_mean([120, 4, 31], [0.2, 1.0, 0.4]) == pytest.approx(0.3)
+    assert group_mean([5, 0, 2], [0.2, float("nan"), 0.4]) == pytest.approx(0.3)
+    scored = [("a", "warm", {"users": 40, "hr@10": 0.5}), ("a", "cold", {"users": 3, "hr@10": 1.0}),
+              ("p", "all", {"users": 90, "hr@10": 0.1})]  # fmt: skip
+    assert criterion(scored) == pytest.approx(0.3)
 
 
 def test_a_constant_score_row_never_hits_in_the_prior_choice():

@@ -48,9 +48,8 @@ class EvaluationConfig(StrictConfig):
     ablations: bool | tuple[str, ...] = True  # True: all of ABLATIONS; or a few by name
     popularity_days: int = Field(28, ge=1)
     history_days: int = Field(90, ge=1)  # the items LLM-KNN / HGNN average per user
-    # The validation window (model selection) just before the cut: this many days, or
-    # None for as long as the hold-out. Never overlaps the hold-out.
-    validation_days: int | None = Field(None, ge=1)
+    # The validation window (model selection) is the towers' validation slice, one window
+    # for every row: pipeline.two_tower.validation_days just before the cut.
     selection_trials: int = Field(4, ge=1)  # settings tried per model on validation
     peers: tuple[PeerName, ...] = PEERS
     # each peer also as a row with the towers' popularity prior, chosen the same way on

@@ -1,19 +1,19 @@
 """The rows of the models a user would try instead: Popularity (the prior alone) and the
 peers (ALS, BPR, ItemKNN, EASE, RP3-beta), each also with the towers' prior ("+ prior").
 
-Each peer's settings are chosen on the validation window, then the peer is refitted on
-everything before the cut and scored on the hold-out (over the seeds, where it has
-randomness); the prior rows are chosen on the towers' slice (prior_rows.py).
+Each peer's settings are chosen on the validation window (the towers' validation slice,
+one window for every row), then the peer is refitted on everything before the cut and
+scored on the hold-out (over the seeds, where it has randomness); its "+ prior" row
+chooses the setting and the prior together on the same window (prior_rows.py).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
-from training.data.protocol import Protocol, build_protocol
+from training.data.protocol import Protocol
 from training.evaluation.config import EvaluationConfig, Results
 from training.evaluation.models import popularity
 from training.evaluation.peers import (
@@ -25,14 +25,15 @@ from training.evaluation.peers import (
     fit_peer,
     training_matrix,
 )
-from training.evaluation.selection import candidates, choose, criterion, score_protocol
+from training.evaluation.selection import candidates, criterion, pick, score_protocol
 
 
-def _popularity_rows(data: Path, cut, cfg: EvaluationConfig, res: Results, score) -> None:
+def _popularity_rows(
+    data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig, res: Results, score
+) -> None:
     """Popularity is the prior alone: the plain count over ``popularity_days`` or
     recency-weighted listeners, the half-life chosen per item type from the prior's own
-    grid on the prior's own slice (the towers' validation slice before the cut)."""
-    from audiorec.errors import AudiorecError
+    grid on the validation window, with the criterion every row is chosen by."""
     from training.twotower.prior import recent_listeners
 
     def scores_at(h: float | None, at):
@@ -42,29 +43,24 @@ def _popularity_rows(data: Path, cut, cfg: EvaluationConfig, res: Results, score
             recent_listeners(data, at, ids, (h,))[0] + 1e-6 * -np.arange(len(ids)) / len(ids)
         )  # ties: a fixed order
 
-    tw = cfg.pipeline.two_tower
-    grid: list[float | None] = [None, *tw.prior_half_lives]
-    start = cut - timedelta(days=tw.validation_days)
-    try:
-        sliced = build_protocol(data, start, cut)
-    except AudiorecError:
-        sliced = None
+    grid: list[float | None] = [None, *cfg.pipeline.two_tower.prior_half_lives]
     chosen: dict[str, float | None] = {}
     entry: dict = {"trials": []}
-    if sliced is not None:
-        scored = [score_protocol(sliced, item_scores_of=scores_at(h, start)) for h in grid]
-        for kind in sliced.truth:
+    if val_proto is not None:
+        start = val_proto.cut
+        scored = [score_protocol(val_proto, item_scores_of=scores_at(h, start)) for h in grid]
+        for kind in val_proto.truth:
             values = [criterion([x for x in sc if x[0] == kind]) for sc in scored]
             chosen[kind] = grid[int(np.argmax(np.nan_to_num(values, nan=-np.inf)))]
         final = score_protocol(
-            sliced, item_scores_of=lambda kind, ids: scores_at(chosen[kind], start)(kind, ids)
+            val_proto, item_scores_of=lambda kind, ids: scores_at(chosen[kind], start)(kind, ids)
         )
         entry = {
             "trials": [
                 {"half_life_days": h, "validation": criterion(sc)} for h, sc in zip(grid, scored)
             ],
             "validation": criterion(final),
-            "window": [str(start), str(cut)],
+            "window": [str(val_proto.cut), str(val_proto.end)],
         }
     entry["setting"] = {f"half_life_days {k}": v for k, v in chosen.items()}
     res.chosen["Popularity"] = entry
@@ -81,8 +77,12 @@ def _peer_rows(
     res: Results,
     score,
 ) -> None:
-    """Choose the peer's settings on the validation window, refit on everything before the
-    cut, score the hold-out (over the seeds, where the peer has randomness)."""
+    """Choose the peer's settings on the validation window (with the prior too, for its
+    "+ prior" row: each setting's prior chosen there, as the towers' are), refit on
+    everything before the cut, score the hold-out (over the seeds, where the peer has
+    randomness)."""
+    from training.evaluation.prior_rows import choose_prior, prior_adder
+
     con_users, con_items = _all_ids(data)
     if peer == "EASE" and len(con_items) > cfg.ease_max_items:
         res.skipped[peer] = (
@@ -102,62 +102,63 @@ def _peer_rows(
 
         return of_type
 
+    tw = cfg.pipeline.two_tower
+    types = _item_types(data, con_items)
     settings = candidates(GRIDS[peer], DEFAULTS[peer], cfg.selection_trials)
+    plain: list[float] = []
+    priors: list[dict] = []
     if val_proto is not None:
         train = training_matrix(data, val_proto.cut, con_users, con_items, cfg.event_weights)
-        chosen, trials = choose(
-            settings,
-            lambda s: criterion(
-                score_protocol(
-                    val_proto,
-                    score_rows_of=scorer(fit_peer(train, PeerConfig(model=peer, **s)), val_proto),
+        for s in settings:
+            rows_of = scorer(fit_peer(train, _peer_cfg(peer, s, cfg.seeds[0])), val_proto)
+            plain.append(criterion(score_protocol(val_proto, score_rows_of=rows_of)))
+            if cfg.prior_rows:
+                priors.append(
+                    choose_prior(
+                        data,
+                        val_proto,
+                        con_items,
+                        types,
+                        rows_of,
+                        tw.prior_betas,
+                        tw.prior_half_lives,
+                        tw.prior_max_users,
+                    )  # fmt: skip
                 )
-            ),
-        )
-    else:
-        chosen, trials = settings[0], []
-    res.chosen[peer] = {"setting": chosen, "trials": trials}
+    chosen, trials = pick(settings, plain) if plain else (settings[0], [])
+    res.chosen[peer] = {"setting": chosen, "trials": trials, **_window(val_proto)}
     matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
     seeds = cfg.seeds[:1] if peer in DETERMINISTIC else cfg.seeds
-    fits = [fit_peer(matrix, PeerConfig(model=peer, seed=seed, **chosen)) for seed in seeds]
-    for fitted in fits:
+    fits = {seed: fit_peer(matrix, _peer_cfg(peer, chosen, seed)) for seed in seeds}
+    for fitted in fits.values():
         score(peer, None, None, score_rows_of=scorer(fitted, proto))
-    if cfg.prior_rows:
-        ids = (con_users, con_items)
-        _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits, ids)
-
-
-def _peer_prior_rows(peer, data, cut, proto, cfg, res, score, chosen, scorer, fits, ids) -> None:
-    """ "{peer} + prior": the towers' prior on the peer's standardised scores, chosen on
-    the towers' slice with the peer fitted before it (prior_rows.py); ``ids``: every
-    user and item id, sorted (_all_ids)."""
-    from training.evaluation.prior_rows import choose_prior, prior_adder
-
-    con_users, con_items = ids
-    types = _item_types(data, con_items)
-    tw = cfg.pipeline.two_tower
-
-    def scorer_at(p: Protocol):
-        before = training_matrix(data, p.cut, con_users, con_items, cfg.event_weights)
-        return scorer(fit_peer(before, PeerConfig(model=peer, seed=cfg.seeds[0], **chosen)), p)
-
-    name = f"{peer} + prior"
-    choice = choose_prior(
-        data, cut, tw.validation_days, con_items, types, scorer_at,
-        tw.prior_betas, tw.prior_half_lives, tw.prior_max_users,
-    )  # fmt: skip
-    if choice is None:
-        res.skipped[name] = "no new starts in the towers' validation slice to choose it on"
+    if not cfg.prior_rows:
         return
+    name = f"{peer} + prior"
+    if not priors:
+        res.skipped[name] = "no new starts in the validation window to choose it on"
+        return
+    best, trials = pick(settings, [c["validation"] for c in priors])
+    choice = priors[settings.index(best)]
     res.chosen[name] = {
-        "setting": {**chosen, "prior": choice["chosen"]},
-        "trials": [],
+        "setting": {**best, "prior": choice["chosen"]},
+        "trials": trials,
         "validation": choice["validation"],
         "window": choice["window"],
     }
     add_prior = prior_adder(choice["chosen"], data, cut, con_items, types)
-    for fitted in fits:
+    for seed in seeds:
+        fitted = fits[seed] if best == chosen else fit_peer(matrix, _peer_cfg(peer, best, seed))
         score(name, None, None, score_rows_of=add_prior(scorer(fitted, proto)))
+
+
+def _peer_cfg(peer: str, setting: dict, seed: int) -> PeerConfig:
+    return PeerConfig(model=peer, seed=seed, **setting)
+
+
+def _window(p: Protocol | None) -> dict:
+    """The validation window a selection entry was chosen on, for the report."""
+    return {"window": [str(p.cut), str(p.end)]} if p is not None else {}
 
 
 def _item_types(data: Path, items: np.ndarray) -> np.ndarray:

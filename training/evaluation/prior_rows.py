@@ -11,9 +11,11 @@ The model's scores are standardised per user over the type's catalogue (``z``), 
 peer's scores have no fixed scale (an ALS dot product, a sum of similarities), while the
 towers' cosine has one; the prior is the towers' own (log1p recency-weighted listeners over
 the type's maximum, in [0, 1]), with the same grid of betas and half-lives, the same
-criterion (per type, the mean HR@10 of its groups) and the same tie-breaking (the smallest
-beta first, so 0, the model alone, wins ties). The peer is fitted on the events before the
-slice with its chosen settings to choose, then refitted through the cut for the row.
+criterion (per type, the mean HR@10 of its groups with at least 30 users) and the same
+tie-breaking (the smallest beta first, so 0, the model alone, wins ties). Like the towers,
+whose settings are chosen together with their prior, each peer setting tried on the slice
+(fitted on the events before it) gets its prior chosen, and the "+ prior" row keeps the
+setting whose choice scores best; it is then refitted through the cut for the row.
 
 Cost per peer: one more fit, then per item type and group one (users x items) score block
 (at most ``max_users`` users) and one add and compare per candidate (prior._hits).
@@ -21,13 +23,13 @@ Cost per peer: one more fit, then per item type and group one (users x items) sc
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from training.data.protocol import Protocol, build_protocol
+from training.data.protocol import Protocol
 
 # (kind, catalogue item ids) -> (user rows of the protocol -> (rows, items) scores)
 RowScorer = Callable[[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]
@@ -61,51 +63,35 @@ def item_priors(
 
 def choose_prior(
     data: str | Path,
-    cut: datetime,
-    days: int,
+    proto: Protocol,
     item_ids: np.ndarray,
     types: np.ndarray,
-    scorer_at: Callable[[Protocol], RowScorer],
+    scorer: RowScorer,
     betas: tuple[float, ...],
     half_lives: tuple[float, ...],
     max_users: int = 2000,
-) -> dict | None:
-    """Beta and half-life per item type on the ``days`` before ``cut``; ``scorer_at(p)``
-    scores ``p``'s users with the model fitted before ``p.cut``. ``item_ids`` (sorted) and
-    ``types``: every item. None when the slice has no new starts to choose on."""
-    from audiorec.errors import AudiorecError
-    from training.twotower.prior import _hits, best_cell
+) -> dict:
+    """Beta and half-life per item type on the validation slice ``proto`` (the towers'
+    choice, :func:`training.twotower.prior.choose_cells`); ``scorer`` scores ``proto``'s
+    users with the model fitted before ``proto.cut``. ``item_ids`` (sorted) and ``types``:
+    every item."""
+    from training.twotower.prior import choose_cells
 
-    start = cut - timedelta(days=days)
-    try:
-        proto = build_protocol(data, start, cut)
-    except AudiorecError:
-        return None
-    then = item_priors(data, start, item_ids, types, half_lives)
-    scorer = scorer_at(proto)
-    rng = np.random.default_rng(0)
-    chosen, curves = {}, {}
-    for kind, truth in proto.truth.items():
-        columns = np.searchsorted(item_ids, truth.item_ids)
-        pris = then[:, columns].astype(np.float32)
+    then = item_priors(data, proto.cut, item_ids, types, half_lives)
+
+    def base_of(kind, truth):
         rows_of = scorer(kind, truth.item_ids)
-        grid = np.zeros((len(half_lives), len(betas)))
-        groups = [g for g in truth.groups.values() if len(g)]
-        for rows in groups:
-            if len(rows) > max_users:
-                rows = np.sort(rng.choice(rows, max_users, replace=False))
-            base = standardised(rows_of(rows)) - tie_order(len(truth.item_ids))
-            seen = truth.consumed[rows].tocoo()
-            base[seen.row, seen.col] = -np.inf
-            grid += _hits(base, pris, betas, truth.targets[rows]) / len(rows) / len(groups)
-        curves[kind] = grid.tolist()
-        chosen[kind] = best_cell(grid, betas, half_lives)
-    return {
-        "chosen": chosen,
-        "validation_hr10": curves,
-        "window": [str(start), str(cut)],
-        "validation": float(np.mean([np.max(c) for c in curves.values()])) if curves else 0.0,
-    }
+        tie = tie_order(len(truth.item_ids))
+        return lambda rows: standardised(rows_of(rows)) - tie
+
+    return choose_cells(
+        proto,
+        base_of,
+        lambda kind, truth: then[:, np.searchsorted(item_ids, truth.item_ids)],
+        betas,
+        half_lives,
+        max_users,
+    )
 
 
 def prior_adder(

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from audiorec.config import merge
-from training.data.protocol import Protocol
+from training.data.protocol import MIN_GROUP_USERS, Protocol
 from training.evaluation.config import Results
 from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
-from training.evaluation.selection import MIN_GROUP_USERS
 
 # The papers' numbers (docs/paper.md): HR@10, MRR, coverage %.
 PAPER = {
@@ -295,15 +294,16 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
         f"{heading} Settings chosen on the validation window",
         "",
         (f"Validation window: {validation}. " if validation else "")
-        + "Each model tried the same number of settings (its defaults first); the "
-        "hold-out was scored once, with the chosen settings. The peers: HR@10 averaged "
-        f"over the groups above that have at least {MIN_GROUP_USERS} validation users, on "
-        "that window. 2T and 2T-HGNN: the popularity prior's criterion on the towers' own "
-        "validation slice (the last two_tower.validation_days before the cut): per item "
-        "type the mean HR@10 of its groups at the prior's best (beta, half-life) cell, "
-        "then the mean over types. The prior of every '+ prior' row is chosen the same "
-        "way on the same slice, and Popularity (the prior alone) chooses its half-life "
-        "per item type from the prior's grid there.",
+        + "One window for every row: the towers' validation slice (the last "
+        "two_tower.validation_days before the cut), each model trained on the events "
+        "before it. Each model tried the same number of settings (its defaults first); the "
+        "hold-out was scored once, with the chosen settings, refitted through the cut. The "
+        f"criterion: HR@10 averaged over the groups that have at least {MIN_GROUP_USERS} "
+        "validation users (over every group with users when none has that many). 2T and "
+        "2T-HGNN are scored with their popularity prior, chosen per item type on the same "
+        "window by the same criterion over the type's groups; each '+ prior' row chooses "
+        "its setting and its prior that way, and Popularity (the prior alone) its "
+        "half-life per item type from the prior's grid.",
         "",
         "| model | chosen | validation HR@10 (mean of groups): chosen / defaults / trials |",
         "|---|---|---|",
@@ -324,7 +324,7 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
             value = (
                 f"{c['validation']:.3f}"
                 + (f" / {vals[0]:.3f} / {len(vals)}" if vals else "")
-                + f" on the towers' slice {' .. '.join(c['window'])}"
+                + f" on {' .. '.join(c['window'])}"
             )
         elif vals and best is not None:
             value = f"{best:.3f} / {vals[0]:.3f} / {len(vals)}"

@@ -110,10 +110,10 @@ def _evaluate(
         progress=progress,
         engine=engine,
     )
-    val_proto = validation_protocol(data, cut, end, cfg)
+    val_proto = validation_protocol(data, cut, cfg)
     res.validation = val_proto.summary() if val_proto else ""
     say(f"  validation window (model selection): {res.validation or 'none'}")
-    timed("Popularity", lambda: _popularity_rows(data, cut, cfg, res, score))
+    timed("Popularity", lambda: _popularity_rows(data, cut, val_proto, cfg, res, score))
 
     def mean_of_items(model: str, table_path: Path) -> None:
         table = read_item_embeddings(table_path)
@@ -235,13 +235,13 @@ def holdout_cut(data: Dataset | Path, end, cfg: EvaluationConfig):
     return end - timedelta(days=round((end - first).days * cfg.holdout_share))
 
 
-def validation_protocol(data: Path, cut, end, cfg: EvaluationConfig) -> Protocol | None:
-    """The protocol of the validation window before ``cut``, as long as the hold-out
-    (``cut`` .. ``end``) unless ``validation_days`` is set; None if it has no new starts
-    (then every model keeps its default settings)."""
+def validation_protocol(data: Path, cut, cfg: EvaluationConfig) -> Protocol | None:
+    """The protocol of the validation window: the towers' validation slice, the last
+    ``pipeline.two_tower.validation_days`` before ``cut``, the one window every row is
+    chosen on; None if it has no new starts (then every model keeps its defaults)."""
     from audiorec.errors import AudiorecError
 
-    days = cfg.validation_days or max(1, (end - cut).days)
+    days = cfg.pipeline.two_tower.validation_days
     try:
         return build_protocol(data, cut - timedelta(days=days), cut)
     except AudiorecError:

@@ -1,12 +1,15 @@
 """Model selection on a validation window that never sees the hold-out.
 
-The validation window is the stretch just before the evaluation's cut, as long as the
-hold-out (or ``validation_days``): a model's candidate settings are trained on events
+The validation window is one for every row: the towers' validation slice, the last
+``two_tower.validation_days`` before the evaluation's cut (the slice the pipeline's towers
+stop early and choose their prior on). A model's candidate settings are trained on events
 before the window's start and scored on the window with the hold-out's own protocol
 (catalogue, consumed filter, warm / cold groups, new starts). The criterion is HR@10
 averaged over the report's groups (warm- and cold-start audiobooks, podcasts) that have at
-least ``MIN_GROUP_USERS`` validation users, so a setting that only helps one group does
-not win and a group of a few users does not decide. Every model gets the same budget:
+least ``MIN_GROUP_USERS`` validation users (:func:`training.data.protocol.group_mean`), so
+a setting that only helps one group does not win and a group of a few users does not
+decide; the prior of the towers and of every "+ prior" row is chosen with the same
+criterion (per item type, over that type's groups). Every model gets the same budget:
 ``trials`` settings drawn (seeded) from its grid, the defaults always among them. The
 chosen setting is then refitted on everything before the cut and scored on the hold-out
 once.
@@ -19,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from training.data.protocol import Protocol
+from training.data.protocol import Protocol, group_mean
 from training.evaluation.metrics import metrics, top_k
 
 Scorer = dict  # {"user_vecs", "item_vecs_of", "item_scores_of", "score_rows_of"}
@@ -42,18 +45,10 @@ def score_protocol(
     return out
 
 
-# A validation group smaller than this is left out of the criterion: one or two users
-# would otherwise weigh as much as a group of hundreds (HR@10's standard error over 30
-# users is already about 0.08)
-MIN_GROUP_USERS = 30
-
-
 def criterion(scored: list[tuple[str, str, dict]]) -> float:
     """Mean HR@10 over the groups with at least ``MIN_GROUP_USERS`` users (over every
     group that has users when none is that large, as on tiny test worlds)."""
-    usable = [(m["users"], m["hr@10"]) for _, _, m in scored if not np.isnan(m["hr@10"])]
-    values = [hr for n, hr in usable if n >= MIN_GROUP_USERS] or [hr for n, hr in usable if n]
-    return float(np.mean(values)) if values else float("nan")
+    return group_mean([m["users"] for *_, m in scored], [m["hr@10"] for *_, m in scored])
 
 
 def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0) -> list[dict]:
@@ -70,6 +65,11 @@ def candidates(grid: dict[str, list], defaults: dict, trials: int, seed: int = 0
 def choose(settings: list[dict], evaluate: Callable[[dict], float]) -> tuple[dict, list[dict]]:
     """The setting with the best validation criterion (first wins ties), and every trial
     as ``{**setting, "validation": value}``."""
-    trials = [{**s, "validation": evaluate(s)} for s in settings]
-    scores = [t["validation"] if not np.isnan(t["validation"]) else -np.inf for t in trials]
+    return pick(settings, [evaluate(s) for s in settings])
+
+
+def pick(settings: list[dict], values: list[float]) -> tuple[dict, list[dict]]:
+    """:func:`choose` with the criterion already computed, one value per setting."""
+    trials = [{**s, "validation": v} for s, v in zip(settings, values)]
+    scores = [v if not np.isnan(v) else -np.inf for v in values]
     return settings[int(np.argmax(scores))], trials

@@ -4,8 +4,6 @@ pipeline publishes it, and scored on the hold-out."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from training.data.ids import aligned
 from training.data.protocol import Protocol
 from training.evaluation.config import EvaluationConfig, Results
@@ -24,8 +22,9 @@ TOWER_GRID = {
 def _select_towers(
     model: str, variant: dict, cfg: EvaluationConfig, overrides: dict, res: Results, progress: bool
 ) -> tuple[dict, tuple | None]:
-    """The towers' settings with the best validation HR@10 (the prior's validation slice,
-    before the cut; the mean of the item types' best-beta values), trained with the first
+    """The towers' settings with the best validation criterion (on the validation window,
+    the towers' slice before the cut; HR@10 averaged over the groups with at least 30
+    users, each type at its prior's chosen cell, as every row), trained with the first
     seed. Returns (``overrides`` plus the chosen setting, (the examples, {first seed: the
     chosen trial's towers}) for the rows to reuse). One trial: the configured defaults."""
     from training.twotower.examples import build_tower_data
@@ -53,8 +52,7 @@ def _select_towers(
         )
         towers = train_two_tower(tower_data, tcfg, progress=False)
         towers.fit_prior(variant["store"], variant["data"], tower_data, variant["cut"], tcfg)
-        curves = towers.prior["validation_hr10"].values() if towers.prior else []
-        value = float(np.nanmean([np.nanmax(c) for c in curves])) if curves else float("nan")
+        value = towers.prior["validation"] if towers.prior else float("nan")
         if not base.popularity_prior:
             towers.prior = towers.item_prior = None  # as the rows train it
         trained[repr(setting)] = towers
@@ -67,7 +65,12 @@ def _select_towers(
         return value
 
     chosen, trials = choose(settings, trial)
-    res.chosen[model] = {"setting": chosen, "trials": trials}
+    prior = trained[repr(chosen)].prior  # type: ignore[attr-defined]
+    res.chosen[model] = {
+        "setting": chosen,
+        "trials": trials,
+        **({"window": prior["window"]} if prior else {}),
+    }
     return {**overrides, **chosen}, (tower_data, {cfg.seeds[0]: trained[repr(chosen)]})
 
 
