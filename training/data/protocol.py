@@ -76,7 +76,7 @@ class Protocol:
     truth: dict[str, TypeTruth]  # per item type, in the types' order (the focus first)
     types: ItemTypes
 
-    def summary(self) -> str:
+    def summary(self, label: str = "hold-out") -> str:
         parts = []
         for kind, t in self.truth.items():
             groups = ", ".join(f"{g} {len(rows):,}" for g, rows in t.groups.items())
@@ -84,7 +84,7 @@ class Protocol:
                 f"{kind} items: {len(t.item_ids):,} in the catalogue, {t.targets.nnz:,} "
                 f"new starts ({groups} users)"
             )
-        return f"hold-out {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts)
+        return f"{label} {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts)
 
 
 def build_protocol(data: Dataset | str | Path, cut: datetime, end: datetime) -> Protocol:

@@ -324,7 +324,7 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
             value = (
                 f"{c['validation']:.3f}"
                 + (f" / {vals[0]:.3f} / {len(vals)}" if vals else "")
-                + f" on {' .. '.join(c['window'])}"
+                + f" on {' .. '.join(w[:10] for w in c['window'])}"
             )
         elif vals and best is not None:
             value = f"{best:.3f} / {vals[0]:.3f} / {len(vals)}"

@@ -111,7 +111,7 @@ def _evaluate(
         engine=engine,
     )
     val_proto = validation_protocol(data, cut, cfg)
-    res.validation = val_proto.summary() if val_proto else ""
+    res.validation = val_proto.summary("window") if val_proto else ""
     say(f"  validation window (model selection): {res.validation or 'none'}")
     timed("Popularity", lambda: _popularity_rows(data, cut, val_proto, cfg, res, score))
 

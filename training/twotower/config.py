@@ -35,7 +35,21 @@ class TwoTowerConfig(StrictConfig):
     # the popularity prior (training/twotower/prior.py): beta per item type chosen on the
     # validation slice among these (0: none); False leaves the vectors as the towers make them
     popularity_prior: bool = True
-    prior_betas: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+    prior_betas: tuple[float, ...] = (
+        0.0,
+        0.02,
+        0.05,
+        0.1,
+        0.2,
+        0.3,
+        0.5,
+        0.75,
+        1.0,
+        1.5,
+        2.0,
+        4.0,
+        8.0,
+    )
     # how fast a listener's weight in the prior halves (days since their last stream);
     # chosen with beta. 1e6: no decay (all-time listeners)
     prior_half_lives: tuple[float, ...] = (7.0, 28.0, 90.0, 365.0, 1e6)

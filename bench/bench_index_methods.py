@@ -1,0 +1,170 @@
+"""Benchmark: which index holds on real user queries (issue 32), measured on an artifact.
+
+    .venv/bin/python bench/bench_index_methods.py --workdir W [--users 3000]
+        [--online sqlite|redis --redis URL] [--target 0.995] [--out FILE.json]
+
+Takes the current artifact of ``W`` as the server loads it and turns real users into
+queries with the served user tower (the vectors include the prior coordinate, so the
+score is the served one): warm users (those in the artifact's consumed table) and users
+drawn from every id the online store may hold. Half of them tune each method (its
+breadth: HNSW's ``ef``, an inverted index's ``nprobe``, the smallest value whose
+recall@10 reaches ``--target``); the other half measure it: recall@10 against the exact
+maximum-inner-product answer, single-query QPS (one thread, one query per call, as a
+request issues it) and the ratio to the exact scan's QPS, measured in the same run.
+Target: recall@10 >= 0.99 at >= 20x the exact scan.
+
+Methods: the served HNSW (hnswlib, inner product), HNSW on the inner-product-to-L2
+transform, and faiss inverted lists (flat lists; 4-bit fast-scan codes re-scored
+exactly), with the list count near the square root of the catalogue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Callable
+
+import numpy as np
+
+from audiorec.artifact import current_dir, feature_project, read_manifest
+from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
+from audiorec.hnsw_index import exact_top_k, recall_at_k
+from audiorec.tower_inputs import tower_inputs
+from serving.artifact import Artifact
+
+Search = Callable[[np.ndarray], np.ndarray]  # (1, dim) -> (1, 10) labels
+
+
+def single_query_qps(search: Search, queries: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    for q in queries:
+        search(q[None, :])
+    return len(queries) / (time.perf_counter() - t0)
+
+
+def tuned(
+    search: Search, set_breadth: Callable[[int], None], breadths, tune: np.ndarray, truth, target
+) -> int:
+    """The smallest breadth whose recall@10 on the tuning queries reaches ``target`` (the
+    largest tried when none does)."""
+    for b in breadths:
+        set_breadth(b)
+        if recall_at_k(np.vstack([search(q[None, :]) for q in tune]), truth) >= target:
+            return b
+    return breadths[-1]
+
+
+def methods(vectors: np.ndarray):
+    """(name, search, set_breadth, breadths, build seconds) of every candidate index."""
+    import faiss
+    import hnswlib
+
+    n, dim = vectors.shape
+    out = []
+    t0 = time.perf_counter()
+    ip = hnswlib.Index(space="ip", dim=dim)
+    ip.init_index(n, M=16, ef_construction=200, random_seed=0)
+    ip.set_num_threads(2)
+    ip.add_items(vectors)
+    ip.set_num_threads(1)
+    efs = [64, 128, 256, 512, 1024, 2048]
+    out.append(("hnsw, inner product (served)", lambda q: ip.knn_query(q, 10)[0], ip.set_ef,
+                efs, time.perf_counter() - t0))  # fmt: skip
+
+    t0 = time.perf_counter()
+    norms = np.linalg.norm(vectors, axis=1)
+    lifted = np.hstack([vectors, np.sqrt(np.maximum(norms.max() ** 2 - norms**2, 0))[:, None]])
+    l2 = hnswlib.Index(space="l2", dim=dim + 1)
+    l2.init_index(n, M=16, ef_construction=200, random_seed=0)
+    l2.set_num_threads(2)
+    l2.add_items(lifted.astype(np.float32))
+    l2.set_num_threads(1)
+    zero = np.zeros((1, 1), np.float32)
+    out.append(("hnsw, inner product as L2", lambda q: l2.knn_query(np.hstack([q, zero]), 10)[0],
+                l2.set_ef, efs, time.perf_counter() - t0))  # fmt: skip
+
+    nlist = int(2 ** round(np.log2(max(16, np.sqrt(n)))))
+    pad = (-dim) % 8  # fast-scan codes: one 4-bit code per dimension, in groups
+    padded = np.ascontiguousarray(np.pad(vectors, ((0, 0), (0, pad))))
+    faiss.omp_set_num_threads(2)
+    for spec, data, width in (
+        (f"IVF{nlist},Flat", vectors, 0),
+        (f"IVF{nlist},PQ{dim + pad}x4fs,RFlat", padded, pad),
+    ):
+        t0 = time.perf_counter()
+        index = faiss.index_factory(data.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+        index.train(data)
+        index.add(data)
+        if "RFlat" in spec:
+            faiss.downcast_index(index).k_factor = 24  # 240 candidates re-scored exactly
+        ivf = faiss.extract_index_ivf(index)
+
+        def search(q, index=index, width=width):
+            return index.search(np.pad(q, ((0, 0), (0, width))) if width else q, 10)[1]
+
+        probes = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+        out.append((f"faiss {spec}", search, lambda b, ivf=ivf: setattr(ivf, "nprobe", b),
+                    probes, time.perf_counter() - t0))  # fmt: skip
+    faiss.omp_set_num_threads(1)
+    return out
+
+
+def queries_of(args) -> tuple[Artifact, np.ndarray, np.ndarray]:
+    """The artifact, and the served user vectors of seeded warm users and seeded ids of
+    any user (shuffled together, each half of each kind)."""
+    directory = current_dir(args.workdir)
+    manifest = read_manifest(directory, verify_files=False)
+    art = Artifact.load(directory)
+    store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)
+    reader = OnlineFeatureReader(open_store(args.workdir, store_cfg, feature_project(manifest)))
+    rng = np.random.default_rng(0)
+    known = np.array(sorted(art.users), dtype=object)
+    warm = list(rng.choice(known, min(args.users, len(known)), replace=False))
+    # every user the world holds (the generator's ids: "u" and 7 digits), history or not
+    top = max(int(str(u)[1:]) for u in known[-10:]) + 1 if len(known) else 1
+    anyone = [f"u{i:07d}" for i in rng.choice(top, args.users // 2)]
+    q = [
+        art.tower(tower_inputs(reader.read(ids), manifest.user_features)) for ids in (warm, anyone)
+    ]
+    return art, np.concatenate([q[0][::2], q[1][::2]]), np.concatenate([q[0][1::2], q[1][1::2]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
+    ap.add_argument("--redis", default="localhost:6379")
+    ap.add_argument("--target", type=float, default=0.995, help="recall the tuning aims at")
+    ap.add_argument("--out", help="also write the results as JSON")
+    args = ap.parse_args()
+
+    art, tune, test = queries_of(args)
+    result: dict = {"version": art.version, "tune_queries": len(tune), "test_queries": len(test)}
+    for kind, rows in art.label_rows.items():
+        vectors = np.ascontiguousarray(art.vectors[rows])
+        truth_tune, truth = exact_top_k(vectors, tune, 10), exact_top_k(vectors, test, 10)
+        exact = single_query_qps(lambda q: exact_top_k(vectors, q, 10), test[:300])
+        print(f"{kind}: {len(rows):,} items x {vectors.shape[1]}; exact scan {exact:,.0f} q/s")
+        rows_out = []
+        for name, search, set_breadth, breadths, build_s in methods(vectors):
+            b = tuned(search, set_breadth, breadths, tune, truth_tune, args.target)
+            set_breadth(b)
+            recall = recall_at_k(np.vstack([search(q[None, :]) for q in test]), truth)
+            qps = single_query_qps(search, test)
+            ok = recall >= 0.99 and qps >= 20 * exact
+            rows_out.append({"method": name, "breadth": b, "build_s": round(build_s, 1),
+                             "recall_at_10": round(recall, 4), "qps": round(qps),
+                             "x_exact": round(qps / exact, 1), "meets_target": ok})  # fmt: skip
+            print(f"  {name:<42} breadth {b:>4}: recall@10 {recall:.4f}, {qps:>7,.0f} q/s "
+                  f"({qps / exact:4.1f}x exact), built in {build_s:.0f}s  "
+                  f"[{'meets' if ok else 'misses'} >= 0.99 at >= 20x]", flush=True)  # fmt: skip
+        result[kind] = {"items": int(len(rows)), "exact_qps": round(exact), "methods": rows_out}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
