@@ -25,7 +25,7 @@ import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,11 +42,18 @@ class IndexInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
     count: int
-    M: int
-    ef_construction: int
-    ef: int  # raised from the configured one until real user queries reach
-    recall_at_10: float  # this recall@10 against exact search (target 0.995: headroom
-    # over 0.99 for users unlike the tuning ones)
+    method: Literal["hnsw", "ivf"] = "hnsw"  # versions before the IVF index: hnsw
+    # hnsw: the graph's degree and build breadth; ef, the query breadth
+    M: int | None = None
+    ef_construction: int | None = None
+    ef: int | None = None
+    # ivf: cells (0: an exact flat scan) and the cells a query scans
+    lists: int | None = None
+    nprobe: int | None = None
+    # the query breadth (ef or nprobe) is raised from the configured one until real user
+    # queries reach this recall@10 against exact search (target 0.995: headroom over 0.99
+    # for users unlike the tuning ones)
+    recall_at_10: float
 
 
 class Manifest(base.ManifestBase):

@@ -84,6 +84,21 @@ class ItemIndex:
     def dim(self) -> int:
         return int(self.index.dim)
 
+    @property
+    def breadth(self) -> int:
+        return self.cfg.ef
+
+    def breadths(self, max_ef: int = 1024) -> list[int]:
+        """The ``ef`` values tuning tries: doubling from this one up to ``max_ef``."""
+        out = [self.cfg.ef]
+        while out[-1] < max_ef:
+            out.append(min(max_ef, out[-1] * 2))
+        return out
+
+    def set_breadth(self, ef: int) -> None:
+        self.index.set_ef(ef)
+        self.cfg = self.cfg.model_copy(update={"ef": ef})
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels (q, k) int, scores (q, k) inner products), best first."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)

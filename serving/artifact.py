@@ -5,7 +5,7 @@ Everything is checked before the object exists: the manifest and file checksums
 manifest's feature list, every index's metric and dimension against the model's. A
 mismatch raises :class:`ContractError` naming what differs.
 
-In memory: item metadata as arrays indexed by item row; per item type, the HNSW index and
+In memory: item metadata as arrays indexed by item row; per item type, the index and
 ``label -> item row``; consumed items and the 90-day window's items as CSR over users
 (row offsets into an item-row array; one user index for both); popularity lists as
 item-row arrays keyed by (scope, key, item type).
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from audiorec.artifact import Manifest, check_user_features, current_dir, read_manifest
 from audiorec.errors import ContractError
-from audiorec.hnsw_index import ItemIndex
+from audiorec.item_index import AnyIndex, load_index
 from audiorec.itemtypes import ItemTypes
 from audiorec.vocabulary import STREAM
 from serving.tower import Runtime, UserTower
@@ -39,7 +39,7 @@ class Artifact:
     titles: np.ndarray
     languages: np.ndarray
     vectors: np.ndarray  # (m, dim) unit item vectors
-    indexes: dict[str, ItemIndex]
+    indexes: dict[str, AnyIndex]
     label_rows: dict[str, np.ndarray]  # per type: index label -> item row
     users: dict[str, int]  # user id -> position in the offsets below
     consumed_offsets: np.ndarray  # (u + 1,)
@@ -101,9 +101,7 @@ class Artifact:
         for kind in manifest.item_types:
             info = manifest.indexes[kind]
             # the version's manifest checked these files' checksums a moment ago
-            index = ItemIndex.load(
-                directory / info.path, expect_dim=manifest.dim, verify_files=False
-            )
+            index = load_index(directory / info.path, expect_dim=manifest.dim, verify_files=False)
             rows = np.searchsorted(ids, index.ids)
             if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
                 raise ContractError(f"{directory}: index {kind} names items not in items.parquet")

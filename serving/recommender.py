@@ -2,7 +2,7 @@
 
 ``Recommender.recommend`` reads the user's raw features through the ``user_tower``
 feature service (Feast online store), runs the exported user tower, queries the item
-type's HNSW index, and drops what the user already streamed and what is outside the
+type's item index, and drops what the user already streamed and what is outside the
 requested languages, over-fetching until ``k`` remain (or brute-forcing the allowed set
 when a language filter leaves few items: hnswlib's filter is slow then,
 docs/stack-notes.md, note 4).
@@ -286,9 +286,13 @@ class Recommender:
                 # hnswlib cannot return `fetch` neighbours when it is close to the index
                 # size and ef is small (its graph search ends short): exact search then
                 return exact()
+            found = labels[0] >= 0  # an inverted index marks missing answers with -1
+            labels, scores = labels[:, found], scores[:, found]
             keep = ~blocked[labels[0]]
-            if keep.sum() >= min(k, free) or fetch >= n:
+            if keep.sum() >= min(k, free):
                 return labels[0][keep][:k], scores[0][keep][:k]
+            if fetch >= n:  # the index's cells ran out before k survived the filters
+                return exact()
             fetch = min(n, fetch * 2)
 
     def _fallback(self, k: int, item_type: str, languages: Sequence[str], reason: str) -> Answer:

@@ -45,6 +45,9 @@ TINY_PIPELINE = {
         "max_steps_per_epoch": 40,
     },
     "two_tower": {"layers": (64, 32), "max_epochs": 6, "patience": 6, "batch_size": 64},
+    # inverted lists even on the tiny catalogues (the default serves them by exact scan),
+    # so that every serving test runs the path a large catalogue takes
+    "index": {"exact_below": 64},
 }
 
 

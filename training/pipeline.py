@@ -2,7 +2,7 @@
 
     validate -> text embeddings -> co-listening graph + HGNN -> feature jobs, feast apply,
     materialize -> two-tower training on Feast historical features -> export, item
-    vectors, HNSW indexes, fallback lists -> publish (atomic, ``current`` moved last)
+    vectors, item indexes, fallback lists -> publish (atomic, ``current`` moved last)
 
 Each step publishes its own output atomically; the artifact version is published only
 after every step succeeded and the version reloads as serving would load it, so a failed
@@ -33,7 +33,7 @@ from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig
-from audiorec.hnsw_index import HNSWConfig
+from audiorec.item_index import IndexConfig
 from training.data import Dataset
 from training.engine import Engine, EngineConfig, open_engine
 from training.features.config import FeatureJobConfig
@@ -50,7 +50,7 @@ class PipelineConfig(StrictConfig):
     features: FeatureJobConfig = Field(default_factory=FeatureJobConfig)
     store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
-    index: HNSWConfig = Field(default_factory=HNSWConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     # Published versions kept after a successful run (``current`` is never removed), so
     # `audiorec rollback` has somewhere to go while the disk does not fill up.
@@ -93,7 +93,7 @@ STEPS = (
     "co-listening graph + HGNN",
     "feature store: jobs, apply, materialize",
     "two-tower training (Feast historical)",
-    "export, item vectors, HNSW indexes, publish",
+    "export, item vectors, item indexes, publish",
 )
 
 

@@ -18,6 +18,7 @@ from audiorec.artifact import (
 )
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k
+from audiorec.item_index import load_index
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from training.pipeline import PipelineError, run_pipeline
 
@@ -60,9 +61,12 @@ def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
     assert m.feature_services["user"] == "user_tower"
     assert m.indexes["audiobook"].count == (artifact.item_types == "audiobook").sum()
     assert m.indexes["podcast"].count == (artifact.item_types == "podcast").sum()
-    assert {"tensorflow", "keras", "feast", "hnswlib"} <= set(m.libraries)
-    # ef measured at publish: real user queries reach the recall target (or ef is maxed)
-    assert all(i.recall_at_10 >= 0.99 or i.ef == 1024 for i in m.indexes.values())
+    assert {"tensorflow", "keras", "feast", "hnswlib", "faiss"} <= set(m.libraries)
+    # the breadth tuned at publish: real user queries reach the recall target (the tiny
+    # world's pipeline indexes with inverted lists: tests/conftest.py)
+    for info in m.indexes.values():
+        assert info.method == "ivf" and 1 <= info.nprobe <= info.lists
+        assert info.recall_at_10 >= 0.99
     assert m.git_sha and m.data["cut"] and m.upstream["hgnn_version"].startswith("hgnn-")
     assert (report.directory / "training_curve.png").stat().st_size > 0
     towers = artifact.vectors[:, :32]
@@ -176,7 +180,7 @@ def test_recall_against_brute_force_random_10k():
 def test_artifact_indexes_round_trip(artifact, tmp_path):
     index = artifact.indexes["audiobook"]
     index.save(tmp_path / "again")
-    back = ItemIndex.load(tmp_path / "again", expect_dim=artifact.manifest.dim)
+    back = load_index(tmp_path / "again", expect_dim=artifact.manifest.dim)
     q = artifact.vectors[artifact.label_rows["audiobook"][:30]]
     assert np.array_equal(index.search(q, 10)[0], back.search(q, 10)[0])
 

@@ -1,11 +1,11 @@
 """Writes one artifact version (layout: audiorec.artifact) from trained towers.
 
 The user tower is exported, every catalogue item (audiobooks and podcasts, as of the
-cut) is embedded by the item tower, one HNSW index per item type is built, the fallback
-and consumed lists are written, and the manifest records what it all is. Before the
-version is published, :func:`verify_roundtrip` reloads it exactly as serving does and
-checks that the reloaded tower reproduces the trained one and the indexes return the
-exact nearest neighbours of a few items.
+cut) is embedded by the item tower, one index per item type is built
+(audiorec/item_index.py), the fallback and consumed lists are written, and the manifest
+records what it all is. Before the version is published, :func:`verify_roundtrip`
+reloads it exactly as serving does and checks that the reloaded tower reproduces the
+trained one and the indexes return the exact nearest neighbours of a few items.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from audiorec.artifact import ONNX_FILE, IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
-from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, tune_ef
+from audiorec.hnsw_index import exact_top_k
+from audiorec.item_index import IndexConfig, build_index, tune
 from training.data.arrow import vector_column
 from training.data.duck import connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
@@ -48,6 +49,7 @@ def git_sha() -> str:
 
 
 def library_versions() -> dict:
+    import faiss
     import feast
     import hnswlib  # noqa: F401
     import keras
@@ -61,6 +63,7 @@ def library_versions() -> dict:
         "keras_rs": keras_rs.__version__,
         "feast": feast.__version__,
         "hnswlib": "0.8.0",
+        "faiss": faiss.__version__,
         "numpy": np.__version__,
         "pyarrow": pa.__version__,
     }
@@ -75,7 +78,7 @@ def write_version(
     data_dir: str | Path,
     cut: datetime,
     cfg: TwoTowerConfig,
-    index_cfg: HNSWConfig,
+    index_cfg: IndexConfig,
     upstream: dict,
     project: str,
     window_days: int = 90,
@@ -113,30 +116,36 @@ def write_version(
         ),
         out / "items.parquet",
     )
-    # Queries for tuning ef: real user vectors (validation examples, else training ones).
+    # Queries for tuning the index's breadth: real user vectors (validation examples,
+    # else training ones).
     rows = np.flatnonzero(data.scored) if data.scored.any() else np.arange(len(data))
     rows = rows[np.linspace(0, len(rows) - 1, min(1000, len(rows))).astype(int)]
     queries = towers.user_vectors({k: v[rows] for k, v in data.user.items()})
     indexes = {}
     for kind in data.types:
         mask = data.item_types == kind
-        index = ItemIndex.build(
+        index = build_index(
             vectors[mask],
             data.item_ids[mask],
             index_cfg,
             extra_coordinates=int(towers.prior is not None),
         )
-        ef, recall = (
-            tune_ef(index, vectors[mask], queries) if mask.sum() > 10 else (index_cfg.ef, 1.0)
+        breadth, recall = (
+            tune(index, vectors[mask], queries, index_cfg.target_recall)
+            if mask.sum() > 10
+            else (index.breadth, 1.0)
         )
         index.save(out / "index" / kind)
         indexes[kind] = IndexInfo(
             path=f"index/{kind}",
             count=int(mask.sum()),
-            M=index_cfg.M,
-            ef_construction=index_cfg.ef_construction,
-            ef=ef,
+            method=index_cfg.method,
             recall_at_10=round(recall, 4),
+            **(
+                {"M": index_cfg.M, "ef_construction": index_cfg.ef_construction, "ef": breadth}
+                if index_cfg.method == "hnsw"
+                else {"lists": index.lists, "nprobe": breadth}  # type: ignore[union-attr]
+            ),
         )
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")

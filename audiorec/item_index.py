@@ -1,0 +1,83 @@
+"""The served item index of one item type: which method, built, tuned, loaded.
+
+Two methods answer maximum-inner-product top-k over the item vectors: ``ivf`` (faiss
+inverted lists with 4-bit codes and exact re-scoring, :mod:`audiorec.ivf_index`, the
+default: it holds recall on real user queries at the 1M world's scale) and ``hnsw``
+(hnswlib, :mod:`audiorec.hnsw_index`). Both expose ``search(queries, k) -> (labels,
+scores)``, ``ids``, ``dim``, and a breadth knob (``nprobe`` / ``ef``) that
+:func:`tune` raises on real user vectors until recall@10 against exact search reaches its
+target. Each index directory's manifest names its kind; :func:`load_index` dispatches on
+it, so versions published with either method load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+from pydantic import Field
+
+from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, recall_at_k
+from audiorec.ivf_index import IVFIndex, IVFManifest
+
+AnyIndex = Union[ItemIndex, IVFIndex]
+
+
+class IndexConfig(HNSWConfig):
+    """How the pipeline indexes each item type (the HNSW fields are HNSWConfig's)."""
+
+    method: Literal["ivf", "hnsw"] = "ivf"
+    lists: int | None = Field(None, ge=1)  # None: about the square root of the catalogue
+    nprobe: int = Field(8, ge=1)  # where tuning starts
+    rescore: int = Field(24, ge=1)  # candidates re-scored exactly, per answer wanted
+    exact_below: int = Field(4096, ge=1)  # smaller catalogues: an exact flat scan
+    target_recall: float = Field(0.995, gt=0, le=1)  # headroom over 0.99 for new users
+
+
+def build_index(
+    vectors: np.ndarray, ids: np.ndarray, cfg: IndexConfig, extra_coordinates: int = 0
+) -> AnyIndex:
+    """The configured method's index of ``vectors`` (unit rows but for the last
+    ``extra_coordinates``)."""
+    if cfg.method == "hnsw":
+        return ItemIndex.build(vectors, ids, HNSWConfig(**_hnsw_fields(cfg)), extra_coordinates)
+    return IVFIndex.build(
+        vectors,
+        ids,
+        lists=cfg.lists,
+        nprobe=cfg.nprobe,
+        rescore=cfg.rescore,
+        exact_below=cfg.exact_below,
+        extra_coordinates=extra_coordinates,
+    )
+
+
+def load_index(directory: str | Path, expect_dim: int, verify_files: bool = True) -> AnyIndex:
+    """The index in ``directory``, whichever method its manifest names."""
+    kind = json.loads((Path(directory) / "manifest.json").read_text()).get("kind")
+    if kind == IVFManifest.KIND:
+        return IVFIndex.load(directory, expect_dim, verify_files)
+    return ItemIndex.load(directory, expect_dim, verify_files)  # its manifest checks the kind
+
+
+def tune(
+    index: AnyIndex, vectors: np.ndarray, queries: np.ndarray, target: float, k: int = 10
+) -> tuple[int, float]:
+    """Raise the index's breadth (``nprobe`` or ``ef``) from its configured value until
+    recall@k of ``queries`` against exact search reaches ``target`` (or the last value
+    it tries); returns (breadth, recall). Real queries are user vectors, unlike items,
+    so the breadth that suffices for item-like queries may not suffice for them."""
+    truth = exact_top_k(vectors, queries, k)
+    recall, breadth = 0.0, index.breadth
+    for breadth in index.breadths():
+        index.set_breadth(breadth)
+        recall = recall_at_k(index.search(queries, k)[0], truth)
+        if recall >= target:
+            break
+    return breadth, recall
+
+
+def _hnsw_fields(cfg: IndexConfig) -> dict[str, int]:
+    return {k: getattr(cfg, k) for k in HNSWConfig.model_fields}
