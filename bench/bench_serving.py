@@ -19,7 +19,8 @@ response message) come from the server's Prometheus histograms (scraped before a
 after). Before the load, in the same run, the request's primitives are timed on their
 own (``primitives``): one read of a user's row through the store's own client (redis-py
 HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower forward pass
-(the runtime the server uses), one HNSW query; each row reports server time / their sum.
+(the runtime the server uses), one item-index query; each row reports server time / their
+sum.
 With --redis the same runs go against a fresh redis-server the features are
 materialized into first.
 """
@@ -185,7 +186,7 @@ def server_ms(before: dict, after: dict) -> float | None:
 
 def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n: int = 300):
     """Median ms of each primitive of a Recommend, on this machine now: one user-row
-    read through the store's own client, one user-tower pass, one HNSW query (k=10)."""
+    read through the store's own client, one user-tower pass, one item-index query (k=10)."""
     import sqlite3
 
     from feast.infra.key_encoding_utils import serialize_entity_key
@@ -253,7 +254,7 @@ def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n:
         "store_read_ms": read_ms,
         "tower_ms": tower_ms,
         "tower_runtime": art.tower.runtime,
-        "hnsw_ms": index_ms,
+        "index_ms": index_ms,
         "sum_ms": round(read_ms + tower_ms + index_ms, 4),
         "feast_read_ms": feast_ms,  # for reference: the same row through Feast's SDK
         "recommender_ms": plain_ms,  # in process, lean read, no gRPC
