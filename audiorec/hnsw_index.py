@@ -64,12 +64,7 @@ class ItemIndex:
         their last ``extra_coordinates`` (a score term such as the popularity prior, which
         the query multiplies by 1.0: inner-product search stays exact MIPS)."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
-        norms = np.linalg.norm(v[:, : v.shape[1] - extra_coordinates], axis=1)
-        if len(v) and not np.allclose(norms, 1, atol=1e-3):
-            raise AudiorecError(
-                f"HNSW index expects unit vectors (inner product); norms range "
-                f"{norms.min():.3f}..{norms.max():.3f}"
-            )
+        check_unit(v, extra_coordinates)
         index = hnswlib.Index(space="ip", dim=v.shape[1])
         index.init_index(
             max_elements=max(1, len(v)), M=cfg.M, ef_construction=cfg.ef_construction, random_seed=0
@@ -110,10 +105,7 @@ class ItemIndex:
         """Write index + ids + manifest under a temporary name, then rename into place."""
         with staged_directory(directory) as tmp:
             self.index.save_index(str(tmp / "index.bin"))
-            pq.write_table(
-                pa.table({"item_id": pa.array([str(i) for i in self.ids], pa.string())}),
-                tmp / "ids.parquet",
-            )
+            write_ids(tmp, self.ids)
             write_manifest(
                 tmp,
                 IndexManifest(
@@ -135,11 +127,7 @@ class ItemIndex:
         m = read_manifest(directory, IndexManifest, verify_files)
         if expect_dim is not None and m.dim != expect_dim:
             raise ContractError(f"{directory}: index dim {m.dim}, expected {expect_dim}")
-        ids = (
-            pq.read_table(directory / "ids.parquet")
-            .column("item_id")
-            .to_numpy(zero_copy_only=False)
-        )
+        ids = read_ids(directory)
         if len(ids) != m.count:
             raise ContractError(f"{directory}: {len(ids)} ids for {m.count} indexed vectors")
         cfg = HNSWConfig(M=m.M, ef_construction=m.ef_construction, ef=m.ef, threads=m.threads)
@@ -148,6 +136,32 @@ class ItemIndex:
         index.set_ef(cfg.ef)  # not stored by hnswlib
         index.set_num_threads(cfg.threads)
         return cls(index, ids, cfg)
+
+
+def check_unit(v: np.ndarray, extra_coordinates: int) -> None:
+    """Refuse item vectors that are not unit length in all but their last
+    ``extra_coordinates`` (a score term such as the popularity prior, which the query
+    multiplies by 1.0: inner-product search stays exact MIPS)."""
+    norms = np.linalg.norm(v[:, : v.shape[1] - extra_coordinates], axis=1)
+    if len(v) and not np.allclose(norms, 1, atol=1e-3):
+        raise AudiorecError(
+            f"the item index expects unit vectors (inner product); norms range "
+            f"{norms.min():.3f}..{norms.max():.3f}"
+        )
+
+
+def write_ids(directory: Path, ids: np.ndarray) -> None:
+    """An index's ``label -> item id`` table (ids.parquet)."""
+    pq.write_table(
+        pa.table({"item_id": pa.array([str(i) for i in ids], pa.string())}),
+        directory / "ids.parquet",
+    )
+
+
+def read_ids(directory: Path) -> np.ndarray:
+    """The table :func:`write_ids` wrote, as an object array."""
+    col = pq.read_table(directory / "ids.parquet").column("item_id")
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

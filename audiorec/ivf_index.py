@@ -26,10 +26,9 @@ from typing import Any, Iterable, Literal
 
 import faiss
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from audiorec.errors import AudiorecError, ContractError
+from audiorec.errors import ContractError
+from audiorec.hnsw_index import check_unit, read_ids, write_ids
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 
@@ -52,17 +51,6 @@ class IVFManifest(ManifestBase):
 def default_lists(n: int) -> int:
     """About the square root of the catalogue, as a power of two."""
     return int(2 ** round(np.log2(max(16.0, np.sqrt(max(n, 1))))))
-
-
-def check_unit(v: np.ndarray, extra_coordinates: int) -> None:
-    """Refuse vectors that are not unit length in all but their last ``extra_coordinates``
-    (a score term such as the popularity prior, which the query multiplies by 1.0)."""
-    norms = np.linalg.norm(v[:, : v.shape[1] - extra_coordinates], axis=1)
-    if len(v) and not np.allclose(norms, 1, atol=1e-3):
-        raise AudiorecError(
-            f"the item index expects unit vectors (inner product); norms range "
-            f"{norms.min():.3f}..{norms.max():.3f}"
-        )
 
 
 @dataclass
@@ -141,10 +129,7 @@ class IVFIndex:
         """Write index + ids + manifest under a temporary name, then rename into place."""
         with staged_directory(directory) as tmp:
             faiss.write_index(self.index, str(tmp / FILE))
-            pq.write_table(
-                pa.table({"item_id": pa.array([str(i) for i in self.ids], pa.string())}),
-                tmp / "ids.parquet",
-            )
+            write_ids(tmp, self.ids)
             write_manifest(
                 tmp,
                 IVFManifest(
@@ -169,11 +154,7 @@ class IVFIndex:
         m = read_manifest(directory, IVFManifest, verify_files)
         if expect_dim is not None and m.dim != expect_dim:
             raise ContractError(f"{directory}: index dim {m.dim}, expected {expect_dim}")
-        ids = (
-            pq.read_table(directory / "ids.parquet")
-            .column("item_id")
-            .to_numpy(zero_copy_only=False)
-        )
+        ids = read_ids(directory)
         index = faiss.read_index(str(directory / FILE))
         if len(ids) != m.count or int(index.ntotal) != m.count or index.d != m.dim + m.pad:
             raise ContractError(

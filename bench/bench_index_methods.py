@@ -13,7 +13,7 @@ maximum-inner-product answer, single-query QPS (one thread, one query per call, 
 request issues it) and the ratio to the exact scan's QPS, measured in the same run.
 Target: recall@10 >= 0.99 at >= 20x the exact scan.
 
-Methods: the served HNSW (hnswlib, inner product), HNSW on the inner-product-to-L2
+Methods: HNSW (hnswlib, inner product; what was served before), HNSW on the inner-product-to-L2
 transform, and faiss inverted lists (flat lists; 4-bit fast-scan codes re-scored
 exactly), with the list count near the square root of the catalogue.
 """
@@ -26,21 +26,13 @@ import time
 from typing import Callable
 
 import numpy as np
+from bench_hnsw import single_query_qps  # bench/ is the script's directory
+from bench_index_scale import served_users
 
-from audiorec.artifact import current_dir, feature_project, read_manifest
-from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
 from audiorec.hnsw_index import exact_top_k, recall_at_k
-from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 
 Search = Callable[[np.ndarray], np.ndarray]  # (1, dim) -> (1, 10) labels
-
-
-def single_query_qps(search: Search, queries: np.ndarray) -> float:
-    t0 = time.perf_counter()
-    for q in queries:
-        search(q[None, :])
-    return len(queries) / (time.perf_counter() - t0)
 
 
 def tuned(
@@ -69,7 +61,7 @@ def methods(vectors: np.ndarray):
     ip.add_items(vectors)
     ip.set_num_threads(1)
     efs = [64, 128, 256, 512, 1024, 2048]
-    out.append(("hnsw, inner product (served)", lambda q: ip.knn_query(q, 10)[0], ip.set_ef,
+    out.append(("hnsw, inner product", lambda q: ip.knn_query(q, 10)[0], ip.set_ef,
                 efs, time.perf_counter() - t0))  # fmt: skip
 
     t0 = time.perf_counter()
@@ -112,21 +104,14 @@ def methods(vectors: np.ndarray):
 
 def queries_of(args) -> tuple[Artifact, np.ndarray, np.ndarray]:
     """The artifact, and the served user vectors of seeded warm users and seeded ids of
-    any user (shuffled together, each half of each kind)."""
-    directory = current_dir(args.workdir)
-    manifest = read_manifest(directory, verify_files=False)
-    art = Artifact.load(directory)
-    store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)
-    reader = OnlineFeatureReader(open_store(args.workdir, store_cfg, feature_project(manifest)))
-    rng = np.random.default_rng(0)
+    any user: (tuning queries, test queries), each half of each kind."""
+    art, embed, rng = served_users(args)
     known = np.array(sorted(art.users), dtype=object)
     warm = list(rng.choice(known, min(args.users, len(known)), replace=False))
     # every user the world holds (the generator's ids: "u" and 7 digits), history or not
     top = max(int(str(u)[1:]) for u in known[-10:]) + 1 if len(known) else 1
     anyone = [f"u{i:07d}" for i in rng.choice(top, args.users // 2)]
-    q = [
-        art.tower(tower_inputs(reader.read(ids), manifest.user_features)) for ids in (warm, anyone)
-    ]
+    q = [embed(warm), embed(anyone)]
     return art, np.concatenate([q[0][::2], q[1][::2]]), np.concatenate([q[0][1::2], q[1][1::2]])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 import numpy as np
 from bench_hnsw import single_query_qps as qps  # bench/ is the script's directory
@@ -26,6 +27,22 @@ from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 
 
+def served_users(args) -> tuple[Artifact, Callable[[list], np.ndarray], np.random.Generator]:
+    """The current artifact of ``args.workdir`` as the server loads it, ``embed(user ids)
+    -> served user vectors`` (their online features through the served tower) and the
+    seeded generator that draws them."""
+    directory = current_dir(args.workdir)
+    manifest = read_manifest(directory, verify_files=False)
+    art = Artifact.load(directory)
+    store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)
+    reader = OnlineFeatureReader(open_store(args.workdir, store_cfg, feature_project(manifest)))
+
+    def embed(ids: list) -> np.ndarray:
+        return art.tower(tower_inputs(reader.read(ids), manifest.user_features))
+
+    return art, embed, np.random.default_rng(0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True)
@@ -34,16 +51,13 @@ def main() -> None:
     ap.add_argument("--redis", default="localhost:6379")
     args = ap.parse_args()
 
-    directory = current_dir(args.workdir)
-    manifest = read_manifest(directory, verify_files=False)
-    art = Artifact.load(directory)
-    store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)
-    reader = OnlineFeatureReader(open_store(args.workdir, store_cfg, feature_project(manifest)))
-    rng = np.random.default_rng(0)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # as a serving process runs it (serving/tuning.py)
+    art, embed, rng = served_users(args)
     known = np.array(sorted(art.users), dtype=object)
     users = list(rng.choice(known, min(args.users, len(known)), replace=False))
-    raw = reader.read(users)
-    queries = art.tower(tower_inputs(raw, manifest.user_features))
+    queries = embed(users)
     out = {"version": art.version, "users": len(users), "types": {}}
     for name, index in art.indexes.items():
         rows = art.label_rows[name]

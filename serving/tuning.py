@@ -10,6 +10,9 @@ is a library function and leaves its caller's interpreter as it found it.
   out of the collector's reach and collections run less often; full collections over the
   loaded artifact were the p99 spikes (docs/stack-notes.md, note 5). Call it after the
   server is built, so that the artifact is among what is frozen.
+- **The item index's OpenMP threads**: one. A request searches one query; the server's
+  concurrency comes from its threads and processes, so an OpenMP team per query would
+  only oversubscribe the cores (on two cores a query under load slowed several-fold).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Any
 
 def tune_process(cfg: Any) -> None:
     """Apply ``cfg``'s (a ServerConfig) process-wide settings to this interpreter."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     if cfg.gil_switch_interval_ms is not None:
         sys.setswitchinterval(cfg.gil_switch_interval_ms / 1e3)
     if cfg.tune_gc:

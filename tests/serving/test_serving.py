@@ -417,19 +417,25 @@ def test_create_server_leaves_the_process_settings_to_its_owner(tiny_pipeline, t
     import gc
     import sys
 
+    import faiss
+
     from serving.server import ServerConfig, create_server
     from serving.tuning import tune_process
 
     interval, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    threads = faiss.omp_get_max_threads()
     cfg = ServerConfig(port=0)
     running = create_server(_workdir_copy(tiny_pipeline, tmp_path), cfg)
     try:
         assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen
+        assert faiss.omp_get_max_threads() == threads
         tune_process(cfg)
         assert sys.getswitchinterval() == cfg.gil_switch_interval_ms / 1e3
         assert gc.get_freeze_count() > frozen
+        assert faiss.omp_get_max_threads() == 1
     finally:
         running.stop(grace=1)
+        faiss.omp_set_num_threads(threads)
         sys.setswitchinterval(interval)
         gc.unfreeze()
         gc.set_threshold(700, 10, 10)
