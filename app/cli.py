@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"audiorec {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _data_commands(sub)
+    _training_commands(sub)
+    _import_commands(sub)
+    _serve_command(sub)
+    _client_commands(sub)
+    return p
+
+
+def _data_commands(sub) -> None:
+    """Making and checking the data: generate, validate, embed-text, features, hgnn."""
     g = sub.add_parser("generate", help="generate a synthetic streaming world (data contract)")
     g.add_argument("--scale", choices=("tiny", "demo", "large"), default="demo")
     g.add_argument("--seed", type=int, default=7)
@@ -117,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--quiet", action="store_true")
     h.set_defaults(func=commands.cmd_hgnn)
 
+
+def _training_commands(sub) -> None:
+    """Training and judging: pipeline, evaluate."""
     pl = sub.add_parser("pipeline", help="the daily pipeline: dataset -> published artifact")
     pl.add_argument("--data", required=True, help="dataset directory (data contract)")
     pl.add_argument(
@@ -161,25 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=commands.cmd_evaluate)
 
-    def ciao_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--src",
-            required=True,
-            help="the folder of the public Ciao files (ratings.csv.gz, trust.csv.gz, "
-            "catalog_ciao.txt; docs/evaluation.md says where they come from)",
-        )
-        parser.add_argument(
-            "--sparse",
-            dest="sparse_category",
-            help="category in the audiobook role (default Books)",
-        )
-        parser.add_argument(
-            "--dense", dest="dense_category", help="category in the podcast role (default DVDs)"
-        )
-        parser.add_argument("--min-item-ratings", type=int, help="k-core: ratings per item (3)")
-        parser.add_argument("--min-user-ratings", type=int, help="k-core: ratings per user (3)")
-        parser.add_argument("--import-config", help="JSON file of CiaoConfig overrides")
 
+def ciao_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--src",
+        required=True,
+        help="the folder of the public Ciao files (ratings.csv.gz, trust.csv.gz, "
+        "catalog_ciao.txt; docs/evaluation.md says where they come from)",
+    )
+    parser.add_argument(
+        "--sparse",
+        dest="sparse_category",
+        help="category in the audiobook role (default Books)",
+    )
+    parser.add_argument(
+        "--dense", dest="dense_category", help="category in the podcast role (default DVDs)"
+    )
+    parser.add_argument("--min-item-ratings", type=int, help="k-core: ratings per item (3)")
+    parser.add_argument("--min-user-ratings", type=int, help="k-core: ratings per user (3)")
+    parser.add_argument("--import-config", help="JSON file of CiaoConfig overrides")
+
+
+def _import_commands(sub) -> None:
+    """Real data: import, ciao."""
     im = sub.add_parser("import", help="convert a public dataset into the data contract")
     im_sub = im.add_subparsers(dest="source", required=True, metavar="SOURCE")
     ic = im_sub.add_parser("ciao", help="Ciao (Tang et al.): ratings + trust network")
@@ -200,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--quiet", action="store_true")
     ca.set_defaults(func=commands.cmd_ciao)
 
+
+def _serve_command(sub) -> None:
+    """The server: serve."""
     sv = sub.add_parser("serve", help="the gRPC recommender on the current artifact version")
     sv.add_argument("--workdir", required=True, help="work directory with artifacts/current")
     sv.add_argument("--host", default="127.0.0.1")
@@ -250,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(func=commands.cmd_serve)
 
+
+def _client_commands(sub) -> None:
+    """Talking to a server and operating versions: recommend, event, rollback, demo."""
     rc = sub.add_parser("recommend", help="ask a running server (prints a table)")
     rc.add_argument("id", metavar="USER_ID", help="user id (item id with --similar)")
     rc.add_argument("--k", type=int, default=10)
@@ -291,7 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--no-evaluate", action="store_true", help="skip the offline evaluation")
     d.set_defaults(func=commands.cmd_demo)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
