@@ -1,8 +1,8 @@
 """The ``audiorec`` command line: one entry point, one subcommand per job.
 
-This module is the parser and the error boundary; the handlers (``app/commands.py``) stay
-thin: parse, call the library, print. A user-facing failure (:class:`AudiorecError`)
-prints one line and exits 1.
+This module is the parser and the error boundary; the handlers (``app/commands.py``,
+``app/serve_commands.py``) stay thin: parse, call the library, print. A user-facing
+failure (:class:`AudiorecError`) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from app import commands
+from app import commands, serve_commands
 from audiorec import __version__
 from audiorec.errors import AudiorecError
 from audiorec.secrets import redact
@@ -268,7 +268,7 @@ def _serve_command(sub) -> None:
         action="store_true",
         help="allow a non-loopback --host without TLS and a token",
     )
-    sv.set_defaults(func=commands.cmd_serve)
+    sv.set_defaults(func=serve_commands.cmd_serve)
 
 
 def _client_commands(sub) -> None:
@@ -295,7 +295,7 @@ def _client_commands(sub) -> None:
     ev.add_argument("--timestamp-ms", type=int, default=0, help="when (Unix ms; default: now)")
     ev.add_argument("--event-id", help="idempotency key (default: time, type and item)")
     client_options(ev)
-    ev.set_defaults(func=commands.cmd_event)
+    ev.set_defaults(func=serve_commands.cmd_event)
 
     rb = sub.add_parser("rollback", help="point artifacts/current at an older version")
     rb.add_argument(
@@ -305,8 +305,8 @@ def _client_commands(sub) -> None:
     )
     rb.add_argument("--workdir", required=True, help="work directory with artifacts/")
     rb.add_argument("--list", action="store_true", help="list the versions (* = current)")
-    rb.set_defaults(func=commands.cmd_rollback)
-    rc.set_defaults(func=commands.cmd_recommend)
+    rb.set_defaults(func=serve_commands.cmd_rollback)
+    rc.set_defaults(func=serve_commands.cmd_recommend)
 
     d = sub.add_parser("demo", help="the README's main job, end to end on the defaults")
     d.add_argument("--workdir", default="runs/demo")

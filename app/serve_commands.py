@@ -1,0 +1,189 @@
+"""The handlers of the subcommands that serve and talk to a server: ``serve``,
+``recommend``, ``event``, ``rollback``. Like app/commands.py, heavy modules are imported
+inside the handlers: these never import torch or Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from app.commands import store_overrides
+from audiorec.errors import AudiorecError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from audiorec.config import validated
+    from audiorec.featurestore import FeatureStoreConfig
+    from serving.arms import Experiment, parse_arms
+    from serving.security import SecurityConfig
+    from serving.server import ServerConfig, configure_logging, create_server
+    from serving.tuning import tune_process
+
+    configure_logging(args.log_level)
+    store = FeatureStoreConfig(**store_overrides(args))
+    security = validated(
+        SecurityConfig,
+        {
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "token": _token(args.token_file),
+            "reflection": not args.no_reflection,
+            "insecure": args.insecure,
+        },
+    )
+    experiment = validated(Experiment, {"arms": parse_arms(args.arm), "salt": args.experiment_salt})
+    cfg = ServerConfig(
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        store=store,
+        security=security,
+        experiment=experiment,
+        tower_runtime=args.tower_runtime,
+        **({"workers": args.workers} if args.workers else {}),
+    )
+    if args.processes > 1:
+        return _serve_processes(args, cfg)
+    running = create_server(args.workdir, cfg)
+    tune_process(cfg)  # this process is ours: its GIL interval and collector
+    arms = ", ".join(f"{name} {h.current.version}" for name, h in running.arms if name)
+    print(
+        f"audiorec: serving {running.holder.current.version} on {args.host}:{running.port}"
+        + (f" (arms: {arms})" if arms else "")
+        + (" over TLS" if args.tls_cert else "")
+        + (", token required" if security.token else "")
+        + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+        + " (SIGTERM or Ctrl-C stops)",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop(grace=5.0)
+    print("audiorec: stopped", flush=True)
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace, cfg) -> int:
+    import signal
+    import threading
+
+    from serving.processes import ProcessGroup
+
+    group = ProcessGroup(args.workdir, cfg, args.processes, args.log_level).start()
+    versions = sorted(set(group.versions.values()))
+    print(
+        f"audiorec: serving {', '.join(versions)} on {args.host}:{group.port} in "
+        f"{args.processes} processes"
+        + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+        + " (SIGTERM or Ctrl-C stops)",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    group.stop()
+    print("audiorec: stopped", flush=True)
+    return 0
+
+
+def _token(token_file: str | None) -> str | None:
+    """The bearer token: from --token-file, else $AUDIOREC_TOKEN (never a command-line
+    value: arguments are visible to every user of the machine in `ps`)."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise AudiorecError(
+                f"cannot read the token file {token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise AudiorecError(f"the token file {token_file} is empty")
+        return token
+    return os.environ.get("AUDIOREC_TOKEN") or None
+
+
+def _connection(args: argparse.Namespace):
+    """The server a client command talks to (cli.client_options)."""
+    from serving.client import Connection
+
+    return Connection(
+        args.target,
+        token=_token(args.token_file),
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from serving.client import format_answer, recommend, similar
+
+    conn = _connection(args)
+    if args.similar:
+        response = similar(conn, args.id, args.k, args.type, args.timeout)
+    else:
+        response = recommend(
+            conn,
+            args.id,
+            args.k,
+            args.type or "audiobook",
+            args.timeout,
+            languages=args.languages.split(",") if args.languages else (),
+            include_consumed=args.include_consumed,
+            explain=args.explain,
+        )
+    print(format_answer(args.id, response))
+    return 0
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    from serving.client import record_event
+
+    conn = _connection(args)
+    response = record_event(
+        conn,
+        args.user_id,
+        args.item_id,
+        args.type,
+        args.timestamp_ms,
+        args.event_id or "",
+        args.timeout,
+    )
+    what = (
+        "recorded"
+        if response.recorded
+        else "already recorded (a replay)"
+        if response.duplicates
+        else "older than the model's cut (the daily batch has it)"
+    )
+    print(
+        f"{args.type} of {args.item_id} by {args.user_id}: {what} (model {response.model_version})"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from audiorec.artifact import list_versions, rollback
+
+    if args.list:
+        from audiorec.artifact import current_version
+
+        current = current_version(args.workdir)
+        for v in list_versions(args.workdir):
+            print(f"{'*' if v == current else ' '} {v}")
+        return 0
+    previous, now = rollback(args.workdir, args.version)
+    print(
+        f"audiorec: current is now {now} (was {previous or 'none'}); a running server "
+        "swaps to it within its reload interval"
+    )
+    return 0
