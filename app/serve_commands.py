@@ -14,8 +14,6 @@ from audiorec.errors import AudiorecError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
 
     from audiorec.config import validated
     from audiorec.featurestore import FeatureStoreConfig
@@ -62,18 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + " (SIGTERM or Ctrl-C stops)",
         flush=True,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    _until_signalled()
     running.stop(grace=5.0)
     print("audiorec: stopped", flush=True)
     return 0
 
 
 def _serve_processes(args: argparse.Namespace, cfg) -> int:
-    import signal
-    import threading
 
     from serving.processes import ProcessGroup
 
@@ -86,10 +79,7 @@ def _serve_processes(args: argparse.Namespace, cfg) -> int:
         + " (SIGTERM or Ctrl-C stops)",
         flush=True,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    _until_signalled()
     group.stop()
     print("audiorec: stopped", flush=True)
     return 0
@@ -187,3 +177,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         "swaps to it within its reload interval"
     )
     return 0
+
+
+def _until_signalled() -> None:
+    """Block until SIGTERM or SIGINT (Ctrl-C) arrives."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
