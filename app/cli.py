@@ -286,7 +286,32 @@ def _client_commands(sub) -> None:
     rc.add_argument(
         "--explain", action="store_true", help="name the recent item behind each recommendation"
     )
+    rc.add_argument("--arm", default="", help="answer as this experiment arm (default: the user's)")
     client_options(rc)
+
+    ui = sub.add_parser(
+        "ui", help="the inspector: web pages of a listener, a title and the model, from a server"
+    )
+    ui.add_argument("--workdir", required=True, help="the work directory the server serves")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    ui.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free port)")
+    ui.add_argument("--report", help="the evaluation report's folder (default: WORKDIR/report)")
+    ui.add_argument(
+        "--ui-token-file",
+        help="file holding the token a browser must present (default: $AUDIOREC_UI_TOKEN; "
+        "required beyond loopback)",
+    )
+    ui.add_argument("--ui-tls-cert", help="serve the pages over HTTPS with this certificate")
+    ui.add_argument("--ui-tls-key", help="the certificate's private key (PEM)")
+    ui.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without TLS and a token",
+    )
+    ui.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    store_options(ui)
+    client_options(ui)
+    ui.set_defaults(func=serve_commands.cmd_ui)
 
     ev = sub.add_parser("event", help="record a real-time event on a running server")
     ev.add_argument("user_id", metavar="USER_ID")

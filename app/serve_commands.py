@@ -85,9 +85,9 @@ def _serve_processes(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _token(token_file: str | None) -> str | None:
-    """The bearer token: from --token-file, else $AUDIOREC_TOKEN (never a command-line
-    value: arguments are visible to every user of the machine in `ps`)."""
+def _token(token_file: str | None, variable: str = "AUDIOREC_TOKEN") -> str | None:
+    """The bearer token: from the token file, else the environment ``variable`` (never a
+    command-line value: arguments are visible to every user of the machine in `ps`)."""
     if token_file:
         try:
             token = Path(token_file).read_text().strip()
@@ -98,7 +98,7 @@ def _token(token_file: str | None) -> str | None:
         if not token:
             raise AudiorecError(f"the token file {token_file} is empty")
         return token
-    return os.environ.get("AUDIOREC_TOKEN") or None
+    return os.environ.get(variable) or None
 
 
 def _connection(args: argparse.Namespace):
@@ -130,6 +130,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             languages=args.languages.split(",") if args.languages else (),
             include_consumed=args.include_consumed,
             explain=args.explain,
+            arm=args.arm,
         )
     print(format_answer(args.id, response))
     return 0
@@ -176,6 +177,55 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         f"audiorec: current is now {now} (was {previous or 'none'}); a running server "
         "swaps to it within its reload interval"
     )
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import time
+
+    from audiorec.artifact import current_dir, feature_project, read_manifest
+    from audiorec.config import validated
+    from audiorec.featurestore import FeatureStoreConfig
+    from inspector.pages import Inspector
+    from inspector.server import InspectorConfig, create_server
+    from inspector.workdir import Workdir
+    from serving.features import OnlineFeatures, StoreGuardConfig
+    from serving.server import configure_logging
+
+    configure_logging(args.log_level)
+    cfg = validated(
+        InspectorConfig,
+        {
+            "host": args.host,
+            "port": args.port,
+            "token": _token(args.ui_token_file, "AUDIOREC_UI_TOKEN"),
+            "tls_cert": args.ui_tls_cert,
+            "tls_key": args.ui_tls_key,
+            "insecure": args.insecure,
+        },
+    )
+    guard = StoreGuardConfig(read_timeout_s=2.0, readers=2, write_timeout_s=2.0)
+    features = OnlineFeatures(args.workdir, FeatureStoreConfig(**store_overrides(args)), guard)
+    # open the store now (Feast's imports and registry: seconds), not on the first page
+    features.reader(feature_project(read_manifest(current_dir(args.workdir), verify_files=False)))
+
+    def read(user_id: str, project: str) -> dict:
+        return features(user_id, time.monotonic() + guard.read_timeout_s, project)
+
+    inspector = Inspector(
+        _connection(args), Workdir(args.workdir, args.report), read, timeout_s=args.timeout
+    )
+    running = create_server(inspector, cfg)
+    print(
+        f"audiorec: inspector on {running.url} for the server at {args.target}"
+        + (" (open it once with ?token=...)" if cfg.token else "")
+        + " (SIGTERM or Ctrl-C stops)",
+        flush=True,
+    )
+    _until_signalled()
+    running.stop()
+    features.close()
+    print("audiorec: inspector stopped", flush=True)
     return 0
 
 

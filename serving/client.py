@@ -54,6 +54,15 @@ class Connection:
         return () if not self.token else (("authorization", f"Bearer {self.token}"),)
 
 
+class CallFailed(AudiorecError):
+    """A call the server refused or could not answer; ``status`` is the gRPC code's name
+    (UNAVAILABLE: nothing answers at the target), ``details`` the server's message."""
+
+    def __init__(self, method: str, target: str, status: str, details: str):
+        super().__init__(f"{method} at {target}: {status}: {details}")
+        self.status, self.details = status, details
+
+
 def _call(conn: Connection | str, method: str, request: Any, timeout: float) -> Any:
     conn = Connection(conn) if isinstance(conn, str) else conn
     with conn.channel() as channel:
@@ -62,9 +71,7 @@ def _call(conn: Connection | str, method: str, request: Any, timeout: float) -> 
                 request, timeout=timeout, metadata=conn.metadata()
             )
         except grpc.RpcError as exc:
-            raise AudiorecError(
-                f"{method} at {conn.target}: {exc.code().name}: {exc.details()}"
-            ) from None
+            raise CallFailed(method, conn.target, exc.code().name, exc.details() or "") from None
 
 
 def recommend(
@@ -76,7 +83,9 @@ def recommend(
     languages: Sequence[str] = (),
     include_consumed: bool = False,
     explain: bool = False,
+    arm: str = "",
 ) -> pb.RecommendResponse:
+    """``arm``: answer as this experiment arm ("": the user's own)."""
     response: pb.RecommendResponse = _call(
         target,
         "Recommend",
@@ -87,6 +96,7 @@ def recommend(
             languages=list(languages),
             include_consumed=include_consumed,
             explain=explain,
+            arm=arm,
         ),
         timeout,
     )
@@ -135,6 +145,12 @@ def similar(
         pb.RecommendSimilarRequest(item_id=item_id, k=k, type=item_type or ""),
         timeout,
     )
+    return response
+
+
+def describe(target: Connection | str, timeout: float = 5.0) -> pb.DescribeResponse:
+    """What the server answers with: its version per experiment arm, its item types."""
+    response: pb.DescribeResponse = _call(target, "Describe", pb.DescribeRequest(), timeout)
     return response
 
 

@@ -229,7 +229,8 @@ class RecommenderService:
         fn: Callable[[Recommender, float | None], tuple[Any, str]],
         route_key: str = "",
     ) -> Any:
-        """``route_key``: the user id a call's arm is assigned by ("": the first arm)."""
+        """``route_key``: the user id a call's arm is assigned by ("": the first arm); a
+        request's ``arm`` field, where it has one, names the arm instead."""
         start = time.perf_counter()
         strategy, code = "", grpc.StatusCode.OK
         arm, holder = self.arms[self.experiment.assign(route_key) if route_key else 0]
@@ -239,6 +240,8 @@ class RecommenderService:
             if request is UNPARSEABLE:
                 self.metrics.rejected.labels(reason="unparseable").inc()
                 raise InvalidRequest(f"the request bytes are not a valid {rpc}Request message")
+            if getattr(request, "arm", ""):
+                arm, holder = self._named_arm(request.arm)
             with self.admission.enter(deadline):
                 response, strategy = fn(holder.current, deadline)
             if arm and hasattr(response, "arm"):
@@ -280,6 +283,13 @@ class RecommenderService:
                     },
                 )
         context.abort(code, message)
+
+    def _named_arm(self, name: str) -> tuple[str, ModelHolder]:
+        for arm in self.arms:
+            if arm[0] and arm[0] == name:
+                return arm
+        names = ", ".join(n for n, _ in self.arms if n) or "none: no experiment runs"
+        raise InvalidRequest(f"arm {name[:64]!r} is not served (this server's arms: {names})")
 
     def Recommend(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
@@ -337,6 +347,20 @@ class RecommenderService:
 
         return self._run("RecordEvents", request, context, record)
 
+    def Describe(self, request: Any, context: Any) -> Any:
+        def describe(first: Recommender, deadline: float | None) -> tuple[Any, str]:
+            shares = {a.name: a.share for a in self.experiment.arms}
+            return pb.DescribeResponse(
+                model_version=first.version,
+                arms=[
+                    pb.ServedArm(name=n, model_version=h.current.version, share=shares.get(n, 1.0))
+                    for n, h in self.arms
+                ],
+                item_types=list(first.artifact.types.names),
+            ), "DESCRIBE"
+
+        return self._run("Describe", request, context, describe)
+
     def handler(self) -> grpc.GenericRpcHandler:
         def method(fn: Callable[[Any, Any], Any], request: Any, response: Any) -> Any:
             return grpc.unary_unary_rpc_method_handler(
@@ -355,6 +379,7 @@ class RecommenderService:
                 "RecordEvents": method(
                     self.RecordEvents, pb.RecordEventsRequest, pb.RecordEventsResponse
                 ),
+                "Describe": method(self.Describe, pb.DescribeRequest, pb.DescribeResponse),
             },
         )
 

@@ -1,7 +1,8 @@
 """The import graph: layers read top to bottom, and nothing imports in a circle.
 
 Layers (README "Layout"): ``app/`` (the CLI, the demo) on top, imported by nothing;
-``training/`` and ``serving/`` in the middle, serving importing nothing from training;
+``inspector/`` (the web pages) below it, a client of serving, importing nothing from
+training; ``training/`` and ``serving/`` in the middle, serving importing nothing from training;
 the base ``audiorec/`` at the bottom, importing neither. Inside training, its
 sub-packages in the order of ``TRAINING_LAYERS``. Every import statement counts,
 also the ones inside functions (a lazy import is still an arrow).
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "audiorec", "training", "serving")
+PACKAGES = ("app", "audiorec", "training", "serving", "inspector")
 
 
 def _module(path: Path) -> str:
@@ -65,6 +66,11 @@ def _arrows(graph: dict[str, set[str]], src: str, dst: str) -> list[str]:
         ("serving", "training"),
         ("serving", "app"),
         ("training", "app"),
+        ("inspector", "training"),
+        ("inspector", "app"),
+        ("audiorec", "inspector"),
+        ("serving", "inspector"),
+        ("training", "inspector"),
     ],
 )
 def test_no_arrow_up_or_across(graph, src, dst):
@@ -147,6 +153,6 @@ def test_torch_and_tensorflow_code_stay_apart():
             roots = {i.split(".")[0] for i in _imports(path)}
             if "torch" in roots and roots & {"tensorflow", "keras"}:
                 both.append(str(path.relative_to(ROOT)))
-            if pkg == "serving" and roots & {"torch", "torch_geometric", "keras"}:
+            if pkg in ("serving", "inspector") and roots & {"torch", "torch_geometric", "keras"}:
                 serving_torch.append(str(path.relative_to(ROOT)))
     assert both == [] and serving_torch == []

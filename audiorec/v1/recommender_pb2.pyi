@@ -48,7 +48,7 @@ class Item(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., type: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., because_item_id: _Optional[str] = ..., because_title: _Optional[str] = ..., because_event: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type", "explain")
+    __slots__ = ("user_id", "k", "item_type", "include_consumed", "languages", "type", "explain", "arm")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     ITEM_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class RecommendRequest(_message.Message):
     LANGUAGES_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     item_type: ItemType
@@ -63,7 +64,8 @@ class RecommendRequest(_message.Message):
     languages: _containers.RepeatedScalarFieldContainer[str]
     type: str
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
+    arm: str
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., item_type: _Optional[_Union[ItemType, str]] = ..., include_consumed: _Optional[bool] = ..., languages: _Optional[_Iterable[str]] = ..., type: _Optional[str] = ..., explain: _Optional[bool] = ..., arm: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "model_version", "strategy", "reason", "arm")
@@ -130,3 +132,27 @@ class RecordEventsResponse(_message.Message):
     before_cut: int
     model_version: str
     def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ..., before_cut: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServedArm(_message.Message):
+    __slots__ = ("name", "model_version", "share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_version: str
+    share: float
+    def __init__(self, name: _Optional[str] = ..., model_version: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("model_version", "arms", "item_types")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_TYPES_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    arms: _containers.RepeatedCompositeFieldContainer[ServedArm]
+    item_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_version: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[ServedArm, _Mapping]]] = ..., item_types: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class RecommenderStub:
                 request_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
                 response_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/audiorec.v1.Recommender/Describe',
+                request_serializer=audiorec_dot_v1_dot_recommender__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=audiorec_dot_v1_dot_recommender__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -73,6 +78,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What this server answers with: its model version per experiment arm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +102,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.RecordEvents,
                     request_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.FromString,
                     response_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=audiorec_dot_v1_dot_recommender__pb2.DescribeRequest.FromString,
+                    response_serializer=audiorec_dot_v1_dot_recommender__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +190,33 @@ class Recommender:
             '/audiorec.v1.Recommender/RecordEvents',
             audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
             audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiorec.v1.Recommender/Describe',
+            audiorec_dot_v1_dot_recommender__pb2.DescribeRequest.SerializeToString,
+            audiorec_dot_v1_dot_recommender__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
