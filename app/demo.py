@@ -112,7 +112,9 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
     print(
         f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
         f"  .venv/bin/audiorec recommend {warm} --k 10 --explain\n"
-        f"  .venv/bin/audiorec event {warm} ITEM_ID --type stream"
+        f"  .venv/bin/audiorec event {warm} ITEM_ID --type stream\n"
+        f"  .venv/bin/audiorec ui --workdir {wd}   # the inspector: open "
+        f"http://127.0.0.1:8080/listener?id={warm}"
     )
     print(
         f"\nEverything is under {wd}. As a Feast user:\n"
