@@ -187,7 +187,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from audiorec.config import validated
     from audiorec.featurestore import FeatureStoreConfig
     from inspector.pages import Inspector
-    from inspector.server import InspectorConfig, create_server
+    from inspector.server import InspectorConfig, check_exposure, create_server
     from inspector.workdir import Workdir
     from serving.features import OnlineFeatures, StoreGuardConfig
     from serving.server import configure_logging
@@ -204,6 +204,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             "insecure": args.insecure,
         },
     )
+    check_exposure(cfg)  # before seconds of opening the store
     guard = StoreGuardConfig(read_timeout_s=2.0, readers=2, write_timeout_s=2.0)
     features = OnlineFeatures(args.workdir, FeatureStoreConfig(**store_overrides(args)), guard)
     # open the store now (Feast's imports and registry: seconds), not on the first page

@@ -125,12 +125,13 @@ def test_embed_text_then_features_from_the_command_line(tiny_world, tmp_path, ca
     assert "nothing to do" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["pipeline", "serve", "features"])
+@pytest.mark.parametrize("command", ["pipeline", "serve", "features", "ui"])
 @pytest.mark.parametrize("flag", [["--redis-cluster"], ["--redis", "localhost:6390"]])
 def test_a_redis_flag_without_online_redis_is_an_error_not_silence(command, flag, tmp_path, capsys):
     needed = {
         "pipeline": ["--data", str(tmp_path), "--workdir", str(tmp_path)],
         "serve": ["--workdir", str(tmp_path)],
+        "ui": ["--workdir", str(tmp_path)],
         "features": ["--data", str(tmp_path), "--workdir", str(tmp_path), "--hgnn", "h",
                      "--text", "t"],
     }[command]  # fmt: skip
@@ -139,3 +140,12 @@ def test_a_redis_flag_without_online_redis_is_an_error_not_silence(command, flag
     assert err == [
         f"audiorec: error: {flag[0]} needs --online redis (the online store is SQLite otherwise)"
     ]
+
+
+def test_ui_refuses_an_open_address_without_a_token_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AUDIOREC_UI_TOKEN", raising=False)
+    assert main(["ui", "--workdir", str(tmp_path), "--host", "0.0.0.0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refusing to serve the inspector on 0.0.0.0" in err[0]
+    assert main(["ui", "--workdir", str(tmp_path / "none")]) == 1  # nothing published
+    assert "no published artifact" in capsys.readouterr().err

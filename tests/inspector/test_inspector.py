@@ -7,11 +7,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from inspector_helpers import start_inspector
 
 from audiorec.errors import AudiorecError
 from serving.client import CallFailed, describe, recommend
-
-from inspector_helpers import start_inspector
 
 TOKEN = "t" * 24
 
