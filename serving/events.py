@@ -252,7 +252,9 @@ class Recorder:
     the online store; ``push(source, rows)`` writes it; ``run(fn)`` runs the whole
     read-modify-write on the store's side (bounded in time; the default: right here);
     ``lock(users)`` holds the users against every other process for the read-modify-write
-    (serving/user_lock.py; the default: nothing, one process). Events of one user are also
+    (serving/user_lock.py; the default: nothing, one process); ``log(events)`` keeps the
+    validated events before anything is applied (serving/accepted.py; raising refuses
+    the batch). Events of one user are also
     applied under that user's lock stripe, so concurrent batches in this process queue
     here instead of on the store."""
 
@@ -267,19 +269,22 @@ class Recorder:
         dim: int = 0,
         run: Callable[[Callable[[], Applied]], Applied] = lambda fn: fn(),
         lock: Callable[[list[str]], ContextManager[None]] = lambda users: nullcontext(),
+        log: Callable[[list[Event]], None] | None = None,
     ):
         self.artifact = artifact
         self.read_users, self.read_items, self.push = read_users, read_items, push
         self.limits, self.event_limits = limits, event_limits
         self.cut_us = cut_us(artifact)
         self.dim = dim
-        self.run, self.lock = run, lock
+        self.run, self.lock, self.log = run, lock, log
         self._locks = [threading.Lock() for _ in range(event_limits.lock_stripes)]
 
     def record(self, raw: Sequence[Any]) -> Applied:
         events = check_events(
             raw, self.artifact, self.limits, self.event_limits, int(time.time() * 1e6)
         )
+        if self.log is not None:  # written ahead: what is applied is also kept
+            self.log(events)
         users = list(dict.fromkeys(e.user_id for e in events))
         stripes = sorted({zlib.crc32(u.encode()) % len(self._locks) for u in users})
         for s in stripes:  # in one order everywhere: no deadlock

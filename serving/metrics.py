@@ -81,6 +81,15 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.logged = Counter(
+            "audiorec_log_records_total",
+            "Records of the durable log (serving/accepted.py) by kind and outcome",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        for kind in ("events", "exposures"):
+            for result in ("written", "dropped"):
+                self.logged.labels(kind=kind, result=result)
         # Every known series exists from the start (at 0): rates and alerts need them.
         for reason in ("unparseable", "unauthenticated", "overloaded"):
             self.rejected.labels(reason=reason)

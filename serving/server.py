@@ -43,9 +43,11 @@ from audiorec.errors import (
     InvalidRequest,
     Overloaded,
 )
+from audiorec.eventlog import LogConfig
 from audiorec.featurestore import FeatureStoreConfig
 from audiorec.secrets import redact
 from audiorec.v1 import recommender_pb2 as pb
+from serving.accepted import AcceptedLog
 from serving.arms import CURRENT, Experiment
 from serving.artifact import Artifact
 from serving.events import EventLimits, Recorder
@@ -101,6 +103,7 @@ class ServerConfig(StrictConfig):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     experiment: Experiment = Field(default_factory=Experiment)  # A/B arms (serving/arms.py)
     events: EventLimits = Field(default_factory=EventLimits)
+    log: LogConfig = Field(default_factory=LogConfig)  # events and exposures kept (accepted.py)
 
 
 def _item_type(request: Any, limits: RequestLimits) -> str | None:
@@ -215,8 +218,10 @@ class RecommenderService:
         experiment: Experiment,
         metrics: Metrics,
         admission: Admission,
+        accepted: AcceptedLog | None = None,
     ):
         self.arms, self.experiment = arms, experiment
+        self.accepted = accepted
         self.metrics = metrics
         self.admission = admission
         self._client_errors = _ClientErrorLog()
@@ -240,12 +245,15 @@ class RecommenderService:
             if request is UNPARSEABLE:
                 self.metrics.rejected.labels(reason="unparseable").inc()
                 raise InvalidRequest(f"the request bytes are not a valid {rpc}Request message")
-            if getattr(request, "arm", ""):
+            forced = bool(getattr(request, "arm", ""))
+            if forced:
                 arm, holder = self._named_arm(request.arm)
             with self.admission.enter(deadline):
                 response, strategy = fn(holder.current, deadline)
             if arm and hasattr(response, "arm"):
                 response.arm = arm
+            if self.accepted is not None and rpc == "Recommend":
+                self._expose(request, response, arm, forced)
             return response
         except AudiorecError as exc:
             code = grpc.StatusCode[exc.status]
@@ -283,6 +291,23 @@ class RecommenderService:
                     },
                 )
         context.abort(code, message)
+
+    def _expose(self, request: Any, response: Any, arm: str, forced: bool) -> None:
+        assert self.accepted is not None
+        shares = {a.name: a.share for a in self.experiment.arms}
+        self.accepted.exposure(
+            {
+                "user_id": request.user_id,
+                "arm": arm,
+                "share": shares.get(arm, 1.0),
+                "salt": self.experiment.salt if shares else "",
+                "forced": forced,
+                "version": response.model_version,
+                "type": response.items[0].type if response.items else request.type,
+                "strategy": pb.Strategy.Name(response.strategy),
+                "items": [i.item_id for i in response.items],
+            }
+        )
 
     def _named_arm(self, name: str) -> tuple[str, ModelHolder]:
         for arm in self.arms:
@@ -393,6 +418,7 @@ class RunningServer:
     metrics: Metrics
     health: health.HealthServicer
     features: OnlineFeatures
+    accepted: AcceptedLog | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let in-flight ones finish (up to ``grace`` s), stop watching."""
@@ -401,6 +427,8 @@ class RunningServer:
             holder.stop()
         self.server.stop(grace).wait()
         self.features.close()
+        if self.accepted is not None:
+            self.accepted.close()
 
 
 def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> RunningServer:
@@ -416,6 +444,7 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         on_state=lambda is_open: metrics.breaker_open.set(int(is_open)),
     )
 
+    accepted = AcceptedLog(workdir, cfg.log, metrics) if cfg.log.enabled else None
     # a user's real-time read-modify-write, exclusive across this server's processes
     locks = UserLocks(workdir, cfg.store, timeout_s=cfg.store_guard.write_timeout_s)
 
@@ -437,6 +466,9 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
             dim=_preference_dim(artifact),
             run=functools.partial(features.run, what="recording events"),
             lock=functools.partial(locks.hold, project),
+            log=None
+            if accepted is None
+            else functools.partial(accepted.events, version=artifact.version),
         )
         return Recommender(artifact, features.reader(project), cfg.limits, recorder)
 
@@ -480,7 +512,7 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
         ],
     )
     service = RecommenderService(
-        arms, cfg.experiment, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs)
+        arms, cfg.experiment, metrics, Admission(cfg.workers, cfg.max_concurrent_rpcs), accepted
     )
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.HealthServicer()
@@ -527,7 +559,7 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
             }
         },
     )
-    return RunningServer(server, port, holder, arms, metrics, health_servicer, features)
+    return RunningServer(server, port, holder, arms, metrics, health_servicer, features, accepted)
 
 
 def _preference_dim(artifact: Artifact) -> int:

@@ -31,10 +31,12 @@ from audiorec.artifact import (
 )
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
+from audiorec.eventlog import log_dir
 from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig
 from audiorec.item_index import IndexConfig
 from training.data import Dataset
+from training.data.merge_log import merge_event_log
 from training.engine import Engine, EngineConfig, open_engine
 from training.features.config import FeatureJobConfig
 from training.graph.colisten import GraphConfig
@@ -68,6 +70,9 @@ class PipelineConfig(StrictConfig):
     hgnn_max_age_days: int | None = Field(None, ge=0)
     # Where the heavy steps run: this process, or a Ray cluster (training/engine/)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    # Merge the events the server accepted (the work directory's log/, serving/accepted.py)
+    # into the dataset first; off when an outside event pipeline delivers them
+    merge_log: bool = True
 
 
 class PipelineError(AudiorecError):
@@ -154,6 +159,11 @@ def _run(
         say(f"  done in {report.seconds[name]:.0f}s{memory}", flush=True)
 
     with step(0):
+        if cfg.merge_log:
+            merged = merge_event_log(data, log_dir(wd))
+            say(f"  {merged.summary()}")
+            if merged.added and isinstance(data, Dataset):
+                data = data.root  # its span and counts changed: open it again
         data = Dataset.of(data, cfg.focus_type)
         cut = cut or data.default_cut
         # the preset first, on the caller's own config: nothing merged before it can

@@ -347,3 +347,75 @@ def test_arm_specs_are_checked():
     assert [e.assign(f"user{i}") for i in range(50)] != [
         other.assign(f"user{i}") for i in range(50)
     ]
+
+
+def test_events_recorded_through_the_api_reach_the_next_batch(
+    workdir, rt_pipeline, world_copy, tiny_world
+):
+    """Nothing recorded online is lost: events the dataset never had, recorded through
+    the API, are in the server's log, the next daily run merges them into the dataset,
+    and its batch features equal what the pushes made of them."""
+    from audiorec.artifact import feature_project, read_manifest
+    from audiorec.featurestore import OnlineFeatureReader, open_store
+    from serving.server import ServerConfig, create_server
+    from training.pipeline import run_pipeline
+
+    _, cfg, cut = rt_pipeline
+    con = duckdb.connect()
+    leaves = (cut - timedelta(days=cfg.features.window_days)).date()
+    ((user, seen),) = con.execute(
+        f"""SELECT e.user_id, list(DISTINCT e.item_id)
+            FROM '{tiny_world}/events.parquet' e JOIN '{tiny_world}/items.parquet' i
+              USING (item_id)
+            WHERE i.item_type = 'audiobook' AND e.ts < TIMESTAMPTZ '{cut.isoformat()}'
+            GROUP BY e.user_id
+            HAVING max(CAST(e.ts AS DATE) = DATE '{leaves}') = false
+            ORDER BY count(*) DESC LIMIT 1"""
+    ).fetchall()
+    fresh = [
+        i
+        for (i,) in con.execute(
+            f"SELECT item_id FROM '{tiny_world}/items.parquet' WHERE item_type = 'audiobook' "
+            "ORDER BY item_id"
+        ).fetchall()
+        if i not in set(seen)
+    ][:3]
+    at = ms(cut, 2)
+    running = create_server(workdir, ServerConfig(port=0))
+    try:
+        rec = running.holder.current
+        project = feature_project(rec.artifact.manifest)
+        before = running.features.read_users_now([user], project)["audiobook_items_90d"][0]
+        got = rec.record(
+            [
+                pb.Event(user_id=user, item_id=i, event_type="stream", timestamp_ms=at + n)
+                for n, i in enumerate(fresh)
+            ]
+        )
+        assert got.recorded == 3
+        pushed = running.features.read_users_now([user], project)
+    finally:
+        running.stop(grace=1)
+    again = run_pipeline(
+        world_copy,
+        workdir,
+        cfg.model_copy(update={"hgnn_max_age_days": 7}),
+        cut=cut + timedelta(days=1),
+        progress=False,
+    )
+    merged = con.execute(
+        f"""SELECT item_id FROM '{world_copy}/events.parquet'
+            WHERE user_id = '{user}' AND epoch_ms(ts) >= {at}"""
+    ).fetchall()
+    assert set(fresh) <= {i for (i,) in merged}
+    project = feature_project(
+        read_manifest(artifacts_root(workdir) / again.version, verify_files=False)
+    )
+    batch = OnlineFeatureReader(open_store(workdir, project=project)).read([user])
+    assert pushed["audiobook_items_90d"][0] == (before or 0) + 3
+    assert batch["audiobook_items_90d"][0] == pushed["audiobook_items_90d"][0]
+    np.testing.assert_allclose(
+        np.asarray(batch["audiobook_pref"][0], np.float64),
+        np.asarray(pushed["audiobook_pref"][0], np.float64),
+        atol=1e-5,
+    )

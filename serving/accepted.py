@@ -1,0 +1,101 @@
+"""What the server accepted, kept: events written ahead of their effect, and every
+Recommend answer as an exposure (audiorec/eventlog.py holds the format).
+
+- **Events** are appended before they are applied to the online store: an event the
+  client was told is recorded is in the log (the daily pipeline merges it into the
+  dataset), and a full log refuses the call (RESOURCE_EXHAUSTED) rather than apply what
+  it cannot keep. A crash between the append and the push leaves an event the client
+  retries; its replay is a duplicate the merge removes.
+- **Exposures** (user, arm, its share, version, type, strategy, the items in rank order,
+  time) leave the request path through a bounded queue that one thread writes in
+  batches; when the queue or the log is full they are dropped and counted
+  (``audiorec_log_records_total{kind="exposures",result="dropped"}``), never failing a
+  call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from audiorec.eventlog import EVENTS, EXPOSURES, LogConfig, LogFull, LogWriter, log_dir, now_ms
+from serving.events import Event
+from serving.metrics import Metrics
+
+log = logging.getLogger("audiorec.serving")
+BATCH = 512  # exposures per write, at most
+
+
+class AcceptedLog:
+    def __init__(self, workdir: str | Path, cfg: LogConfig, metrics: Metrics):
+        self.cfg, self.metrics = cfg, metrics
+        directory = log_dir(workdir)
+        self._events = LogWriter(directory, EVENTS, cfg)
+        self._exposures = LogWriter(directory, EXPOSURES, cfg) if cfg.exposures else None
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(cfg.exposure_queue)
+        self._thread: threading.Thread | None = None
+        if self._exposures is not None:
+            self._thread = threading.Thread(target=self._drain, name="exposures", daemon=True)
+            self._thread.start()
+
+    def events(self, events: Sequence[Event], version: str) -> None:
+        """Append validated events (raises LogFull: the call must not apply them)."""
+        now = now_ms()
+        self._events.append(
+            [
+                {
+                    "user_id": e.user_id,
+                    "item_id": e.item_id,
+                    "event_type": e.event_type,
+                    "ts_us": e.ts_us,
+                    "event_id": e.event_id,
+                    "version": version,
+                    "at_ms": now,
+                }
+                for e in events
+            ]
+        )
+        self.metrics.logged.labels(kind=EVENTS, result="written").inc(len(events))
+
+    def exposure(self, record: dict[str, Any]) -> None:
+        """One answer, off the request path (dropped and counted when the queue is full)."""
+        if self._exposures is None:
+            return
+        record["ts_ms"] = now_ms()
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.metrics.logged.labels(kind=EXPOSURES, result="dropped").inc()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+        self._events.close()
+        if self._exposures is not None:
+            self._exposures.close()
+
+    def _drain(self) -> None:
+        assert self._exposures is not None
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if None in batch:
+                stop = True
+                batch = [r for r in batch if r is not None]
+            if not batch:
+                continue
+            try:
+                self._exposures.append([r for r in batch if r is not None])
+                self.metrics.logged.labels(kind=EXPOSURES, result="written").inc(len(batch))
+            except (LogFull, OSError) as exc:
+                self.metrics.logged.labels(kind=EXPOSURES, result="dropped").inc(len(batch))
+                log.warning("exposures dropped", extra={"fields": {"why": str(exc)[:200]}})
