@@ -174,6 +174,20 @@ def _training_commands(sub) -> None:
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=commands.cmd_evaluate)
 
+    ex = sub.add_parser(
+        "experiment", help="the A/B readout: each arm's stream-through and new starts"
+    )
+    ex.add_argument("--workdir", required=True, help="the work directory the server logs into")
+    ex.add_argument("--salt", help="the experiment (its --experiment-salt; default: the newest)")
+    ex.add_argument("--since", help="only exposures from this UTC time on (YYYY-MM-DD[THH:MM])")
+    ex.add_argument(
+        "--window-hours", type=float, default=24.0, help="a stream counts this long after"
+    )
+    ex.add_argument(
+        "--out", help="folder for readout.json/.png (default: WORKDIR/experiments/SALT)"
+    )
+    ex.set_defaults(func=commands.cmd_experiment)
+
 
 def ciao_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

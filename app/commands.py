@@ -176,6 +176,29 @@ def cmd_evaluate(
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from training.evaluation.experiment import read_experiment, readout_dir, write_readout
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise AudiorecError(
+                f"--since {args.since[:40]!r}: expected YYYY-MM-DD[THH:MM]"
+            ) from None
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    if not args.window_hours > 0:
+        raise AudiorecError("--window-hours must be positive")
+    readout = read_experiment(args.workdir, args.salt, since, args.window_hours)
+    print(readout.text())
+    chart = write_readout(readout, args.out or readout_dir(args.workdir, readout.salt))
+    print(f"readout: {chart.parent / 'readout.json'}, chart: {chart}")
+    return 0
+
+
 def recorded_command(argv: list[str]) -> str:
     """The command as a report records it: absolute paths as their last part (a record
     of this machine's folders would point a reader outside the repository)."""

@@ -138,6 +138,7 @@ class Inspector:
                 "manifests": manifests,
                 "charts": self.workdir.charts(info.model_version),
                 "report": _render_markdown(self.workdir.report_markdown()),
+                "readouts": [data for _, data in self.workdir.readouts()],
             },
         )
 

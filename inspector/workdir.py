@@ -10,6 +10,7 @@ about 1-2 s on 2 cores); on timeout the page says so and shows the rest.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -140,7 +141,23 @@ class Workdir:
         hgnn = self.workdir / "hgnn" / "training_curve.png"
         if hgnn.is_file():
             out.append(Chart(f"hgnn-{hgnn.name}", "HGNN (latest run)", hgnn))
+        for folder, _ in self.readouts():
+            png = folder / "readout.png"
+            if png.is_file():
+                out.append(Chart(f"experiment-{folder.name}", f"experiment {folder.name}", png))
         return out
+
+    def readouts(self, newest: int = 3) -> list[tuple[Path, dict[str, Any]]]:
+        """The newest experiment readouts (``audiorec experiment`` writes them under
+        ``experiments/<salt>/``), newest first."""
+        found = []
+        for path in (self.workdir / "experiments").glob("*/readout.json"):
+            try:
+                found.append((path.stat().st_mtime, path.parent, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                continue
+        found.sort(key=lambda t: t[0], reverse=True)
+        return [(folder, data) for _, folder, data in found[:newest]]
 
     def chart(self, name: str, version: str | None) -> Path:
         """A chart's file by its URL name; only the files :meth:`charts` lists."""
