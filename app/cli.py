@@ -278,6 +278,14 @@ def _serve_command(sub) -> None:
     )
     sv.add_argument("--no-reflection", action="store_true", help="turn server reflection off")
     sv.add_argument(
+        "--no-event-log",
+        action="store_true",
+        help="keep no log of accepted events and answers (an outside event pipeline keeps them)",
+    )
+    sv.add_argument(
+        "--no-exposures", action="store_true", help="log accepted events, not every answer"
+    )
+    sv.add_argument(
         "--insecure",
         action="store_true",
         help="allow a non-loopback --host without TLS and a token",

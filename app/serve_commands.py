@@ -16,10 +16,12 @@ from audiorec.errors import AudiorecError
 def cmd_serve(args: argparse.Namespace) -> int:
 
     from audiorec.config import validated
+    from audiorec.eventlog import LogConfig
     from audiorec.featurestore import FeatureStoreConfig
     from serving.arms import Experiment, parse_arms
+    from serving.logs import configure_logging
     from serving.security import SecurityConfig
-    from serving.server import ServerConfig, configure_logging, create_server
+    from serving.server import ServerConfig, create_server
     from serving.tuning import tune_process
 
     configure_logging(args.log_level)
@@ -44,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         security=security,
         experiment=experiment,
         tower_runtime=args.tower_runtime,
+        log=LogConfig(enabled=not args.no_event_log, exposures=not args.no_exposures),
         **({"workers": args.workers} if args.workers else {}),
     )
     if args.processes > 1:
@@ -190,7 +193,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from inspector.server import InspectorConfig, check_exposure, create_server
     from inspector.workdir import Workdir
     from serving.features import OnlineFeatures, StoreGuardConfig
-    from serving.server import configure_logging
+    from serving.logs import configure_logging
 
     configure_logging(args.log_level)
     cfg = validated(

@@ -51,7 +51,8 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
 
 def _child(workdir: str, cfg_json: str, index: int, queue: Any, level: str) -> None:
     """One server process: build, report ready, serve until SIGTERM/SIGINT."""
-    from serving.server import ServerConfig, configure_logging, create_server
+    from serving.logs import configure_logging
+    from serving.server import ServerConfig, create_server
 
     configure_logging(level)
     stop = threading.Event()

@@ -48,7 +48,7 @@ def test_every_relative_link_in_the_markdown_resolves_inside_the_repository():
 def test_no_file_refers_to_a_document_the_repository_does_not_hold():
     """The project's own notes beside a checkout are not the user's: every reason is in
     the repository (docs/paper.md, docs/stack-notes.md)."""
-    files = repository_files(".py", ".md", ".toml", ".yaml", ".proto", ".cfg", "Makefile")
+    files = repository_files(".py", ".md", ".toml", ".yaml", ".proto", ".cfg", "Makefile", "run")
     for path in files:
         if path == Path(__file__).resolve():
             continue

@@ -271,7 +271,7 @@ def test_a_planted_password_never_leaks(tiny_pipeline, tmp_path, users, free_por
             metrics = running.metrics.exposition().decode()
         finally:
             running.stop(grace=1)
-    from serving.server import JsonFormatter
+    from serving.logs import JsonFormatter
 
     logged = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert "breaker open" in logged
