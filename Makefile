@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo    the main job end to end (synthetic world -> pipeline -> evaluation -> gRPC calls)"
 	@echo "make test    the test suite (what CI runs, after make lint)"
-	@echo "make lint    ruff (lint + format check) and mypy (strict on audiorec/, serving/, inspector/)"
+	@echo "make lint    ruff (lint + format check) and mypy (audiorec/, serving/, inspector/ strict; training/, app/ checked)"
 	@echo "make format  ruff format and import order, in place"
 	@echo "make docs    docs/results.md from the runs' metrics.json under docs/results/"
 	@echo "make ciao CIAO=DIR  the pipeline and evaluation on real data (the public Ciao files in DIR)"

@@ -157,8 +157,9 @@ def cmd_evaluate(
     args: argparse.Namespace, base: dict | None = None, data=None, workdir=None, out=None
 ) -> int:
     from audiorec.config import load_overrides, merge, validated
+    from training.evaluation.config import EvaluationConfig
     from training.evaluation.report import write_report
-    from training.evaluation.run import EvaluationConfig, run_evaluation
+    from training.evaluation.run import run_evaluation
 
     overrides = merge(base or {}, load_overrides(args.config))
     if args.no_ablations:

@@ -3,7 +3,7 @@
 World -> the daily pipeline (text embeddings, HGNN, feature store, two towers, indexes,
 published artifact) -> the gRPC server started on a free port -> real Recommend calls for a
 warm, a cold-start and an unknown user (Feast online features -> exported user tower ->
-HNSW -> filters), printed -> graceful shutdown.
+item index -> filters), printed -> graceful shutdown.
 """
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from audiorec.itemtypes import ItemTypes
+
+if TYPE_CHECKING:  # the heavy packages are imported where they run
+    from training.synth.config import Scale
 
 # Bounded so that the demo's HGNN step takes a few minutes on 2 cores (docs/benchmarks.md).
 DEMO_HGNN = {"max_epochs": 8, "patience": 3, "max_steps_per_epoch": 120, "batch_size": 256}
@@ -25,7 +29,9 @@ def _step(i: int, n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: bool = True) -> int:
+def run_demo(
+    workdir: str | Path, scale: Scale = "demo", seed: int = 7, evaluate: bool = True
+) -> int:
     from audiorec.config import validated
     from audiorec.featurestore import OnlineFeatureReader, open_store
     from serving.client import format_answer, recommend
@@ -47,6 +53,7 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
 
     t = _step(2, n, "the daily pipeline: audiorec pipeline --data world --workdir .")
     report = run_pipeline(world, wd, validated(PipelineConfig, {"hgnn": DEMO_HGNN}))
+    assert report.directory is not None  # published
     print(
         f"  published {report.version} ({time.perf_counter() - t:.0f}s); training curves: "
         f"{wd / 'hgnn' / 'training_curve.png'}, {report.directory / 'training_curve.png'}"
@@ -54,8 +61,9 @@ def run_demo(workdir: str | Path, scale: str = "demo", seed: int = 7, evaluate: 
 
     report_path = None
     if evaluate:
+        from training.evaluation.config import EvaluationConfig
         from training.evaluation.report import write_report
-        from training.evaluation.run import EvaluationConfig, run_evaluation
+        from training.evaluation.run import run_evaluation
 
         t = _step(
             3,

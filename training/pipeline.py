@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 from pydantic import Field
@@ -36,6 +36,7 @@ from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig
 from audiorec.item_index import IndexConfig
 from training.data import Dataset
+from training.data.duck import DatasetLike
 from training.data.merge_log import merge_event_log
 from training.engine import Engine, EngineConfig, open_engine
 from training.features.config import FeatureJobConfig
@@ -103,7 +104,7 @@ STEPS = (
 
 
 def run_pipeline(
-    data: Dataset | str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     cfg: PipelineConfig = PipelineConfig(),
     *,
@@ -119,7 +120,7 @@ def run_pipeline(
 
 def _run(
     engine: Engine,
-    data: Dataset | str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     cfg: PipelineConfig,
     cut: datetime | None,
@@ -255,7 +256,7 @@ def _run(
             open_store(wd, cfg.store, project), data, cut, cfg.two_tower, progress=say
         )
         store = open_store(wd, cfg.store, project)
-        upstream = {
+        upstream: dict[str, Any] = {
             "hgnn_version": read_item_embeddings(hgnn_dir / "embeddings.parquet").version,
             "text_version": read_item_embeddings(text).version,
             "hgnn_skipped": skip_hgnn,

@@ -3,5 +3,6 @@ the validated :class:`Dataset` the pipeline passes around."""
 
 from training.data.contract import CONTRACT, DatasetInfo, TableSpec, validate_dataset
 from training.data.dataset import Dataset
+from training.data.duck import DatasetLike
 
-__all__ = ["CONTRACT", "Dataset", "DatasetInfo", "TableSpec", "validate_dataset"]
+__all__ = ["CONTRACT", "Dataset", "DatasetInfo", "DatasetLike", "TableSpec", "validate_dataset"]

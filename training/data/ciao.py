@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -144,7 +145,7 @@ def import_ciao(
         con.execute(f"""CREATE TABLE pair AS SELECT user_id, category_id || ':' || item_id AS key,
                         item_id, category_id, rating, ts FROM ratings
                         WHERE category_id IN ({sparse}, {dense})""")
-        report = {
+        report: dict[str, Any] = {
             "source": src.name,  # the folder's name only: a record, never a path to follow
             "config": cfg.model_dump(),
             "before": _counts(con, "pair", sparse, dense),

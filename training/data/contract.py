@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from audiorec.errors import ContractError
 from audiorec.itemtypes import ITEM_TYPE_PATTERN
 from audiorec.vocabulary import EVENT_TYPES, WEAK_SIGNALS  # noqa: F401 - the contract's
-from training.data.duck import connect_dataset
+from training.data.duck import connect_dataset, fetch_one
 
 UTC_NAMES = ("UTC", "Etc/UTC", "+00:00", "Z")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -163,8 +163,8 @@ def validate_dataset(root: str | Path) -> DatasetInfo:
             _check_values(con, spec)
         dim = _check_music_dim(con)
         _check_references(con)
-        rows = {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in CONTRACT}
-        first, last = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+        rows = {n: fetch_one(con, f"SELECT count(*) FROM {n}")[0] for n in CONTRACT}
+        first, last = fetch_one(con, "SELECT min(ts), max(ts) FROM events")
     finally:
         con.close()
     return DatasetInfo(root=root, rows=rows, music_dim=dim, first_event=first, last_event=last)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import duckdb
+
+# A dataset as the functions that read its files take it: a path, or a
+# training.data.Dataset (an os.PathLike of its root)
+DatasetLike = str | os.PathLike[str]
+
+
+def fetch_one(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    row = con.execute(sql, params).fetchone() if params else con.execute(sql).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from: {' '.join(sql.split())[:80]}")
+    return tuple(row)
 
 
 def sql_literal(text: str) -> str:
@@ -19,7 +34,7 @@ def sql_identifier(name: str) -> str:
 
 
 def connect_dataset(
-    root: str | Path, tables: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
+    root: DatasetLike, tables: Iterable[str], con: duckdb.DuckDBPyConnection | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A connection with a view ``<name>`` over ``root/<name>.parquet`` for each table."""
     con = con or duckdb.connect()

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from audiorec.errors import ContractError
 from audiorec.eventlog import EVENTS, read_ledger, read_records, write_ledger
-from training.data.duck import connect_dataset
+from training.data.duck import DatasetLike, connect_dataset
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class MergeReport:
         )
 
 
-def merge_event_log(data_dir: str | Path, log_directory: str | Path) -> MergeReport:
+def merge_event_log(data_dir: DatasetLike, log_directory: str | Path) -> MergeReport:
     data_dir, log_directory = Path(data_dir), Path(log_directory)
     ledger = read_ledger(log_directory, EVENTS)
     rows: dict[str, list] = {k: [] for k in ("user_id", "item_id", "event_type", "ts_us", "eid")}

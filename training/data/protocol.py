@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +30,7 @@ import scipy.sparse as sp
 from audiorec.errors import AudiorecError
 from audiorec.itemtypes import ItemTypes
 from training.data.dataset import Dataset
+from training.data.duck import DatasetLike
 
 # A validation group smaller than this is left out of the selection criterion: one or two
 # users would otherwise weigh as much as a group of hundreds (HR@10's standard error over
@@ -87,7 +87,7 @@ class Protocol:
         return f"{label} {self.cut:%Y-%m-%d} .. {self.end:%Y-%m-%d}; " + "; ".join(parts)
 
 
-def build_protocol(data: Dataset | str | Path, cut: datetime, end: datetime) -> Protocol:
+def build_protocol(data: DatasetLike, cut: datetime, end: datetime) -> Protocol:
     data = Dataset.of(data)
     types = data.item_types
     con = data.connect(("items", "events"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -14,7 +15,7 @@ from training.data.protocol import Protocol
 from training.evaluation.peers import PEERS, PeerName, event_weights_valid
 from training.pipeline import PipelineConfig
 
-ABLATIONS = {
+ABLATIONS: dict[str, dict[str, Any]] = {
     "no balanced sampler": {"hgnn": {"balanced": False}},
     "no weak signals": {"two_tower": {"use_weak_signals": False}},
     # graph ablations name relations by type codes (itemtypes.py); on a dataset without

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from training.data.duck import DatasetLike
 from training.data.embeddings import read_item_embeddings
 from training.data.ids import aligned
 from training.evaluation.models import unit
@@ -24,7 +25,7 @@ from training.hgnn.fit import train_and_embed
 
 
 def hgnn_with_users(
-    data: str | Path,
+    data: DatasetLike,
     text_path: str | Path,
     cut: datetime,
     pipeline_cfg,

@@ -46,6 +46,7 @@ def top_k(
         elif item_scores is not None:
             scores = np.broadcast_to(item_scores.astype(np.float32), (len(r), n_items)).copy()
         else:
+            assert user_vectors is not None and item_vectors is not None  # by the contract
             scores = user_vectors[r] @ item_vectors.T
         seen = consumed[r].tocoo()
         scores[seen.row, seen.col] = -np.inf

@@ -12,13 +12,12 @@ popularity, one score per item).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from training.data.duck import connect_dataset
+from training.data.duck import DatasetLike, connect_dataset
 from training.data.ids import aligned, positions
 
 
@@ -27,7 +26,9 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.where(n > 0, n, 1)).astype(np.float32)
 
 
-def popularity(data: str | Path, cut: datetime, item_ids: np.ndarray, days: int = 28) -> np.ndarray:
+def popularity(
+    data: DatasetLike, cut: datetime, item_ids: np.ndarray, days: int = 28
+) -> np.ndarray:
     con = connect_dataset(data, ("events",))
     try:
         df = con.sql(
@@ -44,7 +45,7 @@ def popularity(data: str | Path, cut: datetime, item_ids: np.ndarray, days: int 
 
 
 def interaction_matrix(
-    data: str | Path, cut: datetime, users: np.ndarray, item_ids: np.ndarray, days: int = 90
+    data: DatasetLike, cut: datetime, users: np.ndarray, item_ids: np.ndarray, days: int = 90
 ) -> sp.csr_matrix:
     """(users, items) 0/1: any event (streams and weak signals) in the window."""
     import pyarrow as pa

@@ -9,10 +9,9 @@ chooses the setting and the prior together on the same window (prior_rows.py).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from training.data.duck import DatasetLike
 from training.data.protocol import Protocol
 from training.evaluation.config import EvaluationConfig, Results
 from training.evaluation.models import popularity
@@ -29,7 +28,7 @@ from training.evaluation.selection import candidates, criterion, pick, score_pro
 
 
 def _popularity_rows(
-    data: Path, cut, val_proto: Protocol | None, cfg: EvaluationConfig, res: Results, score
+    data: DatasetLike, cut, val_proto: Protocol | None, cfg: EvaluationConfig, res: Results, score
 ) -> None:
     """Popularity is the prior alone: the plain count over ``popularity_days`` or
     recency-weighted listeners, the half-life chosen per item type from the prior's own
@@ -69,7 +68,7 @@ def _popularity_rows(
 
 def _peer_rows(
     peer: str,
-    data: Path,
+    data: DatasetLike,
     cut,
     proto: Protocol,
     val_proto: Protocol | None,
@@ -161,7 +160,7 @@ def _window(p: Protocol | None) -> dict:
     return {"window": [str(p.cut), str(p.end)]} if p is not None else {}
 
 
-def _item_types(data: Path, items: np.ndarray) -> np.ndarray:
+def _item_types(data: DatasetLike, items: np.ndarray) -> np.ndarray:
     """The item type of each of ``items`` (sorted ids of every item)."""
     from training.data.duck import connect_dataset
 
@@ -174,7 +173,7 @@ def _item_types(data: Path, items: np.ndarray) -> np.ndarray:
     return np.asarray(df["item_type"], dtype=object)
 
 
-def _all_ids(data: Path) -> tuple[np.ndarray, np.ndarray]:
+def _all_ids(data: DatasetLike) -> tuple[np.ndarray, np.ndarray]:
     """Every user and item id of the dataset, sorted."""
     from training.data.duck import connect_dataset
 

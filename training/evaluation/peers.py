@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -41,12 +40,12 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from audiorec.config import StrictConfig
-from training.data.contract import EVENT_TYPES
-from training.data.duck import connect_dataset
+from audiorec.vocabulary import EVENT_TYPES
+from training.data.duck import DatasetLike, connect_dataset
 from training.data.ids import positions
 
-PEERS = ("ALS", "BPR", "ItemKNN", "EASE", "RP3beta")
 PeerName = Literal["ALS", "BPR", "ItemKNN", "EASE", "RP3beta"]
+PEERS: tuple[PeerName, ...] = ("ALS", "BPR", "ItemKNN", "EASE", "RP3beta")
 DETERMINISTIC = ("ItemKNN", "EASE", "RP3beta")  # one fit, whatever the seed
 
 
@@ -110,7 +109,7 @@ def event_weights_valid(weights: dict[str, float]) -> dict[str, float]:
 
 
 def training_matrix(
-    data: str | Path,
+    data: DatasetLike,
     cut: datetime,
     users: np.ndarray,
     items: np.ndarray,
@@ -163,6 +162,7 @@ class FittedPeer:
             return np.asarray(
                 (self.matrix[rows] @ self.similarity[:, columns]).todense(), np.float32
             )
+        assert self.user_factors is not None and self.item_factors is not None  # factor models
         return self.user_factors[rows] @ self.item_factors[columns].T
 
 

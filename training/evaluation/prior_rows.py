@@ -24,11 +24,11 @@ Cost per peer: one more fit, then per item type and group one (users x items) sc
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from training.data.duck import DatasetLike
 from training.data.protocol import Protocol
 
 # (kind, catalogue item ids) -> (user rows of the protocol -> (rows, items) scores)
@@ -52,7 +52,7 @@ def tie_order(n: int) -> np.ndarray:
 
 
 def item_priors(
-    data: str | Path, when: datetime, item_ids: np.ndarray, types: np.ndarray, half_lives
+    data: DatasetLike, when: datetime, item_ids: np.ndarray, types: np.ndarray, half_lives
 ) -> np.ndarray:
     """(len(half_lives), items): each item's prior as of ``when`` (sorted ``item_ids``)."""
     from training.twotower.prior import prior, recent_listeners
@@ -62,7 +62,7 @@ def item_priors(
 
 
 def choose_prior(
-    data: str | Path,
+    data: DatasetLike,
     proto: Protocol,
     item_ids: np.ndarray,
     types: np.ndarray,
@@ -96,7 +96,7 @@ def choose_prior(
 
 def prior_adder(
     chosen: dict[str, dict],
-    data: str | Path,
+    data: DatasetLike,
     cut: datetime,
     item_ids: np.ndarray,
     types: np.ndarray,

@@ -17,7 +17,8 @@ from training.evaluation.config import Results
 from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
 
 # The papers' numbers (docs/paper.md): HR@10, MRR, coverage %.
-PAPER = {
+# (item type, group) -> model -> (HR@10, MRR, coverage %) as the paper reports them
+PAPER: dict[tuple[str, str], dict[str, tuple[float | None, ...]]] = {
     ("audiobook", "warm"): {
         "Popularity": (0.150, 0.100, 0.0),
         "LLM-KNN": (0.164, 0.202, 54.7),
@@ -311,7 +312,7 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
     for model, c in chosen.items():
         trials = c.get("trials", [])
         vals = [t["validation"] for t in trials]
-        chosen = ", ".join(f"{k} {v}" for k, v in c["setting"].items())
+        setting = ", ".join(f"{k} {v}" for k, v in c["setting"].items())
         best = next(
             (
                 t["validation"]
@@ -330,7 +331,7 @@ def selection_lines(chosen: dict, validation: str = "", heading: str = "###") ->
             value = f"{best:.3f} / {vals[0]:.3f} / {len(vals)}"
         else:
             value = "no validation window: defaults"
-        lines.append(f"| {model} | {chosen} | {value} |")
+        lines.append(f"| {model} | {setting} | {value} |")
     return lines
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from audiorec.itemtypes import ItemTypes
 from training.data import Dataset
+from training.data.duck import DatasetLike
 from training.data.ids import aligned
 from training.data.protocol import Protocol, build_protocol
 from training.engine import Engine
@@ -35,7 +36,7 @@ from training.presets import effective
 
 
 def run_evaluation(
-    data: Dataset | str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     cfg: EvaluationConfig = EvaluationConfig(),
     progress: bool = True,
@@ -51,7 +52,7 @@ def run_evaluation(
 
 def _evaluate(
     engine: Engine,
-    data: Dataset | str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     cfg: EvaluationConfig,
     progress: bool,
@@ -144,7 +145,12 @@ def _evaluate(
         variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
         for seed in range(base_seed + 1, base_seed + n_hgnn)
     ]
-    timed("HGNN", lambda: [mean_of_items("HGNN", st["hgnn"]) for st in stores])
+
+    def hgnn_rows() -> None:
+        for st in stores:
+            mean_of_items("HGNN", st["hgnn"])
+
+    timed("HGNN", hgnn_rows)
 
     def with_users() -> None:
         from training.evaluation.hgnn_users import hgnn_with_users
@@ -235,7 +241,7 @@ def holdout_cut(data: Dataset | Path, end, cfg: EvaluationConfig):
     return end - timedelta(days=round((end - first).days * cfg.holdout_share))
 
 
-def validation_protocol(data: Path, cut, cfg: EvaluationConfig) -> Protocol | None:
+def validation_protocol(data: DatasetLike, cut, cfg: EvaluationConfig) -> Protocol | None:
     """The protocol of the validation window: the towers' validation slice, the last
     ``pipeline.two_tower.validation_days`` before ``cut``, the one window every row is
     chosen on; None if it has no new starts (then every model keeps its defaults)."""
@@ -249,7 +255,13 @@ def validation_protocol(data: Path, cut, cfg: EvaluationConfig) -> Protocol | No
 
 
 def _hgnn_and_features(
-    data: Path, wd: Path, text: Path, cut, cfg: PipelineConfig, progress: bool, engine: Engine
+    data: DatasetLike,
+    wd: Path,
+    text: Path,
+    cut,
+    cfg: PipelineConfig,
+    progress: bool,
+    engine: Engine,
 ) -> dict:
     from audiorec.featurestore import FeatureStoreConfig
     from training.features.jobs import run_feature_jobs

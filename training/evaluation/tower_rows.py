@@ -4,6 +4,8 @@ pipeline publishes it, and scored on the hold-out."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from training.data.ids import aligned
 from training.data.protocol import Protocol
 from training.evaluation.config import EvaluationConfig, Results
@@ -12,7 +14,7 @@ from training.evaluation.selection import candidates, choose
 
 # The towers' search space (same trial budget as every peer): the softmax temperature,
 # the learning rate, and item-id embeddings (0: the paper's content-only item tower).
-TOWER_GRID = {
+TOWER_GRID: dict[str, list[Any]] = {
     "temperature": [0.05, 0.1, 0.2],
     "learning_rate": [1e-3, 3e-3],
     "item_id_embedding_dim": [0, 32],

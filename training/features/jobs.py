@@ -30,7 +30,7 @@ from audiorec.itemtypes import ItemTypes
 from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
 from training.data.arrow import vector_column
 from training.data.dataset import Dataset, data_span, item_types
-from training.data.duck import connect_dataset
+from training.data.duck import DatasetLike, connect_dataset
 from training.data.embeddings import ItemEmbeddings, read_item_embeddings
 from training.engine import Engine, LocalEngine
 from training.features.config import FeatureJobConfig
@@ -65,7 +65,7 @@ class FeatureRunReport:
 
 
 def run_feature_jobs(
-    data: Dataset | str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     hgnn_embeddings: str | Path,
     text_embeddings: str | Path,
@@ -99,16 +99,17 @@ def run_feature_jobs(
         "item_types": types.to_json(),
     }
     full = state is None or state.get("key") != key
+    prior = state or {}  # the last run's state (read only when not full)
     if full:
         first = first_possible
         if cfg.history_days is not None:
             first = max(first, through - timedelta(days=cfg.history_days - 1))
     else:
-        first = date.fromisoformat(state["through"]) + timedelta(days=1)
+        first = date.fromisoformat(prior["through"]) + timedelta(days=1)
     if first > through:
-        return FeatureRunReport(None, through, False, generation=state["generation"])
+        return FeatureRunReport(None, through, False, generation=prior["generation"])
 
-    generation = uuid.uuid4().hex if full else state["generation"]
+    generation = uuid.uuid4().hex if full else prior["generation"]
     report = FeatureRunReport(first, through, full, generation=generation)
     # A rebuild is staged and swapped in whole; an incremental run adds files in place
     # (each appears atomically) and records progress last.
@@ -128,7 +129,7 @@ def run_feature_jobs(
                 progress,
                 _WindowJob(engine, Path(data), Path(workdir).resolve(), Path(hgnn_embeddings)),
             )
-            since = first if full else date.fromisoformat(state["first"])
+            since = first if full else date.fromisoformat(prior["first"])
             write_json(
                 target / STATE_FILE,
                 {

@@ -67,7 +67,7 @@ class _View:
 
 class PointInTimeRayOfflineStore(RayOfflineStore):
     @staticmethod
-    def get_historical_features(  # type: ignore[override]
+    def get_historical_features(
         config: Any,
         feature_views: list,
         feature_refs: list[str],
@@ -114,7 +114,7 @@ class PointInTimeRayOfflineStore(RayOfflineStore):
         return ArrowRefsJob(refs, full_feature_names, metadata)
 
     @staticmethod
-    def pull_latest_from_table_or_query(  # type: ignore[override]
+    def pull_latest_from_table_or_query(
         config: Any,
         data_source: Any,
         join_key_columns: list[str],

@@ -20,6 +20,7 @@ from audiorec.errors import AudiorecError
 from audiorec.failpoints import failpoint
 from audiorec.featurestore import FeatureStoreConfig, marker_path, online_lineage, project_for
 from audiorec.publish import write_json
+from training.data.duck import DatasetLike
 from training.data.embeddings import read_item_embeddings
 from training.engine import Engine
 from training.features.config import FeatureJobConfig
@@ -66,7 +67,7 @@ def check_online_hgnn(
 
 
 def refresh_features(
-    data: str | Path,
+    data: DatasetLike,
     workdir: str | Path,
     hgnn: str | Path,
     text: str | Path,

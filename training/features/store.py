@@ -186,7 +186,7 @@ def _source_rows(view, start, end) -> int:
         return con.execute(
             f"SELECT count(*) FROM read_parquet({path}) WHERE {ts} >= ? AND {ts} < ?",
             [start, end],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     finally:
         con.close()
 

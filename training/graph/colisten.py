@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError
 from audiorec.itemtypes import ItemTypes
 from training.data.dataset import Dataset
-from training.data.duck import connect_dataset
+from training.data.duck import DatasetLike, connect_dataset
 from training.engine import Engine, LocalEngine
 
 
@@ -90,7 +91,7 @@ def directions(types: ItemTypes, relations) -> dict[str, tuple[str, str]]:
 
 
 def build_colisten_graph(
-    data: Dataset | str | Path,
+    data: DatasetLike,
     cut: datetime,
     cfg: GraphConfig = GraphConfig(),
     engine: Engine | None = None,
@@ -151,7 +152,11 @@ def _sum_pairs(parts: list[dict], n: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def count_pairs(
-    data: Path, cut: datetime, cfg: GraphConfig, part: tuple[int, int] | None, threads: int = 0
+    data: DatasetLike,
+    cut: datetime,
+    cfg: GraphConfig,
+    part: tuple[int, int] | None,
+    threads: int = 0,
 ) -> dict:
     """One engine task: the co-listening pair counts of the users of ``part`` (None: all),
     sorted by (x, y), and the pairs before and after the power-user bound."""
@@ -187,7 +192,7 @@ def catalogue_nodes(data: Dataset) -> dict[str, np.ndarray]:
 
 
 def recent_user_items(
-    data: Dataset | Path,
+    data: DatasetLike,
     cut: datetime,
     cfg: GraphConfig,
     part: tuple[int, int] | None = None,
@@ -229,7 +234,7 @@ def graph_stats(node_type: np.ndarray, types: ItemTypes, edges: dict) -> dict:
     """Per-relation edge counts and degree statistics (over the nodes of the relation's
     types: audiobooks for AA, both sides for AP), and isolated items per type."""
     n = len(node_type)
-    out = {
+    out: dict[str, Any] = {
         "nodes": int(n),
         "items": {t: int((node_type == i).sum()) for i, t in enumerate(types.names)},
         "relations": {},

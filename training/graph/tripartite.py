@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 
 from audiorec.itemtypes import USER_CODE, ItemTypes
 from training.data.dataset import Dataset
+from training.data.duck import DatasetLike
 from training.graph.colisten import (
     GraphConfig,
     build_colisten_graph,
@@ -56,7 +56,7 @@ class TripartiteGraph:
 
 
 def build_tripartite_graph(
-    data: Dataset | str | Path, cut: datetime, cfg: GraphConfig = GraphConfig()
+    data: DatasetLike, cut: datetime, cfg: GraphConfig = GraphConfig()
 ) -> TripartiteGraph:
     data = Dataset.of(data)
     items = build_colisten_graph(data, cut, cfg)

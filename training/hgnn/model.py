@@ -82,6 +82,7 @@ class HGNN(nn.Module):
     ):
         super().__init__()
         self.out_dim = out_dim
+        self.relations = tuple(relations)
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
         self.layers = nn.ModuleList(
             HeteroSAGELayer(a, b, relations, pool_dim=hidden_dim, node_types=node_types)

@@ -26,6 +26,7 @@ from audiorec.errors import AudiorecError
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
 from audiorec.publish import staged_directory
 from training.data.dataset import Dataset
+from training.data.duck import DatasetLike
 from training.data.embeddings import read_item_embeddings, write_item_embeddings
 from training.engine import Engine
 from training.graph.colisten import CoListenGraph, GraphConfig, build_colisten_graph
@@ -99,7 +100,7 @@ def node_features(graph: CoListenGraph, text_path: str | Path) -> torch.Tensor:
 
 
 def run_hgnn(
-    data: Dataset | str | Path,
+    data: DatasetLike,
     text_embeddings: str | Path,
     out: str | Path,
     cut: datetime,
@@ -128,7 +129,7 @@ def run_hgnn(
         in_dim=int(features.shape[1]),
         hidden_dim=cfg.hidden_dim,
         out_dim=cfg.out_dim,
-        relations=sorted(result.model.layers[0].convs),  # the message relations
+        relations=sorted(result.model.relations),  # the message relations
         text_embeddings=read_item_embeddings(text_embeddings).version,
         graph_config=graph_cfg.model_dump(mode="json"),
         hgnn_config=cfg.model_dump(mode="json"),

@@ -12,6 +12,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class TrainResult:
 
 
 def embed(
-    model: HGNN,
+    model: torch.nn.Module,  # an HGNN, or one wrapped for distributed training
     features: torch.Tensor,
     node_type: torch.Tensor,
     graph: TrainGraph,
@@ -52,7 +53,7 @@ def embed(
         seeds = uniq[lo : lo + batch]
         out.append(model(features, sample_blocks(graph.csrs, seeds, fanouts, gen), node_type))
     if not out:
-        return torch.empty(0, model.out_dim)
+        return torch.empty(0, int(cast(Any, model).out_dim))
     return torch.cat(out)[inverse]
 
 

@@ -25,7 +25,7 @@ from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
 from audiorec.item_index import IndexConfig, build_index, tune
 from training.data.arrow import vector_column
-from training.data.duck import connect_dataset
+from training.data.duck import DatasetLike, connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
 from training.release.onnx_export import check_onnx, export_onnx
 from training.twotower.config import TwoTowerConfig
@@ -75,7 +75,7 @@ def write_version(
     version: str,
     towers: TrainedTowers,
     data: TowerData,
-    data_dir: str | Path,
+    data_dir: DatasetLike,
     cut: datetime,
     cfg: TwoTowerConfig,
     index_cfg: IndexConfig,

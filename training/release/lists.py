@@ -18,11 +18,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from training.data.duck import connect_dataset, sql_literal
+from training.data.duck import DatasetLike, connect_dataset, sql_literal
 
 
 def write_popularity(
-    data: str | Path, cut: datetime, out: Path, days: int = 28, top_n: int = 500
+    data: DatasetLike, cut: datetime, out: Path, days: int = 28, top_n: int = 500
 ) -> int:
     con = connect_dataset(data, ("users", "items", "events"))
     try:
@@ -52,7 +52,7 @@ def write_popularity(
         con.close()
 
 
-def write_consumed(data: str | Path, cut: datetime, out: Path) -> int:
+def write_consumed(data: DatasetLike, cut: datetime, out: Path) -> int:
     con = connect_dataset(data, ("events",))
     try:
         con.sql(
@@ -74,7 +74,7 @@ ACTION_RANK = (
 )
 
 
-def write_window(data: str | Path, cut: datetime, days: int, out: Path) -> int:
+def write_window(data: DatasetLike, cut: datetime, days: int, out: Path) -> int:
     """(user_id, item_id, weak, action) for the events in [midnight(cut) - days,
     midnight(cut)): the window of the feature snapshot at the cut's date
     (training/features/windows.py). ``action``: the strongest thing the user did with the

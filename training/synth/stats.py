@@ -33,7 +33,7 @@ def _top_share(con, counts_sql: str, top: float) -> float:
     return con.execute(f"""
         WITH c AS ({counts_sql}), r AS (
           SELECT n, row_number() OVER (ORDER BY n DESC) AS rk, count(*) OVER () AS total FROM c)
-        SELECT sum(n) FILTER (WHERE rk <= ceil({top} * total)) / sum(n) FROM r""").fetchone()[0]
+        SELECT sum(n) FILTER (WHERE rk <= ceil({top} * total)) / sum(n) FROM r""").fetchall()[0][0]
 
 
 def compute_stats(
@@ -67,12 +67,12 @@ def compute_stats(
              p AS (SELECT DISTINCT user_id FROM ev WHERE item_type = 'podcast'
                    AND event_type = 'stream')
         SELECT avg(CASE WHEN p.user_id IS NULL THEN 0 ELSE 1 END)
-        FROM l LEFT JOIN p USING (user_id)""").fetchone()[0]
+        FROM l LEFT JOIN p USING (user_id)""").fetchall()[0][0]
     values["d"] = con.execute("""
         SELECT 1 - (SELECT count(DISTINCT user_id) FROM ev WHERE item_type = 'audiobook')
-                 / (SELECT count(*) FROM users)""").fetchone()[0]
+                 / (SELECT count(*) FROM users)""").fetchall()[0][0]
     values["f"], f_detail = _follow_odds_ratio(con)
-    end = con.execute("SELECT max(ts) FROM ev").fetchone()[0]
+    end = con.execute("SELECT max(ts) FROM ev").fetchall()[0][0]
     cut = end - timedelta(days=holdout_days)
     values["g"] = con.execute(
         """
@@ -80,7 +80,7 @@ def compute_stats(
           SELECT 1 FROM ev WHERE ev.item_id = i.item_id AND event_type = 'stream'
           AND ev.item_type = 'audiobook' AND ts < ?)""",
         [cut],
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     pairs = cfg.stats_pairs if cfg is not None else 600
     values["e"], e_detail = _text_cosine_gap(con, pairs, seed, text_model, progress)
 
@@ -106,16 +106,16 @@ def compute_stats(
                                  GROUP BY 1 ORDER BY 1""").fetchall()
     )
     summary = {
-        "users": con.execute("SELECT count(*) FROM users").fetchone()[0],
+        "users": con.execute("SELECT count(*) FROM users").fetchall()[0][0],
         "audiobooks": con.execute(
             "SELECT count(*) FROM items WHERE item_type='audiobook'"
-        ).fetchone()[0],
-        "podcasts": con.execute("SELECT count(*) FROM items WHERE item_type='podcast'").fetchone()[
+        ).fetchall()[0][0],
+        "podcasts": con.execute("SELECT count(*) FROM items WHERE item_type='podcast'").fetchall()[
             0
-        ],
+        ][0],
         "events": sum(counts.values()),
         "events_by_type": counts,
-        "first_event": str(con.execute("SELECT min(ts) FROM ev").fetchone()[0]),
+        "first_event": str(con.execute("SELECT min(ts) FROM ev").fetchall()[0][0]),
         "last_event": str(end),
         "holdout_start": str(cut),
     }
@@ -147,7 +147,7 @@ def _follow_odds_ratio(con) -> tuple[float, dict]:
               FROM w LEFT JOIN s USING (user_id, item_id))
         SELECT count(*) FILTER (WHERE followed AND later), count(*) FILTER (WHERE followed),
                count(*) FILTER (WHERE NOT followed AND later), count(*) FILTER (WHERE NOT followed)
-        FROM p""").fetchone()
+        FROM p""").fetchall()[0]
     a, n1, c, n0 = (int(x or 0) for x in row)
     detail = {
         "followed_pairs": n1,

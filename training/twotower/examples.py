@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,9 +25,9 @@ from audiorec.errors import AudiorecError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE, feature_service
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import InputSpec, tower_inputs
-from training.data.contract import WEAK_SIGNALS
+from audiorec.vocabulary import WEAK_SIGNALS
 from training.data.dataset import Dataset
-from training.data.duck import connect_dataset, sql_literal
+from training.data.duck import DatasetLike, connect_dataset, sql_literal
 from training.data.ids import positions
 from training.features.retrieval import historical_features
 from training.twotower.config import TwoTowerConfig
@@ -179,7 +178,7 @@ def streamed_before(
 
 
 def build_tower_data(
-    store, data: Dataset | str | Path, cut: datetime, cfg: TwoTowerConfig, progress=print
+    store, data: DatasetLike, cut: datetime, cfg: TwoTowerConfig, progress=print
 ) -> TowerData:
     """Positives, their point-in-time user features, and the item table."""
     data = Dataset.of(data)

@@ -34,15 +34,19 @@ retrieval of the slice's users, then per item type one matrix product per group
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
+from training.data.duck import DatasetLike
+
+if TYPE_CHECKING:
+    from training.data.protocol import TypeTruth
+
 
 def recent_listeners(
-    data_dir: str | Path, when: datetime, item_ids: np.ndarray, half_lives: tuple[float, ...]
+    data_dir: DatasetLike, when: datetime, item_ids: np.ndarray, half_lives: tuple[float, ...]
 ) -> np.ndarray:
     """(len(half_lives), m): each item's listeners before ``when``, each weighted by
     2 ** (-days since their last stream of it / half-life); ``item_ids`` sorted."""
@@ -158,8 +162,8 @@ def best_cell(grid: np.ndarray, betas, half_lives) -> dict[str, float]:
 
 def choose_cells(
     proto,
-    base_of: Callable[[str, object], Callable[[np.ndarray], np.ndarray]],
-    pris_of: Callable[[str, object], np.ndarray],
+    base_of: Callable[[str, TypeTruth], Callable[[np.ndarray], np.ndarray]],
+    pris_of: Callable[[str, TypeTruth], np.ndarray],
     betas: tuple[float, ...],
     half_lives: tuple[float, ...],
     max_users: int = 2000,

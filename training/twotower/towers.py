@@ -18,7 +18,7 @@ Then dense layers (ReLU between, linear last) and L2 normalisation: (batch, laye
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -31,7 +31,7 @@ def fit_encoder_stats(
     specs: Sequence[InputSpec], inputs: dict[str, np.ndarray], max_vocabulary: int = 1000
 ) -> dict:
     """Vocabularies (most frequent first) and log1p mean / std, from training inputs."""
-    stats = {}
+    stats: dict[str, dict[str, Any]] = {}
     for s in specs:
         x = inputs[s.name]
         if s.kind == "string":

@@ -70,6 +70,7 @@ class TrainedTowers:
         vecs = embed(self.item_tower, item_inputs(data, self.item_ids))
         if self.prior is None:
             return vecs
+        assert self.item_prior is not None  # set with the prior (fit_prior)
         return with_item_coordinate(vecs, self.item_prior, data.item_types, self.prior["betas"])
 
     def fit_prior(self, store, data_dir, data: TowerData, cut, cfg: TwoTowerConfig) -> None:
@@ -386,7 +387,7 @@ def train_two_tower(
                 flush=True,
             )
         focus = recall[data.types.focus]
-        score = focus if not np.isnan(focus) else -np.mean(losses)
+        score = float(focus if not np.isnan(focus) else -np.mean(losses))
         if score > best:
             best, stale, towers.best_epoch = score, 0, epoch
             best_weights = [w.numpy() for w in weights]
