@@ -91,6 +91,7 @@ TRAINING_LAYERS = (
     "release",
     "synth",
     "presets",
+    "steps",
     "pipeline",
     "evaluation",
 )

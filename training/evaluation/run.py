@@ -263,23 +263,14 @@ def _hgnn_and_features(
     progress: bool,
     engine: Engine,
 ) -> dict:
-    from audiorec.featurestore import FeatureStoreConfig
-    from training.features.jobs import run_feature_jobs
-    from training.features.store import apply_repo
-    from training.hgnn.run import run_hgnn
+    """The pipeline's own HGNN and feature steps into ``wd`` (the offline store only:
+    the rows read historical features), with its store config on this engine."""
+    from audiorec.featurestore import open_store
+    from training.steps import RunContext, features_step, hgnn_step
 
-    hgnn = wd / "hgnn"
-    run_hgnn(data, text, hgnn, cut, cfg.graph, cfg.hgnn, progress=progress, engine=engine)
-    run_feature_jobs(
-        data,
-        wd,
-        hgnn / "embeddings.parquet",
-        text,
-        through=cut.date(),
-        cfg=cfg.features,
-        progress=progress,
-        engine=engine,
-    )
-    # examples come from Feast's historical retrieval on the same engine
-    store = apply_repo(wd, FeatureStoreConfig(**engine.feast_options()))
-    return {"hgnn": hgnn / "embeddings.parquet", "store": store, "data": data, "cut": cut}
+    cfg = cfg.with_overrides({"store": engine.feast_options()})
+    ctx = RunContext(Dataset.of(data), wd.resolve(), cut, cfg, engine, progress, text_file=text)
+    hgnn_step(ctx, reuse_recent=False)
+    features = features_step(ctx, online=False)
+    store = open_store(ctx.workdir, cfg.store, features.project)
+    return {"hgnn": ctx.hgnn, "store": store, "data": data, "cut": cut}

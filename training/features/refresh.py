@@ -35,8 +35,11 @@ class RefreshReport:
     materialized_from: object
     materialized_to: object
     project: str = ""
+    online: bool = True  # False: the offline store only (nothing materialized)
 
     def summary(self) -> str:
+        if not self.online:
+            return f"{self.jobs.summary()}\nfeast apply done (offline only)"
         if self.materialized_from is None:
             return f"{self.jobs.summary()}\nfeast apply done; the online store is up to date"
         return (
@@ -77,9 +80,11 @@ def refresh_features(
     store: FeatureStoreConfig = FeatureStoreConfig(),
     progress: bool = False,
     engine: Engine | None = None,
+    online: bool = True,
 ) -> RefreshReport:
     """Compute the feature tables up to ``through``, apply the repo, and materialize what
-    the online store has not seen yet (everything after a full rebuild).
+    the online store has not seen yet (everything after a full rebuild; ``online``
+    False: nothing, for historical retrieval only).
 
     Materialization progress is recorded per online store after it succeeds, so a run
     whose materialization failed (Redis down) catches up on the next run.
@@ -91,6 +96,8 @@ def refresh_features(
     failpoint("features-swapped")
     project = project_for(report.generation)
     fs = apply_repo(workdir, store, project)
+    if not online:
+        return RefreshReport(report, None, None, project, online=False)
     marker = marker_path(workdir, store, project)
     lineage = online_lineage(workdir, store, project)
     done = None
