@@ -8,6 +8,7 @@ item index -> filters), printed -> graceful shutdown.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from audiorec.eventlog import log_dir
 from audiorec.itemtypes import ItemTypes
 
 if TYPE_CHECKING:  # the heavy packages are imported where they run
@@ -48,6 +50,9 @@ def run_demo(
     end = datetime.now(timezone.utc).date() - timedelta(days=1)
     t = _step(1, n, f"generating the {scale} world (seed {seed}, ending {end}) into {world}")
     stats = generate_world(WorldConfig.for_scale(scale, end_date=end), seed, world, overwrite=True)
+    # what the last demo's server accepted belongs to the world just replaced: its events
+    # must not be merged into this one (the pipeline merges the work directory's log)
+    shutil.rmtree(log_dir(wd), ignore_errors=True)
     print(format_stats(stats, world))
     print(f"  ({time.perf_counter() - t:.0f}s)")
 
@@ -112,6 +117,7 @@ def run_demo(
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
+    _experiment(wd, world)
     if report_path is not None:
         print(
             f"\nOffline evaluation report: {report_path}\n  charts: "
@@ -121,6 +127,7 @@ def run_demo(
         f"\nTry it yourself:\n  .venv/bin/audiorec serve --workdir {wd}\n"
         f"  .venv/bin/audiorec recommend {warm} --k 10 --explain\n"
         f"  .venv/bin/audiorec event {warm} ITEM_ID --type stream\n"
+        f"  .venv/bin/audiorec experiment --workdir {wd}   # the A/B readout\n"
         f"  .venv/bin/audiorec ui --workdir {wd}   # the inspector: open "
         f"http://127.0.0.1:8080/listener?id={warm}"
     )
@@ -161,6 +168,48 @@ def _real_time(target: str, warm: str, cold: str) -> None:
         f"\n  real time: {cold} streams a first audiobook ({first.item_id}); the next "
         f"Recommend is {pb_strategy(again.strategy)}"
     )
+
+
+def _experiment(wd: Path, world: Path, listeners: int = 2000, rate: float = 0.3) -> None:
+    """An A/A experiment on simulated traffic: two arms serve the same version, simulated
+    listeners stream the top audiobook shown at one rate whatever their arm, and the
+    readout (audiorec experiment) must find the arms level and the split as configured."""
+    import grpc
+    import pyarrow.parquet as pq
+
+    from audiorec.v1 import recommender_pb2 as pb
+    from audiorec.v1 import recommender_pb2_grpc as pb_grpc
+    from serving.arms import Experiment, parse_arms
+    from serving.server import ServerConfig, create_server
+    from training.evaluation.experiment import read_experiment, readout_dir, write_readout
+
+    salt = f"demo-aa-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    exp = Experiment(arms=parse_arms(["control=current:0.5", "treatment=current:0.5"]), salt=salt)
+    users = pq.read_table(world / "users.parquet", columns=["user_id"])["user_id"].to_pylist()
+    rng = np.random.default_rng(0)
+    print(
+        f"\n  an A/A experiment on simulated traffic ({salt}): two arms on the same version, "
+        f"{listeners:,} listeners each ask once and stream the top audiobook shown with "
+        f"probability {rate}"
+    )
+    running = create_server(wd, ServerConfig(port=0, experiment=exp))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            for user in users[:listeners]:
+                answer = stub.Recommend(
+                    pb.RecommendRequest(user_id=user, k=10, type="audiobook"), timeout=10
+                )
+                if answer.items and rng.random() < rate:
+                    event = pb.Event(user_id=user, item_id=answer.items[0].item_id)
+                    event.event_type = "stream"
+                    stub.RecordEvents(pb.RecordEventsRequest(events=[event]), timeout=10)
+    finally:
+        running.stop(grace=2)  # writes the last exposures
+    readout = read_experiment(wd, salt)
+    print("    " + readout.text().replace("\n", "\n    "))
+    chart = write_readout(readout, readout_dir(wd, salt))
+    print(f"    readout: {chart.parent / 'readout.json'}, chart: {chart}")
 
 
 def pb_strategy(value: int) -> str:

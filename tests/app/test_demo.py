@@ -32,6 +32,10 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     assert re.search(r"because you (streamed|followed|previewed|started buying) ", out)
     assert "the next Recommend is PERSONALIZED" in out
     assert "server stopped (graceful shutdown)" in out
+    # the A/A experiment: both arms on one version, the readout printed and written
+    assert "an A/A experiment on simulated traffic" in out
+    assert "users per arm match the shares" in out and "(the control)" in out
+    assert list((tmp_path / "demo" / "experiments").glob("demo-aa-*/readout.png"))
     assert "Offline evaluation report:" in out
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
     wd = tmp_path / "demo"

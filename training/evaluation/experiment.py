@@ -47,9 +47,13 @@ class Estimate:
     lo: float
     hi: float
 
-    def text(self, pct: bool = False) -> str:
-        f = (lambda x: f"{x * 100:.2f}%") if pct else (lambda x: f"{x:.3f}")
-        return f"{f(self.value)} [{f(self.lo)}, {f(self.hi)}]"
+    def text(self, unit: str = "") -> str:
+        """``unit``: "%" (a share), "pts" (a difference of shares), "" (a number)."""
+        if unit == "%":
+            return f"{self.value:.2%} [{self.lo:.2%}, {self.hi:.2%}]"
+        if unit == "pts":
+            return f"{self.value * 100:+.2f} [{self.lo * 100:+.2f}, {self.hi * 100:+.2f}] pts"
+        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
 
     @property
     def verdict(self) -> str:
@@ -97,7 +101,7 @@ class Readout:
         ]
         for a in self.arms:
             diff = (
-                f"stream-through {a.stream_through_diff.text(True)} "
+                f"stream-through {a.stream_through_diff.text('pts')} "
                 f"{a.stream_through_diff.verdict}; new starts "
                 f"{a.new_starts_diff.text()} {a.new_starts_diff.verdict}"
                 if a.stream_through_diff and a.new_starts_diff
@@ -105,7 +109,7 @@ class Readout:
             )
             lines.append(
                 f"  {a.name:<12} {a.share:>6.2f} {a.users:>7,} {a.exposures:>9,}  "
-                f"{a.stream_through.text(True):<28} {a.new_starts.text():<26} {diff}"
+                f"{a.stream_through.text('%'):<28} {a.new_starts.text():<26} {diff}"
             )
         check = (
             f"SAMPLE RATIO MISMATCH (p = {self.srm_p:.2g} < {SRM_P}): the users per arm do "
