@@ -39,6 +39,9 @@ ONLINE_SERVICE = "user_online"
 # Real-time writes (serving/events.py): the 90-day window views and the recent events
 WINDOWS_PUSH, RECENT_PUSH = "user_windows_push", "user_recent_push"
 RECENT_EVENTS = "recent_events"  # "<ts_us>|<event_type>|<item_id>|<event_id>" per event
+# The user_recent view's features, declared once (its Feast view in feature_repo/, its
+# table's schema here): name and kind ("strings": a list of strings, "int": an int64)
+RECENT_COLUMNS = ((RECENT_EVENTS, "strings"), ("rt_last_ts_us", "int"), ("rt_writes", "int"))
 RAY_OFFLINE_STORE = "training.features.ray_offline.PointInTimeRayOfflineStore"
 STATE_FILE = "_state.json"  # written by the feature jobs, last (training/features/jobs.py)
 # One online read: {feature: [value per entity]}, None where the store has no value.
@@ -73,14 +76,10 @@ def recent_schema() -> Any:
     """The user_recent table's columns (its batch file is empty: pushes fill it)."""
     import pyarrow as pa
 
+    kinds = {"strings": pa.list_(pa.string()), "int": pa.int64()}
     return pa.schema(
-        [
-            ("user_id", pa.string()),
-            ("event_timestamp", pa.timestamp("us", tz="UTC")),
-            (RECENT_EVENTS, pa.list_(pa.string())),
-            ("rt_last_ts_us", pa.int64()),
-            ("rt_writes", pa.int64()),
-        ]
+        [("user_id", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC"))]
+        + [(name, kinds[kind]) for name, kind in RECENT_COLUMNS]
     )
 
 

@@ -12,3 +12,7 @@ from __future__ import annotations
 STREAM = "stream"
 WEAK_SIGNALS = ("follow", "preview", "intent_to_pay")
 EVENT_TYPES = (STREAM, *WEAK_SIGNALS)
+# How strong an event is as a reason ("because you streamed / started buying / followed /
+# previewed X"): the published window's ``action`` and the server's explanations rank
+# a listener's events on one item by it.
+EVENT_STRENGTH = {STREAM: 4, "intent_to_pay": 3, "follow": 2, "preview": 1}

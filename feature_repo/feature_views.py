@@ -21,7 +21,7 @@ from entities import item, user
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-from audiorec.featurestore import item_types
+from audiorec.featurestore import RECENT_COLUMNS, item_types
 
 FOREVER = timedelta(0)
 
@@ -80,9 +80,8 @@ user_recent = FeatureView(
     # "<ts_us>|<event_type>|<item_id>|<event_id>" (bounded; pruned as cuts pass them), the
     # latest event time seen, and a write counter that keeps row timestamps increasing
     schema=[
-        Field(name="recent_events", dtype=Array(String)),
-        Field(name="rt_last_ts_us", dtype=Int64),
-        Field(name="rt_writes", dtype=Int64),
+        Field(name=name, dtype={"strings": Array(String), "int": Int64}[kind])
+        for name, kind in RECENT_COLUMNS
     ],
     source=user_recent_push,
 )

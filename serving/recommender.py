@@ -25,7 +25,7 @@ from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUna
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
-from audiorec.vocabulary import STREAM
+from audiorec.vocabulary import EVENT_STRENGTH, STREAM
 from serving.artifact import Artifact
 from serving.events import Applied, Event, Recorder, parse_recent
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
@@ -351,7 +351,7 @@ def _timed(answer: Answer, t: dict[str, float], last: str) -> Answer:
 
 
 # the strength of an event as a reason (what an explanation says the listener did)
-_STRENGTH = {STREAM: 4, "intent_to_pay": 3, "follow": 2, "preview": 1, "": 0}
+_STRENGTH = {**EVENT_STRENGTH, "": 0}
 
 
 def _history(

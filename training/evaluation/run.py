@@ -58,160 +58,212 @@ def _evaluate(
     progress: bool,
     text_cache: str | Path | None,
 ) -> Results:
-    from training.data.embeddings import read_item_embeddings
-    from training.text.embed import embed_items
+    """Every family of rows in turn, on one protocol: the baselines (Popularity, LLM-KNN,
+    the peers), the graph rows (HGNN, HGNN-w-users), the towers (2T, 2T-HGNN), the
+    ablations."""
+    ev = _Evaluation(engine, data, workdir, cfg, progress, text_cache)
+    ev.baseline_rows()
+    ev.graph_rows()
+    ev.tower_rows()
+    ev.ablation_rows()
+    return ev.res
 
-    say = print if progress else (lambda *a, **k: None)
-    data, wd = Dataset.of(data, cfg.pipeline.focus_type), Path(workdir).resolve()
-    # the settings the pipeline runs with on this data (its preset, under what the caller
-    # set), decided where the pipeline decides them: what is evaluated is what is served
-    pipeline, _ = effective(cfg.pipeline, data.info.rows.get("events", 0))
-    cfg = cfg.model_copy(update={"pipeline": pipeline})
-    end = data.default_cut
-    cut = holdout_cut(data, end, cfg)
-    proto = build_protocol(data, cut, end)
-    say(f"  {proto.summary()}")
-    n_hgnn = min(cfg.hgnn_seeds, len(cfg.seeds))
-    res = Results(
-        proto,
-        seeding=(
-            f"2T and 2T-HGNN over {len(cfg.seeds)} tower seeds, "
-            + (f"the HGNN reseeded with {n_hgnn} of them" if n_hgnn > 1 else "on one HGNN")
-            + (
-                f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
-                "one HGNN"
-                if cfg.chosen_ablations()
-                else ""
-            )
-        ),
-    )
 
-    res.pipeline = cfg.pipeline.model_dump(mode="json")
+class _Evaluation:
+    """One evaluation's shared state: the data, the hold-out protocol and its validation
+    window, the results, and how a row is scored and timed."""
 
-    def score(model: str, user_vecs, item_vecs_of, item_scores_of=None, score_rows_of=None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        data: DatasetLike,
+        workdir: str | Path,
+        cfg: EvaluationConfig,
+        progress: bool,
+        text_cache: str | Path | None,
+    ):
+        from training.text.embed import embed_items
+
+        self.engine, self.progress = engine, progress
+        self.say = print if progress else (lambda *a, **k: None)
+        self.data = Dataset.of(data, cfg.pipeline.focus_type)
+        self.wd = Path(workdir).resolve()
+        # the settings the pipeline runs with on this data (its preset, under what the
+        # caller set), decided where the pipeline decides them: what is evaluated is what
+        # is served
+        pipeline, _ = effective(cfg.pipeline, self.data.info.rows.get("events", 0))
+        self.cfg = cfg = cfg.model_copy(update={"pipeline": pipeline})
+        end = self.data.default_cut
+        self.cut = holdout_cut(self.data, end, cfg)
+        self.proto = build_protocol(self.data, self.cut, end)
+        self.say(f"  {self.proto.summary()}")
+        self.n_hgnn = min(cfg.hgnn_seeds, len(cfg.seeds))
+        self.res = Results(self.proto, seeding=_seeding(cfg, self.n_hgnn))
+        self.res.pipeline = cfg.pipeline.model_dump(mode="json")
+        self.text = self.wd / "text" / "embeddings.parquet"
+        embed_items(  # with the pipeline's text settings: what is evaluated is what is served
+            self.data / "items.parquet",
+            self.text,
+            model_name=cfg.pipeline.text.model,
+            cache=text_cache or self.wd / "text" / "cache.parquet",
+            batch_size=cfg.pipeline.text.batch_size,
+            precision=cfg.pipeline.text.precision,
+            progress=progress,
+            engine=engine,
+        )
+        self.val_proto = validation_protocol(self.data, self.cut, cfg)
+        self.res.validation = self.val_proto.summary("window") if self.val_proto else ""
+        self.say(f"  validation window (model selection): {self.res.validation or 'none'}")
+        self.stores: list[dict] = []  # the HGNN + feature store per HGNN seed (graph_rows)
+        self.tower_choice: dict = {}  # 2T-HGNN's chosen setting (tower_rows)
+
+    def score(self, model: str, user_vecs, item_vecs_of, item_scores_of=None, score_rows_of=None):
         for kind, group, m in score_protocol(
-            proto, user_vecs, item_vecs_of, item_scores_of, score_rows_of
+            self.proto, user_vecs, item_vecs_of, item_scores_of, score_rows_of
         ):
-            res.add(model, kind, group, m)
+            self.res.add(model, kind, group, m)
 
-    def timed(name: str, fn) -> None:
+    def timed(self, name: str, fn) -> None:
         t0 = time.perf_counter()
-        say(f"  {name} ...", flush=True)
+        self.say(f"  {name} ...", flush=True)
         fn()
-        res.seconds[name] = round(time.perf_counter() - t0, 1)
+        self.res.seconds[name] = round(time.perf_counter() - t0, 1)
 
-    text = wd / "text" / "embeddings.parquet"
-    embed_items(  # with the pipeline's text settings: what is evaluated is what is served
-        data / "items.parquet",
-        text,
-        model_name=cfg.pipeline.text.model,
-        cache=text_cache or wd / "text" / "cache.parquet",
-        batch_size=cfg.pipeline.text.batch_size,
-        precision=cfg.pipeline.text.precision,
-        progress=progress,
-        engine=engine,
-    )
-    val_proto = validation_protocol(data, cut, cfg)
-    res.validation = val_proto.summary("window") if val_proto else ""
-    say(f"  validation window (model selection): {res.validation or 'none'}")
-    timed("Popularity", lambda: _popularity_rows(data, cut, val_proto, cfg, res, score))
+    def mean_of_items(self, model: str, table_path: Path) -> None:
+        """A user as the mean of the item vectors of their recent items."""
+        from training.data.embeddings import read_item_embeddings
 
-    def mean_of_items(model: str, table_path: Path) -> None:
         table = read_item_embeddings(table_path)
         ids = np.asarray(table.item_id, dtype=object)
         order = np.argsort(ids)
         ids, vecs = ids[order], table.vectors[order]
         users = mean_item_users(
-            interaction_matrix(data, cut, proto.users, ids, cfg.history_days), vecs
+            interaction_matrix(self.data, self.cut, self.proto.users, ids, self.cfg.history_days),
+            vecs,
         )
-        score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
+        self.score(model, users, lambda kind, item_ids: unit(aligned(item_ids, ids, vecs)))
 
-    timed("LLM-KNN", lambda: mean_of_items("LLM-KNN", text))
-    if cfg.peers:
-        for peer in cfg.peers:
-            timed(
-                peer,
-                lambda peer=peer: _peer_rows(peer, data, cut, proto, val_proto, cfg, res, score),
-            )
-
-    def variant(name: str, overrides: dict) -> dict:
+    def variant(self, name: str, overrides: dict) -> dict:
         """HGNN + feature store of one graph/sampler setting, in its own directory."""
-        pcfg = cfg.pipeline.with_overrides(overrides)
-        return _hgnn_and_features(data, wd / "variants" / name, text, cut, pcfg, progress, engine)
+        pcfg = self.cfg.pipeline.with_overrides(overrides)
+        return _hgnn_and_features(
+            self.data, self.wd / "variants" / name, self.text, self.cut, pcfg, self.progress,
+            self.engine,
+        )  # fmt: skip
 
-    main = variant("full", {})
-    base_seed = cfg.pipeline.hgnn.seed
-    stores = [main] + [
-        variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
-        for seed in range(base_seed + 1, base_seed + n_hgnn)
-    ]
-
-    def hgnn_rows() -> None:
-        for st in stores:
-            mean_of_items("HGNN", st["hgnn"])
-
-    timed("HGNN", hgnn_rows)
-
-    def with_users() -> None:
-        from training.evaluation.hgnn_users import hgnn_with_users
-
-        users, ids, vecs = hgnn_with_users(
-            data, text, cut, cfg.pipeline, proto.users, engine=engine
+    def baseline_rows(self) -> None:
+        """Popularity, LLM-KNN and the peers (each also with the prior)."""
+        data, cut, cfg, res = self.data, self.cut, self.cfg, self.res
+        self.timed(
+            "Popularity", lambda: _popularity_rows(data, cut, self.val_proto, cfg, res, self.score)
         )
-        score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
-
-    timed("HGNN-w-users", with_users)
-
-    def two_tower() -> None:
-        chosen, prepared = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
-        _two_tower_rows(
-            "2T", main, cfg, chosen, cfg.seeds, proto, score, progress, prepared, res.vectors
-        )
-
-    timed("2T", two_tower)
-    tower_choice: dict = {}
-
-    def two_tower_hgnn() -> None:
-        chosen, prepared = _select_towers("2T-HGNN", main, cfg, {}, res, progress)
-        tower_choice.update(chosen)
-        # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
-        for i, store in enumerate(stores):
-            own = cfg.seeds[i : i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores) :])
-            _two_tower_rows(
-                "2T-HGNN",
-                store,
-                cfg,
-                tower_choice,
-                own,
-                proto,
-                score,
-                progress,
-                None if i else prepared,
-                res.vectors,
+        self.timed("LLM-KNN", lambda: self.mean_of_items("LLM-KNN", self.text))
+        for peer in cfg.peers:
+            self.timed(
+                peer,
+                lambda peer=peer: _peer_rows(
+                    peer, data, cut, self.proto, self.val_proto, cfg, res, self.score
+                ),
             )
 
-    timed("2T-HGNN", two_tower_hgnn)
-    for label, symbolic in cfg.chosen_ablations().items():
-        overrides = resolved(symbolic, proto.types)
-        if overrides is None:
-            say(f"  ablation {label!r} skipped: this dataset has no such relation")
-            continue
-        graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
-        store = variant(label.replace(" ", "_"), graph_or_hgnn) if graph_or_hgnn else main
-        timed(
-            f"2T-HGNN, {label}",
-            lambda label=label, store=store, o=overrides: _two_tower_rows(
-                f"2T-HGNN, {label}",
-                store,
-                cfg,
-                {**tower_choice, **o.get("two_tower", {})},
-                cfg.seeds[: cfg.ablation_seeds],
-                proto,
-                score,
-                progress,
-            ),
+    def graph_rows(self) -> None:
+        """The HGNN (one store per HGNN seed) as a mean of items, and HGNN-w-users."""
+        cfg = self.cfg
+        base_seed = cfg.pipeline.hgnn.seed
+        self.stores = [self.variant("full", {})] + [
+            self.variant(f"full_hgnn_seed{seed}", {"hgnn": {"seed": seed}})
+            for seed in range(base_seed + 1, base_seed + self.n_hgnn)
+        ]
+
+        def hgnn_rows() -> None:
+            for st in self.stores:
+                self.mean_of_items("HGNN", st["hgnn"])
+
+        self.timed("HGNN", hgnn_rows)
+
+        def with_users() -> None:
+            from training.evaluation.hgnn_users import hgnn_with_users
+
+            users, ids, vecs = hgnn_with_users(
+                self.data, self.text, self.cut, cfg.pipeline, self.proto.users, engine=self.engine
+            )
+            self.score("HGNN-w-users", users, lambda kind, item_ids: aligned(item_ids, ids, vecs))
+
+        self.timed("HGNN-w-users", with_users)
+
+    def tower_rows(self) -> None:
+        """2T and 2T-HGNN: settings chosen on the validation window, every seed scored."""
+        cfg, proto, progress, res, main = (
+            self.cfg,
+            self.proto,
+            self.progress,
+            self.res,
+            self.stores[0],
         )
-    return res
+
+        def two_tower() -> None:
+            chosen, prepared = _select_towers("2T", main, cfg, {"use_hgnn": False}, res, progress)
+            _two_tower_rows(
+                "2T", main, cfg, chosen, cfg.seeds, proto, self.score, progress, prepared,
+                res.vectors,
+            )  # fmt: skip
+
+        self.timed("2T", two_tower)
+
+        def two_tower_hgnn() -> None:
+            chosen, prepared = _select_towers("2T-HGNN", main, cfg, {}, res, progress)
+            self.tower_choice.update(chosen)
+            # tower seed i on HGNN seed i; the seeds past hgnn_seeds share the first HGNN
+            stores = self.stores
+            for i, store in enumerate(stores):
+                own = cfg.seeds[i : i + 1] if i else (cfg.seeds[:1] + cfg.seeds[len(stores) :])
+                _two_tower_rows(
+                    "2T-HGNN", store, cfg, self.tower_choice, own, proto, self.score, progress,
+                    None if i else prepared, res.vectors,
+                )  # fmt: skip
+
+        self.timed("2T-HGNN", two_tower_hgnn)
+
+    def ablation_rows(self) -> None:
+        """2T-HGNN with one part changed per row (a relation, the sampler, a feature)."""
+        cfg = self.cfg
+        for label, symbolic in cfg.chosen_ablations().items():
+            overrides = resolved(symbolic, self.proto.types)
+            if overrides is None:
+                self.say(f"  ablation {label!r} skipped: this dataset has no such relation")
+                continue
+            graph_or_hgnn = {k: v for k, v in overrides.items() if k != "two_tower"}
+            store = (
+                self.variant(label.replace(" ", "_"), graph_or_hgnn)
+                if graph_or_hgnn
+                else self.stores[0]
+            )
+            self.timed(
+                f"2T-HGNN, {label}",
+                lambda label=label, store=store, o=overrides: _two_tower_rows(
+                    f"2T-HGNN, {label}",
+                    store,
+                    cfg,
+                    {**self.tower_choice, **o.get("two_tower", {})},
+                    cfg.seeds[: cfg.ablation_seeds],
+                    self.proto,
+                    self.score,
+                    self.progress,
+                ),
+            )
+
+
+def _seeding(cfg: EvaluationConfig, n_hgnn: int) -> str:
+    return (
+        f"2T and 2T-HGNN over {len(cfg.seeds)} tower seeds, "
+        + (f"the HGNN reseeded with {n_hgnn} of them" if n_hgnn > 1 else "on one HGNN")
+        + (
+            f"; each ablation over {min(cfg.ablation_seeds, len(cfg.seeds))} tower seeds on "
+            "one HGNN"
+            if cfg.chosen_ablations()
+            else ""
+        )
+    )
 
 
 def resolved(ablation: dict, types: ItemTypes) -> dict | None:

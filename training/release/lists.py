@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from audiorec.vocabulary import EVENT_STRENGTH
 from training.data.duck import DatasetLike, connect_dataset, sql_literal
 
 
@@ -69,8 +70,9 @@ def write_consumed(data: DatasetLike, cut: datetime, out: Path) -> int:
 
 # the strength of what a user did with an item, for an explanation ("because you ...")
 ACTION_RANK = (
-    "CASE event_type WHEN 'stream' THEN 4 WHEN 'intent_to_pay' THEN 3 "
-    "WHEN 'follow' THEN 2 ELSE 1 END"
+    "CASE event_type "
+    + " ".join(f"WHEN '{kind}' THEN {rank}" for kind, rank in EVENT_STRENGTH.items())
+    + " ELSE 0 END"
 )
 
 
