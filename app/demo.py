@@ -35,8 +35,6 @@ def run_demo(
     workdir: str | Path, scale: Scale = "demo", seed: int = 7, evaluate: bool = True
 ) -> int:
     from audiorec.config import validated
-    from audiorec.featurestore import OnlineFeatureReader, open_store
-    from serving.client import format_answer, recommend
     from serving.server import ServerConfig, create_server
     from training.pipeline import PipelineConfig, run_pipeline
     from training.synth import WorldConfig, generate_world
@@ -95,24 +93,7 @@ def run_demo(
             f"reflection lists {', '.join(_reflected_services(target))})"
         )
         warm, cold = pick_users(world)
-        types = running.holder.current.types
-        reader = OnlineFeatureReader(open_store(wd))
-        for label, user in (
-            ("warm (audiobook history)", warm),
-            ("cold start (podcasts only)", cold),
-            ("unknown to the store", "u_not_a_user"),
-        ):
-            row = {k: v[0] for k, v in reader.read([user]).items()}
-            t0 = time.perf_counter()
-            response = recommend(target, user, k=5)
-            ms = (time.perf_counter() - t0) * 1e3
-            print(f"\n  {label}: {user}\n    {_describe(row, types)}")
-            print(
-                "    "
-                + format_answer(f"Recommend({user}) in {ms:.1f} ms", response).replace(
-                    "\n", "\n    "
-                )
-            )
+        _three_users(wd, target, running.holder.current.types, warm, cold)
         _real_time(target, warm, cold)
     finally:
         running.stop(grace=2)
@@ -138,6 +119,29 @@ def run_demo(
         f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)"
     )
     return 0 if stats["all_hold"] else 1
+
+
+def _three_users(wd: Path, target: str, types: ItemTypes, warm: str, cold: str) -> None:
+    """A warm, a cold-start and an unknown user: what the online store holds for each, and
+    their Recommend answer over gRPC."""
+    from audiorec.featurestore import OnlineFeatureReader, open_store
+    from serving.client import format_answer, recommend
+
+    reader = OnlineFeatureReader(open_store(wd))
+    for label, user in (
+        ("warm (audiobook history)", warm),
+        ("cold start (podcasts only)", cold),
+        ("unknown to the store", "u_not_a_user"),
+    ):
+        row = {k: v[0] for k, v in reader.read([user]).items()}
+        t0 = time.perf_counter()
+        response = recommend(target, user, k=5)
+        ms = (time.perf_counter() - t0) * 1e3
+        print(f"\n  {label}: {user}\n    {_describe(row, types)}")
+        print(
+            "    "
+            + format_answer(f"Recommend({user}) in {ms:.1f} ms", response).replace("\n", "\n    ")
+        )
 
 
 def _real_time(target: str, warm: str, cold: str) -> None:

@@ -13,8 +13,10 @@ import numpy as np
 
 from audiorec.config import merge
 from training.data.protocol import MIN_GROUP_USERS, Protocol
+from training.evaluation.charts import GROUP_NAMES, panels, write_charts
+from training.evaluation.claims import REFERENCE, expectations, paired_of
 from training.evaluation.config import Results
-from training.evaluation.intervals import RESAMPLES, Paired, paired_bootstrap
+from training.evaluation.intervals import RESAMPLES, paired_bootstrap
 
 # The papers' numbers (docs/paper.md): HR@10, MRR, coverage %.
 # (item type, group) -> model -> (HR@10, MRR, coverage %) as the paper reports them
@@ -59,19 +61,12 @@ MAIN_ROWS = (
     "2T",
     "2T-HGNN",
 )
-GROUP_NAMES = {"warm": "warm-start users", "cold": "cold-start users", "all": "all users"}
 
 
 def layout(protocol: Protocol) -> dict[str, list[str]]:
     """item type -> its groups, in the types' order (the focus first): what the tables,
     orderings and charts are laid out by (also written to metrics.json)."""
     return {kind: list(t.groups) for kind, t in protocol.truth.items()}
-
-
-def panels(groups: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """(item type, group) of every table: the focus type's warm and cold groups (the
-    paper's audiobooks), then one group per other type."""
-    return [(kind, group) for kind, gs in groups.items() for group in gs]
 
 
 def tables(groups: dict[str, list[str]]) -> list[tuple[str, str, str, bool]]:
@@ -91,9 +86,6 @@ def tables(groups: dict[str, list[str]]) -> list[tuple[str, str, str, bool]]:
             True,
         )
     ]
-
-
-REFERENCE = "2T-HGNN"  # every row's paired interval is against it
 
 
 def summarize(res: Results) -> dict:
@@ -204,87 +196,11 @@ def table(
     return lines + [""]
 
 
-def _paired(entry: dict, against: str = REFERENCE) -> Paired | None:
-    p = entry.get("paired", {}).get(against)
-    return None if p is None else Paired(p["diff"], p["lo"], p["hi"], p["users"])
-
-
 def _paired_cell(model: str, entry: dict) -> str:
     if model == REFERENCE:
         return "(reference)"
-    p = _paired(entry)
+    p = paired_of(entry)
     return "-" if p is None else f"{p.text()} {p.verdict}"
-
-
-def expectations(summary: dict, layout: dict[str, list[str]]) -> list[tuple[str, bool, str]]:
-    """(the paper's ordering, whether it holds here, the numbers behind it), on the focus
-    type (the paper's audiobooks) warm and cold, and on every other type (podcasts).
-
-    Each is read from the paired 95% interval over users, never from the means alone: "A
-    beats B" holds when A - B's interval lies above 0; "A >= B" when it does not lie below
-    0 (level counts)."""
-    focus = next(iter(layout))
-    groups = layout[focus]
-    warm_g = "warm" if "warm" in groups else next(iter(groups), "all")
-
-    def entry(model, kind, group) -> dict:
-        return summary.get(model, {}).get(kind, {}).get(group, {})
-
-    def gap(other: str, kind: str, group: str) -> tuple[str, str]:
-        """(verdict of 2T-HGNN against ``other``, the numbers): "leads" = 2T-HGNN ahead."""
-        e, ref = entry(other, kind, group), entry(REFERENCE, kind, group)
-        p = _paired(e)
-        if p is None or not ref:
-            return "not scored", f"{other} not scored"
-        flip = {"leads": "trails", "trails": "leads"}.get(p.verdict, p.verdict)
-        mine = Paired(-p.diff, -p.hi, -p.lo, p.users)
-        return flip, (
-            f"{REFERENCE} {ref['hr@10']:.3f} vs {other} {e['hr@10']:.3f}: difference "
-            f"{mine.text()} over {p.users:,} users, {REFERENCE} {flip}"
-        )
-
-    main = [m for m in summary if not m.startswith(REFERENCE + ", ") and m != REFERENCE]
-    where = f"{warm_g}-start {focus} items" if warm_g != "all" else f"{focus} items"
-    verdicts = {m: gap(m, focus, warm_g) for m in main}
-    scored = {m: v for m, v in verdicts.items() if v[0] != "not scored"}
-    # the closest competitor: the row whose interval reaches highest against 2T-HGNN
-    closest = max(
-        scored,
-        key=lambda m: _paired(entry(m, focus, warm_g)).hi,  # type: ignore[union-attr]
-        default=None,
-    )
-    out = [
-        (
-            f"{where}: 2T-HGNN leads every other row",
-            bool(scored) and all(v[0] == "leads" for v in scored.values()),
-            scored[closest][1] if closest else "",
-        )
-    ]
-    ratio = _paired(entry(REFERENCE, focus, warm_g), "1.3 x 2T")
-    out.append(
-        (
-            f"{where}: 2T-HGNN HR@10 >= 1.3 x 2T's",
-            ratio is not None and ratio.verdict in ("leads", "level"),
-            f"2T-HGNN - 1.3 x 2T {ratio.text()}, {ratio.verdict}" if ratio else "",
-        )
-    )
-    if "cold" in groups:
-        v2, vp = gap("2T", focus, "cold"), gap("Popularity", focus, "cold")
-        out.append(
-            (
-                f"cold-start {focus} items: 2T-HGNN beats 2T and Popularity",
-                v2[0] == "leads" and vp[0] == "leads",
-                f"{v2[1]}; {vp[1]}",
-            )
-        )
-    for kind in list(layout)[1:]:
-        for group in layout[kind]:
-            v = gap("2T", kind, group)
-            out.append((f"{kind} items: 2T-HGNN >= 2T", v[0] in ("leads", "level"), v[1]))
-    for m in (m for m in summary if m.startswith(REFERENCE + ", ")):
-        v = gap(m, focus, warm_g)
-        out.append((f"ablation '{m[9:]}' is below the full model", v[0] == "leads", v[1]))
-    return out
 
 
 def selection_lines(chosen: dict, validation: str = "", heading: str = "###") -> list[str]:
@@ -412,46 +328,5 @@ def write_report(res: Results, out: str | Path, command: str = "") -> Path:
         "Time per model (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.seconds.items()),
     ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    _charts(summary, layout(res.protocol), out)
+    write_charts(summary, layout(res.protocol), out)
     return out / "report.md"
-
-
-def _charts(summary: dict, groups: dict[str, list[str]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = panels(groups)
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.7 * len(shown), 4), squeeze=False)
-    for ax, (kind, group) in zip(axes[0], shown):
-        for m, kinds in summary.items():
-            if m.startswith("2T-HGNN, ") or group not in kinds.get(kind, {}):
-                continue
-            curve = kinds[kind][group]["hr_curve"]
-            ax.plot(range(1, len(curve) + 1), curve, label=m)
-        ax.set(
-            xscale="log",
-            xlabel="K",
-            ylabel="HR@K",
-            title=f"{kind} items, {GROUP_NAMES.get(group, group)}",
-        )
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "hr_at_k.png", dpi=110)
-    plt.close(fig)
-    kind, group = shown[0]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for m, kinds in summary.items():
-        s = kinds.get(kind, {}).get(group)
-        if s:
-            ax.scatter(s["coverage"] * 100, s["hr@10"])
-            ax.annotate(m, (s["coverage"] * 100, s["hr@10"]), fontsize=7)
-    ax.set(
-        xlabel="coverage of the top 100 (%)",
-        ylabel="HR@10",
-        title=f"{kind} items, {GROUP_NAMES.get(group, group)}: accuracy vs coverage",
-    )
-    fig.tight_layout()
-    fig.savefig(out / "coverage_vs_hr.png", dpi=110)
-    plt.close(fig)

@@ -20,31 +20,25 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 from tqdm.auto import tqdm
 
-from audiorec.errors import AudiorecError
 from audiorec.featurestore import STATE_FILE, features_dir, recent_schema
 from audiorec.itemtypes import ItemTypes
 from audiorec.publish import AtomicParquet, read_json, staged_directory, write_json
-from training.data.arrow import vector_column
 from training.data.dataset import Dataset, data_span, item_types
 from training.data.duck import DatasetLike, connect_dataset
 from training.data.embeddings import ItemEmbeddings, read_item_embeddings
 from training.engine import Engine, LocalEngine
 from training.features.config import FeatureJobConfig
+from training.features.tables import copy_rows, item_content, item_hgnn, profile, write_table
 from training.features.windows import (
     item_popularity,
     midnight,
     prepare_daily_interactions,
-    time_filter,
     user_window_baselines,
     user_window_batches,
     user_windows_schema,
 )
-
-PROFILE_EPOCH = date(1970, 1, 5)  # a Monday: weekly profile snapshots fall on Mondays
 
 
 @dataclass
@@ -170,12 +164,10 @@ def _write_all(
         report.rows[table] = fn(target / table / name)
         report.seconds[table] = _time.perf_counter() - t0
 
-    timed(
-        "user_profile", lambda p: _profile(con, p, first, through, lo, hi, cfg.profile_every_days)
-    )
+    timed("user_profile", lambda p: profile(con, p, first, through, lo, hi, cfg.profile_every_days))
     timed(
         "user_music",
-        lambda p: _copy_rows(
+        lambda p: copy_rows(
             con,
             p,
             """
@@ -186,20 +178,18 @@ def _write_all(
             hi,
         ),
     )
-    timed("item_content", lambda p: _item_content(con, p, text, lo, hi))
+    timed("item_content", lambda p: item_content(con, p, text, lo, hi))
     if full or not any((target / "user_recent").glob("*.parquet")):
         timed(
             "user_recent",
-            lambda p: _write_table(p.with_name("empty.parquet"), recent_schema().empty_table()),
+            lambda p: write_table(p.with_name("empty.parquet"), recent_schema().empty_table()),
         )
     if full:
-        timed(
-            "item_hgnn", lambda p: _item_hgnn(p.with_name(f"{hgnn.version}.parquet"), hgnn, first)
-        )
+        timed("item_hgnn", lambda p: item_hgnn(p.with_name(f"{hgnn.version}.parquet"), hgnn, first))
     prepare_daily_interactions(con, first, through, cfg.window_days)
     timed(
         "item_popularity",
-        lambda p: _write_table(
+        lambda p: write_table(
             p, item_popularity(con, first, through, cfg.window_days, anchor=full)
         ),
     )
@@ -313,80 +303,6 @@ def window_partition(
         return out.rows
     finally:
         con.close()
-
-
-def _write_table(path: Path, table: pa.Table) -> int:
-    with AtomicParquet(path, table.schema) as out:
-        out.write(table)
-    return table.num_rows
-
-
-def _copy_rows(con, path: Path, select: str, column: str, lo, hi) -> int:
-    where, params = time_filter(column, lo, hi)
-    return _write_table(
-        path, con.sql(f"SELECT * FROM ({select}) WHERE {where}", params=params).to_arrow_table()
-    )
-
-
-def _profile(con, path: Path, first: date, through: date, lo, hi, every: int) -> int:
-    """Profile rows on the weekly grid (every user signed up by then) and at each signup."""
-    grid = [
-        d
-        for d in (first + timedelta(days=i) for i in range((through - first).days + 1))
-        if (d - PROFILE_EPOCH).days % every == 0
-    ]
-    where, params = time_filter("signup_ts", lo, hi)
-    sql = f"""
-        SELECT user_id, CAST(signup_ts AS TIMESTAMPTZ) AS event_timestamp, country,
-               CAST(age AS BIGINT) AS age, language, CAST(0 AS BIGINT) AS account_age_days
-        FROM users WHERE {where}"""
-    if grid:
-        sql += """
-        UNION ALL
-        SELECT u.user_id, CAST(g.s AS TIMESTAMPTZ), u.country, CAST(u.age AS BIGINT), u.language,
-               CAST(floor((epoch(CAST(g.s AS TIMESTAMPTZ))
-                           - epoch(CAST(u.signup_ts AS TIMESTAMPTZ))) / 86400) AS BIGINT)
-        FROM users u, (SELECT unnest(?) AS s) g
-        WHERE CAST(u.signup_ts AS TIMESTAMPTZ) < CAST(g.s AS TIMESTAMPTZ)"""
-        params = params + [grid]
-    return _write_table(path, con.sql(sql + " ORDER BY 2, 1", params=params).to_arrow_table())
-
-
-def _item_content(con, path: Path, text: ItemEmbeddings, lo, hi) -> int:
-    where, params = time_filter("publish_ts", lo, hi)
-    items = con.sql(
-        f"""
-        SELECT item_id, CAST(publish_ts AS TIMESTAMPTZ) AS event_timestamp, item_type,
-               language, genre FROM items WHERE {where} ORDER BY item_id""",
-        params=params,
-    ).to_arrow_table()
-    pos = {k: i for i, k in enumerate(text.item_id)}
-    idx = np.array([pos.get(k, -1) for k in items.column("item_id").to_pylist()], dtype=np.int64)
-    if (idx < 0).any():
-        missing = items.column("item_id").to_numpy(zero_copy_only=False)[idx < 0][:3]
-        raise AudiorecError(
-            f"text-embedding table lacks {int((idx < 0).sum())} item(s) of "
-            f"items.parquet, e.g. {list(missing)}: compute text embeddings first"
-        )
-    vec = text.vectors[idx]
-    return _write_table(path, items.append_column("text_embedding", vector_column(vec)))
-
-
-def _item_hgnn(path: Path, hgnn: ItemEmbeddings, first: date) -> int:
-    """Every embedded item, stamped at the start of the data: a new HGNN version
-    re-describes all of history (the user preference vectors are rebuilt with it)."""
-    n = len(hgnn.vectors)
-    table = pa.table(
-        {
-            "item_id": pa.array(hgnn.item_id, type=pa.string()),
-            "event_timestamp": pa.array(
-                [midnight(first - timedelta(days=1))] * n, type=pa.timestamp("us", tz="UTC")
-            ),
-            "hgnn_embedding": vector_column(hgnn.vectors),
-            "hgnn_version": pa.array([hgnn.version] * n, type=pa.string()),
-        }
-    )
-    return _write_table(path, table)
 
 
 def _read_state(root: Path) -> dict | None:
