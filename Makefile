@@ -11,7 +11,7 @@ help:
 	@echo "make test    the test suite (what CI runs, after make lint)"
 	@echo "make lint    ruff (lint + format check) and mypy (audiorec/, serving/, inspector/ strict; training/, app/ checked)"
 	@echo "make format  ruff format and import order, in place"
-	@echo "make docs    docs/results.md from the runs' metrics.json under docs/results/"
+	@echo "make docs    docs/results.md from the runs' metrics.json, serving/ and inspector/ READMEs from the code"
 	@echo "make ciao CIAO=DIR  the pipeline and evaluation on real data (the public Ciao files in DIR)"
 	@echo "make bench-pipeline  the pipeline at 50k, 250k and 1M users: time, memory, slope"
 	@echo "make install the virtual environment in .venv/ (each target installs it on first use)"

@@ -55,3 +55,32 @@ def test_no_file_refers_to_a_document_the_repository_does_not_hold():
         text = path.read_text(errors="replace")
         for name in ("PAPER.md", "STACK.md", "DESIGN.md"):
             assert name not in text, f"{path.relative_to(DOCS.parent)} refers to {name}"
+
+
+def test_package_readmes_are_generated_from_the_docstrings():
+    from app.docs import PACKAGES, package_readme
+
+    root = DOCS.parent
+    for package in PACKAGES:
+        assert (root / package / "README.md").read_text() == package_readme(package), (
+            f"{package}/README.md is stale: run make docs"
+        )
+
+
+def test_hand_written_readmes_name_every_rpc_and_feature_service():
+    import re
+
+    root = DOCS.parent
+    proto = (root / "protos" / "audiorec" / "v1" / "recommender.proto").read_text()
+    rpcs = re.findall(r"^\s*rpc (\w+)\(", proto, flags=re.M)
+    assert len(rpcs) >= 4
+    readme = (root / "protos" / "README.md").read_text()
+    assert [r for r in rpcs if f"`{r}`" not in readme] == []
+    services = re.findall(
+        r'^\w+ = FeatureService\(\s*name="(\w+)"',
+        (root / "feature_repo" / "feature_services.py").read_text(),
+        flags=re.M,
+    )
+    assert len(services) >= 3
+    readme = (root / "feature_repo" / "README.md").read_text()
+    assert [s for s in services if f"`{s}`" not in readme] == []
