@@ -82,7 +82,14 @@ class Inspector:
         for item_type in info.item_types:
             try:
                 answer = recommend(
-                    self.conn, user_id, self.k, item_type, self.timeout_s, explain=True, arm=arm
+                    self.conn,
+                    user_id,
+                    self.k,
+                    item_type,
+                    self.timeout_s,
+                    explain=True,
+                    arm=arm,
+                    inspect=True,  # looking is not an exposure
                 )
                 answers.append((item_type, answer))
             except CallFailed as exc:

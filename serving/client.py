@@ -63,12 +63,18 @@ class CallFailed(AudiorecError):
         self.status, self.details = status, details
 
 
-def _call(conn: Connection | str, method: str, request: Any, timeout: float) -> Any:
+def _call(
+    conn: Connection | str,
+    method: str,
+    request: Any,
+    timeout: float,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Any:
     conn = Connection(conn) if isinstance(conn, str) else conn
     with conn.channel() as channel:
         try:
             return getattr(pb_grpc.RecommenderStub(channel), method)(
-                request, timeout=timeout, metadata=conn.metadata()
+                request, timeout=timeout, metadata=conn.metadata() + extra
             )
         except grpc.RpcError as exc:
             raise CallFailed(method, conn.target, exc.code().name, exc.details() or "") from None
@@ -84,8 +90,10 @@ def recommend(
     include_consumed: bool = False,
     explain: bool = False,
     arm: str = "",
+    inspect: bool = False,
 ) -> pb.RecommendResponse:
-    """``arm``: answer as this experiment arm ("": the user's own)."""
+    """``arm``: answer as this experiment arm ("": the user's own); ``inspect``: a look at
+    the answer, not one shown to the listener (the server logs no exposure for it)."""
     response: pb.RecommendResponse = _call(
         target,
         "Recommend",
@@ -99,6 +107,7 @@ def recommend(
             arm=arm,
         ),
         timeout,
+        (("x-audiorec-purpose", "inspect"),) if inspect else (),
     )
     return response
 

@@ -197,7 +197,7 @@ class RecommenderService:
                 response, strategy = fn(holder.current, deadline)
             if arm and hasattr(response, "arm"):
                 response.arm = arm
-            if self.accepted is not None and rpc == "Recommend":
+            if self.accepted is not None and rpc == "Recommend" and not _inspecting(context):
                 self._expose(request, response, arm, forced)
             return response
         except AudiorecError as exc:
@@ -352,3 +352,15 @@ class RecommenderService:
                 "Describe": method(self.Describe, pb.DescribeRequest, pb.DescribeResponse),
             },
         )
+
+
+# A call that looks at an answer rather than shows it to a listener (the inspector):
+# never logged as an exposure, so looking does not enter an experiment's readout.
+PURPOSE_KEY, INSPECT = "x-audiorec-purpose", "inspect"
+
+
+def _inspecting(context: Any) -> bool:
+    try:
+        return any(k == PURPOSE_KEY and v == INSPECT for k, v in context.invocation_metadata())
+    except (AttributeError, TypeError):  # a context without metadata (tests, benchmarks)
+        return False

@@ -130,3 +130,27 @@ def test_token_and_exposure(tiny_pipeline, grpc_server):
     finally:
         running.stop()
         features.close()
+
+
+def test_looking_is_not_an_exposure(grpc_server, ui, users):
+    """The inspector's calls carry the inspect purpose: the server logs no exposure for
+    them, while a listener's own call is logged (the readout counts only what was shown)."""
+    import time
+
+    written = grpc_server.metrics.logged.labels(kind="exposures", result="written")
+
+    def settle() -> float:
+        last = -1.0
+        for _ in range(50):
+            now = written._value.get()
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.1)
+        return last
+
+    before = settle()
+    assert get(ui.url + f"listener?id={users['warm']}")[0] == 200
+    assert settle() == before
+    recommend(f"127.0.0.1:{grpc_server.port}", users["warm"])
+    assert settle() == before + 1
