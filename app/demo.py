@@ -99,6 +99,12 @@ def run_demo(
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
     _experiment(wd, world)
+    _closing_lines(wd, warm, report_path)
+    return 0 if stats["all_hold"] else 1
+
+
+def _closing_lines(wd: Path, warm: str, report_path: Path | None) -> None:
+    """Where the report is, and the commands to try it yourself."""
     if report_path is not None:
         print(
             f"\nOffline evaluation report: {report_path}\n  charts: "
@@ -118,7 +124,6 @@ def run_demo(
         f"  cd feature_repo && ../.venv/bin/feast apply && "
         f"../.venv/bin/feast materialize-incremental $(date -u +%Y-%m-%dT%H:%M:%S)"
     )
-    return 0 if stats["all_hold"] else 1
 
 
 def _three_users(wd: Path, target: str, types: ItemTypes, warm: str, cold: str) -> None:
