@@ -167,6 +167,8 @@ class RecommenderService:
     ):
         self.arms, self.experiment = arms, experiment
         self.accepted = accepted
+        # each arm's configured share (exposures and Describe carry it); none: one arm, 1.0
+        self.shares = {a.name: a.share for a in experiment.arms}
         self.metrics = metrics
         self.admission = admission
         self._client_errors = _ClientErrorLog()
@@ -239,13 +241,12 @@ class RecommenderService:
 
     def _expose(self, request: Any, response: Any, arm: str, forced: bool) -> None:
         assert self.accepted is not None
-        shares = {a.name: a.share for a in self.experiment.arms}
         self.accepted.exposure(
             {
                 "user_id": request.user_id,
                 "arm": arm,
-                "share": shares.get(arm, 1.0),
-                "salt": self.experiment.salt if shares else "",
+                "share": self.shares.get(arm, 1.0),
+                "salt": self.experiment.salt if self.shares else "",
                 "forced": forced,
                 "version": response.model_version,
                 "type": response.items[0].type if response.items else request.type,
@@ -319,11 +320,12 @@ class RecommenderService:
 
     def Describe(self, request: Any, context: Any) -> Any:
         def describe(first: Recommender, deadline: float | None) -> tuple[Any, str]:
-            shares = {a.name: a.share for a in self.experiment.arms}
             return pb.DescribeResponse(
                 model_version=first.version,
                 arms=[
-                    pb.ServedArm(name=n, model_version=h.current.version, share=shares.get(n, 1.0))
+                    pb.ServedArm(
+                        name=n, model_version=h.current.version, share=self.shares.get(n, 1.0)
+                    )
                     for n, h in self.arms
                 ],
                 item_types=list(first.artifact.types.names),
