@@ -84,44 +84,11 @@ class Artifact:
             onnx=directory / onnx if onnx else None,
             runtime=tower_runtime,
         )
-        items = pq.read_table(directory / "items.parquet")
-        ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
-        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-            raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
-        vectors = (
-            np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
-            if len(ids)
-            else np.zeros((0, manifest.dim), np.float32)
-        )
-        if vectors.shape[1] != manifest.dim:
-            raise ContractError(
-                f"{directory}: item vectors have dim {vectors.shape[1]}, the "
-                f"manifest says {manifest.dim}"
-            )
-        indexes, label_rows = {}, {}
-        for kind in manifest.item_types:
-            info = manifest.indexes[kind]
-            # the version's manifest checked these files' checksums a moment ago
-            index = load_index(directory / info.path, expect_dim=manifest.dim, verify_files=False)
-            rows = np.searchsorted(ids, index.ids)
-            if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
-                raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
-            indexes[kind], label_rows[kind] = index, rows
+        items, ids, vectors = _read_items(directory, manifest.dim)
+        indexes, label_rows = _read_indexes(directory, manifest, ids)
         types = items.column("item_type").to_numpy(zero_copy_only=False).astype(object)
         consumed = pq.read_table(directory / "consumed.parquet")
-        window_path = directory / "window.parquet"  # absent in versions before real time
-        window = (
-            pq.read_table(window_path)
-            if window_path.exists()
-            else pa.table(
-                {
-                    "user_id": pa.array([], pa.string()),
-                    "item_id": pa.array([], pa.string()),
-                    "weak": pa.array([], pa.bool_()),
-                    "action": pa.array([], pa.string()),
-                }
-            )
-        )
+        window = _read_window(directory)
         users = _user_index(consumed, window)
         user_pos = {u: i for i, u in enumerate(users)}
         consumed_offsets, consumed_rows, _, _ = _csr(consumed, ids, users)
@@ -179,6 +146,56 @@ class Artifact:
         if i is None:
             return slice(0, 0)
         return slice(int(self.window_offsets[i]), int(self.window_offsets[i + 1]))
+
+
+def _read_items(directory: Path, dim: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """items.parquet, its ids (object array, checked unique and sorted) and (items, dim)
+    float32 vectors."""
+    items = pq.read_table(directory / "items.parquet")
+    ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
+    vectors = (
+        np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+        if len(ids)
+        else np.zeros((0, dim), np.float32)
+    )
+    if vectors.shape[1] != dim:
+        raise ContractError(
+            f"{directory}: item vectors have dim {vectors.shape[1]}, the manifest says {dim}"
+        )
+    return items, ids, vectors
+
+
+def _read_indexes(
+    directory: Path, manifest: Manifest, ids: np.ndarray
+) -> tuple[dict[str, AnyIndex], dict[str, np.ndarray]]:
+    """Each type's index and, per index label, its row in items.parquet."""
+    indexes, label_rows = {}, {}
+    for kind in manifest.item_types:
+        info = manifest.indexes[kind]
+        # the version's manifest checked these files' checksums a moment ago
+        index = load_index(directory / info.path, expect_dim=manifest.dim, verify_files=False)
+        rows = np.searchsorted(ids, index.ids)
+        if len(rows) and (rows.max() >= len(ids) or (ids[rows] != index.ids).any()):
+            raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
+        indexes[kind], label_rows[kind] = index, rows
+    return indexes, label_rows
+
+
+def _read_window(directory: Path) -> pa.Table:
+    """window.parquet (user, item, weak, action), empty in versions before real time."""
+    path = directory / "window.parquet"
+    if path.exists():
+        return pq.read_table(path)
+    return pa.table(
+        {
+            "user_id": pa.array([], pa.string()),
+            "item_id": pa.array([], pa.string()),
+            "weak": pa.array([], pa.bool_()),
+            "action": pa.array([], pa.string()),
+        }
+    )
 
 
 def _user_index(*tables: pa.Table) -> np.ndarray:

@@ -80,7 +80,7 @@ def _peer_rows(
     "+ prior" row: each setting's prior chosen there, as the towers' are), refit on
     everything before the cut, score the hold-out (over the seeds, where the peer has
     randomness)."""
-    from training.evaluation.prior_rows import choose_prior, prior_adder
+    from training.evaluation.prior_rows import prior_adder
 
     con_users, con_items = _all_ids(data)
     if peer == "EASE" and len(con_items) > cfg.ease_max_items:
@@ -101,29 +101,13 @@ def _peer_rows(
 
         return of_type
 
-    tw = cfg.pipeline.two_tower
     types = _item_types(data, con_items)
     settings = candidates(GRIDS[peer], DEFAULTS[peer], cfg.selection_trials)
-    plain: list[float] = []
-    priors: list[dict] = []
-    if val_proto is not None:
-        train = training_matrix(data, val_proto.cut, con_users, con_items, cfg.event_weights)
-        for s in settings:
-            rows_of = scorer(fit_peer(train, _peer_cfg(peer, s, cfg.seeds[0])), val_proto)
-            plain.append(criterion(score_protocol(val_proto, score_rows_of=rows_of)))
-            if cfg.prior_rows:
-                priors.append(
-                    choose_prior(
-                        data,
-                        val_proto,
-                        con_items,
-                        types,
-                        rows_of,
-                        tw.prior_betas,
-                        tw.prior_half_lives,
-                        tw.prior_max_users,
-                    )  # fmt: skip
-                )
+    plain, priors = (
+        _validate(peer, settings, data, val_proto, con_users, con_items, types, cfg, scorer)
+        if val_proto is not None
+        else ([], [])
+    )
     chosen, trials = pick(settings, plain) if plain else (settings[0], [])
     res.chosen[peer] = {"setting": chosen, "trials": trials, **_window(val_proto)}
     matrix = training_matrix(data, cut, con_users, con_items, cfg.event_weights)
@@ -149,6 +133,44 @@ def _peer_rows(
     for seed in seeds:
         fitted = fits[seed] if best == chosen else fit_peer(matrix, _peer_cfg(peer, best, seed))
         score(name, None, None, score_rows_of=add_prior(scorer(fitted, proto)))
+
+
+def _validate(
+    peer: str,
+    settings: list[dict],
+    data: DatasetLike,
+    val_proto: Protocol,
+    con_users: np.ndarray,
+    con_items: np.ndarray,
+    types,
+    cfg: EvaluationConfig,
+    scorer,
+) -> tuple[list[float], list[dict]]:
+    """Each setting fitted before the validation window: its criterion there, and (with
+    prior rows) the prior chosen for it there."""
+    from training.evaluation.prior_rows import choose_prior
+
+    tw = cfg.pipeline.two_tower
+    plain: list[float] = []
+    priors: list[dict] = []
+    train = training_matrix(data, val_proto.cut, con_users, con_items, cfg.event_weights)
+    for s in settings:
+        rows_of = scorer(fit_peer(train, _peer_cfg(peer, s, cfg.seeds[0])), val_proto)
+        plain.append(criterion(score_protocol(val_proto, score_rows_of=rows_of)))
+        if cfg.prior_rows:
+            priors.append(
+                choose_prior(
+                    data,
+                    val_proto,
+                    con_items,
+                    types,
+                    rows_of,
+                    tw.prior_betas,
+                    tw.prior_half_lives,
+                    tw.prior_max_users,
+                )  # fmt: skip
+            )
+    return plain, priors
 
 
 def _peer_cfg(peer: str, setting: dict, seed: int) -> PeerConfig:

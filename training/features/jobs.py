@@ -17,7 +17,7 @@ import time as _time
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -194,39 +194,57 @@ def _write_all(
         ),
     )
 
-    def windows(path: Path) -> int:
-        with AtomicParquet(path, user_windows_schema(types)) as out:
-            out.write(user_window_baselines(con, hgnn.dim, types, first, lo, hi))
-            if job.engine.partitions == 1:
-                write_windows(out, con, hgnn, types, first, through, cfg, full, None, progress)
-        if job.engine.partitions == 1:
-            return out.rows
-        # one file per user partition beside the baselines: the source reads the directory
-        parts = job.engine.partitions
-        stem = path.name.removesuffix(".parquet")
-        return out.rows + sum(
-            job.engine.map(
-                window_partition,
-                [
-                    (
-                        job.data,
-                        job.workdir,
-                        job.hgnn,
-                        types.to_json(),
-                        first,
-                        through,
-                        cfg,
-                        full,
-                        (p, parts),
-                        path.with_name(f"{stem}.part{p:03d}.parquet"),
-                        job.engine.cpus_per_task,
-                    )
-                    for p in range(parts)
-                ],
-            )
-        )
+    timed(
+        "user_windows",
+        lambda p: _windows(con, p, job, hgnn, types, first, through, (lo, hi), cfg, full, progress),
+    )
 
-    timed("user_windows", windows)
+
+def _windows(
+    con,
+    path: Path,
+    job: "_WindowJob",
+    hgnn: ItemEmbeddings,
+    types: ItemTypes,
+    first: date,
+    through: date,
+    bounds: tuple[datetime | None, datetime],
+    cfg: FeatureJobConfig,
+    full: bool,
+    progress: bool,
+) -> int:
+    """The user_windows table at ``path``: the sign-up baselines, then the windows, here or
+    one file per user partition beside it on the engine (the source reads the directory)."""
+    lo, hi = bounds
+    with AtomicParquet(path, user_windows_schema(types)) as out:
+        out.write(user_window_baselines(con, hgnn.dim, types, first, lo, hi))
+        if job.engine.partitions == 1:
+            write_windows(out, con, hgnn, types, first, through, cfg, full, None, progress)
+    if job.engine.partitions == 1:
+        return out.rows
+    parts = job.engine.partitions
+    stem = path.name.removesuffix(".parquet")
+    return out.rows + sum(
+        job.engine.map(
+            window_partition,
+            [
+                (
+                    job.data,
+                    job.workdir,
+                    job.hgnn,
+                    types.to_json(),
+                    first,
+                    through,
+                    cfg,
+                    full,
+                    (p, parts),
+                    path.with_name(f"{stem}.part{p:03d}.parquet"),
+                    job.engine.cpus_per_task,
+                )
+                for p in range(parts)
+            ],
+        )
+    )
 
 
 @dataclass

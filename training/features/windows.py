@@ -107,27 +107,7 @@ def user_window_batches(
     ``anchor`` (a full rebuild): also a row at ``first`` for every user whose window is
     non-empty then, so history that starts after the data does is still complete.
     """
-    con.sql("DROP TABLE IF EXISTS emb_idx")
-    con.register(
-        "emb_ids",
-        pa.table(
-            {
-                "item_id": pa.array(emb.item_id, type=pa.string()),
-                "idx": pa.array(np.arange(len(emb.item_id))),
-            }
-        ),
-    )
-    con.sql("CREATE TEMP TABLE emb_idx AS SELECT * FROM emb_ids")
-    con.unregister("emb_ids")
-    con.sql("DROP TABLE IF EXISTS type_idx")
-    con.register(
-        "type_ids",
-        pa.table(
-            {"item_type": pa.array(types.names, pa.string()), "t": pa.array(np.arange(len(types)))}
-        ),
-    )
-    con.sql("CREATE TEMP TABLE type_idx AS SELECT * FROM type_ids")
-    con.unregister("type_ids")
+    _register_ids(con, emb, types)
     con.sql("DROP TABLE IF EXISTS snaps")
     con.sql(
         f"""
@@ -141,7 +121,6 @@ def user_window_batches(
         params=[first, anchor, first, first, first, last],
     )
     schema = user_windows_schema(types)
-    declared = set(schema.names)
     for b in range(buckets) if only is None else only:
         rows = con.sql(
             """
@@ -165,48 +144,80 @@ def user_window_batches(
             GROUP BY q.r, u.item_id, x.idx, ti.t""",
             params=[b],
         ).fetchnumpy()
-        n = rows.num_rows
-        r = pairs["r"].astype(np.int64)
-        idx = pairs["idx"].astype(np.int64)
-        kind = pairs["t"].astype(np.int64)
-        streams, follows = pairs["streams"].astype(np.int64), pairs["follows"].astype(np.int64)
-        previews, intents = pairs["previews"].astype(np.int64), pairs["intents"].astype(np.int64)
+        yield _window_rows(rows, pairs, emb, types, schema)
 
-        def mean_vectors(mask: np.ndarray) -> np.ndarray:
-            m = mask & (idx >= 0)
-            a = sp.csr_matrix(
-                (np.ones(m.sum(), np.float32), (r[m], idx[m])), shape=(n, len(emb.item_id))
-            )
-            counts = np.asarray(a.sum(axis=1)).ravel()
-            out = np.asarray(a @ emb.vectors, dtype=np.float32)
-            return out / np.maximum(counts, 1)[:, None]
 
-        def count(weights: np.ndarray) -> pa.Array:
-            return pa.array(np.bincount(r, weights=weights, minlength=n).astype(np.int64))
+def _register_ids(con, emb: ItemEmbeddings, types: ItemTypes) -> None:
+    """Temp tables emb_idx (item_id -> row of ``emb``) and type_idx (type -> position)."""
+    for table, view, columns in (
+        (
+            "emb_idx",
+            "emb_ids",
+            {
+                "item_id": pa.array(emb.item_id, type=pa.string()),
+                "idx": pa.array(np.arange(len(emb.item_id))),
+            },
+        ),
+        (
+            "type_idx",
+            "type_ids",
+            {"item_type": pa.array(types.names, pa.string()), "t": pa.array(np.arange(len(types)))},
+        ),
+    ):
+        con.sql(f"DROP TABLE IF EXISTS {table}")
+        con.register(view, pa.table(columns))
+        con.sql(f"CREATE TEMP TABLE {table} AS SELECT * FROM {view}")
+        con.unregister(view)
 
-        weak = (follows + previews + intents) > 0
-        cols = {
-            "user_id": rows.column("user_id").cast(pa.string()),
-            "event_timestamp": pa.array(
-                [midnight(d) for d in rows.column("s").to_pylist()],
-                type=pa.timestamp("us", tz="UTC"),
-            ),
+
+def _window_rows(
+    rows: pa.Table, pairs: dict, emb: ItemEmbeddings, types: ItemTypes, schema: pa.Schema
+) -> pa.Table:
+    """One bucket's user-window table: ``rows`` (user_id, s, r) are its snapshots, ``pairs``
+    the (snapshot r, item row idx, type t, event counts) in each snapshot's window."""
+    n = rows.num_rows
+    r = pairs["r"].astype(np.int64)
+    idx = pairs["idx"].astype(np.int64)
+    kind = pairs["t"].astype(np.int64)
+    streams, follows = pairs["streams"].astype(np.int64), pairs["follows"].astype(np.int64)
+    previews, intents = pairs["previews"].astype(np.int64), pairs["intents"].astype(np.int64)
+
+    def mean_vectors(mask: np.ndarray) -> np.ndarray:
+        m = mask & (idx >= 0)
+        a = sp.csr_matrix(
+            (np.ones(m.sum(), np.float32), (r[m], idx[m])), shape=(n, len(emb.item_id))
+        )
+        counts = np.asarray(a.sum(axis=1)).ravel()
+        out = np.asarray(a @ emb.vectors, dtype=np.float32)
+        return out / np.maximum(counts, 1)[:, None]
+
+    def count(weights: np.ndarray) -> pa.Array:
+        return pa.array(np.bincount(r, weights=weights, minlength=n).astype(np.int64))
+
+    weak = (follows + previews + intents) > 0
+    declared = set(schema.names)
+    cols = {
+        "user_id": rows.column("user_id").cast(pa.string()),
+        "event_timestamp": pa.array(
+            [midnight(d) for d in rows.column("s").to_pylist()],
+            type=pa.timestamp("us", tz="UTC"),
+        ),
+    }
+    for i, t in enumerate(types.names):
+        mine = kind == i
+        # how each declared feature (itemtypes.USER_WINDOW_FEATURES) is computed; only
+        # those declared for this type are (the focus alone has previews, intents, ...)
+        make = {
+            f"{t}_pref": lambda: vector_column(mean_vectors(mine)),
+            f"{t}_items_90d": lambda: count(mine.astype(np.float64)),
+            f"{t}_streams_90d": lambda: count(streams * mine),
+            f"{t}_follow_count_90d": lambda: count(follows * mine),
+            f"{t}_preview_count_90d": lambda: count(previews * mine),
+            f"{t}_intent_to_pay_count_90d": lambda: count(intents * mine),
+            f"weak_{t}_pref": lambda: vector_column(mean_vectors(mine & weak)),
         }
-        for i, t in enumerate(types.names):
-            mine = kind == i
-            # how each declared feature (itemtypes.USER_WINDOW_FEATURES) is computed; only
-            # those declared for this type are (the focus alone has previews, intents, ...)
-            make = {
-                f"{t}_pref": lambda: vector_column(mean_vectors(mine)),
-                f"{t}_items_90d": lambda: count(mine.astype(np.float64)),
-                f"{t}_streams_90d": lambda: count(streams * mine),
-                f"{t}_follow_count_90d": lambda: count(follows * mine),
-                f"{t}_preview_count_90d": lambda: count(previews * mine),
-                f"{t}_intent_to_pay_count_90d": lambda: count(intents * mine),
-                f"weak_{t}_pref": lambda: vector_column(mean_vectors(mine & weak)),
-            }
-            cols.update({name: fn() for name, fn in make.items() if name in declared})
-        yield pa.table(cols, schema=schema)
+        cols.update({name: fn() for name, fn in make.items() if name in declared})
+    return pa.table(cols, schema=schema)
 
 
 def user_window_baselines(

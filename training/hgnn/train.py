@@ -162,41 +162,117 @@ def _train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    # neighbour samples: the shared generator on one process (today's stream), a rank's own
-    # under DDP (the batch and negatives stay common to all ranks)
-    sample_gen = gen if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
-    model = HGNN(
-        features.shape[1], cfg.hidden_dim, cfg.out_dim, tuple(graph.csrs), graph.node_types
-    )
-    forward: torch.nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # a relation may carry no message in a rank's share of a step
-        forward = DistributedDataParallel(model, find_unused_parameters=True)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    run = _Run.start(features, node_type, graph, cfg, rank, world)
     sampler = BalancedEdgeSampler(graph.train, cfg.balanced, rng)
-    result = TrainResult(model)
+    result = TrainResult(run.model)
     best_loss, best_state, waited = float("inf"), None, 0
-    t0 = time.perf_counter()
-
-    def out_of_time() -> bool:
-        late = cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s
-        if world > 1 and cfg.time_budget_s is not None:
-            late = _any_rank(late)  # every rank stops at the same step
-        return late
-
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
+        run.model.train()
         src, dst, _ = sampler.epoch()
         flip = rng.random(len(src)) < 0.5  # either end of an edge can be the anchor
         a = torch.from_numpy(np.where(flip, dst, src))
         p = torch.from_numpy(np.where(flip, src, dst))
+        losses = run.epoch(a, p, epoch, progress)
+        metrics = evaluate(run.model, features, node_type, graph, cfg, graph.val, cfg.seed + 1)
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss if world == 1 else _mean_over_ranks(train_loss),
+            "edges": int(len(a)),
+            "seconds": round(time.perf_counter() - run.t0, 1),
+            **metrics,
+        }
+        result.history.append(row)
+        if progress:
+            _print_epoch(row)
+        score = metrics["val_loss"] if np.isfinite(metrics["val_loss"]) else row["train_loss"]
+        if score < best_loss - 1e-5:
+            best_loss, best_state, waited = score, copy.deepcopy(run.model.state_dict()), 0
+            result.best_epoch = epoch
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+        if run.out_of_time():
+            if progress:
+                tqdm.write(f"hgnn: time budget of {cfg.time_budget_s:g}s spent after epoch {epoch}")
+            break
+    if best_state is not None:
+        run.model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - run.t0
+    return result
+
+
+def _print_epoch(row: dict) -> None:
+    per = " ".join(f"{k[8:]} {v:.3f}" for k, v in row.items() if k.startswith("val_auc_"))
+    tqdm.write(
+        f"hgnn epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val loss "
+        f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} ({per}; {row['edges']:,} edges)"
+    )
+
+
+@dataclass
+class _Run:
+    """One training run's model, optimizer and random streams: the steps of an epoch."""
+
+    features: torch.Tensor
+    node_type: torch.Tensor
+    graph: TrainGraph
+    cfg: HGNNConfig
+    rank: int
+    world: int
+    model: HGNN
+    forward: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # batches' negatives: the same on every rank
+    sample_gen: torch.Generator  # neighbour samples
+    t0: float
+
+    @classmethod
+    def start(
+        cls,
+        features: torch.Tensor,
+        node_type: torch.Tensor,
+        graph: TrainGraph,
+        cfg: HGNNConfig,
+        rank: int,
+        world: int,
+    ) -> _Run:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        # neighbour samples: the shared generator on one process (today's stream), a
+        # rank's own under DDP (the batch and negatives stay common to all ranks)
+        sample_gen = (
+            gen if world == 1 else torch.Generator().manual_seed(cfg.seed + 7919 * (rank + 1))
+        )
+        model = HGNN(
+            features.shape[1], cfg.hidden_dim, cfg.out_dim, tuple(graph.csrs), graph.node_types
+        )
+        forward: torch.nn.Module = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # a relation may carry no message in a rank's share of a step
+            forward = DistributedDataParallel(model, find_unused_parameters=True)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return cls(
+            features, node_type, graph, cfg, rank, world, model, forward, opt, gen, sample_gen,
+            time.perf_counter(),
+        )  # fmt: skip
+
+    def out_of_time(self) -> bool:
+        budget = self.cfg.time_budget_s
+        late = budget is not None and time.perf_counter() - self.t0 > budget
+        if self.world > 1 and budget is not None:
+            late = _any_rank(late)  # every rank stops at the same step
+        return late
+
+    def epoch(self, a: torch.Tensor, p: torch.Tensor, epoch: int, progress: bool) -> list[float]:
+        """Steps over the (anchor, positive) pairs ``a``, ``p`` in batches; the losses."""
+        cfg = self.cfg
         steps = range(0, len(a), cfg.batch_size)
         if cfg.max_steps_per_epoch:
             steps = steps[: cfg.max_steps_per_epoch]
-        losses = []
+        losses: list[float] = []
         bar = tqdm(
             steps,
             desc=f"hgnn epoch {epoch}",
@@ -205,67 +281,41 @@ def _train(
             disable=None if progress else True,
         )
         for lo in bar:
-            if out_of_time():
+            if self.out_of_time():
                 break
-            ba, bp = a[lo : lo + cfg.batch_size], p[lo : lo + cfg.batch_size]
-            # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
-            # (fewer distinct nodes to embed per step than fully independent draws).
-            pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
-            bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
-            if world > 1:
-                ba, bp, bn = ba[rank::world], bp[rank::world], bn[rank::world]
-            z = embed(
-                forward,
-                features,
-                node_type,
-                graph,
-                torch.cat([ba, bp, bn.flatten()]),
-                cfg.fanouts,
-                sample_gen,
-                batch=1 << 30,
-            )
-            b = len(ba)
-            loss = margin_loss(
-                z[:b], z[b : 2 * b], z[2 * b :].view(b, cfg.negatives, -1), cfg.margin
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+            losses.append(self.step(a[lo : lo + cfg.batch_size], p[lo : lo + cfg.batch_size]))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        metrics = evaluate(model, features, node_type, graph, cfg, graph.val, cfg.seed + 1)
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss if world == 1 else _mean_over_ranks(train_loss),
-            "edges": int(len(a)),
-            "seconds": round(time.perf_counter() - t0, 1),
-            **metrics,
-        }
-        result.history.append(row)
-        if progress:
-            per = " ".join(f"{k[8:]} {v:.3f}" for k, v in row.items() if k.startswith("val_auc_"))
-            tqdm.write(
-                f"hgnn epoch {epoch}: train loss {row['train_loss']:.4f}, val loss "
-                f"{row['val_loss']:.4f}, val AUC {row['val_auc']:.3f} ({per}; "
-                f"{row['edges']:,} edges)"
+        return losses
+
+    def step(self, ba: torch.Tensor, bp: torch.Tensor) -> float:
+        """One optimizer step on a batch of anchors and positives; the batch's loss."""
+        cfg, graph, gen = self.cfg, self.graph, self.gen
+        # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
+        # (fewer distinct nodes to embed per step than fully independent draws).
+        pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
+        bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
+        if self.world > 1:
+            ba, bp, bn = (
+                ba[self.rank :: self.world],
+                bp[self.rank :: self.world],
+                bn[self.rank :: self.world],
             )
-        score = metrics["val_loss"] if np.isfinite(metrics["val_loss"]) else row["train_loss"]
-        if score < best_loss - 1e-5:
-            best_loss, best_state, waited = score, copy.deepcopy(model.state_dict()), 0
-            result.best_epoch = epoch
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
-        if out_of_time():
-            if progress:
-                tqdm.write(f"hgnn: time budget of {cfg.time_budget_s:g}s spent after epoch {epoch}")
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.seconds = time.perf_counter() - t0
-    return result
+        z = embed(
+            self.forward,
+            self.features,
+            self.node_type,
+            graph,
+            torch.cat([ba, bp, bn.flatten()]),
+            cfg.fanouts,
+            self.sample_gen,
+            batch=1 << 30,
+        )
+        b = len(ba)
+        loss = margin_loss(z[:b], z[b : 2 * b], z[2 * b :].view(b, cfg.negatives, -1), cfg.margin)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.item()
 
 
 def _any_rank(flag: bool) -> bool:

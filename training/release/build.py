@@ -83,66 +83,10 @@ def write_version(
     project: str,
     window_days: int = 90,
 ) -> Manifest:
-    export_user_tower(
-        towers.user_tower,
-        data.user_specs,
-        out / "user_tower",
-        prior_coordinate=towers.prior is not None,
-    )
-    # the same tower for ONNX Runtime (serving's runtime), equal to the SavedModel on
-    # real training rows (missing values included) within 1e-5, or no version
-    export_onnx(out / "user_tower", out / ONNX_FILE)
-    check_rows = np.linspace(0, len(data) - 1, min(256, len(data))).astype(int)
-    onnx_diff = check_onnx(
-        out / "user_tower", out / ONNX_FILE, {k: v[check_rows] for k, v in data.user.items()}
-    )
+    onnx_diff = _export_user_tower(out, towers, data)
     vectors = towers.item_vectors(data)
-    con = connect_dataset(data_dir, ("items",))
-    try:
-        meta = con.sql("SELECT item_id, title, language, genre FROM items").arrow().read_all()
-    finally:
-        con.close()
-    meta = meta.to_pandas().set_index("item_id").loc[data.item_ids]
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": pa.array(data.item_ids, pa.string()),
-                "item_type": pa.array(data.item_types, pa.string()),
-                "title": pa.array(meta["title"].to_numpy(), pa.string()),
-                "language": pa.array(meta["language"].to_numpy(), pa.string()),
-                "genre": pa.array(meta["genre"].to_numpy(), pa.string()),
-                "vector": vector_column(vectors),
-            }
-        ),
-        out / "items.parquet",
-    )
-    queries = tuning_queries(towers, data)
-    indexes = {}
-    for kind in data.types:
-        mask = data.item_types == kind
-        index = build_index(
-            vectors[mask],
-            data.item_ids[mask],
-            index_cfg,
-            extra_coordinates=int(towers.prior is not None),
-        )
-        breadth, recall = (
-            tune(index, vectors[mask], queries, index_cfg.target_recall)
-            if mask.sum() > 10
-            else (index.breadth, 1.0)
-        )
-        index.save(out / "index" / kind)
-        indexes[kind] = IndexInfo(
-            path=f"index/{kind}",
-            count=int(mask.sum()),
-            method=index_cfg.method,
-            recall_at_10=round(recall, 4),
-            **(
-                {"M": index_cfg.M, "ef_construction": index_cfg.ef_construction, "ef": breadth}
-                if index_cfg.method == "hnsw"
-                else {"lists": index.lists, "nprobe": breadth}  # type: ignore[union-attr]
-            ),
-        )
+    _write_items(out / "items.parquet", data, data_dir, vectors)
+    indexes = _write_indexes(out, towers, data, vectors, index_cfg)
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
     n_window = write_window(data_dir, cut, window_days, out / "window.parquet")
@@ -191,6 +135,80 @@ def write_version(
         libraries=library_versions(),
         files={},
     )
+
+
+def _export_user_tower(out: Path, towers: TrainedTowers, data: TowerData) -> float:
+    """The user tower as a SavedModel and for ONNX Runtime (serving's runtime), equal to
+    the SavedModel on real training rows (missing values included) within 1e-5, or no
+    version; returns their largest difference."""
+    export_user_tower(
+        towers.user_tower,
+        data.user_specs,
+        out / "user_tower",
+        prior_coordinate=towers.prior is not None,
+    )
+    export_onnx(out / "user_tower", out / ONNX_FILE)
+    check_rows = np.linspace(0, len(data) - 1, min(256, len(data))).astype(int)
+    return check_onnx(
+        out / "user_tower", out / ONNX_FILE, {k: v[check_rows] for k, v in data.user.items()}
+    )
+
+
+def _write_items(path: Path, data: TowerData, data_dir: DatasetLike, vectors: np.ndarray) -> None:
+    """items.parquet: each catalogue item's type, metadata and served vector."""
+    con = connect_dataset(data_dir, ("items",))
+    try:
+        meta = con.sql("SELECT item_id, title, language, genre FROM items").arrow().read_all()
+    finally:
+        con.close()
+    meta = meta.to_pandas().set_index("item_id").loc[data.item_ids]
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(data.item_ids, pa.string()),
+                "item_type": pa.array(data.item_types, pa.string()),
+                "title": pa.array(meta["title"].to_numpy(), pa.string()),
+                "language": pa.array(meta["language"].to_numpy(), pa.string()),
+                "genre": pa.array(meta["genre"].to_numpy(), pa.string()),
+                "vector": vector_column(vectors),
+            }
+        ),
+        path,
+    )
+
+
+def _write_indexes(
+    out: Path, towers: TrainedTowers, data: TowerData, vectors: np.ndarray, index_cfg: IndexConfig
+) -> dict[str, IndexInfo]:
+    """One index per item type under out/index/, its breadth tuned on real user queries."""
+    queries = tuning_queries(towers, data)
+    indexes = {}
+    for kind in data.types:
+        mask = data.item_types == kind
+        index = build_index(
+            vectors[mask],
+            data.item_ids[mask],
+            index_cfg,
+            extra_coordinates=int(towers.prior is not None),
+        )
+        breadth, recall = (
+            tune(index, vectors[mask], queries, index_cfg.target_recall)
+            if mask.sum() > 10
+            else (index.breadth, 1.0)
+        )
+        index.save(out / "index" / kind)
+        indexes[kind] = IndexInfo(
+            path=f"index/{kind}",
+            count=int(mask.sum()),
+            method=index_cfg.method,
+            recall_at_10=round(recall, 4),
+            **(
+                {"M": index_cfg.M, "ef_construction": index_cfg.ef_construction, "ef": breadth}
+                if index_cfg.method == "hnsw"
+                else {"lists": index.lists, "nprobe": breadth}  # type: ignore[union-attr]
+            ),
+        )
+    return indexes
 
 
 def tuning_queries(towers: TrainedTowers, data: TowerData, n: int = 1000) -> np.ndarray:

@@ -84,6 +84,16 @@ def compute_stats(
     pairs = cfg.stats_pairs if cfg is not None else 600
     values["e"], e_detail = _text_cosine_gap(con, pairs, seed, text_model, progress)
 
+    facts = _facts(values)
+    facts["e"].update(e_detail)
+    facts["f"].update(f_detail)
+    summary = _summary(con, end, cut)
+    con.close()
+    return {"summary": summary, "facts": facts, "all_hold": all(f["holds"] for f in facts.values())}
+
+
+def _facts(values: dict) -> dict:
+    """Each paper fact's value against its threshold."""
     facts = {}
     for key, (text, threshold, op) in FACTS.items():
         v = values[key]
@@ -98,29 +108,30 @@ def compute_stats(
             "threshold": f"{op} {threshold}",
             "holds": bool(holds),
         }
-    facts["e"].update(e_detail)
-    facts["f"].update(f_detail)
+    return facts
+
+
+def _summary(con, end, cut) -> dict:
+    """The world's size: users, items and events by type, first and last event."""
+
+    def one(sql: str):
+        return con.execute(sql).fetchall()[0][0]
 
     counts = dict(
-        con.execute("""SELECT item_type || ':' || event_type, count(*) FROM ev
-                                 GROUP BY 1 ORDER BY 1""").fetchall()
+        con.execute(
+            "SELECT item_type || ':' || event_type, count(*) FROM ev GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     )
-    summary = {
-        "users": con.execute("SELECT count(*) FROM users").fetchall()[0][0],
-        "audiobooks": con.execute(
-            "SELECT count(*) FROM items WHERE item_type='audiobook'"
-        ).fetchall()[0][0],
-        "podcasts": con.execute("SELECT count(*) FROM items WHERE item_type='podcast'").fetchall()[
-            0
-        ][0],
+    return {
+        "users": one("SELECT count(*) FROM users"),
+        "audiobooks": one("SELECT count(*) FROM items WHERE item_type='audiobook'"),
+        "podcasts": one("SELECT count(*) FROM items WHERE item_type='podcast'"),
         "events": sum(counts.values()),
         "events_by_type": counts,
-        "first_event": str(con.execute("SELECT min(ts) FROM ev").fetchall()[0][0]),
+        "first_event": str(one("SELECT min(ts) FROM ev")),
         "last_event": str(end),
         "holdout_start": str(cut),
     }
-    con.close()
-    return {"summary": summary, "facts": facts, "all_hold": all(f["holds"] for f in facts.values())}
 
 
 def _num(v):

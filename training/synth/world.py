@@ -89,9 +89,29 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
     cat = make_catalog(cfg, np.random.default_rng(s_cat))
     user_ids = pa.array(np.char.add("u", np.char.zfill(np.arange(pop.n).astype(str), 7)))
     item_ids = pa.array(cat.item_id)
+    _write_users_items(root, pop, cat, start, user_ids, item_ids)
+    _write_truth(root / "truth", pop, cat, user_ids, item_ids)
+    n_events = _write_events(
+        root, cfg, pop, cat, start, user_ids, item_ids, s_music, s_events, progress
+    )
+    (root / "world.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "config": cfg.model_dump(mode="json"),
+                "dates": {k: v.isoformat() for k, v in dates.items()},
+                "topics": [name for name, _, _ in TOPICS[: cfg.n_topics]],
+                "events": n_events,
+            },
+            indent=2,
+        )
+    )
+
+
+def _write_users_items(root: Path, pop, cat, start, user_ids: pa.Array, item_ids: pa.Array) -> None:
+    """users.parquet and items.parquet, under the data contract's schemas."""
     countries = pa.array([c[0] for c in COUNTRIES])
     langs = pa.array(list(LANGUAGES))
-
     pq.write_table(
         pa.table(
             {
@@ -122,8 +142,21 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
         root / "items.parquet",
         **_WRITE,
     )
-    _write_truth(root / "truth", pop, cat, user_ids, item_ids)
 
+
+def _write_events(
+    root: Path,
+    cfg: WorldConfig,
+    pop,
+    cat,
+    start,
+    user_ids: pa.Array,
+    item_ids: pa.Array,
+    s_music: np.random.SeedSequence,
+    s_events: np.random.SeedSequence,
+    progress: bool,
+) -> int:
+    """music.parquet and events.parquet, one chunk of users at a time; the event count."""
     pickers = {
         k: ItemPicker.build(cat, k, cfg.n_topics, len(LANGUAGES)) for k in (AUDIOBOOK, PODCAST)
     }
@@ -168,19 +201,7 @@ def _write_world(cfg: WorldConfig, seed: int, root: Path, progress: bool) -> Non
             )
             n_events += len(ev.user)
             bar.set_postfix(events=f"{n_events:,}")
-
-    (root / "world.json").write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "config": cfg.model_dump(mode="json"),
-                "dates": {k: v.isoformat() for k, v in dates.items()},
-                "topics": [name for name, _, _ in TOPICS[: cfg.n_topics]],
-                "events": n_events,
-            },
-            indent=2,
-        )
-    )
+    return n_events
 
 
 def _write_truth(root: Path, pop, cat, user_ids: pa.Array, item_ids: pa.Array) -> None:

@@ -68,6 +68,28 @@ def encode_texts(
     return emb
 
 
+def _read_cache(cache: Path) -> dict[str, np.ndarray]:
+    """The cached embeddings by content key; a missing or damaged cache is empty (a
+    cache is only a shortcut: what it lacks is re-computed, never fatal)."""
+    if not cache.is_file():
+        return {}
+    try:
+        t = pq.read_table(cache)
+        vecs = (
+            np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+            if t.num_rows
+            else np.zeros((0, 0), np.float32)
+        )
+        return dict(zip(t.column("key").to_pylist(), vecs))
+    except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
+        print(
+            f"audiorec: warning: text-embedding cache {cache} is unreadable "
+            f"({type(exc).__name__}); re-encoding every item",
+            flush=True,
+        )
+        return {}
+
+
 def embed_items(
     items_parquet: str | Path,
     out: str | Path,
@@ -89,25 +111,8 @@ def embed_items(
         "" if precision == "fp32" else f":{precision}"
     )
     keys = [hashlib.sha1(f"{checkpoint}\n{t}".encode()).hexdigest() for t in texts]
-    known: dict[str, np.ndarray] = {}
     cache = Path(cache) if cache else None
-    if cache and cache.is_file():
-        try:
-            t = pq.read_table(cache)
-            vecs = (
-                np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-                if t.num_rows
-                else np.zeros((0, 0), np.float32)
-            )
-            known = dict(zip(t.column("key").to_pylist(), vecs))
-        except (pa.ArrowException, KeyError, ValueError, OSError) as exc:
-            # A cache is only a shortcut: a damaged one is re-computed, not fatal.
-            print(
-                f"audiorec: warning: text-embedding cache {cache} is unreadable "
-                f"({type(exc).__name__}); re-encoding every item",
-                flush=True,
-            )
-            known = {}
+    known = _read_cache(cache) if cache else {}
     todo = sorted({k for k in keys if k not in known})
     if todo:
         by_key = dict(zip(keys, texts))

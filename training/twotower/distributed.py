@@ -66,7 +66,8 @@ def _worker_main(rank: int, world: int, addresses: str, data: TowerData, cfg: Tw
     # worker is bounded from outside instead: the engine's task_timeout_s cancels the group.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    from training.twotower.train import Replica, train_two_tower
+    from training.twotower.step import Replica
+    from training.twotower.train import train_two_tower
 
     towers = train_two_tower(data, cfg, progress=False, replica=Replica(strategy, rank, world))
     if rank != 0:

@@ -17,21 +17,25 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-import tensorflow as tf
-from tqdm.auto import tqdm
 
 from audiorec.tower_inputs import InputSpec
 from training.twotower.config import TwoTowerConfig
 from training.twotower.examples import TowerData
-from training.twotower.loss import in_batch_softmax_loss
 from training.twotower.metrics import per_type, plot_curve, recall_at_k
 from training.twotower.prior import with_item_coordinate, with_user_coordinate
+from training.twotower.step import Replica, run_epoch, slice_rows, step_function, to_tensors
 from training.twotower.towers import build_tower, fit_encoder_stats
 from training.twotower.warm import ITEM as ITEM_WEIGHTS
 from training.twotower.warm import USER as USER_WEIGHTS
 from training.twotower.warm import WarmStart, warm_rows
 
-__all__ = ["plot_curve", "recall_at_k", "train_two_tower", "validation_recall"]
+__all__ = [
+    "Replica",
+    "plot_curve",
+    "recall_at_k",
+    "train_two_tower",
+    "validation_recall",
+]
 
 
 @dataclass
@@ -101,26 +105,18 @@ def item_inputs(data: TowerData, with_ids: bool) -> dict[str, np.ndarray]:
     return {**data.items, "item_id": data.item_ids} if with_ids else data.items
 
 
-def _slice(inputs: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[rows] for k, v in inputs.items()}
-
-
 def embed(tower: keras.Model, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
     """(n, dim) float32 vectors of ``inputs`` rows, in batches."""
     n = len(next(iter(inputs.values())))
     out = [
-        tower(_to_tensors(_slice(inputs, np.arange(i, min(n, i + batch)))), training=False)
+        tower(to_tensors(slice_rows(inputs, np.arange(i, min(n, i + batch)))), training=False)
         for i in range(0, n, batch)
     ]
     return np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, 0), np.float32)
 
 
-def _to_tensors(inputs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
-    return {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
-
-
 def validation_recall(data: TowerData, towers: "TrainedTowers", rows: np.ndarray) -> dict:
-    users = embed(towers.user_tower, _slice(data.user, rows))
+    users = embed(towers.user_tower, slice_rows(data.user, rows))
     items = embed(towers.item_tower, item_inputs(data, towers.item_ids))
     out = {}
     for kind in data.types:
@@ -177,7 +173,7 @@ def untrained_towers(
     if warm is not None:
         user_stats, item_stats = warm.manifest.user_stats, warm.manifest.item_stats
     else:
-        user_stats = fit_encoder_stats(data.user_specs, _slice(data.user, train_rows))
+        user_stats = fit_encoder_stats(data.user_specs, slice_rows(data.user, train_rows))
         item_stats = fit_encoder_stats(data.item_specs, data.items)
     if with_ids and warm is None:
         # ids seen often enough to learn a row; the rest (new, rare) share the OOV row
@@ -208,15 +204,6 @@ def untrained_towers(
     )
 
 
-@dataclass
-class Replica:
-    """This process's place in a tf.distribute multi-worker group (distributed.py)."""
-
-    strategy: tf.distribute.Strategy
-    rank: int
-    world: int
-
-
 def train_two_tower(
     data: TowerData,
     cfg: TwoTowerConfig,
@@ -242,99 +229,34 @@ def train_two_tower(
     with replica.strategy.scope() if replica else contextlib.nullcontext():
         towers = untrained_towers(data, cfg, train_rows, counts, warm)
         optimizer = keras.optimizers.Adam(cfg.learning_rate)
-    with_ids = towers.item_ids
-    item_prob = tf.constant(counts / max(1, counts.sum()), tf.float32)
-    item_table = _to_tensors(item_inputs(data, with_ids))
     weights = towers.user_tower.trainable_variables + towers.item_tower.trainable_variables
-
-    def replica_step(user_batch, item_rows, offset, denominator):
-        item_batch = {k: tf.gather(v, item_rows) for k, v in item_table.items()}
-        with tf.GradientTape() as tape:
-            u = towers.user_tower(user_batch, training=True)
-            v = towers.item_tower(item_batch, training=True)
-            prob = tf.gather(item_prob, item_rows) if cfg.logq_correction else None
-            loss = in_batch_softmax_loss(
-                u, v, item_rows, prob, cfg.temperature, offset, denominator
-            )
-        # under a strategy, the optimizer sums the replicas' gradients
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        return loss
-
-    @tf.function(reduce_retracing=True)
-    def one_process_step(user_batch, item_rows):
-        return replica_step(user_batch, item_rows, 0, None)
-
-    @tf.function(reduce_retracing=True)
-    def distributed_step(user_batch, item_rows, offset):
-        assert replica is not None
-        per_replica = replica.strategy.run(
-            replica_step, args=(user_batch, item_rows, offset, tf.shape(item_rows)[0])
-        )
-        return replica.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    def step(rows: np.ndarray):
-        item_rows = tf.constant(item_train[rows])
-        if replica is None:
-            return one_process_step(_to_tensors(_slice(user_train, rows)), item_rows)
-        # this worker's contiguous share of the batch's users, against all its items
-        share = np.array_split(np.arange(len(rows)), replica.world)[replica.rank]
-        return distributed_step(
-            _to_tensors(_slice(user_train, rows[share])),
-            item_rows,
-            tf.constant(int(share[0]), tf.int32),
-        )
-
+    step = step_function(
+        towers.user_tower,
+        towers.item_tower,
+        optimizer,
+        cfg,
+        item_table=item_inputs(data, towers.item_ids),
+        item_prob=counts / max(1, counts.sum()),
+        user_train=slice_rows(data.user, train_rows),
+        item_train=data.item[train_rows],
+        replica=replica,
+    )
     start, best, best_weights, stale = time.perf_counter(), -1.0, None, 0
     if warm is not None:
-        towers.user_tower.load_weights(warm.directory / USER_WEIGHTS)
-        towers.item_tower.load_weights(warm.directory / ITEM_WEIGHTS)
-        towers.warm_from = warm.manifest.cut
-        # epoch 0: the loaded towers, kept unless training beats them
-        recall = validation_recall(data, towers, val_rows)
-        towers.history.append(
-            {
-                "epoch": 0,
-                "train_loss": float("nan"),
-                **{f"val_recall_{t}": r for t, r in recall.items()},
-                "seconds": 0.0,
-            }
-        )
-        focus = recall[data.types.focus]
-        best = focus if not np.isnan(focus) else -np.inf
+        best = _load_warm(data, towers, warm, val_rows)
         best_weights = [w.numpy() for w in weights]
-    user_train = {k: v[train_rows] for k, v in data.user.items()}
-    item_train = data.item[train_rows]
     for epoch in range(1, max_epochs + 1):
         order = rng.permutation(len(train_rows))
-        n_batches = len(order) // cfg.batch_size  # full batches: B-1 negatives for everyone
-        losses = []
-        bar = tqdm(
-            range(n_batches),
-            desc=f"2T epoch {epoch}",
-            unit="batch",
-            disable=None if progress else True,
-            leave=False,
-        )
-        for b in bar:
-            loss = step(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            losses.append(float(loss))
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        losses = run_epoch(step, order, cfg.batch_size, epoch, progress)
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         if epochs is not None:  # the refit: no slice left to validate on
-            towers.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(np.mean(losses)),
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            towers.history.append({**entry, "seconds": time.perf_counter() - start})
             towers.best_epoch, best_weights = epoch, None
             continue
         recall = validation_recall(data, towers, val_rows)
         towers.history.append(
             {
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
+                **entry,
                 **{f"val_recall_{t}": r for t, r in recall.items()},
                 "seconds": time.perf_counter() - start,
             }
@@ -358,6 +280,27 @@ def train_two_tower(
         w.assign(value)
     towers.seconds = time.perf_counter() - start
     return towers
+
+
+def _load_warm(
+    data: TowerData, towers: TrainedTowers, warm: WarmStart, val_rows: np.ndarray
+) -> float:
+    """Load the checkpoint's weights into ``towers`` and record them as epoch 0 (kept
+    unless training beats them); returns their validation score."""
+    towers.user_tower.load_weights(warm.directory / USER_WEIGHTS)
+    towers.item_tower.load_weights(warm.directory / ITEM_WEIGHTS)
+    towers.warm_from = warm.manifest.cut
+    recall = validation_recall(data, towers, val_rows)
+    towers.history.append(
+        {
+            "epoch": 0,
+            "train_loss": float("nan"),
+            **{f"val_recall_{t}": r for t, r in recall.items()},
+            "seconds": 0.0,
+        }
+    )
+    focus = recall[data.types.focus]
+    return focus if not np.isnan(focus) else -np.inf
 
 
 def refit_two_tower(
