@@ -344,6 +344,18 @@ def _client_commands(sub) -> None:
     client_options(ev)
     ev.set_defaults(func=serve_commands.cmd_event)
 
+    it = sub.add_parser(
+        "item", help="publish a new title to a running server (recommendable at once)"
+    )
+    it.add_argument("item_id", metavar="ITEM_ID")
+    it.add_argument("--type", required=True, help="its item type, e.g. audiobook")
+    it.add_argument("--title", required=True)
+    it.add_argument("--description", default="")
+    it.add_argument("--language", default="", help="e.g. en (a language filter matches it)")
+    it.add_argument("--genre", default="")
+    client_options(it)
+    it.set_defaults(func=serve_commands.cmd_item)
+
     rb = sub.add_parser("rollback", help="point artifacts/current at an older version")
     rb.add_argument(
         "version",

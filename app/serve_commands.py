@@ -165,6 +165,24 @@ def cmd_event(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_item(args: argparse.Namespace) -> int:
+    from serving.client import record_item
+
+    response = record_item(
+        _connection(args),
+        args.item_id,
+        args.type,
+        args.title,
+        args.description,
+        args.language,
+        args.genre,
+        args.timeout,
+    )
+    what = "published: recommendable now" if response.created else "already an item"
+    print(f"{args.type} {args.item_id}: {what} (model {response.model_version})")
+    return 0
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from audiorec.artifact import list_versions, rollback
 

@@ -52,3 +52,16 @@ class StoreUnavailable(AudiorecError):
     answer whose ``reason`` quotes it."""
 
     status = "UNAVAILABLE"
+
+
+class Unsupported(AudiorecError):
+    """The served model cannot do what the call asks (a version published without what
+    the call needs)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class AlreadyExists(AudiorecError):
+    """The call would change something that exists and is not edited in place."""
+
+    status = "ALREADY_EXISTS"

@@ -1,11 +1,11 @@
-"""A durable, append-only log of what the server accepted: events and exposures.
+"""A durable, append-only log of what the server accepted: events, titles, exposures.
 
 The server writes it (serving), the daily pipeline merges its events into the dataset
 (training), the experiment readout reads its exposures: this base layer holds the one
 format all three use.
 
-Layout: ``<dir>/<kind>/<kind>-<UTC time>-<pid>-<n>.log`` (``kind``: ``events`` or
-``exposures``), one segment open per writer (so processes never interleave), rotated at
+Layout: ``<dir>/<kind>/<kind>-<UTC time>-<pid>-<n>.log`` (``kind``: ``events``,
+``items`` or ``exposures``), one segment open per writer (so processes never interleave), rotated at
 ``segment_bytes``. A line is ``<crc32, 8 hex> <JSON>\\n``, written with one ``os.write``
 of whole lines per call: a process that dies mid-write leaves at most a torn last line,
 which readers skip (no newline, or a CRC that does not match), so a crash loses at most
@@ -38,7 +38,8 @@ from audiorec.errors import AudiorecError
 
 EVENTS = "events"
 EXPOSURES = "exposures"
-KINDS = (EVENTS, EXPOSURES)
+ITEMS = "items"  # titles published through RecordItems (serving/live.py)
+KINDS = (EVENTS, EXPOSURES, ITEMS)
 LEDGER = "merged.json"
 SUFFIX = ".log"
 

@@ -6,6 +6,10 @@ Recommend answer as an exposure (audiorec/eventlog.py holds the format).
   dataset), and a full log refuses the call (RESOURCE_EXHAUSTED) rather than apply what
   it cannot keep. A crash between the append and the push leaves an event the client
   retries; its replay is a duplicate the merge removes.
+- **Titles** published through RecordItems are appended with the vector they were given
+  before any arm takes them in: other server processes, and this one after a restart,
+  take them in from the log (serving/live_sync.py); the pipeline adds them to the
+  dataset's items.
 - **Exposures** (user, arm, its share, version, type, strategy, the items in rank order,
   time) leave the request path through a bounded queue that one thread writes in
   batches; when the queue or the log is full they are dropped and counted
@@ -21,7 +25,16 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from audiorec.eventlog import EVENTS, EXPOSURES, LogConfig, LogFull, LogWriter, log_dir, now_ms
+from audiorec.eventlog import (
+    EVENTS,
+    EXPOSURES,
+    ITEMS,
+    LogConfig,
+    LogFull,
+    LogWriter,
+    log_dir,
+    now_ms,
+)
 from serving.events import Event
 from serving.metrics import Metrics
 
@@ -34,6 +47,7 @@ class AcceptedLog:
         self.cfg, self.metrics = cfg, metrics
         directory = log_dir(workdir)
         self._events = LogWriter(directory, EVENTS, cfg)
+        self._items = LogWriter(directory, ITEMS, cfg)
         self._exposures = LogWriter(directory, EXPOSURES, cfg) if cfg.exposures else None
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(cfg.exposure_queue)
         self._thread: threading.Thread | None = None
@@ -60,6 +74,14 @@ class AcceptedLog:
         )
         self.metrics.logged.labels(kind=EVENTS, result="written").inc(len(events))
 
+    def items(self, records: list[dict[str, Any]], version: str) -> None:
+        """Append published titles with their vectors (raises LogFull: the call must not
+        take them in). Other server processes read them from here (serving/live_sync.py),
+        the daily pipeline merges them into the dataset's items."""
+        now = now_ms()
+        self._items.append([{**r, "version": version, "at_ms": now} for r in records])
+        self.metrics.logged.labels(kind=ITEMS, result="written").inc(len(records))
+
     def exposure(self, record: dict[str, Any]) -> None:
         """One answer, off the request path (dropped and counted when the queue is full)."""
         if self._exposures is None:
@@ -75,6 +97,7 @@ class AcceptedLog:
             self._queue.put(None)
             self._thread.join(timeout=5)
         self._events.close()
+        self._items.close()
         if self._exposures is not None:
             self._exposures.close()
 

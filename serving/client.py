@@ -141,6 +141,37 @@ def record_event(
     return response
 
 
+def record_item(
+    target: Connection | str,
+    item_id: str,
+    item_type: str,
+    title: str,
+    description: str = "",
+    language: str = "",
+    genre: str = "",
+    timeout: float = 10.0,
+) -> pb.RecordItemsResponse:
+    """Publish one title to the running model (recommendable at once)."""
+    response: pb.RecordItemsResponse = _call(
+        target,
+        "RecordItems",
+        pb.RecordItemsRequest(
+            items=[
+                pb.NewItem(
+                    item_id=item_id,
+                    type=item_type,
+                    title=title,
+                    description=description,
+                    language=language,
+                    genre=genre,
+                )
+            ]
+        ),
+        timeout,
+    )
+    return response
+
+
 def similar(
     target: Connection | str,
     item_id: str,

@@ -26,6 +26,12 @@ class RequestLimits(StrictConfig):
     # The whole message: a Recommend at every limit is under 1 KiB; 16 KiB leaves room
     # for metadata and future fields while an oversized one is refused by gRPC itself.
     max_receive_bytes: int = Field(16 * 1024, ge=1024, le=4 * 1024 * 1024)
+    # RecordItems (serving/live.py): titles per call and each text field's length (the
+    # whole message is bounded by max_receive_bytes as well: a few long titles per call
+    # at the default, more with a larger limit)
+    max_items_per_call: int = Field(100, ge=1, le=10_000)
+    max_title_chars: int = Field(512, ge=1, le=65_536)
+    max_description_chars: int = Field(4096, ge=0, le=1_000_000)
 
 
 def echo(value: str, n: int = ECHO_CHARS) -> str:

@@ -87,7 +87,15 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
-        for kind in ("events", "exposures"):
+        self.items = Counter(
+            "audiorec_items_total",
+            "Titles published through RecordItems, by outcome (created: taken in now)",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("created", "existing"):
+            self.items.labels(result=result)
+        for kind in ("events", "exposures", "items"):
             for result in ("written", "dropped"):
                 self.logged.labels(kind=kind, result=result)
         # Every known series exists from the start (at 0): rates and alerts need them.

@@ -21,14 +21,23 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from audiorec.errors import DeadlineExceeded, InvalidRequest, NotFound, StoreUnavailable
+from audiorec.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    StoreUnavailable,
+)
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
-from audiorec.vocabulary import EVENT_STRENGTH, STREAM
+from audiorec.vocabulary import STREAM
 from serving.artifact import Artifact
-from serving.events import Applied, Event, Recorder, parse_recent
+from serving.events import Applied, Recorder, parse_recent
+from serving.explain import explain_items
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
+from serving.live import LiveItems, LiveModels, NewItem
 
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
 
@@ -100,6 +109,13 @@ class Recommender:
             label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
             label_of[rows] = np.arange(len(rows))
             self._label_of[kind] = label_of
+        # titles published since this version was (RecordItems; serving/live.py)
+        self.live_models = LiveModels(artifact.directory, artifact.manifest)
+        self.live = LiveItems(
+            self.types.names,
+            artifact.vectors.shape[1],
+            (self.live_models.info or {}).get("max_items", 0),
+        )
 
     @property
     def version(self) -> str:
@@ -117,7 +133,7 @@ class Recommender:
     ) -> Answer:
         """``item_type``: any served type (None: refused); ``deadline``: a
         ``time.monotonic()`` instant; past it, no further stage runs. ``explain``: each
-        PERSONALIZED item names the user's recent item nearest it (:meth:`_explain`)."""
+        PERSONALIZED item names the user's recent item nearest it (serving/explain.py)."""
         check_request(user_id, "user_id", k, item_type, self.types, self.limits)
         if item_type is None:
             raise InvalidRequest(f"no item type given; this model serves {', '.join(self.types)}")
@@ -167,10 +183,12 @@ class Recommender:
         )
         answer = Answer(self._items(item_type, labels, scores), strategy, reason, self.version)
         if explain and strategy == "PERSONALIZED":
-            self._explain(answer.items, item_type, labels, user_id, recent)
+            explain_items(self.artifact, answer.items, item_type, labels, user_id, recent)
             t["filter"] = time.perf_counter()
-            return _timed(answer, t, "explain")
-        return _timed(answer, t, "filter")
+        if len(self.live):
+            seen = set() if include_consumed else set(streamed)
+            answer.items = self._with_live(answer.items, vector, k, item_type, seen, languages)
+        return _timed(answer, t, "explain" if "filter" in t else "filter")
 
     def _rows(self, item_ids: Iterable[str]) -> np.ndarray:
         """Catalogue rows of ``item_ids`` (ids not in the catalogue dropped)."""
@@ -183,37 +201,6 @@ class Recommender:
         ok[ok] = catalogue[rows[ok]] == ids[ok]
         return rows[ok].astype(np.int64)
 
-    def _explain(
-        self,
-        items: list[Item],
-        item_type: str,
-        labels: np.ndarray,
-        user_id: str,
-        recent: list[Event],
-    ) -> None:
-        """Fill each item's ``because_*`` with the user's recent item (the window at the cut
-        and the events since, any type) nearest it by cosine of the served item vectors
-        (without the prior coordinate, which is popularity, not content), and what the user
-        did with it (their strongest event). An item this answer recommends is never the
-        reason for another. O(k x history)."""
-        art = self.artifact
-        shown = art.label_rows[item_type][labels]
-        rows, actions = _history(art.window_actions(user_id), recent, art.item_ids)
-        keep = ~np.isin(rows, shown)
-        rows, actions = rows[keep], actions[keep]
-        if not len(rows) or not items:
-            return
-        width = art.vectors.shape[1] - int(bool(art.manifest.model.get("prior")))
-        a, b = art.vectors[shown, :width], art.vectors[rows, :width]
-        sims = (a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)) @ (
-            b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
-        ).T
-        best = np.argmax(sims, axis=1)
-        for item, j in zip(items, best):
-            item.because_item_id = str(art.item_ids[rows[j]])
-            item.because_title = str(art.titles[rows[j]])
-            item.because_event = str(actions[j])
-
     def record(self, events: Sequence[object]) -> Applied:
         """Real-time events into the online features of this version's project."""
         if self.recorder is None:
@@ -225,26 +212,83 @@ class Recommender:
         check_request(item_id, "item_id", k, item_type, self.types, self.limits)
         art = self.artifact
         row = int(np.searchsorted(art.item_ids, item_id))
-        if row >= len(art.item_ids) or art.item_ids[row] != item_id:
+        if row < len(art.item_ids) and art.item_ids[row] == item_id:
+            own_type, query, exclude = str(art.item_types[row]), art.vectors[row], np.array([row])
+        elif (live := self.live.get(item_id)) is not None:
+            own_type, query, exclude = live[0].item_type, live[1], np.empty(0, np.int64)
+        else:
             raise NotFound(
                 f"item_id {echo(item_id)} is not in the catalogue of model "
-                f"{self.version} ({len(art.item_ids):,} items)"
+                f"{self.version} ({len(art.item_ids):,} items, {len(self.live):,} published since)"
             )
-        item_type = item_type or str(art.item_types[row])
+        item_type = item_type or own_type
         t = {"start": time.perf_counter()}
-        query = art.vectors[row]
         if art.manifest.model.get("prior"):
             # the last coordinate is the item's prior; a user's is 1.0 (prior.py), and so
             # is this query's: neighbours by the same score a user would get
             query = query.copy()
             query[-1] = 1.0
-        labels, scores = self._search(query, k, item_type, np.array([row]), ())
+        labels, scores = self._search(query, k, item_type, exclude, ())
         t["index"] = time.perf_counter()
-        return _timed(
-            Answer(self._items(item_type, labels, scores), "PERSONALIZED", "", self.version),
-            t,
-            "filter",
-        )
+        items = self._items(item_type, labels, scores)
+        if len(self.live):
+            items = self._with_live(items, query, k, item_type, {item_id}, ())
+        return _timed(Answer(items, "PERSONALIZED", "", self.version), t, "filter")
+
+    def knows(self, item_id: str) -> bool:
+        """In this version's catalogue, or taken in since it was published."""
+        return bool(len(self._rows([item_id]))) or self.live.get(item_id) is not None
+
+    def prepare_titles(
+        self, items: Sequence[NewItem]
+    ) -> tuple[list[tuple[NewItem, np.ndarray]], int]:
+        """Embed published titles (checked by serving.live.check_items) without taking
+        them in yet (the caller logs them first, then :meth:`take_in`); returns the new
+        (title, vector) pairs and how many were items already (in the catalogue, or
+        published before with the same fields)."""
+        new, existing = [], 0
+        for item in items:
+            if len(self._rows([item.item_id])):
+                existing += 1
+                continue
+            before = self.live.get(item.item_id)
+            if before is not None:
+                if before[0] != item:
+                    raise AlreadyExists(
+                        f"item_id {echo(item.item_id)} was published with other fields; a "
+                        "live title is not edited (the next daily run takes the dataset's)"
+                    )
+                existing += 1
+                continue
+            new.append(item)
+        if len(self.live) + len(new) > self.live.max_items:
+            raise Overloaded(
+                f"model {self.version} holds {len(self.live):,} of its {self.live.max_items:,} "
+                "live titles (live_items); the next daily run takes them into the catalogue"
+            )
+        return [(item, self.live_models.vector(item)) for item in new], existing
+
+    def take_in(self, pairs: Sequence[tuple[NewItem, np.ndarray]]) -> int:
+        """Add prepared titles to the live overlay; how many were new to it."""
+        return sum(self.live.add(item, vector) for item, vector in pairs)
+
+    def _with_live(
+        self,
+        items: list[Item],
+        query: np.ndarray,
+        k: int,
+        item_type: str,
+        exclude: set[str],
+        languages: Sequence[str],
+    ) -> list[Item]:
+        """``items`` (the index's answer, best first) merged by score with the best live
+        titles of ``item_type``; ``k`` in all."""
+        live = self.live.search(query, k, item_type, exclude, languages)
+        if not live:
+            return items
+        merged = items + [Item(i, item_type, score, title) for i, title, score in live]
+        merged.sort(key=lambda it: -it.score)  # stable: the index's order kept among ties
+        return merged[:k]
 
     def _search(
         self,
@@ -348,28 +392,3 @@ def _timed(answer: Answer, t: dict[str, float], last: str) -> Answer:
         name: round((b - a) * 1e3, 3) for (_, a), (name, b) in zip(stamps, stamps[1:])
     }
     return answer
-
-
-# the strength of an event as a reason (what an explanation says the listener did)
-_STRENGTH = {**EVENT_STRENGTH, "": 0}
-
-
-def _history(
-    window: tuple[np.ndarray, np.ndarray], recent: list[Event], catalogue: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct item rows, the strongest event type of each) over the window at the cut
-    and the events recorded since (those of items in the sorted ``catalogue``)."""
-    ids = np.asarray([r.item_id for r in recent], dtype=object)
-    kinds = np.asarray([r.event_type for r in recent], dtype=object)
-    at = np.searchsorted(catalogue, ids)
-    known = at < len(catalogue)
-    known[known] = catalogue[at[known]] == ids[known]
-    rows = np.concatenate([window[0], at[known]]).astype(np.int64)
-    actions = np.concatenate([window[1], kinds[known]])
-    if not len(rows):
-        return rows, actions
-    strength = np.array([_STRENGTH.get(a, 0) for a in actions])
-    order = np.lexsort((-strength, rows))  # per row, the strongest first
-    rows, actions = rows[order], actions[order]
-    first = np.r_[True, rows[1:] != rows[:-1]]
-    return rows[first], actions[first]

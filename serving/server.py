@@ -38,6 +38,7 @@ from serving.artifact import Artifact
 from serving.events import EventLimits, Recorder
 from serving.features import OnlineFeatures, StoreGuardConfig
 from serving.limits import RequestLimits
+from serving.live_sync import LiveSync
 from serving.metrics import Metrics
 from serving.recommender import Recommender
 from serving.reload import ModelHolder
@@ -76,6 +77,8 @@ class ServerConfig(StrictConfig):
     experiment: Experiment = Field(default_factory=Experiment)  # A/B arms (serving/arms.py)
     events: EventLimits = Field(default_factory=EventLimits)
     log: LogConfig = Field(default_factory=LogConfig)  # events and exposures kept (accepted.py)
+    # how often a process takes in titles other processes published (live_sync.py)
+    live_sync_interval_s: float = Field(0.5, gt=0, le=60)
 
 
 @dataclass
@@ -88,12 +91,15 @@ class RunningServer:
     health: health.HealthServicer
     features: OnlineFeatures
     accepted: AcceptedLog | None = None
+    live_sync: LiveSync | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let in-flight ones finish (up to ``grace`` s), stop watching."""
         self.health.enter_graceful_shutdown()
         for _, holder in self.arms:
             holder.stop()
+        if self.live_sync is not None:
+            self.live_sync.stop()
         self.server.stop(grace).wait()
         self.features.close()
         if self.accepted is not None:
@@ -124,9 +130,15 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     with features.warming():
         for _, h in arms:
             warm_up(h.current)
+    # titles published before this start (any process) are taken in before the first call
+    live_sync = LiveSync(workdir, arms) if accepted is not None else None
+    if live_sync is not None:
+        live_sync.tick()
     server.start()
     for _, h in arms:
         h.start(cfg.reload_interval_s)
+    if live_sync is not None:
+        live_sync.start(cfg.live_sync_interval_s)
     for name in ("", SERVICE):  # SERVING only now: the artifact and the store are loaded
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -142,7 +154,9 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
             }
         },
     )
-    return RunningServer(server, port, holder, arms, metrics, health_servicer, features, accepted)
+    return RunningServer(
+        server, port, holder, arms, metrics, health_servicer, features, accepted, live_sync
+    )
 
 
 def _arms(

@@ -3,7 +3,8 @@
 Each handler validates nothing itself: it hands the request to the current
 :class:`~serving.recommender.Recommender` of the caller's arm and maps its errors to
 status codes once (InvalidRequest -> INVALID_ARGUMENT, NotFound -> NOT_FOUND,
-DeadlineExceeded -> DEADLINE_EXCEEDED, Overloaded -> RESOURCE_EXHAUSTED). Bytes that do
+DeadlineExceeded -> DEADLINE_EXCEEDED, Overloaded -> RESOURCE_EXHAUSTED, Unsupported ->
+FAILED_PRECONDITION, AlreadyExists -> ALREADY_EXISTS). Bytes that do
 not parse as the request message get INVALID_ARGUMENT too (the deserializer never
 raises), and every refusal is counted in the metrics. Every Recommend answer is logged as
 an exposure (serving/accepted.py) when the server keeps a log.
@@ -29,6 +30,7 @@ from audiorec.v1 import recommender_pb2 as pb
 from serving.accepted import AcceptedLog
 from serving.arms import Experiment
 from serving.limits import RequestLimits, echo
+from serving.live import check_items
 from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
@@ -318,13 +320,39 @@ class RecommenderService:
 
         return self._run("RecordEvents", request, context, record)
 
+    def RecordItems(self, request: Any, context: Any) -> Any:
+        def take(first: Recommender, deadline: float | None) -> tuple[Any, str]:
+            items = check_items(request.items, first.types.names, first.limits)
+            pairs, existing = first.prepare_titles(items)
+            if pairs and self.accepted is not None:  # kept before any arm shows them
+                self.accepted.items(
+                    [{**i.record(), "vector": v.tolist()} for i, v in pairs], first.version
+                )
+            created = first.take_in(pairs)
+            for _, holder in self.arms:  # arms on other versions embed with their models
+                rec = holder.current
+                if rec is not first:
+                    rec.take_in(rec.prepare_titles(items)[0])
+            self.metrics.items.labels(result="created").inc(created)
+            self.metrics.items.labels(result="existing").inc(existing + len(pairs) - created)
+            return pb.RecordItemsResponse(
+                created=created,
+                existing=existing + len(pairs) - created,
+                model_version=first.version,
+            ), "RECORD_ITEMS"
+
+        return self._run("RecordItems", request, context, take)
+
     def Describe(self, request: Any, context: Any) -> Any:
         def describe(first: Recommender, deadline: float | None) -> tuple[Any, str]:
             return pb.DescribeResponse(
                 model_version=first.version,
                 arms=[
                     pb.ServedArm(
-                        name=n, model_version=h.current.version, share=self.shares.get(n, 1.0)
+                        name=n,
+                        model_version=h.current.version,
+                        share=self.shares.get(n, 1.0),
+                        live_items=len(h.current.live),
                     )
                     for n, h in self.arms
                 ],
@@ -350,6 +378,9 @@ class RecommenderService:
                 ),
                 "RecordEvents": method(
                     self.RecordEvents, pb.RecordEventsRequest, pb.RecordEventsResponse
+                ),
+                "RecordItems": method(
+                    self.RecordItems, pb.RecordItemsRequest, pb.RecordItemsResponse
                 ),
                 "Describe": method(self.Describe, pb.DescribeRequest, pb.DescribeResponse),
             },

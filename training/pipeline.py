@@ -28,6 +28,7 @@ from audiorec.errors import AudiorecError
 from audiorec.eventlog import log_dir
 from training.data import Dataset
 from training.data.duck import DatasetLike
+from training.data.merge_items import merge_item_log
 from training.data.merge_log import merge_event_log
 from training.engine import Engine, open_engine
 from training.presets import describe, effective
@@ -106,9 +107,10 @@ def _run(
 
     with step(0):
         if cfg.merge_log:
+            titles = merge_item_log(data, log_dir(wd))  # first: events name these items
             merged = merge_event_log(data, log_dir(wd))
-            say(f"  {merged.summary()}")
-            if merged.added and isinstance(data, Dataset):
+            say(f"  {titles.summary()}\n  {merged.summary()}")
+            if (merged.added or titles.added) and isinstance(data, Dataset):
                 data = data.root  # its span and counts changed: open it again
         data = Dataset.of(data, cfg.focus_type)
         cut = cut or data.default_cut

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61udiorec/v1/recommender.proto\x12\x0b\x61udiorec.v1\"\xb4\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12(\n\titem_type\x18\x02 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05title\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x65\x63\x61use_item_id\x18\x06 \x01(\t\x12\x15\n\rbecause_title\x18\x07 \x01(\t\x12\x15\n\rbecause_event\x18\x08 \x01(\t\"\xb1\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\titem_type\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x18\n\x10include_consumed\x18\x04 \x01(\x08\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\"\x92\x01\n\x11RecommendResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.audiorec.v1.Item\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x08strategy\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.Strategy\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\"m\n\x17RecommendSimilarRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\titem_type\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x0c\n\x04type\x18\x04 \x01(\t\"S\n\x18RecommendSimilarResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.audiorec.v1.Item\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"e\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"9\n\x13RecordEventsRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.audiorec.v1.Event\"g\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x12\n\nbefore_cut\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"?\n\tServedArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x01(\x01\"c\n\x10\x44\x65scribeResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12$\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x16.audiorec.v1.ServedArm\x12\x12\n\nitem_types\x18\x03 \x03(\t*A\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tAUDIOBOOK\x10\x01\x12\x0b\n\x07PODCAST\x10\x02*T\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPERSONALIZED\x10\x01\x12\x0e\n\nCOLD_START\x10\x02\x12\x0c\n\x08\x46\x41LLBACK\x10\x03\x32\xd8\x02\n\x0bRecommender\x12J\n\tRecommend\x12\x1d.audiorec.v1.RecommendRequest\x1a\x1e.audiorec.v1.RecommendResponse\x12_\n\x10RecommendSimilar\x12$.audiorec.v1.RecommendSimilarRequest\x1a%.audiorec.v1.RecommendSimilarResponse\x12S\n\x0cRecordEvents\x12 .audiorec.v1.RecordEventsRequest\x1a!.audiorec.v1.RecordEventsResponse\x12G\n\x08\x44\x65scribe\x12\x1c.audiorec.v1.DescribeRequest\x1a\x1d.audiorec.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61udiorec/v1/recommender.proto\x12\x0b\x61udiorec.v1\"\xb4\x01\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12(\n\titem_type\x18\x02 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05title\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x65\x63\x61use_item_id\x18\x06 \x01(\t\x12\x15\n\rbecause_title\x18\x07 \x01(\t\x12\x15\n\rbecause_event\x18\x08 \x01(\t\"\xb1\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\titem_type\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x18\n\x10include_consumed\x18\x04 \x01(\x08\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\x12\x0b\n\x03\x61rm\x18\x08 \x01(\t\"\x92\x01\n\x11RecommendResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.audiorec.v1.Item\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x08strategy\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.Strategy\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0b\n\x03\x61rm\x18\x05 \x01(\t\"m\n\x17RecommendSimilarRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12(\n\titem_type\x18\x03 \x01(\x0e\x32\x15.audiorec.v1.ItemType\x12\x0c\n\x04type\x18\x04 \x01(\t\"S\n\x18RecommendSimilarResponse\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.audiorec.v1.Item\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"e\n\x05\x45vent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"9\n\x13RecordEventsRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.audiorec.v1.Event\"g\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x12\n\nbefore_cut\x18\x03 \x01(\x05\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"m\n\x07NewItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\r\n\x05genre\x18\x06 \x01(\t\"9\n\x12RecordItemsRequest\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.audiorec.v1.NewItem\"O\n\x13RecordItemsResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x05\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x05\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x11\n\x0f\x44\x65scribeRequest\"S\n\tServedArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x01(\x01\x12\x12\n\nlive_items\x18\x04 \x01(\x05\"c\n\x10\x44\x65scribeResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12$\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x16.audiorec.v1.ServedArm\x12\x12\n\nitem_types\x18\x03 \x03(\t*A\n\x08ItemType\x12\x19\n\x15ITEM_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tAUDIOBOOK\x10\x01\x12\x0b\n\x07PODCAST\x10\x02*T\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPERSONALIZED\x10\x01\x12\x0e\n\nCOLD_START\x10\x02\x12\x0c\n\x08\x46\x41LLBACK\x10\x03\x32\xaa\x03\n\x0bRecommender\x12J\n\tRecommend\x12\x1d.audiorec.v1.RecommendRequest\x1a\x1e.audiorec.v1.RecommendResponse\x12_\n\x10RecommendSimilar\x12$.audiorec.v1.RecommendSimilarRequest\x1a%.audiorec.v1.RecommendSimilarResponse\x12S\n\x0cRecordEvents\x12 .audiorec.v1.RecordEventsRequest\x1a!.audiorec.v1.RecordEventsResponse\x12P\n\x0bRecordItems\x12\x1f.audiorec.v1.RecordItemsRequest\x1a .audiorec.v1.RecordItemsResponse\x12G\n\x08\x44\x65scribe\x12\x1c.audiorec.v1.DescribeRequest\x1a\x1d.audiorec.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiorec.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMTYPE']._serialized_start=1206
-  _globals['_ITEMTYPE']._serialized_end=1271
-  _globals['_STRATEGY']._serialized_start=1273
-  _globals['_STRATEGY']._serialized_end=1357
+  _globals['_ITEMTYPE']._serialized_start=1477
+  _globals['_ITEMTYPE']._serialized_end=1542
+  _globals['_STRATEGY']._serialized_start=1544
+  _globals['_STRATEGY']._serialized_end=1628
   _globals['_ITEM']._serialized_start=47
   _globals['_ITEM']._serialized_end=227
   _globals['_RECOMMENDREQUEST']._serialized_start=230
@@ -51,12 +51,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEVENTSREQUEST']._serialized_end=914
   _globals['_RECORDEVENTSRESPONSE']._serialized_start=916
   _globals['_RECORDEVENTSRESPONSE']._serialized_end=1019
-  _globals['_DESCRIBEREQUEST']._serialized_start=1021
-  _globals['_DESCRIBEREQUEST']._serialized_end=1038
-  _globals['_SERVEDARM']._serialized_start=1040
-  _globals['_SERVEDARM']._serialized_end=1103
-  _globals['_DESCRIBERESPONSE']._serialized_start=1105
-  _globals['_DESCRIBERESPONSE']._serialized_end=1204
-  _globals['_RECOMMENDER']._serialized_start=1360
-  _globals['_RECOMMENDER']._serialized_end=1704
+  _globals['_NEWITEM']._serialized_start=1021
+  _globals['_NEWITEM']._serialized_end=1130
+  _globals['_RECORDITEMSREQUEST']._serialized_start=1132
+  _globals['_RECORDITEMSREQUEST']._serialized_end=1189
+  _globals['_RECORDITEMSRESPONSE']._serialized_start=1191
+  _globals['_RECORDITEMSRESPONSE']._serialized_end=1270
+  _globals['_DESCRIBEREQUEST']._serialized_start=1272
+  _globals['_DESCRIBEREQUEST']._serialized_end=1289
+  _globals['_SERVEDARM']._serialized_start=1291
+  _globals['_SERVEDARM']._serialized_end=1374
+  _globals['_DESCRIBERESPONSE']._serialized_start=1376
+  _globals['_DESCRIBERESPONSE']._serialized_end=1475
+  _globals['_RECOMMENDER']._serialized_start=1631
+  _globals['_RECOMMENDER']._serialized_end=2057
 # @@protoc_insertion_point(module_scope)

@@ -133,19 +133,53 @@ class RecordEventsResponse(_message.Message):
     model_version: str
     def __init__(self, recorded: _Optional[int] = ..., duplicates: _Optional[int] = ..., before_cut: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
+class NewItem(_message.Message):
+    __slots__ = ("item_id", "type", "title", "description", "language", "genre")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    GENRE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    type: str
+    title: str
+    description: str
+    language: str
+    genre: str
+    def __init__(self, item_id: _Optional[str] = ..., type: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., language: _Optional[str] = ..., genre: _Optional[str] = ...) -> None: ...
+
+class RecordItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[NewItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[NewItem, _Mapping]]] = ...) -> None: ...
+
+class RecordItemsResponse(_message.Message):
+    __slots__ = ("created", "existing", "model_version")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    EXISTING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    created: int
+    existing: int
+    model_version: str
+    def __init__(self, created: _Optional[int] = ..., existing: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ServedArm(_message.Message):
-    __slots__ = ("name", "model_version", "share")
+    __slots__ = ("name", "model_version", "share", "live_items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SHARE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_version: str
     share: float
-    def __init__(self, name: _Optional[str] = ..., model_version: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+    live_items: int
+    def __init__(self, name: _Optional[str] = ..., model_version: _Optional[str] = ..., share: _Optional[float] = ..., live_items: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("model_version", "arms", "item_types")

@@ -49,6 +49,11 @@ class RecommenderStub:
                 request_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
                 response_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
                 _registered_method=True)
+        self.RecordItems = channel.unary_unary(
+                '/audiorec.v1.Recommender/RecordItems',
+                request_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordItemsRequest.SerializeToString,
+                response_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordItemsResponse.FromString,
+                _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/audiorec.v1.Recommender/Describe',
                 request_serializer=audiorec_dot_v1_dot_recommender__pb2.DescribeRequest.SerializeToString,
@@ -78,6 +83,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordItems(self, request, context):
+        """New titles, recommendable at once (FAILED_PRECONDITION: the model cannot take them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Describe(self, request, context):
         """What this server answers with: its model version per experiment arm.
         """
@@ -102,6 +114,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.RecordEvents,
                     request_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.FromString,
                     response_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.SerializeToString,
+            ),
+            'RecordItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordItems,
+                    request_deserializer=audiorec_dot_v1_dot_recommender__pb2.RecordItemsRequest.FromString,
+                    response_serializer=audiorec_dot_v1_dot_recommender__pb2.RecordItemsResponse.SerializeToString,
             ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
@@ -190,6 +207,33 @@ class Recommender:
             '/audiorec.v1.Recommender/RecordEvents',
             audiorec_dot_v1_dot_recommender__pb2.RecordEventsRequest.SerializeToString,
             audiorec_dot_v1_dot_recommender__pb2.RecordEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/audiorec.v1.Recommender/RecordItems',
+            audiorec_dot_v1_dot_recommender__pb2.RecordItemsRequest.SerializeToString,
+            audiorec_dot_v1_dot_recommender__pb2.RecordItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,7 @@ def check_onnx(
     onnx_path: str | Path,
     inputs: dict[str, np.ndarray],
     atol: float = 1e-5,
+    output: str = "user_vector",
 ) -> float:
     """The largest difference between the two runtimes' user vectors on ``inputs``
     (:func:`audiorec.tower_inputs.tower_inputs` arrays); above ``atol``: ContractError."""
@@ -86,13 +87,13 @@ def check_onnx(
     fn = tf.saved_model.load(str(saved_model)).signatures[SIGNATURE]
     want = fn(
         **{k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
-    )["user_vector"].numpy()
+    )[output].numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(["user_vector"], {i.name: inputs[i.name] for i in session.get_inputs()})[0]
+    got = session.run([output], {i.name: inputs[i.name] for i in session.get_inputs()})[0]
     diff = float(np.abs(want - got).max()) if want.size else 0.0
     if not diff <= atol:
         raise ContractError(
-            f"{onnx_path}: the ONNX user tower differs from the SavedModel by {diff:.2e} "
+            f"{onnx_path}: the ONNX tower differs from the SavedModel by {diff:.2e} "
             f"(limit {atol:g})"
         )
     return diff

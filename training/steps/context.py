@@ -56,6 +56,10 @@ class PipelineConfig(StrictConfig):
     # Merge the events the server accepted (the work directory's log/, serving/accepted.py)
     # into the dataset first; off when an outside event pipeline delivers them
     merge_log: bool = True
+    # Titles a version can take in after it is published (RecordItems, serving/live.py):
+    # the version carries the text encoder, the HGNN's self path and the item tower for
+    # ONNX Runtime (training/release/live.py); 0: none, RecordItems refused
+    live_items: int = Field(10_000, ge=0, le=1_000_000)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,20 @@ def release_step(ctx: RunContext, t: TowerResult) -> ReleaseResult:
             window_days=cfg.features.window_days,
         )
         plot_curve(t.towers.history, out / "training_curve.png")
-        return manifest
+        if not cfg.live_items:
+            return manifest
+        from training.release.live import export_live
+
+        live = export_live(
+            out,
+            towers=t.towers,
+            data=t.data,
+            hgnn_dir=ctx.hgnn_dir,
+            text_model=cfg.text.model,
+            items_parquet=ctx.data / "items.parquet",
+            max_items=cfg.live_items,
+        )
+        return manifest.model_copy(update={"model": {**manifest.model, "live": live}})
 
     directory = publish(wd, version, write, check=lambda d: verify_roundtrip(d, t.towers, t.data))
     ctx.say(f"  published {version} -> {directory} (current)")

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audiorec.errors import AudiorecError
+from audiorec.itemtext import item_text
 from audiorec.publish import write_parquet
 from training.data.embeddings import write_item_embeddings
 from training.engine import Engine, LocalEngine
@@ -25,7 +26,7 @@ from training.text.model import DEFAULT_TEXT_MODEL, load_text_model
 def item_texts(items: pa.Table) -> list[str]:
     titles = items.column("title").to_pylist()
     descriptions = items.column("description").to_pylist()
-    return [f"{t}. {d}" for t, d in zip(titles, descriptions)]
+    return [item_text(t, d) for t, d in zip(titles, descriptions)]
 
 
 def precision_context(precision: str):

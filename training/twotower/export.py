@@ -41,14 +41,26 @@ def export_user_tower(
     """Write the SavedModel directory ``path`` (must not exist). ``prior_coordinate``:
     the output gets a last column of 1.0, which multiplies the items' popularity prior
     (training/twotower/prior.py), so the index's inner product is the full score."""
+    export_tower(tower, specs, path, OUTPUT, ones_column=prior_coordinate)
+
+
+def export_tower(
+    tower: keras.Model,
+    specs: Sequence[InputSpec],
+    path: str | Path,
+    output: str,
+    ones_column: bool = False,
+) -> None:
+    """Either tower as a SavedModel at ``path`` whose ``serving_default`` signature takes
+    ``specs`` and returns ``{output: (n, dim)}`` (``ones_column``: a last column of 1.0)."""
     module = _UserTowerModule(tower)
     signature = {s.name: _tensor_spec(s) for s in specs}
 
     @tf.function(input_signature=[signature])
     def serve(features):
         u = module.tower(features, training=False)
-        if prior_coordinate:
+        if ones_column:
             u = tf.concat([u, tf.ones_like(u[:, :1])], axis=1)
-        return {OUTPUT: u}
+        return {output: u}
 
     tf.saved_model.save(module, str(path), signatures={SIGNATURE: serve.get_concrete_function()})
