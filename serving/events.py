@@ -28,6 +28,7 @@ reach the offline store: training reads only what the batch computed (point-in-t
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import zlib
@@ -46,6 +47,7 @@ from audiorec.itemtypes import ItemTypes
 from audiorec.vocabulary import EVENT_TYPES, WEAK_SIGNALS
 from serving.artifact import Artifact
 from serving.limits import RequestLimits, check_id, echo
+from serving.live import LiveItems
 
 WEAK_TYPES = WEAK_SIGNALS
 # which window count each event type adds to (declared ones only: itemtypes.py)
@@ -94,10 +96,17 @@ def parse_recent(entries: Iterable[str] | None) -> list[Event]:
 
 
 def check_events(
-    raw: Sequence[Any], artifact: Artifact, limits: RequestLimits, ev: EventLimits, now_us: int
+    raw: Sequence[Any],
+    artifact: Artifact,
+    limits: RequestLimits,
+    ev: EventLimits,
+    now_us: int,
+    type_of: Callable[[str], str | None] | None = None,
 ) -> list[Event]:
     """Validated events (objects with user_id, item_id, event_type, timestamp_ms,
-    event_id); the whole batch is refused with the first offence named."""
+    event_id); the whole batch is refused with the first offence named. ``type_of``: an
+    item's type, or None when the model does not know it (default: the catalogue's)."""
+    type_of = type_of or functools.partial(catalogue_type, artifact)
     if not raw:
         raise InvalidRequest("events is empty; expected 1 or more events")
     if len(raw) > ev.max_events:
@@ -127,8 +136,7 @@ def check_events(
                 f"{where}.timestamp_ms is {(ts_us - now_us) / 1e6:,.0f} s in the future; "
                 f"the limit is {ev.max_future_s:g} s (max_future_s)"
             )
-        row = int(np.searchsorted(artifact.item_ids, e.item_id))
-        if row >= len(artifact.item_ids) or artifact.item_ids[row] != e.item_id:
+        if type_of(e.item_id) is None:
             raise InvalidRequest(
                 f"{where}.item_id {echo(e.item_id)} is not in the catalogue of model "
                 f"{artifact.version}"
@@ -155,17 +163,20 @@ def apply_events(
     artifact: Artifact,
     cut_us: int,
     max_recent: int,
+    type_of: Callable[[str], str | None] | None = None,
 ) -> Applied:
     """The new window and recent rows of the users of ``events``. ``current`` is the
     online read of those users (``{feature: [value per user]}``, users in first-seen
-    order of ``events``); ``embeddings``: item id -> HGNN embedding (None: none online)."""
+    order of ``events``); ``embeddings``: item id -> HGNN embedding (None: none online);
+    ``type_of``: an item's type (default: the catalogue's; events name known items)."""
     types = artifact.types
+    type_of = type_of or functools.partial(catalogue_type, artifact)
     columns = types.user_window_columns()
     users = list(dict.fromkeys(e.user_id for e in events))
     out = Applied()
     for u, user in enumerate(users):
         row = {name: current.get(name, [None] * len(users))[u] for name, _, _ in columns}
-        state = _WindowState(artifact, types, user, row, current.get(RECENT_EVENTS, [None])[u])
+        state = _WindowState(artifact, type_of, user, row, current.get(RECENT_EVENTS, [None])[u])
         recent = [r for r in state.recent if r.ts_us >= cut_us]  # the cut covers the rest
         seen = {r.dedup_key for r in recent}
         last_ts = int(current.get("rt_last_ts_us", [None] * len(users))[u] or 0)
@@ -206,9 +217,14 @@ class _WindowState:
     """One user's window features and the item sets that say what is new in them."""
 
     def __init__(
-        self, art: Artifact, types: ItemTypes, user: str, row: dict[str, Any], recent: Any
+        self,
+        art: Artifact,
+        type_of: Callable[[str], str | None],
+        user: str,
+        row: dict[str, Any],
+        recent: Any,
     ):
-        self.art, self.types, self.row = art, types, row
+        self.art, self.type_of, self.row = art, type_of, row
         self.recent = parse_recent(recent)
         rows, weak = art.window(user)
         self.items = set(art.item_ids[rows].tolist()) | {r.item_id for r in self.recent}
@@ -217,7 +233,7 @@ class _WindowState:
         }
 
     def _type(self, item: str) -> str:
-        return str(self.art.item_types[int(np.searchsorted(self.art.item_ids, item))])
+        return self.type_of(item) or ""  # "": an item no served model knows any more
 
     def _count(self, items: set[str], t: str) -> int:
         return sum(1 for i in items if self._type(i) == t)
@@ -277,11 +293,19 @@ class Recorder:
         self.cut_us = cut_us(artifact)
         self.dim = dim
         self.run, self.lock, self.log = run, lock, log
+        # the titles published since the version (serving/live.py; the Recommender sets
+        # it): their events are kept and applied like the catalogue's
+        self.live: LiveItems | None = None
         self._locks = [threading.Lock() for _ in range(event_limits.lock_stripes)]
 
     def record(self, raw: Sequence[Any]) -> Applied:
         events = check_events(
-            raw, self.artifact, self.limits, self.event_limits, int(time.time() * 1e6)
+            raw,
+            self.artifact,
+            self.limits,
+            self.event_limits,
+            int(time.time() * 1e6),
+            self.type_of,
         )
         if self.log is not None:  # written ahead: what is applied is also kept
             self.log(events)
@@ -300,14 +324,30 @@ class Recorder:
             for s in reversed(stripes):
                 self._locks[s].release()
 
+    def type_of(self, item_id: str) -> str | None:
+        """The type of a catalogue item or a live title (None: neither)."""
+        kind = catalogue_type(self.artifact, item_id)
+        if kind is None and self.live is not None and (v := self.live.get(item_id)) is not None:
+            return v.item.item_type
+        return kind
+
     def _apply(self, events: list[Event], users: list[str]) -> Applied:
         """Read the users' rows, apply ``events``, push the new rows (under the locks)."""
         from audiorec.featurestore import RECENT_PUSH, WINDOWS_PUSH
 
         current = self.read_users(users)
-        embeddings = self.read_items(sorted({e.item_id for e in events}))
+        ids = sorted({e.item_id for e in events})
+        live = {i: self.live.get(i) for i in ids} if self.live is not None else {}
+        embeddings = self.read_items([i for i in ids if live.get(i) is None])
+        embeddings.update({i: v.hgnn for i, v in live.items() if v is not None})
         applied = apply_events(
-            events, current, embeddings, self.artifact, self.cut_us, self.event_limits.max_recent
+            events,
+            current,
+            embeddings,
+            self.artifact,
+            self.cut_us,
+            self.event_limits.max_recent,
+            self.type_of,
         )
         if applied.windows:
             dim = self.dim or _dim(embeddings)
@@ -316,6 +356,14 @@ class Recorder:
             self.push(WINDOWS_PUSH, applied.windows)
             self.push(RECENT_PUSH, applied.recent)
         return applied
+
+
+def catalogue_type(artifact: Artifact, item_id: str) -> str | None:
+    """The item's type in the version's catalogue (None: not in it)."""
+    row = int(np.searchsorted(artifact.item_ids, item_id))
+    if row >= len(artifact.item_ids) or artifact.item_ids[row] != item_id:
+        return None
+    return str(artifact.item_types[row])
 
 
 def cut_us(artifact: Artifact) -> int:

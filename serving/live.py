@@ -129,8 +129,8 @@ class LiveModels:
                 self._loaded = (encoder, arrays, tower, specs)
             return self._loaded
 
-    def vector(self, item: NewItem) -> np.ndarray:
-        """(dim,) float32: the served vector of ``item`` (prior coordinate 0)."""
+    def embed(self, item: NewItem) -> LiveEntry:
+        """``item`` with its served vector (prior coordinate 0) and HGNN embedding."""
         from audiorec.textencoder import hgnn_self
 
         if not self.available:
@@ -159,7 +159,14 @@ class LiveModels:
             raise ContractError(
                 f"the live item vector has shape {vec.shape}, expected ({self.dim},)"
             )
-        return vec.astype(np.float32)
+        return LiveEntry(item, vec.astype(np.float32), hgnn.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class LiveEntry:
+    item: NewItem
+    vector: np.ndarray  # (dim,) the served vector
+    hgnn: np.ndarray  # (hgnn dim,) its HGNN embedding (real-time preference means read it)
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,7 @@ class LiveItems:
     def __init__(self, types: Sequence[str], dim: int, max_items: int):
         self.max_items = max_items
         self._lock = threading.Lock()
-        self._by_id: dict[str, tuple[NewItem, np.ndarray]] = {}
+        self._by_id: dict[str, LiveEntry] = {}
         empty = _Snapshot(
             np.empty(0, object),
             np.empty(0, object),
@@ -188,11 +195,12 @@ class LiveItems:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def get(self, item_id: str) -> tuple[NewItem, np.ndarray] | None:
+    def get(self, item_id: str) -> LiveEntry | None:
         return self._by_id.get(item_id)
 
-    def add(self, item: NewItem, vector: np.ndarray) -> bool:
-        """Take ``item`` in; False when it already was (same id: one item)."""
+    def add(self, entry: LiveEntry) -> bool:
+        """Take a title in; False when it already was (same id: one item)."""
+        item, vector = entry.item, entry.vector
         with self._lock:
             if item.item_id in self._by_id:
                 return False
@@ -208,7 +216,7 @@ class LiveItems:
                 np.append(s.languages, np.array([item.language], object)),
                 np.vstack([s.vectors, vector[None].astype(np.float32)]),
             )
-            self._by_id[item.item_id] = (item, vector)
+            self._by_id[item.item_id] = entry
             return True
 
     def search(

@@ -24,7 +24,7 @@ import numpy as np
 
 from audiorec.errors import AudiorecError
 from audiorec.eventlog import ITEMS, log_dir, read_records
-from serving.live import NewItem
+from serving.live import LiveEntry, NewItem
 from serving.recommender import Recommender
 from serving.reload import ModelHolder
 
@@ -63,26 +63,20 @@ class LiveSync:
             return taken
 
     def _apply(self, rec: Recommender, records: list[dict[str, Any]]) -> int:
-        pairs = []
+        entries = []
         for r in records:
             item = NewItem(*(r[k] for k in FIELDS))
             if rec.knows(item.item_id):
                 continue
             try:
-                vector = (
-                    np.asarray(r["vector"], np.float32)
-                    if r.get("version") == rec.version
-                    and len(r.get("vector", ())) == rec.artifact.vectors.shape[1]
-                    else rec.live_models.vector(item)
-                )
-                pairs.append((item, vector))
+                entries.append(_entry(rec, item, r))
             except AudiorecError as exc:
                 log.warning(
                     "live title skipped",
                     extra={"fields": {"version": rec.version, "why": str(exc)[:200]}},
                 )
         try:
-            return rec.take_in(pairs)
+            return rec.take_in(entries)
         except AudiorecError as exc:  # the overlay is full: the daily run takes the rest
             log.warning("live titles skipped", extra={"fields": {"why": str(exc)[:200]}})
             return 0
@@ -102,3 +96,16 @@ class LiveSync:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _entry(rec: Recommender, item: NewItem, record: dict[str, Any]) -> LiveEntry:
+    """The logged vectors when ``rec`` is the version that made them, else new ones."""
+    vector, hgnn = record.get("vector"), record.get("hgnn")
+    if (
+        record.get("version") == rec.version
+        and isinstance(vector, list)
+        and isinstance(hgnn, list)
+        and len(vector) == rec.artifact.vectors.shape[1]
+    ):
+        return LiveEntry(item, np.asarray(vector, np.float32), np.asarray(hgnn, np.float32))
+    return rec.live_models.embed(item)

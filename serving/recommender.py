@@ -37,7 +37,7 @@ from serving.artifact import Artifact
 from serving.events import Applied, Recorder, parse_recent
 from serving.explain import explain_items
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
-from serving.live import LiveItems, LiveModels, NewItem
+from serving.live import LiveEntry, LiveItems, LiveModels, NewItem
 
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
 
@@ -116,6 +116,8 @@ class Recommender:
             artifact.vectors.shape[1],
             (self.live_models.info or {}).get("max_items", 0),
         )
+        if recorder is not None:
+            recorder.live = self.live  # events of live titles are kept and applied too
 
     @property
     def version(self) -> str:
@@ -215,7 +217,7 @@ class Recommender:
         if row < len(art.item_ids) and art.item_ids[row] == item_id:
             own_type, query, exclude = str(art.item_types[row]), art.vectors[row], np.array([row])
         elif (live := self.live.get(item_id)) is not None:
-            own_type, query, exclude = live[0].item_type, live[1], np.empty(0, np.int64)
+            own_type, query, exclude = live.item.item_type, live.vector, np.empty(0, np.int64)
         else:
             raise NotFound(
                 f"item_id {echo(item_id)} is not in the catalogue of model "
@@ -239,12 +241,10 @@ class Recommender:
         """In this version's catalogue, or taken in since it was published."""
         return bool(len(self._rows([item_id]))) or self.live.get(item_id) is not None
 
-    def prepare_titles(
-        self, items: Sequence[NewItem]
-    ) -> tuple[list[tuple[NewItem, np.ndarray]], int]:
+    def prepare_titles(self, items: Sequence[NewItem]) -> tuple[list[LiveEntry], int]:
         """Embed published titles (checked by serving.live.check_items) without taking
         them in yet (the caller logs them first, then :meth:`take_in`); returns the new
-        (title, vector) pairs and how many were items already (in the catalogue, or
+        titles with their vectors and how many were items already (in the catalogue, or
         published before with the same fields)."""
         new, existing = [], 0
         for item in items:
@@ -253,7 +253,7 @@ class Recommender:
                 continue
             before = self.live.get(item.item_id)
             if before is not None:
-                if before[0] != item:
+                if before.item != item:
                     raise AlreadyExists(
                         f"item_id {echo(item.item_id)} was published with other fields; a "
                         "live title is not edited (the next daily run takes the dataset's)"
@@ -266,11 +266,11 @@ class Recommender:
                 f"model {self.version} holds {len(self.live):,} of its {self.live.max_items:,} "
                 "live titles (live_items); the next daily run takes them into the catalogue"
             )
-        return [(item, self.live_models.vector(item)) for item in new], existing
+        return [self.live_models.embed(item) for item in new], existing
 
-    def take_in(self, pairs: Sequence[tuple[NewItem, np.ndarray]]) -> int:
+    def take_in(self, entries: Sequence[LiveEntry]) -> int:
         """Add prepared titles to the live overlay; how many were new to it."""
-        return sum(self.live.add(item, vector) for item, vector in pairs)
+        return sum(self.live.add(e) for e in entries)
 
     def _with_live(
         self,

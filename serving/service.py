@@ -323,22 +323,25 @@ class RecommenderService:
     def RecordItems(self, request: Any, context: Any) -> Any:
         def take(first: Recommender, deadline: float | None) -> tuple[Any, str]:
             items = check_items(request.items, first.types.names, first.limits)
-            pairs, existing = first.prepare_titles(items)
-            if pairs and self.accepted is not None:  # kept before any arm shows them
+            entries, existing = first.prepare_titles(items)
+            if entries and self.accepted is not None:  # kept before any arm shows them
                 self.accepted.items(
-                    [{**i.record(), "vector": v.tolist()} for i, v in pairs], first.version
+                    [
+                        {**e.item.record(), "vector": e.vector.tolist(), "hgnn": e.hgnn.tolist()}
+                        for e in entries
+                    ],
+                    first.version,
                 )
-            created = first.take_in(pairs)
+            created = first.take_in(entries)
             for _, holder in self.arms:  # arms on other versions embed with their models
                 rec = holder.current
                 if rec is not first:
                     rec.take_in(rec.prepare_titles(items)[0])
+            existing += len(entries) - created  # taken in by a concurrent call meanwhile
             self.metrics.items.labels(result="created").inc(created)
-            self.metrics.items.labels(result="existing").inc(existing + len(pairs) - created)
+            self.metrics.items.labels(result="existing").inc(existing)
             return pb.RecordItemsResponse(
-                created=created,
-                existing=existing + len(pairs) - created,
-                model_version=first.version,
+                created=created, existing=existing, model_version=first.version
             ), "RECORD_ITEMS"
 
         return self._run("RecordItems", request, context, take)

@@ -97,9 +97,9 @@ def test_live_vector_equals_the_pipelines_for_an_edgeless_item(server, live_work
     rec = server.holder.current
     from serving.live import NewItem
 
-    vec = rec.live_models.vector(
+    vec = rec.live_models.embed(
         NewItem("twin-" + item_id, "audiobook", title, description, language, genre)
-    )
+    ).vector
     want = np.asarray(served.loc[item_id, "vector"], np.float32)
     assert vec.shape == want.shape
     assert float(np.abs(vec - want).max()) <= TOLERANCE
@@ -150,8 +150,34 @@ def test_a_published_title_reaches_a_listener(stub, server, users):
     scores = [i.score for i in after.items]
     assert scores == sorted(scores, reverse=True)
     user_vec = art.tower(tower_inputs(rec.read_features(user, None), art.manifest.user_features))[0]
-    live_score = float(rec.live.get("fits-" + top)[1] @ user_vec)
+    live_score = float(rec.live.get("fits-" + top).vector @ user_vec)
     assert ("fits-" + top in ids) == (live_score > before.items[-1].score)
+
+
+def test_a_live_title_takes_events(stub, users, live_workdir):
+    """Listeners stream a new title before any daily run: the event is recorded, applied
+    (a streamed title is not recommended to them again) and kept in the log."""
+    from audiorec.eventlog import EVENTS, log_dir, read_records
+
+    publish(stub, "streamed-new", "A brand new thriller", "spies and more spies")
+    user = users["warm"]
+    r = stub.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[pb.Event(user_id=user, item_id="streamed-new", event_type="stream")]
+        ),
+        timeout=10,
+    )
+    assert r.recorded == 1
+    again = stub.Recommend(pb.RecommendRequest(user_id=user, k=1000, type="audiobook"), timeout=10)
+    assert "streamed-new" not in [i.item_id for i in again.items]
+    logged = [rec for _, _, rec in read_records(log_dir(live_workdir), EVENTS)]
+    assert any(e["item_id"] == "streamed-new" for e in logged)
+    with pytest.raises(grpc.RpcError) as err:  # an id nobody published is still refused
+        stub.RecordEvents(
+            pb.RecordEventsRequest(events=[pb.Event(user_id=user, item_id="nobody-published")]),
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_bad_item_requests(stub):
@@ -257,6 +283,15 @@ def test_the_pipeline_merges_published_titles(live_workdir, world_copy):
     assert items.index.is_unique
     validate_dataset(world_copy)
     assert merge_item_log(world_copy, log_dir(live_workdir)).read == 0  # the ledger moved
+    # the events of live titles then join the dataset too (their items exist now)
+    from training.data.merge_log import merge_event_log
+
+    events = merge_event_log(world_copy, log_dir(live_workdir))
+    assert events.added >= 1
+    streamed = duckdb.sql(
+        f"SELECT count(*) FROM '{world_copy}/events.parquet' WHERE item_id = 'streamed-new'"
+    ).fetchall()[0][0]
+    assert streamed == 1
 
 
 def test_a_version_without_the_export_refuses_titles(server):
@@ -268,4 +303,4 @@ def test_a_version_without_the_export_refuses_titles(server):
     model = {k: v for k, v in art.manifest.model.items() if k != "live"}
     manifest = art.manifest.model_copy(update={"model": model})
     with pytest.raises(Unsupported, match="live_items 0"):
-        LiveModels(art.directory, manifest).vector(NewItem("n", "audiobook", "A title"))
+        LiveModels(art.directory, manifest).embed(NewItem("n", "audiobook", "A title"))
