@@ -95,6 +95,7 @@ def run_demo(
         warm, cold = pick_users(world)
         _three_users(wd, target, running.holder.current.types, warm, cold)
         _real_time(target, warm, cold)
+        _live_title(target, world, warm)
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
@@ -177,6 +178,40 @@ def _real_time(target: str, warm: str, cold: str) -> None:
         f"\n  real time: {cold} streams a first audiobook ({first.item_id}); the next "
         f"Recommend is {pb_strategy(again.strategy)}"
     )
+
+
+def _live_title(target: str, world: Path, listener: str) -> None:
+    """A new audiobook published through the API (RecordItems): a sequel of the listener's
+    top recommendation, similar to it at once and scored for the listener at once."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from serving.client import recommend, record_item, similar
+
+    related = recommend(target, listener, k=1).items[0]
+    items = pq.read_table(world / "items.parquet")
+    row = items.filter(pc.equal(items.column("item_id"), related.item_id)).to_pylist()[0]
+    new_id, title = "ab_new_sequel", f"{row['title']}: The Sequel"
+    t0 = time.perf_counter()
+    got = record_item(
+        target, new_id, "audiobook", title, row["description"], row["language"], row["genre"]
+    )
+    ms = (time.perf_counter() - t0) * 1e3
+    print(
+        f"\n  a new title: RecordItems published {title!r} ({new_id}) in {ms:.0f} ms "
+        f"(created {got.created}; embedded by the served model: text, HGNN self path, item "
+        "tower; the next daily run takes it into the catalogue)"
+    )
+    near = [i.item_id for i in similar(target, related.item_id, k=10).items]
+    where = f"at rank {near.index(new_id) + 1}" if new_id in near else "not in the top 10"
+    print(f"    RecommendSimilar({related.item_id}, {related.title!r}): the new title {where}")
+    mine = [i.item_id for i in recommend(target, listener, k=10).items]
+    fits = (
+        f"at rank {mine.index(new_id) + 1}"
+        if new_id in mine
+        else "not in their top 10 (it has no listeners yet, so no popularity prior)"
+    )
+    print(f"    Recommend({listener}): the new title {fits}")
 
 
 def _experiment(wd: Path, world: Path, listeners: int = 2000, rate: float = 0.3) -> None:
