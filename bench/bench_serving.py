@@ -2,7 +2,7 @@
 
     PYTHONPATH=.:bench .venv/bin/python bench/bench_serving.py --workdir W
         [--rates 100,300,500] [--duration 60] [--redis] [--processes 1,2] [--channels 4]
-        [--server-args "--tower-runtime tensorflow"]
+        [--server-args "--tower-runtime tensorflow"] [--swap-to VERSION --swap-at 20]
 
 The server runs as its own process (`audiorec serve`); the load generator is another
 process that sends Recommend calls on a fixed schedule (open loop: request i leaves at
@@ -22,7 +22,11 @@ HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower forwa
 (the runtime the server uses), one item-index query; each row reports server time / their
 sum.
 With --redis the same runs go against a fresh redis-server the features are
-materialized into first.
+materialized into first. With --swap-to, each run moves ``current`` to that version
+``--swap-at`` seconds in (a hot swap under load: the server loads it beside the one it
+serves and swaps), reports the errors and the p99 of the 15 s before and after, and moves
+``current`` back afterwards. Every row reports the generator's CPU share (it runs on the
+same machine).
 """
 
 from __future__ import annotations
@@ -89,9 +93,12 @@ def load(
     out,
     channels: int = 4,
     types: tuple[str, ...] = ("audiobook", "podcast"),
+    swap: tuple[str, str, float] | None = None,
 ) -> None:
-    """Child process: the open-loop generator; sends back (latencies_s, codes, and how
-    many answers of each strategy each user group got)."""
+    """Child process: the open-loop generator; sends back (latencies_s, codes, how many
+    answers of each strategy each user group got, the generator's CPU seconds and wall
+    seconds, the index of the call at which ``swap`` = (workdir, version, at_s) moved
+    ``current``)."""
     import grpc
 
     from audiorec.v1 import recommender_pb2 as pb
@@ -110,12 +117,18 @@ def load(
     codes: dict[str, int] = {}
     strategies: dict[str, int] = {}
     pending = []
+    swap_i = int(swap[2] * rate) if swap else -1
+    cpu0 = time.process_time()
     t0 = time.perf_counter() + 0.1
     for i in range(n):
         due = t0 + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        if i == swap_i and swap is not None:  # a new version published under load
+            from audiorec.artifact import set_current
+
+            set_current(swap[0], swap[1])
         user, group = users[i % len(users)]
         fut = stubs[i % channels].Recommend.future(
             pb.RecommendRequest(user_id=user, k=10, type=types[i % len(types)]), timeout=2.0
@@ -136,10 +149,31 @@ def load(
             f.result()
         except Exception:  # noqa: BLE001 - counted by code in the callback
             pass
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     time.sleep(0.05)
-    out.send((latencies, codes, strategies))
+    out.send((latencies, codes, strategies, cpu, wall, swap_i))
     for c in chans:
         c.close()
+
+
+def swap_window(latencies: np.ndarray, rate: float, at: int, version: str) -> dict:
+    """Latency around a hot swap: the calls due in the 15 s before ``at`` against those
+    due in the 15 s after (the new version loads, then takes over)."""
+    span = int(15 * rate)
+    before, after = latencies[max(0, at - span) : at], latencies[at : at + span]
+
+    def p99(x: np.ndarray) -> float | None:
+        x = x[~np.isnan(x)]
+        return round(float(np.percentile(x, 99)) * 1e3, 2) if len(x) else None
+
+    return {
+        "to_version": version,
+        "at_call": at,
+        "p99_ms_15s_before": p99(before),
+        "p99_ms_15s_after": p99(after),
+        "unanswered_after": int(np.isnan(after).sum()),
+    }
 
 
 def rss_gib(pid: int) -> float | None:
@@ -311,6 +345,7 @@ def run_store(
     processes: int = 1,
     channels: int = 4,
     prims: dict | None = None,
+    swap: tuple[str, float] | None = None,
 ) -> list[dict]:
     metrics_port = free_port()
     t_start = time.perf_counter()
@@ -332,12 +367,14 @@ def run_store(
         for rate in rates:
             before = scrape(metrics_port)
             parent, child = mp.Pipe()
+            swap_to = (str(wd), swap[0], swap[1]) if swap else None
             proc = mp.get_context("spawn").Process(
                 target=load,
                 args=(f"127.0.0.1:{port}", users, rate, duration, child, channels),
+                kwargs={"swap": swap_to},
             )
             proc.start()
-            latencies, codes, strategies = parent.recv()
+            latencies, codes, strategies, cpu, wall, swap_i = parent.recv()
             proc.join()
             ok = latencies[~np.isnan(latencies)]
             ms = lambda q: round(float(np.percentile(ok, q)) * 1e3, 2)  # noqa: E731
@@ -350,7 +387,11 @@ def run_store(
                 "errors": sum(v for k, v in codes.items() if k != "OK"),
                 "codes": codes,
                 "strategy_by_group": dict(sorted(strategies.items())),
+                # the load generator on the same machine: CPU seconds per wall second
+                "generator_cpu_share_of_one_core": round(cpu / wall, 3),
             }
+            if swap_i >= 0:
+                row["swap"] = swap_window(latencies, rate, swap_i, swap[0] if swap else "")
             after = scrape(metrics_port)
             row["stage_mean_ms"] = stage_means(before, after)
             row["server_ms"] = server_ms(before, after)
@@ -378,6 +419,11 @@ def main() -> None:
     ap.add_argument("--server-args", default="", help="extra `audiorec serve` arguments")
     ap.add_argument("--processes", default="1", help="server process counts to run, e.g. 1,2")
     ap.add_argument("--channels", type=int, default=4, help="gRPC channels of the generator")
+    ap.add_argument(
+        "--swap-to",
+        help="move current to this version during each run (a hot swap under load), then back",
+    )
+    ap.add_argument("--swap-at", type=float, default=20.0, help="seconds into the run")
     args = ap.parse_args()
     wd = Path(args.workdir).resolve()
     rates = [float(r) for r in args.rates.split(",")]
@@ -389,10 +435,18 @@ def main() -> None:
         prims = primitives(wd, url, users)
         print(json.dumps({"store": store, "primitives": prims}), flush=True)
         out = {"primitives": prims}
+        from audiorec.artifact import current_version, set_current
+
+        swap = (args.swap_to, args.swap_at) if args.swap_to else None
+        home = current_version(wd)
         for n in counts:
-            out[f"processes_{n}"] = run_store(
-                wd, users, rates, args.duration, online, n, args.channels, prims
-            )
+            try:
+                out[f"processes_{n}"] = run_store(
+                    wd, users, rates, args.duration, online, n, args.channels, prims, swap
+                )
+            finally:
+                if home:
+                    set_current(wd, home)
         return out
 
     if args.redis_url:
