@@ -33,6 +33,7 @@ from audiorec.errors import (
 from audiorec.eventlog import LogConfig
 from audiorec.featurestore import FeatureStoreConfig
 from serving.accepted import AcceptedLog
+from serving.admission import Admission
 from serving.arms import CURRENT, Experiment
 from serving.artifact import Artifact
 from serving.events import EventLimits, Recorder
@@ -43,7 +44,7 @@ from serving.metrics import Metrics
 from serving.recommender import Recommender
 from serving.reload import ModelHolder
 from serving.security import SecurityConfig, TokenInterceptor, check_exposure, server_credentials
-from serving.service import SERVICE, Admission, RecommenderService
+from serving.service import SERVICE, RecommenderService
 from serving.user_lock import UserLocks
 
 log = logging.getLogger("audiorec.serving")

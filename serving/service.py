@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import grpc
 
 from audiorec.artifact import feature_project
-from audiorec.errors import AudiorecError, DeadlineExceeded, InvalidRequest, Overloaded
+from audiorec.errors import AudiorecError, InvalidRequest, Overloaded
 from audiorec.v1 import recommender_pb2 as pb
 from serving.accepted import AcceptedLog
+from serving.admission import Admission
 from serving.arms import Experiment
 from serving.limits import RequestLimits, echo
 from serving.live import check_items
@@ -105,35 +105,6 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
             return UNPARSEABLE
 
     return parse
-
-
-class Admission:
-    """At most ``active`` requests compute at once; at most ``in_flight`` wait or compute."""
-
-    def __init__(self, active: int, in_flight: int):
-        self._slots = threading.BoundedSemaphore(active)
-        self._lock = threading.Lock()
-        self._in_flight, self._max = 0, in_flight
-
-    @contextmanager
-    def enter(self, deadline: float | None) -> Iterator[None]:
-        with self._lock:
-            if self._in_flight >= self._max:
-                raise Overloaded(
-                    f"server at capacity ({self._max} calls in flight); retry with backoff"
-                )
-            self._in_flight += 1
-        try:
-            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            if not self._slots.acquire(timeout=wait):
-                raise DeadlineExceeded("deadline passed while waiting for a free worker")
-            try:
-                yield
-            finally:
-                self._slots.release()
-        finally:
-            with self._lock:
-                self._in_flight -= 1
 
 
 class _ClientErrorLog:

@@ -89,6 +89,24 @@ def _fuzz_case(rng: random.Random, users: list[str]):
             pb.RecommendRequest(user_id=rng.choice(users), k=10, item_type=pb.AUDIOBOOK),
             rng.uniform(1e-4, 5e-3),
         )
+    if kind < 0.18:  # RecordItems, each call invalid in some field (valid ones would add
+        # titles to the shared work directory's log, which later servers take in)
+        bad = rng.choice(["type", "title", "long", "many", "twice", "id"])
+        item = dict(item_id=rnd(rng.randint(1, 40)) or "x", type="audiobook", title=rnd(20) or "t")
+        if bad == "type":
+            item["type"] = rng.choice(["", "vinyl", rnd(300)])
+        elif bad == "title":
+            item["title"] = rng.choice(["", " ", "\n"])
+        elif bad == "long":
+            item[rng.choice(["title", "description", "language", "genre"])] = "x" * 9000
+        elif bad == "id":
+            item["item_id"] = rng.choice(["", " ", "i" * 300])
+        items = [pb.NewItem(**item)]
+        if bad == "many":
+            items = [pb.NewItem(item_id=f"f{i}", type="nope", title="t") for i in range(150)]
+        if bad == "twice":
+            items = [pb.NewItem(**item), pb.NewItem(**{**item, "title": item["title"] + "!"})]
+        return "RecordItems", pb.RecordItemsRequest(items=items), 2.0
     if kind < 0.22:  # RecommendSimilar, random ids
         return (
             "RecommendSimilar",
