@@ -194,7 +194,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith(("audiorec_reloads_total", "audiorec_serving_info")):
+        if line.startswith(("audiorec_reload_total", "audiorec_serving_info")):
             key, value = line.rsplit(" ", 1)
             values[key] = values.get(key, 0.0) + float(value)
         elif line.startswith(("audiorec_stage_seconds_sum", "audiorec_stage_seconds_count")):
@@ -399,7 +399,7 @@ def run_store(
                 row["swap"]["reloads"] = {
                     k.split("{", 1)[-1].rstrip("}"): v - before.get(k, 0.0)
                     for k, v in scrape(metrics_port).items()
-                    if k.startswith("audiorec_reloads_total")
+                    if k.startswith("audiorec_reload_total")
                 }
             after = scrape(metrics_port)
             row["stage_mean_ms"] = stage_means(before, after)
