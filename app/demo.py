@@ -95,7 +95,7 @@ def run_demo(
         warm, cold = pick_users(world)
         _three_users(wd, target, running.holder.current.types, warm, cold)
         _real_time(target, warm, cold)
-        _live_title(target, world, warm)
+        _live_title(target, wd, world, warm)
     finally:
         running.stop(grace=2)
         print("\n  server stopped (graceful shutdown)")
@@ -180,31 +180,46 @@ def _real_time(target: str, warm: str, cold: str) -> None:
     )
 
 
-def _live_title(target: str, world: Path, listener: str) -> None:
-    """A new audiobook published through the API (RecordItems): a sequel of the listener's
-    top recommendation, similar to it at once and scored for the listener at once."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def _live_title(target: str, wd: Path, world: Path, listener: str) -> None:
+    """A new audiobook published through the API (RecordItems): a sequel of a title with
+    no history yet (the paper's hard case, where only text and the graph's self path
+    speak), similar to it at once and scored for the listener at once."""
+    import duckdb
 
+    from audiorec.artifact import current_dir, read_manifest
     from serving.client import recommend, record_item, similar
 
-    related = recommend(target, listener, k=1).items[0]
-    items = pq.read_table(world / "items.parquet")
-    row = items.filter(pc.equal(items.column("item_id"), related.item_id)).to_pylist()[0]
-    new_id, title = "ab_new_sequel", f"{row['title']}: The Sequel"
-    t0 = time.perf_counter()
-    got = record_item(
-        target, new_id, "audiobook", title, row["description"], row["language"], row["genre"]
+    cut = read_manifest(current_dir(wd)).data["cut"]
+    # an audiobook nobody streamed, followed or previewed before the cut
+    source = (
+        duckdb.connect()
+        .execute(
+            f"""
+        SELECT item_id, title, description, language, genre FROM '{world}/items.parquet' i
+        WHERE item_type = 'audiobook' AND publish_ts < CAST($1 AS TIMESTAMPTZ)
+          AND NOT EXISTS (SELECT 1 FROM '{world}/events.parquet' e WHERE e.item_id = i.item_id
+                          AND CAST(e.ts AS TIMESTAMPTZ) < CAST($1 AS TIMESTAMPTZ))
+        ORDER BY item_id LIMIT 1""",
+            [cut],
+        )
+        .fetchall()
     )
+    if not source:
+        print("\n  a new title: skipped (every audiobook has history before the cut)")
+        return
+    item_id, title, description, language, genre = source[0]
+    new_id, new_title = "ab_new_sequel", f"{title}: The Sequel"
+    t0 = time.perf_counter()
+    got = record_item(target, new_id, "audiobook", new_title, description, language, genre)
     ms = (time.perf_counter() - t0) * 1e3
     print(
-        f"\n  a new title: RecordItems published {title!r} ({new_id}) in {ms:.0f} ms "
+        f"\n  a new title: RecordItems published {new_title!r} ({new_id}) in {ms:.0f} ms "
         f"(created {got.created}; embedded by the served model: text, HGNN self path, item "
         "tower; the next daily run takes it into the catalogue)"
     )
-    near = [i.item_id for i in similar(target, related.item_id, k=10).items]
+    near = [i.item_id for i in similar(target, item_id, k=10).items]
     where = f"at rank {near.index(new_id) + 1}" if new_id in near else "not in the top 10"
-    print(f"    RecommendSimilar({related.item_id}, {related.title!r}): the new title {where}")
+    print(f"    RecommendSimilar({item_id}, {title!r}, no history either): the new title {where}")
     mine = [i.item_id for i in recommend(target, listener, k=10).items]
     fits = (
         f"at rank {mine.index(new_id) + 1}"
