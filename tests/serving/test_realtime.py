@@ -408,9 +408,15 @@ def test_events_recorded_through_the_api_reach_the_next_batch(
             WHERE user_id = '{user}' AND epoch_ms(ts) >= {at}"""
     ).fetchall()
     assert set(fresh) <= {i for (i,) in merged}
-    project = feature_project(
-        read_manifest(artifacts_root(workdir) / again.version, verify_files=False)
-    )
+    manifest = read_manifest(artifacts_root(workdir) / again.version, verify_files=False)
+    project = feature_project(manifest)
+    # the text encoder is the last version's file, hard-linked (checked like a new export)
+    text = manifest.model["live"]["text"]
+    assert text["linked_from"] and text["max_abs_diff"] <= text["atol"]
+    root = artifacts_root(workdir)
+    assert (root / again.version / "live/text.onnx").stat().st_ino == (
+        root / text["linked_from"] / "live/text.onnx"
+    ).stat().st_ino
     batch = OnlineFeatureReader(open_store(workdir, project=project)).read([user])
     assert pushed["audiobook_items_90d"][0] == (before or 0) + 3
     assert batch["audiobook_items_90d"][0] == pushed["audiobook_items_90d"][0]

@@ -21,6 +21,7 @@ The manifest's ``model.live`` records each file, its largest difference and the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -47,12 +48,15 @@ def export_live(
     text_model: str | None,
     items_parquet: Path,
     max_items: int,
+    previous: Path | None = None,
 ) -> dict:
-    """Write ``out/live/`` and return the manifest's ``model.live`` entry."""
+    """Write ``out/live/`` and return the manifest's ``model.live`` entry. ``previous``:
+    the version served now, whose text encoder is hard-linked when it came from the same
+    checkpoint (its 90 MB once, not once per version; checked like a new export)."""
     folder = out / LIVE_DIR
     folder.mkdir()
     texts = _sample_texts(items_parquet) + list(EDGE_TEXTS)
-    text = export_text(folder, text_model, texts)
+    text = export_text(folder, text_model, texts, _reusable_text(previous, text_model))
     hgnn = export_hgnn_self(folder, hgnn_dir, data.types.names)
     tower = export_item_tower(folder, towers, data)
     return {
@@ -76,46 +80,47 @@ def _sample_texts(items_parquet: Path, n: int = 32) -> list[str]:
     return [item_text(titles[i], descriptions[i]) for i in rows]
 
 
-def export_text(folder: Path, model_name: str | None, texts: list[str]) -> dict:
-    """The sentence encoder for ONNX Runtime; its largest difference from
-    sentence-transformers on ``texts`` above TEXT_ATOL refuses the version."""
-    import torch
+def _reusable_text(previous: Path | None, model_name: str | None) -> Path | None:
+    """``previous``'s live folder when its text encoder came from ``model_name``."""
+    import json
 
+    from training.text.model import DEFAULT_TEXT_MODEL
+
+    if previous is None or not (previous / "manifest.json").is_file():
+        return None
+    try:
+        live = json.loads((previous / "manifest.json").read_text())["model"].get("live") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    text = live.get("text") or {}
+    folder = previous / live.get("path", LIVE_DIR)
+    same = text.get("checkpoint") == (model_name or DEFAULT_TEXT_MODEL)
+    return folder if same and (folder / "text.onnx").is_file() else None
+
+
+def export_text(
+    folder: Path, model_name: str | None, texts: list[str], reuse: Path | None = None
+) -> dict:
+    """The sentence encoder for ONNX Runtime (hard-linked from ``reuse`` when given);
+    its largest difference from sentence-transformers on ``texts`` above TEXT_ATOL
+    refuses the version."""
     from audiorec.textencoder import TextEncoder
     from training.text.model import DEFAULT_TEXT_MODEL, load_text_model, resolve_text_model
 
-    path = resolve_text_model(model_name)
     st = load_text_model(model_name)
-    bert = st[0].auto_model.eval()
     max_len = int(st.max_seq_length)
-
-    class Wrapped(torch.nn.Module):  # named inputs: transformers' positional order varies
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    example = tuple(torch.ones(1, 8, dtype=torch.int64) for _ in names)
-    with torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter's deprecation and tracer notes: the check below is what
-        # says whether the export is right
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Wrapped(bert),
-            example,
-            str(folder / "text.onnx"),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes={k: {0: "batch", 1: "tokens"} for k in [*names, "last_hidden_state"]},
-            opset_version=17,
-            dynamo=False,  # the TorchScript exporter: no onnxscript needed
-        )
-    shutil.copy(Path(path) / "tokenizer.json", folder / "tokenizer.json")
+    files = ("text.onnx", "tokenizer.json")
+    if reuse is not None:
+        try:
+            for name in files:
+                os.link(reuse / name, folder / name)
+        except OSError:  # another file system, or gone meanwhile: export anew
+            for name in files:
+                (folder / name).unlink(missing_ok=True)
+            reuse = None
+    if reuse is None:
+        _export_bert(st[0].auto_model.eval(), folder / "text.onnx")
+        shutil.copy(resolve_text_model(model_name) / "tokenizer.json", folder / "tokenizer.json")
     want = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     encoder = TextEncoder(folder / "text.onnx", folder / "tokenizer.json", max_len)
     got = np.stack([encoder(t) for t in texts])
@@ -133,7 +138,40 @@ def export_text(folder: Path, model_name: str | None, texts: list[str]) -> dict:
         "checked_texts": len(texts),
         "max_abs_diff": diff,
         "atol": TEXT_ATOL,
+        "linked_from": reuse.parent.name if reuse is not None else "",
     }
+
+
+def _export_bert(bert: Any, out: Path) -> None:
+    """The transformer's last hidden state for ONNX Runtime (TorchScript exporter)."""
+    import torch
+
+    class Wrapped(torch.nn.Module):  # named inputs: transformers' positional order varies
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = tuple(torch.ones(1, 8, dtype=torch.int64) for _ in names)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's deprecation and tracer notes: the check after it is
+        # what says whether the export is right
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Wrapped(bert),
+            example,
+            str(out),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={k: {0: "batch", 1: "tokens"} for k in [*names, "last_hidden_state"]},
+            opset_version=17,
+            dynamo=False,  # the TorchScript exporter: no onnxscript needed
+        )
 
 
 def export_hgnn_self(folder: Path, hgnn_dir: Path, types: tuple[str, ...]) -> dict:

@@ -87,6 +87,18 @@ def towers_step(ctx: RunContext, project: str, hgnn_skipped: bool) -> TowerResul
     return TowerResult(towers, tower_data, upstream, key, project)
 
 
+def _served_now(workdir: Path) -> Path | None:
+    """The version ``current`` names, or None before the first publication."""
+    from audiorec.artifact import current_dir
+
+    from audiorec.errors import AudiorecError
+
+    try:
+        return current_dir(workdir)
+    except (AudiorecError, OSError):  # nothing published yet, or a broken link: no reuse
+        return None
+
+
 def release_step(ctx: RunContext, t: TowerResult) -> ReleaseResult:
     """Export, item vectors, indexes and lists into a new version, checked as serving
     loads it, then published (``current`` moved last); old versions and unused online
@@ -129,6 +141,7 @@ def release_step(ctx: RunContext, t: TowerResult) -> ReleaseResult:
             text_model=cfg.text.model,
             items_parquet=ctx.data / "items.parquet",
             max_items=cfg.live_items,
+            previous=_served_now(wd),
         )
         return manifest.model_copy(update={"model": {**manifest.model, "live": live}})
 
