@@ -90,7 +90,6 @@ def towers_step(ctx: RunContext, project: str, hgnn_skipped: bool) -> TowerResul
 def _served_now(workdir: Path) -> Path | None:
     """The version ``current`` names, or None before the first publication."""
     from audiorec.artifact import current_dir
-
     from audiorec.errors import AudiorecError
 
     try:
