@@ -260,15 +260,35 @@ def _experiment(wd: Path, world: Path, listeners: int = 2000, rate: float = 0.3)
                     pb.RecommendRequest(user_id=user, k=10, type="audiobook"), timeout=10
                 )
                 if answer.items and rng.random() < rate:
-                    event = pb.Event(user_id=user, item_id=answer.items[0].item_id)
-                    event.event_type = "stream"
-                    stub.RecordEvents(pb.RecordEventsRequest(events=[event]), timeout=10)
+                    event = pb.Event(
+                        user_id=user,
+                        item_id=answer.items[0].item_id,
+                        event_type="stream",
+                        timestamp_ms=int(time.time() * 1000),
+                        event_id=f"{salt}-{user}",  # a retry is a replay, counted once
+                    )
+                    _record_with_retry(stub, pb.RecordEventsRequest(events=[event]))
     finally:
         running.stop(grace=2)  # writes the last exposures
     readout = read_experiment(wd, salt)
     print("    " + readout.text().replace("\n", "\n    "))
     chart = write_readout(readout, readout_dir(wd, salt))
     print(f"    readout: {chart.parent / 'readout.json'}, chart: {chart}")
+
+
+def _record_with_retry(stub, request, tries: int = 3) -> None:
+    """As a client should: UNAVAILABLE (the store's write budget passed on a busy moment)
+    is retried with backoff; the event id makes a retry a replay the server counts once."""
+    import grpc
+
+    for attempt in range(tries):
+        try:
+            stub.RecordEvents(request, timeout=10)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def pb_strategy(value: int) -> str:

@@ -237,6 +237,8 @@ class LiveItems:
             keep &= ~np.isin(s.ids, list(exclude))
         if languages:
             keep &= np.isin(s.languages, list(languages))
-        rows = np.flatnonzero(keep)
-        top = rows[np.argsort(-scores[rows], kind="stable")[:k]]
+        rows = np.flatnonzero(keep) if not keep.all() else np.arange(len(keep))
+        if len(rows) > k:  # the k best by a partial sort, then those k in order
+            rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
+        top = rows[np.argsort(-scores[rows], kind="stable")]
         return [(str(s.ids[r]), str(s.titles[r]), float(scores[r])) for r in top]
