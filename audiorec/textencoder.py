@@ -20,23 +20,17 @@ from typing import Mapping
 import numpy as np
 
 from audiorec.errors import ContractError
+from audiorec.ort_session import single_thread_session
 
 
 class TextEncoder:
     def __init__(self, model: str | Path, tokenizer: str | Path, max_seq_length: int):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(tokenizer))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_seq_length)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one title per call: threads would only contend
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = single_thread_session(model)
         names = {i.name for i in self._session.get_inputs()}
         if names != {"input_ids", "attention_mask", "token_type_ids"}:
             raise ContractError(f"{model}: not a BERT-style encoder (inputs {sorted(names)})")

@@ -25,6 +25,7 @@ import numpy as np
 
 from audiorec.errors import ContractError, InvalidRequest, Overloaded, Unsupported
 from audiorec.itemtext import item_text
+from audiorec.ort_session import single_thread_session
 from audiorec.tower_inputs import InputSpec, tower_inputs
 from serving.limits import RequestLimits, check_id, echo
 
@@ -105,8 +106,6 @@ class LiveModels:
     def _load(self) -> tuple[Any, Mapping[str, np.ndarray], Any, list[InputSpec]]:
         with self._lock:
             if self._loaded is None:
-                import onnxruntime as ort
-
                 from audiorec.textencoder import TextEncoder
 
                 folder = self.directory / self.info["path"]
@@ -116,15 +115,7 @@ class LiveModels:
                 )
                 with np.load(folder / self.info["hgnn"]["weights"]) as z:
                     arrays = {k: z[k] for k in z.files}
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.inter_op_num_threads = 1
-                options.log_severity_level = 3
-                tower = ort.InferenceSession(
-                    str(folder / self.info["item_tower"]["model"]),
-                    options,
-                    providers=["CPUExecutionProvider"],
-                )
+                tower = single_thread_session(folder / self.info["item_tower"]["model"])
                 specs = [InputSpec(**s) for s in self.info["item_tower"]["inputs"]]
                 self._loaded = (encoder, arrays, tower, specs)
             return self._loaded

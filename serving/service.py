@@ -30,7 +30,7 @@ from serving.accepted import AcceptedLog
 from serving.admission import Admission
 from serving.arms import Experiment
 from serving.limits import RequestLimits, echo
-from serving.live import check_items
+from serving.live import LiveEntry, NewItem, check_items
 from serving.metrics import Metrics
 from serving.recommender import Answer, Recommender
 from serving.reload import ModelHolder
@@ -304,10 +304,7 @@ class RecommenderService:
                     first.version,
                 )
             created = first.take_in(entries)
-            for _, holder in self.arms:  # arms on other versions embed with their models
-                rec = holder.current
-                if rec is not first:
-                    rec.take_in(rec.prepare_titles(items)[0])
+            self._other_arms_take_in(first, items, entries)
             existing += len(entries) - created  # taken in by a concurrent call meanwhile
             self.metrics.items.labels(result="created").inc(created)
             self.metrics.items.labels(result="existing").inc(existing)
@@ -316,6 +313,27 @@ class RecommenderService:
             ), "RECORD_ITEMS"
 
         return self._run("RecordItems", request, context, take)
+
+    def _other_arms_take_in(
+        self, first: Recommender, items: list[NewItem], entries: list[LiveEntry]
+    ) -> None:
+        """The other arms show the titles at once too: the first arm's vectors where they
+        serve the same version, their own models' otherwise. The titles are accepted and
+        logged already, so an arm that cannot take one (full, or without the live export)
+        is logged, not the caller's error; the log sync retries it later."""
+        for name, holder in self.arms:
+            rec = holder.current
+            if rec is first:
+                continue
+            try:
+                rec.take_in(
+                    entries if rec.version == first.version else rec.prepare_titles(items)[0]
+                )
+            except AudiorecError as exc:
+                log.warning(
+                    "live titles not taken in by an arm",
+                    extra={"fields": {"arm": name, "why": str(exc)[:200]}},
+                )
 
     def Describe(self, request: Any, context: Any) -> Any:
         def describe(first: Recommender, deadline: float | None) -> tuple[Any, str]:

@@ -19,6 +19,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from audiorec.errors import ContractError
+from audiorec.ort_session import single_thread_session
 from audiorec.tower_inputs import InputSpec
 
 SIGNATURE = "serving_default"
@@ -64,15 +65,7 @@ class UserTower:
         self._inputs = sorted(inputs)
 
     def _load_onnx(self, path: Path) -> set[str]:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        # one request = one small graph: threads would only contend with other requests
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = single_thread_session(path)
         outputs = [o.name for o in self._session.get_outputs()]
         if OUTPUT not in outputs:
             raise ContractError(f"{path}: no {OUTPUT!r} output (has {outputs})")

@@ -304,3 +304,24 @@ def test_a_version_without_the_export_refuses_titles(server):
     manifest = art.manifest.model_copy(update={"model": model})
     with pytest.raises(Unsupported, match="live_items 0"):
         LiveModels(art.directory, manifest).embed(NewItem("n", "audiobook", "A title"))
+
+
+def test_every_arm_takes_a_title_in_at_once(live_workdir):
+    """Under an experiment both arms show a published title at once (arms on one version
+    share its vectors), and Describe counts it on each."""
+    from serving.arms import Experiment, parse_arms
+
+    exp = Experiment(arms=parse_arms(["a=current:0.5", "b=current:0.5"]), salt="live")
+    running = _start(live_workdir, experiment=exp)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        stub = pb_grpc.RecommenderStub(channel)
+        publish(stub, "both-arms", "A title for every arm", "shown by both")
+        counts = {a.name: a.live_items for a in stub.Describe(pb.DescribeRequest(), timeout=5).arms}
+        before = len(running.arms[0][1].current.live) - 1
+        assert counts == {"a": before + 1, "b": before + 1}
+        a, b = (h.current.live.get("both-arms") for _, h in running.arms)
+        np.testing.assert_array_equal(a.vector, b.vector)
+        channel.close()
+    finally:
+        running.stop(grace=1)
