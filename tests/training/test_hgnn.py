@@ -139,6 +139,27 @@ def test_balanced_sampler_equal_counts_and_full_coverage():
     assert np.bincount(rel).tolist() == [7, 30, 100]
 
 
+def test_typed_negatives_keep_the_positives_type_and_the_untyped_draw_is_unchanged():
+    """Typed: every negative is an item of its positive's type (users never drawn).
+    Untyped: the same random stream as the pool-of-batch-size draw it replaced."""
+    import torch
+
+    from training.hgnn.train import NegativeDraw
+
+    node_type = torch.tensor([0] * 30 + [1] * 70 + [2] * 5)  # 100 items, then 5 users
+    positives = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(0))
+    typed = NegativeDraw(node_type, 100, True)(positives, 5, torch.Generator().manual_seed(1))
+    assert typed.shape == (64, 5) and bool((typed < 100).all())
+    assert bool((node_type[typed] == node_type[positives][:, None]).all())
+    assert len(torch.unique(typed[node_type[positives] == 0])) > 5  # not one node repeated
+    users = NegativeDraw(node_type, 100, True)(torch.arange(100, 105), 3, torch.Generator())
+    assert bool((users < 100).all())  # a user positive: random items, never users
+    untyped = NegativeDraw(node_type, 100, False)(positives, 5, torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    pool = torch.randint(0, 100, (64,), generator=gen)
+    assert torch.equal(untyped, pool[torch.randint(0, 64, (64, 5), generator=gen)])
+
+
 def test_outputs_unit_norm_and_equivariant_to_relabelling(graph, text_table):
     x = node_features(graph, text_table)
     ab = torch.from_numpy(graph.node_type)

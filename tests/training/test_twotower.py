@@ -103,13 +103,16 @@ def test_exported_inputs_equal_the_feature_service(piped, artifact):
         check_user_features(artifact.manifest, served[:-1])
 
 
-def test_training_learns_and_export_round_trips(tower_data, tmp_path):
+@pytest.mark.parametrize("sampled", [0, 32])
+def test_training_learns_and_export_round_trips(tower_data, tmp_path, sampled):
     from serving.tower import UserTower
     from training.twotower.config import TwoTowerConfig
     from training.twotower.export import export_user_tower
     from training.twotower.train import embed, train_two_tower, validation_recall
 
-    cfg = TwoTowerConfig(layers=(64, 32), max_epochs=6, patience=6, batch_size=64)
+    cfg = TwoTowerConfig(
+        layers=(64, 32), max_epochs=6, patience=6, batch_size=64, sampled_negatives=sampled
+    )
     untrained = train_two_tower(
         tower_data, cfg.with_overrides({"max_epochs": 1, "learning_rate": 1e-9}), progress=False
     )
@@ -431,6 +434,25 @@ def test_warm_start_continues_the_saved_towers(tower_data, tmp_path):
     assert n_new == is_new.sum() > 0 and set(kept) <= set(train)
     assert (pd.DatetimeIndex(tower_data.ts[train]) >= since).sum() == n_new  # all new kept
     assert 0.1 < (~is_new).sum() / (len(train) - n_new) < 0.4  # ~ the replay share
+
+
+def test_sampled_negatives_are_scored_and_corrected_by_hand():
+    """Extra columns (sampled negatives) enter the softmax with their own log-Q, and one
+    equal to a row's positive is masked as an accidental hit: a hand-computed loss."""
+    import tensorflow as tf
+
+    from training.twotower.loss import in_batch_softmax_loss
+
+    rng = np.random.default_rng(1)
+    u = tf.math.l2_normalize(rng.normal(size=(3, 4)).astype(np.float32), 1)
+    v = tf.math.l2_normalize(rng.normal(size=(5, 4)).astype(np.float32), 1)
+    ids = np.array([7, 8, 9, 3, 8])  # two sampled columns; the last is row 1's positive
+    prob = np.array([0.1, 0.2, 0.3, 0.05, 0.05], np.float32)
+    got = float(in_batch_softmax_loss(u, v, tf.constant(ids), tf.constant(prob), 0.5))
+    logits = (u.numpy() @ v.numpy().T) / 0.5 - np.log(prob)
+    logits[1, 4] = -1e9
+    expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("workers", [2, 3])

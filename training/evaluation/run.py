@@ -249,6 +249,7 @@ class _Evaluation:
                     self.proto,
                     self.score,
                     self.progress,
+                    chosen=(self.res.chosen, _flat(symbolic)),
                 ),
             )
 
@@ -264,6 +265,17 @@ def _seeding(cfg: EvaluationConfig, n_hgnn: int) -> str:
             else ""
         )
     )
+
+
+def _flat(ablation: dict) -> dict:
+    """An ablation's overrides as one level of names ("hgnn.max_epochs": 40)."""
+    out: dict = {}
+    for k, v in ablation.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}" if k == "hgnn" else kk: vv for kk, vv in _flat(v).items()})
+        else:
+            out[k] = v
+    return out
 
 
 def resolved(ablation: dict, types: ItemTypes) -> dict | None:

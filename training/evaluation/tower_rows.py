@@ -87,9 +87,14 @@ def _two_tower_rows(
     progress: bool,
     prepared: tuple | None = None,
     vectors: dict | None = None,
+    chosen: tuple[dict, dict] | None = None,
 ) -> None:
     """``prepared``: (examples, {seed: trained towers}) from the selection, reused;
-    ``vectors`` gets the first seed's (item ids, item vectors) under the model's name."""
+    ``vectors`` gets the first seed's (item ids, item vectors) under the model's name;
+    ``chosen``: (the results' selection table, the row's setting): the row's validation
+    criterion (its first seed's, at its prior's chosen cell, before the refit: the towers
+    never saw the slice) goes there, so a lever row is judged on the validation window as
+    the selection judges a setting, never on the hold-out."""
     from training.twotower.examples import build_tower_data
     from training.twotower.train import refit_two_tower, train_two_tower
 
@@ -109,6 +114,13 @@ def _two_tower_rows(
                 towers.fit_prior(
                     variant["store"], variant["data"], tower_data, variant["cut"], tcfg
                 )
+            if chosen is not None and towers.prior and model not in chosen[0]:
+                chosen[0][model] = {
+                    "setting": chosen[1],
+                    "trials": [],
+                    "validation": towers.prior["validation"],
+                    "window": towers.prior["window"],
+                }
         if tcfg.refit:  # as the pipeline serves them: trained through the cut
             towers = refit_two_tower(tower_data, tcfg, towers, progress=False)
         users = two_tower_users(

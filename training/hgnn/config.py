@@ -14,6 +14,12 @@ class HGNNConfig(StrictConfig):
     fanouts: tuple[int, ...] = (10, 5)  # neighbours per relation: output layer first
     margin: float = Field(0.3, gt=0)  # max-margin on inner products of unit vectors
     negatives: int = Field(5, ge=1)  # random catalogue nodes per positive
+    # negatives of the positive's own item type (a corrupted edge keeps its relation): an
+    # audiobook-podcast edge is then told apart from other podcasts, not from audiobooks,
+    # so the cross-type relation, what a listener new to a type relies on, is learned
+    # rather than type separation; chosen on the validation windows of both Ciao worlds
+    # and the demo (docs/evaluation.md, Levers); False: any catalogue node (the paper's)
+    typed_negatives: bool = True
     lr: float = Field(1e-3, gt=0)  # paper: Adam, lr 0.001
     batch_size: int = Field(256, ge=8)  # paper: 256
     max_epochs: int = Field(50, ge=1)  # paper: up to 50

@@ -2,8 +2,9 @@
 stopping on held-out edges, a training-curve PNG. ``train_hgnn`` returns the best model.
 
 Per step: a batch of positive edges (either end as anchor), ``negatives`` random
-catalogue nodes per anchor; the union of their nodes is embedded once through sampled
-2-hop blocks; loss = mean(max(0, z_a.z_neg - z_a.z_pos + margin)).
+catalogue nodes per anchor (with ``typed_negatives``, nodes of the positive's type);
+the union of their nodes is embedded once through sampled 2-hop blocks;
+loss = mean(max(0, z_a.z_neg - z_a.z_pos + margin)).
 """
 
 from __future__ import annotations
@@ -66,6 +67,44 @@ def margin_loss(
     return torch.relu(neg - pos + margin).mean()
 
 
+class NegativeDraw:
+    """Negatives per positive: random catalogue nodes, or (``typed``) random nodes of the
+    positive's item type. ``node_type``: (n,) the type of every node; only the first
+    ``pool`` nodes (the items) are ever drawn, so a positive of a type with no items (a
+    user, in the graph with users) gets random items."""
+
+    def __init__(self, node_type: torch.Tensor, pool: int, typed: bool):
+        kinds = node_type[:pool].numpy()
+        self.pool, self.typed = pool, typed
+        self.order = torch.from_numpy(np.argsort(kinds, kind="stable"))  # nodes by type
+        counts = np.bincount(kinds, minlength=int(node_type.max()) + 1)
+        self.count = torch.from_numpy(counts)
+        self.start = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+        self.node_type = node_type
+
+    def __call__(self, positives: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+        """(B, k) negatives for the (B,) positives, from a pool of B draws (per type when
+        typed: fewer distinct nodes to embed per step than fully independent draws)."""
+        b = len(positives)
+        if not self.typed:
+            pool = torch.randint(0, self.pool, (b,), generator=gen)
+            return pool[torch.randint(0, b, (b, k), generator=gen)]
+        kind = self.node_type[positives].long()
+        u = torch.rand(b, generator=gen)  # one pool entry per positive, of its type
+        pick = torch.randint(0, b, (b, k), generator=gen)
+        has = self.count[kind] > 0  # else any item: ``order`` is a permutation of them
+        count = torch.where(has, self.count[kind], self.pool)
+        start = torch.where(has, self.start[kind], 0)
+        pool = self.order[start + (u * count).long().clamp(max=count - 1)]
+        # each positive picks among the pool entries of its own type: sort the pool by
+        # type, then index into its type's run of entries
+        by_kind = torch.argsort(kind, stable=True)
+        runs = torch.bincount(kind, minlength=len(self.count))
+        first = torch.cumsum(runs, 0) - runs
+        offset = (pick.double() / max(1, b) * runs[kind][:, None]).long()
+        return pool[by_kind][first[kind][:, None] + offset]
+
+
 def _pairs(graph_edges: dict, limit: int, rng: np.random.Generator):
     src = np.concatenate([s for s, _ in graph_edges.values()] or [np.empty(0, np.int64)])
     dst = np.concatenate([d for _, d in graph_edges.values()] or [np.empty(0, np.int64)])
@@ -91,7 +130,12 @@ def evaluate(
         return {"val_loss": float("nan"), "val_auc": float("nan")}
     a = torch.cat([x for x, _ in parts.values()])
     p = torch.cat([y for _, y in parts.values()])
-    n = torch.from_numpy(rng.integers(0, graph.negative_pool, (len(a), cfg.negatives)))
+    if cfg.typed_negatives:  # scored as trained: each positive against its own type
+        n = NegativeDraw(node_type, graph.negative_pool, True)(
+            p, cfg.negatives, torch.Generator().manual_seed(seed)
+        )
+    else:
+        n = torch.from_numpy(rng.integers(0, graph.negative_pool, (len(a), cfg.negatives)))
     z = embed(model, features, node_type, graph, torch.cat([a, p, n.flatten()]), cfg.fanouts, gen)
     za, zp, zn = (
         z[: len(a)],
@@ -227,6 +271,7 @@ class _Run:
     gen: torch.Generator  # batches' negatives: the same on every rank
     sample_gen: torch.Generator  # neighbour samples
     t0: float
+    negatives: NegativeDraw
 
     @classmethod
     def start(
@@ -257,6 +302,7 @@ class _Run:
         return cls(
             features, node_type, graph, cfg, rank, world, model, forward, opt, gen, sample_gen,
             time.perf_counter(),
+            NegativeDraw(node_type, graph.negative_pool, cfg.typed_negatives),
         )  # fmt: skip
 
     def out_of_time(self) -> bool:
@@ -290,10 +336,7 @@ class _Run:
     def step(self, ba: torch.Tensor, bp: torch.Tensor) -> float:
         """One optimizer step on a batch of anchors and positives; the batch's loss."""
         cfg, graph, gen = self.cfg, self.graph, self.gen
-        # Negatives: random catalogue nodes, drawn per anchor from a pool of batch size
-        # (fewer distinct nodes to embed per step than fully independent draws).
-        pool = torch.randint(0, graph.negative_pool, (len(ba),), generator=gen)
-        bn = pool[torch.randint(0, len(pool), (len(ba), cfg.negatives), generator=gen)]
+        bn = self.negatives(bp, cfg.negatives, gen)
         if self.world > 1:
             ba, bp, bn = (
                 ba[self.rank :: self.world],

@@ -23,6 +23,10 @@ class TwoTowerConfig(StrictConfig):
     weak_positives: bool = False  # also train on follow/preview/intent_to_pay
     # positives of each other item type per positive of the focus type, at most
     other_positive_share: float = 2.0
+    # mixed negative sampling (Yang et al., WWW 2020): besides the batch's own items, this
+    # many items of the focus type drawn uniformly per step are every user's negatives, so
+    # titles seldom or never streamed (never in a batch) are scored too; 0 = in-batch only
+    sampled_negatives: int = Field(0, ge=0)
     batch_size: int = 256
     learning_rate: float = 1e-3
     max_epochs: int = 10

@@ -3,11 +3,16 @@
 A step takes the positions ``rows`` of a batch among the training examples, gathers the
 batch's user inputs (B rows) and its items' inputs from one table of all items, and
 minimises the in-batch softmax loss (loss.py): each user's positive against the batch's
-other B-1 items. Under a ``Replica`` (tf.distribute multi-worker) each worker embeds its
+other B-1 items, plus, with ``sampled_negatives`` = M, M items of the focus type drawn
+uniformly for the step (mixed negative sampling: the long tail, never in a batch, is
+scored too; their log-Q correction is the uniform draw's expected count, M / pool, on
+the same scale as an in-batch item's, B x its share of the positives).
+
+Under a ``Replica`` (tf.distribute multi-worker) each worker embeds its
 own contiguous share of the users against all B items, so the summed gradients equal the
 one-process batch's.
 
-Cost per step: O(B x tower FLOPs + B^2 x dim).
+Cost per step: O((B + M) x tower FLOPs + B x (B + M) x dim).
 """
 
 from __future__ import annotations
@@ -56,11 +61,19 @@ def step_function(
     user_train: dict[str, np.ndarray],
     item_train: np.ndarray,
     replica: Replica | None = None,
+    negative_pool: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
 ) -> Step:
     """A function of the batch's positions ``rows`` (into ``user_train`` / ``item_train``,
     the training examples' user inputs and item rows) that takes one optimizer step and
     returns the batch's loss. ``item_table``: every item's tower inputs (items rows);
-    ``item_prob``: (items,) each item's share of the positives, for the logQ correction."""
+    ``item_prob``: (items,) each item's share of the positives, for the logQ correction;
+    ``negative_pool``: the item rows sampled negatives are drawn from (with ``rng``)."""
+    pool = negative_pool if negative_pool is not None else np.empty(0, np.int64)
+    m = cfg.sampled_negatives if len(pool) else 0
+    draw = rng if rng is not None else np.random.default_rng(cfg.seed)
+    # in share units: an in-batch column is item j with probability share_j per row
+    uniform_q = m / len(pool) / cfg.batch_size if m else 0.0
     prob_table = tf.constant(item_prob, tf.float32)
     items = to_tensors(item_table)
     weights = user_tower.trainable_variables + item_tower.trainable_variables
@@ -70,7 +83,10 @@ def step_function(
         with tf.GradientTape() as tape:
             u = user_tower(user_batch, training=True)
             v = item_tower(item_batch, training=True)
-            prob = tf.gather(prob_table, item_rows) if cfg.logq_correction else None
+            prob = None
+            if cfg.logq_correction:
+                positives = tf.gather(prob_table, item_rows[: tf.shape(item_rows)[0] - m])
+                prob = tf.concat([positives, tf.fill([m], tf.constant(uniform_q, tf.float32))], 0)
             loss = in_batch_softmax_loss(
                 u, v, item_rows, prob, cfg.temperature, offset, denominator
             )
@@ -86,12 +102,15 @@ def step_function(
     def distributed_step(user_batch, item_rows, offset):
         assert replica is not None
         per_replica = replica.strategy.run(
-            replica_step, args=(user_batch, item_rows, offset, tf.shape(item_rows)[0])
+            replica_step, args=(user_batch, item_rows, offset, tf.shape(item_rows)[0] - m)
         )
         return replica.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def step(rows: np.ndarray) -> tf.Tensor:
-        item_rows = tf.constant(item_train[rows])
+        batch_items = item_train[rows]
+        if m:  # the same draw on every worker: the caller's seeded generator
+            batch_items = np.concatenate([batch_items, draw.choice(pool, m)])
+        item_rows = tf.constant(batch_items)
         if replica is None:
             return one_process_step(to_tensors(slice_rows(user_train, rows)), item_rows)
         # this worker's contiguous share of the batch's users, against all its items

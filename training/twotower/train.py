@@ -240,6 +240,8 @@ def train_two_tower(
         user_train=slice_rows(data.user, train_rows),
         item_train=data.item[train_rows],
         replica=replica,
+        negative_pool=np.flatnonzero(data.item_types == data.types.focus),
+        rng=np.random.default_rng([cfg.seed, 1]),
     )
     start, best, best_weights, stale = time.perf_counter(), -1.0, None, 0
     if warm is not None:
