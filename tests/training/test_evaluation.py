@@ -145,7 +145,13 @@ def test_evaluate_end_to_end_tiny(tiny_world, tmp_path):
     }
     # every peer and both towers chose among 2 settings on validation, defaults first
     chosen = metrics_json["selection"]
+    ablation = chosen.pop("2T-HGNN, no weak signals")
     assert set(chosen) == {"Popularity", *peers, *(f"{p} + prior" for p in peers), "2T", "2T-HGNN"}
+    # a lever / ablation row is judged on the validation window too (its first seed, at
+    # its prior's chosen cell, before the refit), beside the chosen 2T-HGNN's value
+    assert ablation["setting"] == {"use_weak_signals": False}
+    assert 0 <= ablation["validation"] <= 1 and ablation["trials"] == []
+    assert ablation["window"] == chosen["2T-HGNN"]["window"]
     assert all(len(chosen[k]["trials"]) == 2 for k in (*peers, "2T", "2T-HGNN"))
     # ... and so did each "+ prior" row, its prior chosen with each setting
     assert all(len(chosen[f"{p} + prior"]["trials"]) == 2 for p in peers)

@@ -32,6 +32,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # early stopping on few held-out edges with little patience: the HGNN that the Ciao
     # preset used to stop after 4 of 20 epochs (held-out AUC still rising)
     "HGNN stopped early": {"hgnn": {"patience": 3, "val_edges": 2000}},
+    # both HGNN levers off: the HGNN as the Ciao preset trained it before them
+    "HGNN as before (neither)": {
+        "hgnn": {"typed_negatives": False, "patience": 3, "val_edges": 2000}
+    },
     "as in the paper (none of them)": {
         "two_tower": {"popularity_prior": False, "item_id_embedding_dim": 0},
         "hgnn": {"typed_negatives": False},
