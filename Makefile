@@ -54,7 +54,8 @@ ciao: $(STAMP)
 # The second real world: another sparse category (Music, 1.9 ratings per item) beside DVDs.
 ciao-music: $(STAMP)
 	@test -n "$(CIAO)" || { echo "make ciao-music needs CIAO=DIR, the folder of the public Ciao files (docs/evaluation.md, Real data, says where they come from)" >&2; exit 2; }
-	$(VENV)/bin/audiorec ciao --src $(CIAO) --sparse Music --workdir runs/ciao-music
+	$(VENV)/bin/audiorec ciao --src $(CIAO) --sparse Music --workdir runs/ciao-music \
+	    --config docs/results/ciao-music/levers.json
 
 # Python stubs of the Recommend API, checked in; tests/test_serving.py fails when stale.
 protos: $(STAMP)

@@ -78,10 +78,7 @@ EVALUATION_PRESET = {
     "selection_trials": 6,  # every model (peers, towers) tries 6 settings on validation
     "pipeline": {
         "graph": {"window_days": 4000},
-        # trained until the held-out edges stop improving: 20 epochs with patience 3 on
-        # 2,000 edges stopped after 4 (the noise of the small validation set), with the
-        # held-out AUC still rising; chosen on both Ciao worlds' validation windows
-        "hgnn": {"max_epochs": 40, "patience": 8, "max_steps_per_epoch": 60, "val_edges": 10000},
+        "hgnn": {"max_epochs": 20, "patience": 3, "max_steps_per_epoch": 60},
         "features": {"window_days": 730, "profile_every_days": 90},
         # a year of validation: the prior's beta and the towers' settings are chosen on
         # it, and half a year held too few users (67 warm) to choose beta stably

@@ -17,8 +17,8 @@ class HGNNConfig(StrictConfig):
     # negatives of the positive's own item type (a corrupted edge keeps its relation): an
     # audiobook-podcast edge is then told apart from other podcasts, not from audiobooks,
     # so the cross-type relation, what a listener new to a type relies on, is learned
-    # rather than type separation; chosen on the validation windows of both Ciao worlds
-    # and the demo (docs/evaluation.md, Levers); False: any catalogue node (the paper's)
+    # rather than type separation; chosen on the Ciao validation windows (docs/evaluation.md,
+    # "Levers"); False: any catalogue node (the paper's)
     typed_negatives: bool = True
     lr: float = Field(1e-3, gt=0)  # paper: Adam, lr 0.001
     batch_size: int = Field(256, ge=8)  # paper: 256
