@@ -77,9 +77,10 @@ def main() -> int:
     over = merge(load_overrides(args.config), {"holdout_from": str(args.window_start)})
     cfg = validated(EvaluationConfig, over)
     res = run_evaluation(wd / "data", wd / "eval", cfg)
+    config = Path(args.config).name if args.config else "-"
     command = (
         f"python bench/validation_check.py --data {Path(args.data).name} --cut {args.cut} "
-        f"--window-start {args.window_start} --config {Path(args.config).name if args.config else '-'}"
+        f"--window-start {args.window_start} --config {config}"
     )
     report = write_report(res, wd / "report", command=command)
     print(f"report: {report}")

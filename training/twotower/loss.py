@@ -29,7 +29,8 @@ def in_batch_softmax_loss(
     """Mean cross-entropy of each user against the batch's items.
 
     user: (b, d) and item: (B, d) unit vectors, user row i the positive of item row
-    ``offset + i`` (b = B and offset 0 on one process; under a distribution strategy a
+    ``offset + i``; columns past the batch's own items are sampled negatives, nobody's
+    positive (b = B less those and offset 0 on one process; under a distribution strategy a
     replica's share of the users against the whole global batch's items, so every user
     still has the B - 1 negatives one process gives it); item_ids: (B,) int, equal ids
     mean the same item; item_prob: (B,) sampling probability of each item, or None for no
