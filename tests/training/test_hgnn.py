@@ -144,7 +144,7 @@ def test_typed_negatives_keep_the_positives_type_and_the_untyped_draw_is_unchang
     Untyped: the same random stream as the pool-of-batch-size draw it replaced."""
     import torch
 
-    from training.hgnn.train import NegativeDraw
+    from training.hgnn.sampler import NegativeDraw
 
     node_type = torch.tensor([0] * 30 + [1] * 70 + [2] * 5)  # 100 items, then 5 users
     positives = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(0))

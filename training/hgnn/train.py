@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from training.hgnn.config import HGNNConfig
 from training.hgnn.graph import TrainGraph
 from training.hgnn.model import HGNN
-from training.hgnn.sampler import BalancedEdgeSampler, sample_blocks
+from training.hgnn.sampler import BalancedEdgeSampler, NegativeDraw, sample_blocks
 
 
 @dataclass
@@ -65,44 +65,6 @@ def margin_loss(
     pos = (za * zp).sum(-1, keepdim=True)
     neg = torch.einsum("bd,bkd->bk", za, zn)
     return torch.relu(neg - pos + margin).mean()
-
-
-class NegativeDraw:
-    """Negatives per positive: random catalogue nodes, or (``typed``) random nodes of the
-    positive's item type. ``node_type``: (n,) the type of every node; only the first
-    ``pool`` nodes (the items) are ever drawn, so a positive of a type with no items (a
-    user, in the graph with users) gets random items."""
-
-    def __init__(self, node_type: torch.Tensor, pool: int, typed: bool):
-        kinds = node_type[:pool].numpy()
-        self.pool, self.typed = pool, typed
-        self.order = torch.from_numpy(np.argsort(kinds, kind="stable"))  # nodes by type
-        counts = np.bincount(kinds, minlength=int(node_type.max()) + 1)
-        self.count = torch.from_numpy(counts)
-        self.start = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]))
-        self.node_type = node_type
-
-    def __call__(self, positives: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-        """(B, k) negatives for the (B,) positives, from a pool of B draws (per type when
-        typed: fewer distinct nodes to embed per step than fully independent draws)."""
-        b = len(positives)
-        if not self.typed:
-            pool = torch.randint(0, self.pool, (b,), generator=gen)
-            return pool[torch.randint(0, b, (b, k), generator=gen)]
-        kind = self.node_type[positives].long()
-        u = torch.rand(b, generator=gen)  # one pool entry per positive, of its type
-        pick = torch.randint(0, b, (b, k), generator=gen)
-        has = self.count[kind] > 0  # else any item: ``order`` is a permutation of them
-        count = torch.where(has, self.count[kind], self.pool)
-        start = torch.where(has, self.start[kind], 0)
-        pool = self.order[start + (u * count).long().clamp(max=count - 1)]
-        # each positive picks among the pool entries of its own type: sort the pool by
-        # type, then index into its type's run of entries
-        by_kind = torch.argsort(kind, stable=True)
-        runs = torch.bincount(kind, minlength=len(self.count))
-        first = torch.cumsum(runs, 0) - runs
-        offset = (pick.double() / max(1, b) * runs[kind][:, None]).long()
-        return pool[by_kind][first[kind][:, None] + offset]
 
 
 def _pairs(graph_edges: dict, limit: int, rng: np.random.Generator):
