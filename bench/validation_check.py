@@ -26,14 +26,6 @@ import shutil
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 
-# each table's time column: rows at or after the cut are dropped
-TIME_COLUMNS = {
-    "events": "ts",
-    "music": "event_timestamp",
-    "users": "signup_ts",
-    "items": "publish_ts",
-}
-
 
 def truncate(src: Path, dst: Path, cut: datetime) -> dict[str, tuple[int, int]]:
     """Copy the dataset ``src`` to ``dst`` without its rows from ``cut`` on."""
@@ -41,13 +33,17 @@ def truncate(src: Path, dst: Path, cut: datetime) -> dict[str, tuple[int, int]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from training.data.contract import CONTRACT
+
     dst.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, column in TIME_COLUMNS.items():
-        table = pq.read_table(src / f"{name}.parquet")
+    for name, spec in CONTRACT.items():
+        # each contract table has one time column: its rows at or after the cut go
+        (column,) = (c.name for c in spec.columns if c.kind == "timestamp")
+        table = pq.read_table(src / spec.file)
         col = table.column(column)
         kept = table.filter(pc.less(col, pa.scalar(cut, col.type)))
-        pq.write_table(kept, dst / f"{name}.parquet")
+        pq.write_table(kept, dst / spec.file)
         counts[name] = (table.num_rows, kept.num_rows)
     for extra in src.glob("*.json"):
         shutil.copy(extra, dst / extra.name)
