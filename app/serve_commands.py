@@ -22,9 +22,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.logs import configure_logging
     from serving.security import SecurityConfig
     from serving.server import ServerConfig, create_server
-    from serving.tuning import tune_process
+    from serving.tuning import lean_imports, tune_process
 
     configure_logging(args.log_level)
+    lean_imports()  # this process is ours and only serves: Feast without torch
     store = FeatureStoreConfig(**store_overrides(args))
     security = validated(
         SecurityConfig,

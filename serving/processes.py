@@ -53,8 +53,10 @@ def _child(workdir: str, cfg_json: str, index: int, queue: Any, level: str) -> N
     """One server process: build, report ready, serve until SIGTERM/SIGINT."""
     from serving.logs import configure_logging
     from serving.server import ServerConfig, create_server
+    from serving.tuning import lean_imports
 
     configure_logging(level)
+    lean_imports()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -442,3 +442,30 @@ def test_create_server_leaves_the_process_settings_to_its_owner(tiny_pipeline, t
         sys.setswitchinterval(interval)
         gc.unfreeze()
         gc.set_threshold(700, 10, 10)
+
+
+def test_a_serving_process_imports_feast_without_torch_or_its_type_instrumentation(
+    tiny_pipeline, tmp_path
+):
+    """lean_imports (the serving process owner's): Feast then imports no torch and its
+    typeguard decorators leave classes as they are, and the server still answers."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from serving.tuning import lean_imports
+lean_imports()
+from serving.server import ServerConfig, create_server
+running = create_server({str(_workdir_copy(tiny_pipeline, tmp_path))!r}, ServerConfig(port=0))
+rec = running.holder.current
+user = next(iter(rec.artifact.users))
+out = rec.recommend(user, 3, rec.artifact.types.names[0])
+import feast.entity
+names = feast.entity.Entity.__init__.__code__.co_names
+print(sys.modules["torch"] is None, len(out.items), "typeguard" in names)
+running.stop(grace=0)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["True", "3", "False"], proc.stdout
