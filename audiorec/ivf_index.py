@@ -115,14 +115,32 @@ class IVFIndex:
         refine: Any = faiss.downcast_index(self.index)
         refine.k_factor = self.rescore
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(labels (q, k) int64, scores (q, k) exact inner products), best first; -1
-        labels past the last item when fewer than ``k`` exist."""
+        labels past the last item when fewer than ``k`` exist. ``exclude``: labels never
+        returned, skipped inside the scan (a request asks for k, not k + its exclusions,
+        so the exact re-scoring stays ``rescore x k`` deep)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self.pad:
             q = np.ascontiguousarray(np.pad(q, ((0, 0), (0, self.pad))))
         k = max(1, min(k, int(self.index.ntotal)))
-        scores, labels = self.index.search(q, k)
+        if exclude is None or not len(exclude):
+            scores, labels = self.index.search(q, k)
+            return labels.astype(np.int64), scores
+        skip = faiss.IDSelectorNot(
+            faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
+        )
+        params: Any
+        if self.lists:
+            params = faiss.IndexRefineSearchParameters(
+                k_factor=self.rescore,
+                base_index_params=faiss.SearchParametersIVF(nprobe=self.nprobe, sel=skip),
+            )
+        else:
+            params = faiss.SearchParameters(sel=skip)
+        scores, labels = self.index.search(q, k, params=params)
         return labels.astype(np.int64), scores
 
     def save(self, directory: str | Path) -> None:

@@ -30,6 +30,7 @@ from audiorec.errors import (
     StoreUnavailable,
 )
 from audiorec.featurestore import RECENT_EVENTS, Features
+from audiorec.ivf_index import IVFIndex
 from audiorec.itemtypes import ItemTypes
 from audiorec.tower_inputs import tower_inputs
 from audiorec.vocabulary import STREAM
@@ -301,9 +302,20 @@ class Recommender:
         art = self.artifact
         index, label_rows = art.indexes[item_type], art.label_rows[item_type]
         n = len(label_rows)
-        blocked = np.zeros(n, bool)
         excluded = self._label_of[item_type][exclude_rows]
-        blocked[excluded[excluded >= 0]] = True
+        excluded = np.unique(excluded[excluded >= 0])
+        if isinstance(index, IVFIndex) and not languages and len(excluded) < (
+            1 - BRUTE_FORCE_SHARE
+        ) * n:
+            # the exclusions skipped inside the scan: k asked, k re-scored deep, and no
+            # per-request work over the whole catalogue
+            labels, scores = index.search(vector, k, exclude=excluded)
+            found = labels[0] >= 0
+            if found.sum() >= min(k, n - len(excluded)):
+                return labels[0][found], scores[0][found]
+            # the probed cells held fewer than k allowed items: the general path below
+        blocked = np.zeros(n, bool)
+        blocked[excluded] = True
         if languages:
             allowed = np.zeros(n, bool)
             for lang in languages:

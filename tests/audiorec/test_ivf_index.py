@@ -53,6 +53,23 @@ def test_small_catalogues_are_an_exact_scan(vectors):
     assert index.search(q, 900)[0].shape == (50, 500)  # never more than it holds
 
 
+def test_excluded_labels_are_skipped_inside_the_scan(vectors):
+    """exclude= never returns those labels and still gives k: on the exact scan, the
+    exact answer without them; on the inverted lists, the next best of the probed cells."""
+    q = queries(20, seed=3)
+    flat = IVFIndex.build(vectors[:500], range(500), extra_coordinates=1)
+    ivf = IVFIndex.build(vectors[:5800], range(5800), extra_coordinates=1)
+    ivf.set_breadth(64)  # every cell: the inverted lists' answer is the exact one
+    for index, n in ((flat, 500), (ivf, 5800)):
+        for one in q:
+            best = exact_top_k(vectors[:n], one[None], 15)[0]
+            skip = best[[0, 2, 3]]
+            labels, scores = index.search(one, 10, exclude=skip)
+            assert labels.shape == (1, 10) and not np.isin(labels, skip).any()
+            assert np.array_equal(labels[0], [b for b in best if b not in skip][:10])
+            np.testing.assert_allclose(scores[0], vectors[:n][labels[0]] @ one, atol=1e-5)
+
+
 def test_round_trip_restores_breadth_ids_and_results(vectors, tmp_path):
     ids = [f"item{i}" for i in range(6000)]
     index = IVFIndex.build(vectors, ids, lists=32, extra_coordinates=1)
