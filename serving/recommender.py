@@ -30,8 +30,8 @@ from audiorec.errors import (
     StoreUnavailable,
 )
 from audiorec.featurestore import RECENT_EVENTS, Features
-from audiorec.ivf_index import IVFIndex
 from audiorec.itemtypes import ItemTypes
+from audiorec.ivf_index import IVFIndex
 from audiorec.tower_inputs import tower_inputs
 from audiorec.vocabulary import STREAM
 from serving.artifact import Artifact
@@ -304,9 +304,11 @@ class Recommender:
         n = len(label_rows)
         excluded = self._label_of[item_type][exclude_rows]
         excluded = np.unique(excluded[excluded >= 0])
-        if isinstance(index, IVFIndex) and not languages and len(excluded) < (
-            1 - BRUTE_FORCE_SHARE
-        ) * n:
+        if (
+            isinstance(index, IVFIndex)
+            and not languages
+            and len(excluded) < (1 - BRUTE_FORCE_SHARE) * n
+        ):
             # the exclusions skipped inside the scan: k asked, k re-scored deep, and no
             # per-request work over the whole catalogue
             labels, scores = index.search(vector, k, exclude=excluded)
