@@ -132,14 +132,17 @@ class IVFIndex:
         skip = faiss.IDSelectorNot(
             faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
         )
+        # attributes, not keywords: faiss's type stubs know no keywords (the locals keep
+        # the selector alive through the search)
         params: Any
         if self.lists:
-            params = faiss.IndexRefineSearchParameters(
-                k_factor=self.rescore,
-                base_index_params=faiss.SearchParametersIVF(nprobe=self.nprobe, sel=skip),
-            )
+            ivf = faiss.SearchParametersIVF()
+            ivf.nprobe, ivf.sel = self.nprobe, skip
+            params = faiss.IndexRefineSearchParameters()
+            params.k_factor, params.base_index_params = self.rescore, ivf
         else:
-            params = faiss.SearchParameters(sel=skip)
+            params = faiss.SearchParameters()
+            params.sel = skip
         scores, labels = self.index.search(q, k, params=params)
         return labels.astype(np.int64), scores
 

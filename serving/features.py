@@ -7,6 +7,13 @@ bounded in time and guarded by a circuit breaker.
 - **Bounded by the deadline.** A request waits for its read at most
   ``min(read_timeout_s, time left before its deadline)``; the Redis client itself has
   connect and socket timeouts, so a hung Redis frees the reader thread soon after.
+- **No hand-off where the client's own timeouts bound the read.** On Redis, a request
+  whose deadline is further off than the longest read the client allows (a reconnect
+  and a read: ``connect_timeout_s + read_timeout_s``, with the client's retries off)
+  reads on its own thread, through one reader shared by every request thread (redis-py
+  gives each thread its own connection): the hand-off to a reader thread and back cost
+  more than the read itself (docs/benchmarks.md). Nearer deadlines, and SQLite, whose
+  reads no client timeout bounds, go through the reader threads.
 - **Fails fast.** ``breaker_failures`` timed-out or failed reads in a row open the
   breaker: requests then get FALLBACK without touching the store, while a background
   probe reads every ``probe_interval_s`` and closes the breaker on its first success.
@@ -44,10 +51,10 @@ from audiorec.featurestore import (
     FeatureStoreConfig,
     OnlineFeatureReader,
     feature_service,
-    online_errors,
     open_store,
 )
 from serving.breaker import OPEN, CircuitBreaker
+from serving.push import OnlinePusher
 
 log = logging.getLogger("audiorec.serving")
 T = TypeVar("T")
@@ -101,6 +108,8 @@ class OnlineFeatures:
         self._prober: threading.Thread | None = None
         self._warming = False
         self.breaker = CircuitBreaker(guard.breaker_failures, on_change=self._changed)
+        self._inline: dict[str, OnlineFeatureReader] = {}  # project -> shared Redis reader
+        self._inline_bound_s = guard.connect_timeout_s + guard.read_timeout_s
 
     def served_features(self, project: str = DEFAULT_PROJECT) -> list[str]:
         """The user-tower service's feature names in ``project``, in order (the model's
@@ -132,6 +141,10 @@ class OnlineFeatures:
 
         for future in [self._pool.submit(open_here) for _ in range(self.guard.readers)]:
             future.result(timeout=120)
+        if self.cfg.online == "redis" and project not in self._inline:
+            inline = _inline_reader(self.workdir, self.cfg, project)
+            if inline is not None:
+                self._inline[project] = inline
         return functools.partial(self, project=project)
 
     def _read(self, user_id: str, project: str) -> Features:
@@ -212,6 +225,11 @@ class OnlineFeatures:
     ) -> Features:
         if self.breaker.is_open:
             raise StoreUnavailable("circuit breaker open after repeated failures")
+        inline = self._inline.get(project)
+        if inline is not None and (
+            deadline is None or deadline - time.monotonic() >= self._inline_bound_s
+        ):
+            return self._read_inline(inline, user_id)
         budget = self.guard.read_timeout_s
         if deadline is not None:
             budget = min(budget, deadline - time.monotonic())
@@ -227,6 +245,20 @@ class OnlineFeatures:
             raise StoreUnavailable(f"no answer within {budget * 1e3:.0f} ms") from None
         except Exception as exc:  # noqa: BLE001 - its text may hold connection details
             self._failed(type(exc).__name__)
+            raise StoreUnavailable(f"read failed: {type(exc).__name__}") from None
+        self.breaker.success()
+        return raw
+
+    def _read_inline(self, reader: OnlineFeatureReader, user_id: str) -> Features:
+        """The read on this thread, bounded by the Redis client's own timeouts."""
+        try:
+            raw = reader.read([user_id])
+        except Exception as exc:  # noqa: BLE001 - its text may hold connection details
+            timed_out = _timed_out(exc)
+            self._failed("timeout" if timed_out else type(exc).__name__)
+            if timed_out:
+                ms = self.guard.read_timeout_s * 1e3
+                raise StoreUnavailable(f"no answer within {ms:.0f} ms") from None
             raise StoreUnavailable(f"read failed: {type(exc).__name__}") from None
         self.breaker.success()
         return raw
@@ -277,94 +309,35 @@ class OnlineFeatures:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class OnlinePusher:
-    """``store.push(source, df, to=ONLINE)`` without its per-call cost: the feature views
-    a push source feeds are resolved once, and each push converts its rows with Feast's own
-    type map and writes them as the provider's ``online_write_batch`` (what ``push`` ends
-    in) does. ``store.push`` re-reads and re-parses the registry twice per call (~20 ms,
-    docs/benchmarks.md). On Redis every view of a user lives in one hash, so all views are
-    written in two pipelined round trips (:func:`redis_write`) instead of two per view."""
+def _inline_reader(
+    workdir: str | Path, cfg: FeatureStoreConfig, project: str
+) -> OnlineFeatureReader | None:
+    """A reader of ``project`` for request threads: its Redis client retries nothing (its
+    default retries back off for seconds), so a read takes at most a reconnect and a read
+    (the connection string's timeouts). None of it connects yet: a store that is down now
+    is the breaker's business at request time. None for a Redis cluster, whose client
+    keeps its own redirect and retry rules (its reads go through the reader threads)."""
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    def __init__(self, store: Any, source: str):
-        self.store = store
-        self.views = list(store._fvs_for_push_source_or_raise(source, True))
-        self.provider = store._get_provider()
-
-    def push(self, rows: list[dict[str, Any]]) -> None:
-        from feast.infra.online_stores.redis import RedisOnlineStore
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import python_values_to_proto_values
-
-        keys = [
-            EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=r["user_id"])])
-            for r in rows
-        ]
-        batches = []
-        for view in self.views:
-            columns = {
-                f.name: python_values_to_proto_values(
-                    [r[f.name] for r in rows], f.dtype.to_value_type()
-                )
-                for f in view.features
-            }
-            data = [
-                (key, {name: values[i] for name, values in columns.items()}, r["event_timestamp"])
-                for i, (key, r) in enumerate(zip(keys, rows))
-            ]
-            batches.append((view, data))
-        online = getattr(self.provider, "online_store", None)
-        with online_errors(self.store):
-            if isinstance(online, RedisOnlineStore):
-                redis_write(online, self.store.config, batches)
-                return
-            for view, data in batches:
-                self.provider.online_write_batch(
-                    self.store.config, view, [(*d, None) for d in data], progress=None
-                )
+    store = open_store(workdir, cfg, project)
+    try:
+        reader = OnlineFeatureReader(store, ONLINE_SERVICE)
+    except AudiorecError:  # a project applied before real time: the tower's only
+        reader = OnlineFeatureReader(store, USER_SERVICE)
+    client = store._get_provider().online_store._get_client(store.config.online_store)
+    if not isinstance(client, Redis):
+        return None
+    client.set_retry(Retry(NoBackoff(), 0))
+    return reader
 
 
-def redis_write(
-    online: Any, config: Any, batches: list[tuple[Any, list[tuple[Any, dict[str, Any], Any]]]]
-) -> None:
-    """Feast's ``RedisOnlineStore.online_write_batch`` for several views at once, with its
-    key and field encoding and its rule: a row is written only if it is newer than the
-    view's stored timestamp. ``batches``: (view, [(entity key, {feature: Value}, event
-    time)]). One pipeline reads every (user, view) timestamp, one writes: two round trips."""
-    from feast import utils
-    from feast.infra.online_stores.helpers import _mmh3, _redis_key
-    from feast.infra.online_stores.redis import _versioned_fv_name
-    from google.protobuf.timestamp_pb2 import Timestamp
+def _timed_out(exc: BaseException | None) -> bool:
+    import redis
 
-    client = online._get_client(config.online_store)
-    ttl = config.online_store.key_ttl_seconds
-    version = config.entity_key_serialization_version
-    rows = [
-        (_redis_key(config.project, key, entity_key_serialization_version=version), name, v, t)
-        for view, data in batches
-        for name in [_versioned_fv_name(view, config)]
-        for key, v, t in data
-    ]
-    with client.pipeline(transaction=False) as pipe:
-        for key, name, _, _ in rows:
-            pipe.hmget(key, f"_ts:{name}")
-        stored = [reply[0] for reply in pipe.execute()]
-        latest: dict[tuple[bytes, str], int] = {}
-        for (key, name, values, when), before in zip(rows, stored):
-            ts = Timestamp()
-            ts.FromDatetime(utils.make_tzaware(when))
-            new = ts.seconds * 1_000_000_000 + ts.nanos
-            seen = latest.get((key, name), 0)
-            if before:
-                old = Timestamp()
-                old.ParseFromString(before)
-                seen = max(seen, old.seconds * 1_000_000_000 + old.nanos)
-            if seen and new <= seen:  # older than, or as old as, what is stored
-                continue
-            latest[(key, name)] = new
-            fields = {f"_ts:{name}": ts.SerializeToString()}
-            fields.update({_mmh3(f"{name}:{f}"): v.SerializeToString() for f, v in values.items()})
-            pipe.hset(key, mapping=fields)
-            if ttl:
-                pipe.expire(name=key, time=ttl)
-        pipe.execute()
+    while exc is not None:
+        if isinstance(exc, (redis.exceptions.TimeoutError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

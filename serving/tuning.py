@@ -43,7 +43,7 @@ def lean_imports() -> None:
         sys.modules["torch"] = None  # type: ignore[assignment]  # import torch -> ImportError
     import typeguard
 
-    typeguard.typechecked = _unchecked  # type: ignore[assignment]
+    typeguard.typechecked = _unchecked
 
 
 def tune_process(cfg: Any) -> None:

@@ -1,6 +1,10 @@
-"""The real-time push on Redis (serving/features.py, redis_write): every view of a user
-written in two round trips, byte for byte what Feast's own ``online_write_batch`` stores,
-with its rule that an older row never replaces a newer one."""
+"""The request path's Redis shortcuts, against a real redis-server:
+
+- the real-time push (serving/push.py, redis_write): every view of a user written in two
+  round trips, byte for byte what Feast's own ``online_write_batch`` stores, with its rule
+  that an older row never replaces a newer one;
+- the read on the request's own thread (serving/features.py): the same answer as the
+  reader threads', and a hung Redis still fails it within the client's timeouts."""
 
 from __future__ import annotations
 
@@ -20,9 +24,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_redis_push_writes_what_feast_writes_and_keeps_the_newer_row(
-    tiny_pipeline, users, tmp_path, redis_starter
-):
+@pytest.fixture(scope="module")
+def on_redis(tiny_pipeline, tmp_path_factory):
+    """(work directory copy, its features materialized into a real redis-server, port)."""
+    from conftest import start_redis
+
+    from audiorec.featurestore import FeatureStoreConfig
+    from training.features.store import apply_repo, materialize
+
+    tmp = tmp_path_factory.mktemp("redis-path")
+    port = _free_port()
+    proc = start_redis(port, tmp)
+    wd = tmp / "wd"
+    shutil.copytree(tiny_pipeline[0], wd)
+    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
+    materialize(
+        apply_repo(wd, cfg),
+        datetime.now(timezone.utc),
+        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
+    )
+    yield wd, port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_redis_push_writes_what_feast_writes_and_keeps_the_newer_row(on_redis, users):
     import redis as redis_py
     from feast.infra.online_stores.helpers import _redis_key
 
@@ -34,19 +60,10 @@ def test_redis_push_writes_what_feast_writes_and_keeps_the_newer_row(
         OnlineFeatureReader,
         open_store,
     )
-    from serving.features import OnlinePusher
-    from training.features.store import apply_repo, materialize
+    from serving.push import OnlinePusher
 
-    port = _free_port()
-    redis_starter(port, tmp_path)
-    wd = tmp_path / "wd"
-    shutil.copytree(tiny_pipeline[0], wd)
+    wd, port = on_redis
     cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
-    materialize(
-        apply_repo(wd, cfg),
-        datetime.now(timezone.utc),
-        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
-    )
     store = open_store(wd, cfg, feature_project(read_manifest(current_dir(wd), verify_files=False)))
     reader = OnlineFeatureReader(store, ONLINE_SERVICE)
     pusher = OnlinePusher(store, WINDOWS_PUSH)
@@ -104,3 +121,48 @@ def _changed(values: dict) -> dict:
         k for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     )
     return {name: values[name] + 1}
+
+
+def test_a_request_reads_redis_on_its_own_thread_bounded_by_the_client(on_redis, users):
+    """A deadline further off than a reconnect and a read: no hand-off to the reader
+    threads, the same answer as theirs. A hung Redis: each such read fails as a store
+    failure within the client's timeouts (no retries backing off for seconds) and opens
+    the breaker."""
+    import time
+
+    from tcp_proxy import FaultyProxy
+
+    from audiorec.artifact import current_dir, feature_project, read_manifest
+    from audiorec.errors import StoreUnavailable
+    from audiorec.featurestore import FeatureStoreConfig
+    from serving.features import OnlineFeatures, StoreGuardConfig
+
+    wd, port = on_redis
+    proxy = FaultyProxy(("127.0.0.1", port))
+    cfg = FeatureStoreConfig(online="redis", redis=proxy.address)
+    guard = StoreGuardConfig(read_timeout_s=0.05, connect_timeout_s=0.1, breaker_failures=3)
+    features = OnlineFeatures(wd, cfg, guard)
+    project = feature_project(read_manifest(current_dir(wd), verify_files=False))
+    read = features.reader(project)
+    user = users["warm"]
+    try:
+        through_pool = read(user, time.monotonic() + 0.1)  # nearer than 150 ms: the pool
+        submit = features._pool.submit
+        features._pool.submit = None  # type: ignore[method-assign]  # any hand-off fails
+        assert read(user, None) == read(user, time.monotonic() + 5) == through_pool
+        assert any(v[0] is not None for v in through_pool.values())  # a known user
+        proxy.set_mode("hang")  # closes the open connections, as a restart would
+        messages = []
+        for _ in range(guard.breaker_failures):
+            t = time.monotonic()
+            with pytest.raises(StoreUnavailable) as failed:
+                read(user, None)
+            assert time.monotonic() - t < 0.05 + 0.1 + 0.15  # read, reconnect, slack
+            messages.append(str(failed.value))
+        # the closed connection fails at once; the next ones reconnect and get no answer
+        assert messages[-1] == "no answer within 50 ms", messages
+        assert features.breaker.is_open
+        features._pool.submit = submit  # type: ignore[method-assign]
+    finally:
+        features.close()
+        proxy.close()
