@@ -114,7 +114,9 @@ def main() -> None:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
 
 
-def score_type(art: Artifact, rec: Recommender, kind: str, rows: pd.DataFrame, queries) -> dict:
+def score_type(
+    art: Artifact, rec: Recommender, kind: str, rows: pd.DataFrame, queries: np.ndarray
+) -> dict[str, object]:
     """HR@10 with the served index and with exact search for the users with a held-out
     stream of ``kind``, their paired difference, and the index's recall@10 vs exact."""
     label_rows = art.label_rows[kind]
@@ -129,7 +131,7 @@ def score_type(art: Artifact, rec: Recommender, kind: str, rows: pd.DataFrame, q
             continue
         labels, _ = rec._search(query, 10, kind, before, ())
         scores = vectors @ query
-        excluded = rec._label_of[kind][before]
+        excluded = rec.searches[kind].label_of[before]
         scores[excluded[excluded >= 0]] = -np.inf
         exact = np.argsort(-scores, kind="stable")[:10]
         index_hits.append(float(np.isin(label_rows[labels], targets).any()))

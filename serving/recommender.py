@@ -31,7 +31,6 @@ from audiorec.errors import (
 )
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
-from audiorec.ivf_index import IVFIndex
 from audiorec.tower_inputs import tower_inputs
 from audiorec.vocabulary import STREAM
 from serving.artifact import Artifact
@@ -39,8 +38,7 @@ from serving.events import Applied, Recorder, parse_recent
 from serving.explain import explain_items
 from serving.limits import RequestLimits, check_id, check_k, clean_languages, echo
 from serving.live import LiveEntry, LiveItems, LiveModels, NewItem
-
-BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
+from serving.search import TypeSearch
 
 
 @dataclass
@@ -100,16 +98,7 @@ class Recommender:
         self.types = artifact.types
         # null in both: a user the store does not know
         self._known_markers = ("country", self.types.history_feature(self.types.focus))
-        self._by_language, self._label_of = {}, {}
-        for kind in self.types:
-            rows = artifact.label_rows[kind]
-            langs = artifact.languages[rows]
-            self._by_language[kind] = {
-                lang: np.flatnonzero(langs == lang) for lang in np.unique(langs)
-            }
-            label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
-            label_of[rows] = np.arange(len(rows))
-            self._label_of[kind] = label_of
+        self.searches = {kind: TypeSearch(artifact, kind) for kind in self.types}
         # titles published since this version was (RecordItems; serving/live.py)
         self.live_models = LiveModels(artifact.directory, artifact.manifest)
         self.live = LiveItems(
@@ -299,59 +288,7 @@ class Recommender:
         exclude_rows: np.ndarray,
         languages: Sequence[str],
     ) -> tuple[np.ndarray, np.ndarray]:
-        art = self.artifact
-        index, label_rows = art.indexes[item_type], art.label_rows[item_type]
-        n = len(label_rows)
-        excluded = self._label_of[item_type][exclude_rows]
-        excluded = np.unique(excluded[excluded >= 0])
-        if (
-            isinstance(index, IVFIndex)
-            and not languages
-            and len(excluded) < (1 - BRUTE_FORCE_SHARE) * n
-        ):
-            # the exclusions skipped inside the scan: k asked, k re-scored deep, and no
-            # per-request work over the whole catalogue
-            labels, scores = index.search(vector, k, exclude=excluded)
-            found = labels[0] >= 0
-            if found.sum() >= min(k, n - len(excluded)):
-                return labels[0][found], scores[0][found]
-            # the probed cells held fewer than k allowed items: the general path below
-        blocked = np.zeros(n, bool)
-        blocked[excluded] = True
-        if languages:
-            allowed = np.zeros(n, bool)
-            for lang in languages:
-                allowed[self._by_language[item_type].get(lang, [])] = True
-            blocked |= ~allowed
-        free = n - int(blocked.sum())
-        if free == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-
-        def exact() -> tuple[np.ndarray, np.ndarray]:
-            cand = np.flatnonzero(~blocked)
-            scores = art.vectors[label_rows[cand]] @ vector
-            top = np.argsort(-scores, kind="stable")[:k]
-            return cand[top], scores[top]
-
-        if free < BRUTE_FORCE_SHARE * n:
-            return exact()
-        # Enough candidates that k survive if the filters were spread evenly; else double.
-        fetch = min(n, int((k + len(excluded)) * n / free) + 10)
-        while True:
-            try:
-                labels, scores = index.search(vector, fetch)
-            except RuntimeError:
-                # hnswlib cannot return `fetch` neighbours when it is close to the index
-                # size and ef is small (its graph search ends short): exact search then
-                return exact()
-            found = labels[0] >= 0  # an inverted index marks missing answers with -1
-            labels, scores = labels[:, found], scores[:, found]
-            keep = ~blocked[labels[0]]
-            if keep.sum() >= min(k, free):
-                return labels[0][keep][:k], scores[0][keep][:k]
-            if fetch >= n:  # the index's cells ran out before k survived the filters
-                return exact()
-            fetch = min(n, fetch * 2)
+        return self.searches[item_type].search(vector, k, exclude_rows, languages)
 
     def _fallback(self, k: int, item_type: str, languages: Sequence[str], reason: str) -> Answer:
         """Popular items: per requested language, then the global list restricted to those
@@ -368,7 +305,7 @@ class Recommender:
             ]
             in_languages = ranked[np.isin(art.languages[ranked], list(languages))][:k]
             rest = [
-                art.label_rows[item_type][self._by_language[item_type].get(lang, empty)[:k]]
+                art.label_rows[item_type][self.searches[item_type].by_language.get(lang, empty)[:k]]
                 for lang in languages
             ]
             ranked = np.concatenate([*per_language, in_languages, *rest]).astype(np.int64)

@@ -1,0 +1,90 @@
+"""Top-k of one item type for a query vector, with a request's filters: the items to
+exclude (consumed, streamed since the cut) and the languages allowed.
+
+:class:`TypeSearch` holds what a type's searches share (its index, its labels' item rows,
+an item row -> label map, its labels per language). On an inverted-list index without a
+language filter the exclusions are skipped inside the scan (k asked, k re-scored); else
+the index is asked for enough candidates that k survive the filters evenly spread, then
+twice as many, and a small allowed set is scanned exactly.
+
+Shapes: ``search(vector (dim,), k, exclude_rows (e,) item rows, languages)`` ->
+(labels (<= k,) int64, scores (<= k,) float32), best first; a label's item row is
+``label_rows[label]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from audiorec.ivf_index import IVFIndex
+from serving.artifact import Artifact
+
+BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
+
+
+class TypeSearch:
+    def __init__(self, artifact: Artifact, kind: str):
+        self.vectors = artifact.vectors
+        self.index, self.label_rows = artifact.indexes[kind], artifact.label_rows[kind]
+        langs = artifact.languages[self.label_rows]
+        self.by_language = {lang: np.flatnonzero(langs == lang) for lang in np.unique(langs)}
+        self.label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
+        self.label_of[self.label_rows] = np.arange(len(self.label_rows))
+
+    def search(
+        self, vector: np.ndarray, k: int, exclude_rows: np.ndarray, languages: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index, label_rows = self.index, self.label_rows
+        n = len(label_rows)
+        excluded = self.label_of[exclude_rows]
+        excluded = np.unique(excluded[excluded >= 0])
+        if (
+            isinstance(index, IVFIndex)
+            and not languages
+            and len(excluded) < (1 - BRUTE_FORCE_SHARE) * n
+        ):
+            # the exclusions skipped inside the scan: k asked, k re-scored deep, and no
+            # per-request work over the whole catalogue
+            labels, scores = index.search(vector, k, exclude=excluded)
+            found = labels[0] >= 0
+            if found.sum() >= min(k, n - len(excluded)):
+                return labels[0][found], scores[0][found]
+            # the probed cells held fewer than k allowed items: the general path below
+        blocked = np.zeros(n, bool)
+        blocked[excluded] = True
+        if languages:
+            allowed = np.zeros(n, bool)
+            for lang in languages:
+                allowed[self.by_language.get(lang, [])] = True
+            blocked |= ~allowed
+        free = n - int(blocked.sum())
+        if free == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+
+        def exact() -> tuple[np.ndarray, np.ndarray]:
+            cand = np.flatnonzero(~blocked)
+            scores = self.vectors[label_rows[cand]] @ vector
+            top = np.argsort(-scores, kind="stable")[:k]
+            return cand[top], scores[top]
+
+        if free < BRUTE_FORCE_SHARE * n:
+            return exact()
+        # Enough candidates that k survive if the filters were spread evenly; else double.
+        fetch = min(n, int((k + len(excluded)) * n / free) + 10)
+        while True:
+            try:
+                labels, scores = index.search(vector, fetch)
+            except RuntimeError:
+                # hnswlib cannot return `fetch` neighbours when it is close to the index
+                # size and ef is small (its graph search ends short): exact search then
+                return exact()
+            found = labels[0] >= 0  # an inverted index marks missing answers with -1
+            labels, scores = labels[:, found], scores[:, found]
+            keep = ~blocked[labels[0]]
+            if keep.sum() >= min(k, free):
+                return labels[0][keep][:k], scores[0][keep][:k]
+            if fetch >= n:  # the index's cells ran out before k survived the filters
+                return exact()
+            fetch = min(n, fetch * 2)
