@@ -363,17 +363,13 @@ def run_store(
         wd, ["--metrics-port", str(metrics_port), "--processes", str(processes), *online]
     )
     try:
-        print(
-            json.dumps(
-                {
-                    "processes": processes,
-                    "startup_s": round(time.perf_counter() - t_start, 1),
-                    "rss_gib_after_start": rss_gib(server.pid),
-                }
-            ),
-            flush=True,
-        )
-        rows = []
+        start = {
+            "processes": processes,
+            "startup_s": round(time.perf_counter() - t_start, 1),
+            "rss_gib_after_start": rss_gib(server.pid),
+        }
+        print(json.dumps(start), flush=True)
+        rows: list[dict] = []
         for rate in rates:
             before = scrape(metrics_port)
             parent, child = mp.Pipe()
@@ -414,6 +410,7 @@ def run_store(
             if prims and row["server_ms"]:
                 row["server_over_primitives"] = round(row["server_ms"] / prims["sum_ms"], 2)
             row["server_rss_gib"] = rss_gib(server.pid)
+            row["server_startup_s"] = start["startup_s"]  # process start to SERVING
             print(json.dumps(row), flush=True)
             rows.append(row)
         return rows
