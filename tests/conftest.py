@@ -206,6 +206,23 @@ TINY_LARGE = {
 }
 
 
+def pipeline_on_redis(tiny_pipeline, directory: Path, port: int) -> Path:
+    """A copy of the tiny pipeline's work directory in ``directory``, its features
+    materialized into the redis-server on ``port``; returns the copy."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from audiorec.featurestore import FeatureStoreConfig
+    from training.features.store import apply_repo, materialize
+
+    wd = directory / "wd"
+    shutil.copytree(tiny_pipeline[0], wd)
+    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
+    start = datetime(1970, 1, 2, tzinfo=timezone.utc)
+    materialize(apply_repo(wd, cfg), datetime.now(timezone.utc), start=start)
+    return wd
+
+
 def assert_large_reached(workdir: Path) -> dict:
     """The `large` preset's values (and the caller's hgnn.max_epochs over it) as each
     step recorded what it ran with, in its own output under ``workdir``: the text vectors'

@@ -8,11 +8,9 @@ instant would each push their own event onto it, and the later push would drop t
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
 
 import grpc
 import pyarrow.parquet as pq
@@ -49,6 +47,8 @@ def _free_port() -> int:
 def test_two_processes_recording_one_user_lose_no_event(
     tiny_pipeline, users, tmp_path, redis_starter
 ):
+    from conftest import pipeline_on_redis
+
     from audiorec.artifact import current_dir, feature_project, read_manifest
     from audiorec.featurestore import (
         ONLINE_SERVICE,
@@ -56,18 +56,11 @@ def test_two_processes_recording_one_user_lose_no_event(
         OnlineFeatureReader,
         open_store,
     )
-    from training.features.store import apply_repo, materialize
 
     redis_port = _free_port()
     redis = redis_starter(redis_port, tmp_path)
-    wd = tmp_path / "wd"
-    shutil.copytree(tiny_pipeline[0], wd)
+    wd = pipeline_on_redis(tiny_pipeline, tmp_path, redis_port)
     store = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{redis_port}")
-    materialize(
-        apply_repo(wd, store),
-        datetime.now(timezone.utc),
-        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
-    )
     manifest = read_manifest(current_dir(wd), verify_files=False)
     project = feature_project(manifest)
     user = users["warm"]

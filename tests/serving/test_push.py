@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -27,22 +26,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def on_redis(tiny_pipeline, tmp_path_factory):
     """(work directory copy, its features materialized into a real redis-server, port)."""
-    from conftest import start_redis
-
-    from audiorec.featurestore import FeatureStoreConfig
-    from training.features.store import apply_repo, materialize
+    from conftest import pipeline_on_redis, start_redis
 
     tmp = tmp_path_factory.mktemp("redis-path")
     port = _free_port()
     proc = start_redis(port, tmp)
-    wd = tmp / "wd"
-    shutil.copytree(tiny_pipeline[0], wd)
-    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
-    materialize(
-        apply_repo(wd, cfg),
-        datetime.now(timezone.utc),
-        start=datetime(1970, 1, 2, tzinfo=timezone.utc),
-    )
+    wd = pipeline_on_redis(tiny_pipeline, tmp, port)
     yield wd, port
     proc.terminate()
     proc.wait(timeout=10)
