@@ -91,7 +91,7 @@ class Artifact:
         consumed = pq.read_table(directory / "consumed.parquet")
         window = _read_window(directory)
         users = _user_index(consumed, window)
-        user_pos = {u: i for i, u in enumerate(users)}
+        user_pos = _positions(users)
         consumed_offsets, consumed_rows, _, _ = _csr(consumed, ids, users)
         window_offsets, window_rows, weak, window = _csr(window, ids, users, "weak")
         action, action_names = _action_codes(window, weak)
@@ -153,15 +153,19 @@ def _read_items(directory: Path, dim: int) -> tuple[pa.Table, np.ndarray, np.nda
     ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
         raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
-    vectors = (
-        np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
-        if len(ids)
-        else np.zeros((0, dim), np.float32)
-    )
-    if vectors.shape[1] != dim:
+    # Arrow's flat values, not a numpy array per item stacked: 250k small arrays built
+    # and stacked in calls that hold the GIL for ~0.25 s, a stall for a hot swap's requests
+    column = items.column("vector")
+    lengths = pc.list_value_length(column)
+    if column.null_count:
+        raise ContractError(f"{directory}: {column.null_count} items have no vector")
+    if len(ids) and (pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim):
         raise ContractError(
-            f"{directory}: item vectors have dim {vectors.shape[1]}, the manifest says {dim}"
+            f"{directory}: item vectors have dim {pc.min(lengths).as_py()}.."
+            f"{pc.max(lengths).as_py()}, the manifest says {dim}"
         )
+    flat = pc.list_flatten(column).to_numpy()
+    vectors = np.asarray(flat, np.float32).reshape(len(ids), dim)
     return items, ids, vectors
 
 
@@ -211,20 +215,30 @@ def _action_codes(window: pa.Table, weak: np.ndarray) -> tuple[np.ndarray, np.nd
     return codes, names if len(names) else np.array([""], object)
 
 
-def _user_index(*tables: pa.Table) -> np.ndarray:
-    """The sorted distinct user ids of ``tables``. Arrow's hash and sort: about a second
-    at a million users and tens of millions of rows, where numpy's sort of object arrays
-    took several."""
+def _user_index(*tables: pa.Table) -> pa.Array:
+    """The sorted distinct user ids of ``tables``, as Arrow strings. Arrow's hash and
+    sort: about a second at a million users and tens of millions of rows, where numpy's
+    sort of object arrays took several."""
     users = pa.chunked_array(
         [c for t in tables for c in t.column("user_id").cast(pa.string()).chunks], pa.string()
     )
     distinct = pc.unique(users)
-    ordered = distinct.take(pc.sort_indices(distinct)).to_numpy(zero_copy_only=False)
-    return np.asarray(ordered, dtype=object)
+    return distinct.take(pc.sort_indices(distinct))
+
+
+def _positions(users: pa.Array, piece: int = 16_384) -> dict[str, int]:
+    """user id -> position, built a piece at a time: one conversion of a million ids to
+    Python strings holds the GIL for ~0.1 s (a stall for the requests a hot swap serves);
+    a piece holds it for a millisecond or two."""
+    out: dict[str, int] = {}
+    for start in range(0, len(users), piece):
+        names = users.slice(start, piece).to_pylist()
+        out.update(zip(names, range(start, start + len(names))))
+    return out
 
 
 def _csr(
-    t: pa.Table, ids: np.ndarray, users: np.ndarray, flag: str | None = None
+    t: pa.Table, ids: np.ndarray, users: pa.Array, flag: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
     """(offsets over ``users``, item rows, ``flag`` column or empty, the rows kept) of a
     (user_id, item_id[, flag]) table sorted by user. A row naming an item outside the
@@ -235,7 +249,7 @@ def _csr(
     known = pc.is_valid(rows)
     if not pc.all(known).as_py():
         t, rows = t.filter(known), rows.filter(known)
-    pos = pc.index_in(t.column("user_id"), value_set=pa.array(users, pa.string()))
+    pos = pc.index_in(t.column("user_id"), value_set=users)
     counts = np.bincount(
         np.asarray(pos.to_numpy(zero_copy_only=False), np.int64), minlength=len(users)
     )
