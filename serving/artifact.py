@@ -159,11 +159,10 @@ def _read_items(directory: Path, dim: int) -> tuple[pa.Table, np.ndarray, np.nda
     lengths = pc.list_value_length(column)
     if column.null_count:
         raise ContractError(f"{directory}: {column.null_count} items have no vector")
-    if len(ids) and (pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim):
-        raise ContractError(
-            f"{directory}: item vectors have dim {pc.min(lengths).as_py()}.."
-            f"{pc.max(lengths).as_py()}, the manifest says {dim}"
-        )
+    low, high = (pc.min(lengths).as_py(), pc.max(lengths).as_py()) if len(ids) else (dim, dim)
+    if (low, high) != (dim, dim):
+        have = f"dim {low}" if low == high else f"dims {low}..{high}"
+        raise ContractError(f"{directory}: item vectors have {have}, the manifest says {dim}")
     flat = pc.list_flatten(column).to_numpy()
     vectors = np.asarray(flat, np.float32).reshape(len(ids), dim)
     return items, ids, vectors
