@@ -54,6 +54,10 @@ class Artifact:
     # aligned with window_rows; "" where a version before it recorded none
     window_action: np.ndarray  # int8 codes into action_names, aligned with window_rows
     action_names: np.ndarray = field(default_factory=lambda: np.array([""], object))
+    # each item's language as a code into language_names (Arrow's dictionary encoding):
+    # grouping items by language then compares integers, not Python strings
+    language_codes: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    language_names: np.ndarray = field(default_factory=lambda: np.empty(0, object))
 
     @property
     def version(self) -> str:
@@ -115,6 +119,7 @@ class Artifact:
             weak,
             action,
             action_names,
+            *_codes(items.column("language")),
         )
 
     @classmethod
@@ -200,6 +205,16 @@ def _read_window(directory: Path) -> pa.Table:
             "action": pa.array([], pa.string()),
         }
     )
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 code per row, the distinct values) of a string column; both empty where it
+    has nulls (its users then group the values themselves)."""
+    if column.null_count:
+        return np.empty(0, np.int32), np.empty(0, object)
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int32)
+    return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _action_codes(window: pa.Table, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,8 +28,7 @@ class TypeSearch:
     def __init__(self, artifact: Artifact, kind: str):
         self.vectors = artifact.vectors
         self.index, self.label_rows = artifact.indexes[kind], artifact.label_rows[kind]
-        langs = artifact.languages[self.label_rows]
-        self.by_language = {lang: np.flatnonzero(langs == lang) for lang in np.unique(langs)}
+        self.by_language = _by_language(artifact, self.label_rows)
         self.label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
         self.label_of[self.label_rows] = np.arange(len(self.label_rows))
 
@@ -88,3 +87,14 @@ class TypeSearch:
             if fetch >= n:  # the index's cells ran out before k survived the filters
                 return exact()
             fetch = min(n, fetch * 2)
+
+
+def _by_language(artifact: Artifact, label_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """language -> the labels of its items. On the artifact's integer language codes: a
+    sort of 200k Python strings held the GIL for ~65 ms, a stall for every request a hot
+    swap serves meanwhile."""
+    if len(artifact.language_codes) != len(artifact.item_ids):  # built without codes
+        langs = artifact.languages[label_rows]
+        return {lang: np.flatnonzero(langs == lang) for lang in np.unique(langs)}
+    codes = artifact.language_codes[label_rows]
+    return {str(artifact.language_names[c]): np.flatnonzero(codes == c) for c in np.unique(codes)}
