@@ -219,10 +219,16 @@ def online_errors(store: Any) -> Iterator[None]:
 def _is_connection_error(exc: BaseException | None) -> bool:
     import redis
 
+    return caused_by(
+        exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)
+    )
+
+
+def caused_by(exc: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or any exception in its chain (cause, else context) is one of
+    ``kinds``: Feast and redis-py wrap the error that says what happened."""
     while exc is not None:
-        if isinstance(
-            exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError)
-        ):
+        if isinstance(exc, kinds):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

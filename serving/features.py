@@ -50,6 +50,7 @@ from audiorec.featurestore import (
     Features,
     FeatureStoreConfig,
     OnlineFeatureReader,
+    caused_by,
     feature_service,
     open_store,
 )
@@ -336,8 +337,4 @@ def _inline_reader(
 def _timed_out(exc: BaseException | None) -> bool:
     import redis
 
-    while exc is not None:
-        if isinstance(exc, (redis.exceptions.TimeoutError, TimeoutError)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return caused_by(exc, (redis.exceptions.TimeoutError, TimeoutError))
