@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audiorec.columns import to_objects
 from audiorec.config import StrictConfig
 from audiorec.errors import AudiorecError, ContractError
 from audiorec.manifest import ManifestBase, read_manifest, write_manifest
@@ -158,10 +159,14 @@ def write_ids(directory: Path, ids: np.ndarray) -> None:
     )
 
 
+def read_id_column(directory: Path) -> pa.ChunkedArray:
+    """The ids :func:`write_ids` wrote, as Arrow strings (label order)."""
+    return pq.read_table(directory / "ids.parquet").column("item_id")
+
+
 def read_ids(directory: Path) -> np.ndarray:
-    """The table :func:`write_ids` wrote, as an object array."""
-    col = pq.read_table(directory / "ids.parquet").column("item_id")
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+    """The ids :func:`write_ids` wrote, as an object array (label order)."""
+    return to_objects(read_id_column(directory))
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

@@ -7,8 +7,9 @@ mismatch raises :class:`ContractError` naming what differs.
 
 In memory: item metadata as arrays indexed by item row; per item type, the index and
 ``label -> item row``; consumed items and the 90-day window's items as CSR over users
-(row offsets into an item-row array; one user index for both); popularity lists as
-item-row arrays keyed by (scope, key, item type).
+(row offsets into an item-row array; one user index for both), memory-mapped from the
+version's ``lookup/`` (:mod:`audiorec.lookup`; computed here for versions published
+without one); popularity lists as item-row arrays keyed by (scope, key, item type).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audiorec.artifact import Manifest, check_user_features, current_dir, read_manifest
+from audiorec.columns import from_codes, to_objects
 from audiorec.errors import ContractError
+from audiorec.hnsw_index import read_id_column
 from audiorec.item_index import AnyIndex, load_index
 from audiorec.itemtypes import ItemTypes
-from audiorec.vocabulary import STREAM
+from audiorec.lookup import UserLookup, build_lookup, read_lookup
 from serving.tower import Runtime, UserTower
+from serving.user_index import UserIndex
 
 
 @dataclass
@@ -42,7 +46,7 @@ class Artifact:
     vectors: np.ndarray  # (m, dim) unit item vectors
     indexes: dict[str, AnyIndex]
     label_rows: dict[str, np.ndarray]  # per type: index label -> item row
-    users: dict[str, int]  # user id -> position in the offsets below
+    users: UserIndex  # user id -> position in the offsets below
     consumed_offsets: np.ndarray  # (u + 1,)
     consumed_rows: np.ndarray  # item rows, grouped by user
     popularity: dict[tuple[str, str, str], np.ndarray]
@@ -89,36 +93,31 @@ class Artifact:
             onnx=directory / onnx if onnx else None,
             runtime=tower_runtime,
         )
-        items, ids, vectors = _read_items(directory, manifest.dim)
-        indexes, label_rows = _read_indexes(directory, manifest, ids)
-        types = items.column("item_type").to_numpy(zero_copy_only=False).astype(object)
-        consumed = pq.read_table(directory / "consumed.parquet")
-        window = _read_window(directory)
-        users = _user_index(consumed, window)
-        user_pos = _positions(users)
-        consumed_offsets, consumed_rows, _, _ = _csr(consumed, ids, users)
-        window_offsets, window_rows, weak, window = _csr(window, ids, users, "weak")
-        action, action_names = _action_codes(window, weak)
+        items, id_set, vectors = _read_items(directory, manifest.dim)
+        ids = to_objects(id_set)
+        indexes, label_rows = _read_indexes(directory, manifest, id_set)
+        lookup = read_lookup(directory) or _compute_lookup(directory, id_set)
+        lookup.check(len(ids), directory)
         return cls(
             directory,
             manifest,
             tower,
             ids,
-            types,
-            items.column("title").to_numpy(zero_copy_only=False).astype(object),
-            items.column("language").to_numpy(zero_copy_only=False).astype(object),
+            from_codes(items.column("item_type")),
+            to_objects(items.column("title")),
+            from_codes(items.column("language")),
             vectors,
             indexes,
             label_rows,
-            user_pos,
-            consumed_offsets,
-            consumed_rows,
-            _popularity(directory, ids),
-            window_offsets,
-            window_rows,
-            weak,
-            action,
-            action_names,
+            UserIndex(lookup.users),
+            lookup.consumed_offsets,
+            lookup.consumed_rows,
+            _popularity(directory, id_set),
+            lookup.window_offsets,
+            lookup.window_rows,
+            lookup.window_weak,
+            lookup.window_action,
+            lookup.action_names,
             *_codes(items.column("language")),
         )
 
@@ -151,12 +150,12 @@ class Artifact:
         return slice(int(self.window_offsets[i]), int(self.window_offsets[i + 1]))
 
 
-def _read_items(directory: Path, dim: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """items.parquet, its ids (object array, checked unique and sorted) and (items, dim)
+def _read_items(directory: Path, dim: int) -> tuple[pa.Table, pa.Array, np.ndarray]:
+    """items.parquet, its ids (Arrow strings, checked unique and sorted) and (items, dim)
     float32 vectors."""
     items = pq.read_table(directory / "items.parquet")
-    ids = items.column("item_id").to_numpy(zero_copy_only=False).astype(object)
-    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+    ids = items.column("item_id").combine_chunks().cast(pa.string())
+    if len(ids) > 1 and not pc.all(pc.greater(ids[1:], ids[:-1])).as_py():
         raise ContractError(f"{directory}/items.parquet: item ids must be unique and sorted")
     # Arrow's flat values, not a numpy array per item stacked: 250k small arrays built
     # and stacked in calls that hold the GIL for ~0.25 s, a stall for a hot swap's requests
@@ -174,7 +173,7 @@ def _read_items(directory: Path, dim: int) -> tuple[pa.Table, np.ndarray, np.nda
 
 
 def _read_indexes(
-    directory: Path, manifest: Manifest, ids: np.ndarray
+    directory: Path, manifest: Manifest, ids: pa.Array
 ) -> tuple[dict[str, AnyIndex], dict[str, np.ndarray]]:
     """Each type's index and, per index label, its row in items.parquet."""
     indexes, label_rows = {}, {}
@@ -182,9 +181,10 @@ def _read_indexes(
         info = manifest.indexes[kind]
         # the version's manifest checked these files' checksums a moment ago
         index = load_index(directory / info.path, expect_dim=manifest.dim, verify_files=False)
-        # Arrow's hash lookup, not a binary search over Python strings (which holds the
-        # GIL for ~0.15 s at 250k items, a stall for the requests a hot swap serves)
-        found = pc.index_in(pa.array(index.ids, pa.string()), value_set=pa.array(ids, pa.string()))
+        # Arrow's hash lookup on Arrow strings, not a binary search over Python strings
+        # (which holds the GIL for ~0.15 s at 250k items, a stall for a hot swap's requests)
+        labels = read_id_column(directory / info.path).cast(pa.string())
+        found = pc.index_in(labels, value_set=ids)
         if found.null_count:
             raise ContractError(f"{directory}: index {kind} names items not in items.parquet")
         rows = np.asarray(found.to_numpy(zero_copy_only=False), np.int64)
@@ -192,18 +192,24 @@ def _read_indexes(
     return indexes, label_rows
 
 
-def _read_window(directory: Path) -> pa.Table:
-    """window.parquet (user, item, weak, action), empty in versions before real time."""
-    path = directory / "window.parquet"
-    if path.exists():
-        return pq.read_table(path)
-    return pa.table(
-        {
-            "user_id": pa.array([], pa.string()),
-            "item_id": pa.array([], pa.string()),
-            "weak": pa.array([], pa.bool_()),
-            "action": pa.array([], pa.string()),
-        }
+# window.parquet's columns, for versions from before real time (no window)
+_NO_WINDOW = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("weak", pa.bool_()),
+        ("action", pa.string()),
+    ]
+)
+
+
+def _compute_lookup(directory: Path, ids: pa.Array) -> UserLookup:
+    """The lookup of a version published without one (before ``lookup/`` existed)."""
+    window = directory / "window.parquet"
+    return build_lookup(
+        pq.read_table(directory / "consumed.parquet"),
+        pq.read_table(window) if window.exists() else _NO_WINDOW.empty_table(),
+        ids,
     )
 
 
@@ -217,69 +223,24 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def _action_codes(window: pa.Table, weak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The window's action column as int8 codes and their names: millions of rows as
-    Python strings took 0.3 s in one call holding the GIL, a stall for every request a
-    hot swap serves meanwhile."""
-    if "action" not in window.column_names:  # older versions: weak unknown
-        return np.where(weak, 0, 1).astype(np.int8), np.array(["", STREAM], object)
-    encoded = pc.dictionary_encode(window.column("action").combine_chunks())
-    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int8)
-    names = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-    return codes, names if len(names) else np.array([""], object)
-
-
-def _user_index(*tables: pa.Table) -> pa.Array:
-    """The sorted distinct user ids of ``tables``, as Arrow strings. Arrow's hash and
-    sort: about a second at a million users and tens of millions of rows, where numpy's
-    sort of object arrays took several."""
-    users = pa.chunked_array(
-        [c for t in tables for c in t.column("user_id").cast(pa.string()).chunks], pa.string()
-    )
-    distinct = pc.unique(users)
-    return distinct.take(pc.sort_indices(distinct))
-
-
-def _positions(users: pa.Array, piece: int = 16_384) -> dict[str, int]:
-    """user id -> position, built a piece at a time: one conversion of a million ids to
-    Python strings holds the GIL for ~0.1 s (a stall for the requests a hot swap serves);
-    a piece holds it for a millisecond or two."""
-    out: dict[str, int] = {}
-    for start in range(0, len(users), piece):
-        names = users.slice(start, piece).to_pylist()
-        out.update(zip(names, range(start, start + len(names))))
-    return out
-
-
-def _csr(
-    t: pa.Table, ids: np.ndarray, users: pa.Array, flag: str | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
-    """(offsets over ``users``, item rows, ``flag`` column or empty, the rows kept) of a
-    (user_id, item_id[, flag]) table sorted by user. A row naming an item outside the
-    catalogue as of the cut is dropped: it cannot be recommended anyway. Ids are matched
-    with Arrow's hash lookup (``index_in``), not a binary search over Python strings,
-    which took most of a million-user start-up."""
-    rows = pc.index_in(t.column("item_id"), value_set=pa.array(ids, pa.string()))
-    known = pc.is_valid(rows)
-    if not pc.all(known).as_py():
-        t, rows = t.filter(known), rows.filter(known)
-    pos = pc.index_in(t.column("user_id"), value_set=users)
-    counts = np.bincount(
-        np.asarray(pos.to_numpy(zero_copy_only=False), np.int64), minlength=len(users)
-    )
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    flags = (
-        t.column(flag).to_numpy(zero_copy_only=False).astype(bool)
-        if flag is not None
-        else np.empty(0, bool)
-    )
-    return offsets, np.asarray(rows.to_numpy(zero_copy_only=False), np.int64), flags, t
-
-
-def _popularity(directory: Path, ids: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
-    df = pq.read_table(directory / "popularity.parquet").to_pandas()
-    df["row"] = np.searchsorted(ids, df["item_id"].to_numpy(dtype=object))
-    return {
-        key: g.sort_values("rank")["row"].to_numpy()
-        for key, g in df.groupby(["scope", "key", "item_type"], sort=False)
-    }
+def _popularity(directory: Path, ids: pa.Array) -> dict[tuple[str, str, str], np.ndarray]:
+    """(scope, key, item type) -> item rows, best first. In Arrow, not pandas: its
+    conversion and group-by held the GIL for ~30 ms at 1M users, a stall for a swap's
+    requests. Rows naming an item outside the catalogue are dropped."""
+    group = ("scope", "key", "item_type")
+    t = pq.read_table(directory / "popularity.parquet", columns=[*group, "rank", "item_id"])
+    rows = pc.index_in(t.column("item_id"), value_set=ids)
+    t = t.append_column("row", rows).filter(pc.is_valid(rows))
+    if not t.num_rows:
+        return {}
+    t = t.sort_by([(c, "ascending") for c in (*group, "rank")])
+    starts = np.zeros(t.num_rows, bool)
+    starts[0] = True
+    for name in group:
+        col = t.column(name)
+        starts[1:] |= pc.not_equal(col[1:], col[:-1]).to_numpy(zero_copy_only=False)
+    first = np.flatnonzero(starts)
+    bounds = zip(first, np.append(first[1:], t.num_rows))
+    row = np.asarray(t.column("row").to_numpy(zero_copy_only=False), np.int64)
+    keys = t.select(list(group)).take(pa.array(first)).to_pylist()
+    return {(k["scope"], k["key"], k["item_type"]): row[a:b] for k, (a, b) in zip(keys, bounds)}

@@ -24,6 +24,7 @@ from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
 from audiorec.item_index import IndexConfig, build_index, tune
+from audiorec.lookup import build_lookup, write_lookup
 from training.data.arrow import vector_column
 from training.data.duck import DatasetLike, connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
@@ -90,6 +91,7 @@ def write_version(
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
     n_window = write_window(data_dir, cut, window_days, out / "window.parquet")
+    n_users = _write_lookup(out)
     best = towers.best
     return Manifest(
         version=version,
@@ -102,6 +104,7 @@ def write_version(
             "consumed_pairs": n_consumed,
             "window_days": window_days,
             "window_pairs": n_window,
+            "lookup_users": n_users,
         },
         # the Feast project (online namespace) whose rows this version reads
         feature_services={"user": USER_SERVICE, "item": ITEM_SERVICE, "project": project},
@@ -135,6 +138,19 @@ def write_version(
         libraries=library_versions(),
         files={},
     )
+
+
+def _write_lookup(out: Path) -> int:
+    """The per-user arrays a server maps instead of computing them at every load
+    (audiorec/lookup.py); returns the number of users."""
+    ids = pq.read_table(out / "items.parquet", columns=["item_id"]).column("item_id")
+    lookup = build_lookup(
+        pq.read_table(out / "consumed.parquet"),
+        pq.read_table(out / "window.parquet"),
+        ids.combine_chunks().cast(pa.string()),
+    )
+    write_lookup(out, lookup)
+    return len(lookup.users)
 
 
 def _export_user_tower(out: Path, towers: TrainedTowers, data: TowerData) -> float:
