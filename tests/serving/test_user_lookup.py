@@ -37,7 +37,7 @@ def test_the_published_lookup_is_the_one_its_tables_give(tiny_pipeline):
     directory = current_dir(tiny_pipeline[0])
     published = read_lookup(directory)
     assert published is not None
-    assert isinstance(published.consumed_rows, np.memmap)  # mapped, not read
+    assert isinstance(published.consumed_rows.base, np.memmap)  # mapped, not read
     _assert_same(published, _computed(directory))
     assert len(published.users) == read_manifest(directory).data["lookup_users"] > 0
     n_items = pq.read_metadata(directory / "items.parquet").num_rows
