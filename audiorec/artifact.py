@@ -11,6 +11,8 @@ Layout under ``<workdir>/artifacts/``::
     <version>/popularity.parquet  fallback lists: scope global|country|language, key, ...
     <version>/consumed.parquet    user_id, item_id streamed before the cut (filtering)
     <version>/window.parquet      user_id, item_id, weak: the 90-day window at the cut
+    <version>/lookup/       both of the above as per-user arrays a server maps
+                            (audiorec/lookup.py; absent in older versions)
 
 A version is written under a hidden temporary name, renamed into place when complete,
 and only then does ``current`` move to it; an interruption at any point leaves
