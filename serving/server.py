@@ -13,6 +13,7 @@ Process-wide settings (the GIL interval, the collector) are the process owner's
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from concurrent import futures
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ def warm_up(recommender: Recommender, calls: int = 50) -> None:
     """Run the request path before reporting SERVING: the first calls open the store's
     connection, trace the tower's signature and page in the index (tens of ms each)."""
     art = recommender.artifact
-    users = list(art.users)[:calls] or ["warm-up"]
+    users = list(itertools.islice(art.users, calls)) or ["warm-up"]
     names = art.types.names  # every served type's index gets paged in
     for i in range(calls):
         recommender.recommend(users[i % len(users)], 10, names[i % len(names)])
