@@ -6,10 +6,6 @@ one keeps serving; then one attribute assignment swaps them (atomic under the GI
 in-flight request finishes on the version it started with. A version that fails to load
 is logged and refused once; the old one keeps serving until ``current`` moves again.
 
-Processes serving one work directory (``audiorec serve --processes N``) load a new version
-one after another (:func:`one_load_at_a_time`): N loads at once on N cores left none for
-the requests the old version was serving (docs/benchmarks.md, the hot swap).
-
 At start-up, when ``current`` does not load (a refused or damaged version), the newest
 other version that does load is served instead, loudly (an ERROR line naming both), so a
 bad publish never keeps a restarted server down; ``audiorec rollback`` then moves
@@ -18,14 +14,10 @@ bad publish never keeps a restarted server down; ``audiorec rollback`` then move
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import threading
-import time
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import Callable
 
 from audiorec.artifact import artifacts_root, current_version, list_versions
 from audiorec.errors import ContractError
@@ -44,14 +36,11 @@ class ModelHolder:
         on_swap: Callable[[str], None] = lambda v: None,
         on_refused: Callable[[str, str], None] = lambda v, e: None,
         pinned: str | None = None,
-        turn: Callable[[], ContextManager[object]] = contextlib.nullcontext,
     ):
         """``pinned``: serve that version only (an A/B arm fixed to a version; versions
-        never change once published, so there is nothing to reload). ``turn()``: held
-        while a new version loads (:func:`one_load_at_a_time`)."""
+        never change once published, so there is nothing to reload)."""
         self.workdir = Path(workdir)
         self.pinned = pinned
-        self._turn = turn
         self._build = build
         self._on_swap, self._on_refused = on_swap, on_refused
         self._refused: str | None = None
@@ -114,8 +103,7 @@ class ModelHolder:
         if version is None or version == self.current.version or version == self._refused:
             return False
         try:
-            with self._turn():
-                new = self._build(artifacts_root(self.workdir) / version)
+            new = self._build(artifacts_root(self.workdir) / version)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old version serving
             self._refused = version
             log.error(
@@ -147,29 +135,3 @@ class ModelHolder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def one_load_at_a_time(workdir: str | Path, wait_s: float = 60.0) -> Iterator[None]:
-    """Held by one process of those serving ``workdir`` at a time (``flock`` on
-    ``<workdir>/locks/reload.lock``; the kernel frees it if its holder dies). Past
-    ``wait_s`` of waiting (a holder stuck in a load) the load goes ahead without it; a
-    work directory where the lock file cannot be made takes no turns."""
-    try:
-        lock_dir = Path(workdir) / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_dir / "reload.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield
-        return
-    try:
-        held, give_up = False, time.monotonic() + wait_s
-        while not held and time.monotonic() < give_up:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-            except BlockingIOError:
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases its lock

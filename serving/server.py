@@ -43,7 +43,7 @@ from serving.limits import RequestLimits
 from serving.live_sync import LiveSync
 from serving.metrics import Metrics
 from serving.recommender import Recommender
-from serving.reload import ModelHolder, one_load_at_a_time
+from serving.reload import ModelHolder
 from serving.security import SecurityConfig, TokenInterceptor, check_exposure, server_credentials
 from serving.service import SERVICE, RecommenderService
 from serving.user_lock import UserLocks
@@ -207,7 +207,6 @@ def _arms(
             on_swap=swapped,
             on_refused=lambda v, e: metrics.reloads.labels("refused").inc(),
             pinned=None if version == CURRENT else version,
-            turn=functools.partial(one_load_at_a_time, workdir),
         )
 
     return [(a.name, holder_for(a.name, a.version)) for a in cfg.experiment.arms] or [
