@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from audiorec.errors import ContractError
 from audiorec.vocabulary import STREAM
@@ -37,6 +38,15 @@ from audiorec.vocabulary import STREAM
 DIRECTORY = "lookup"
 _NAMES = "action_names.json"
 _SLICE = 65_536  # users per slice while filling the ids: short numpy calls under the GIL
+# window.parquet's columns, for versions from before real time (no window)
+_NO_WINDOW = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("weak", pa.bool_()),
+        ("action", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,21 @@ def build_lookup(consumed: pa.Table, window: pa.Table, ids: pa.Array) -> UserLoo
     action, names = _action_codes(window, weak)
     return UserLookup(
         keys, consumed_offsets, consumed_rows, window_offsets, window_rows, weak, action, names
+    )
+
+
+def lookup_of_version(directory: Path, ids: pa.Array | None = None) -> UserLookup:
+    """:func:`build_lookup` of a version directory's tables (``consumed.parquet``,
+    ``window.parquet`` where the version has one); ``ids``: its catalogue's item ids,
+    read from ``items.parquet`` when not given."""
+    if ids is None:
+        column = pq.read_table(directory / "items.parquet", columns=["item_id"]).column("item_id")
+        ids = column.combine_chunks().cast(pa.string())
+    window = directory / "window.parquet"
+    return build_lookup(
+        pq.read_table(directory / "consumed.parquet"),
+        pq.read_table(window) if window.exists() else _NO_WINDOW.empty_table(),
+        ids,
     )
 
 

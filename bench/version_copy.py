@@ -16,11 +16,9 @@ import argparse
 import shutil
 import time
 
-import pyarrow.parquet as pq
-
 from audiorec import manifest as base
 from audiorec.artifact import artifacts_root, new_version_name, read_manifest
-from audiorec.lookup import DIRECTORY, build_lookup, write_lookup
+from audiorec.lookup import DIRECTORY, lookup_of_version, write_lookup
 from audiorec.publish import staged_directory
 
 
@@ -38,12 +36,7 @@ def main() -> None:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         data = dict(manifest.data)
         if not (tmp / DIRECTORY).is_dir():
-            ids = pq.read_table(tmp / "items.parquet", columns=["item_id"]).column("item_id")
-            lookup = build_lookup(
-                pq.read_table(tmp / "consumed.parquet"),
-                pq.read_table(tmp / "window.parquet"),
-                ids.combine_chunks(),
-            )
+            lookup = lookup_of_version(tmp)
             write_lookup(tmp, lookup)
             data["lookup_users"] = len(lookup.users)
         base.write_manifest(tmp, manifest.model_copy(update={"version": name, "data": data}))

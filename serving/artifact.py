@@ -29,7 +29,7 @@ from audiorec.errors import ContractError
 from audiorec.hnsw_index import read_id_column
 from audiorec.item_index import AnyIndex, load_index
 from audiorec.itemtypes import ItemTypes
-from audiorec.lookup import UserLookup, build_lookup, read_lookup
+from audiorec.lookup import lookup_of_version, read_lookup
 from serving.tower import Runtime, UserTower
 from serving.user_index import UserIndex
 
@@ -96,7 +96,8 @@ class Artifact:
         items, id_set, vectors = _read_items(directory, manifest.dim)
         ids = to_objects(id_set)
         indexes, label_rows = _read_indexes(directory, manifest, id_set)
-        lookup = read_lookup(directory) or _compute_lookup(directory, id_set)
+        # versions published before lookup/ existed: computed here
+        lookup = read_lookup(directory) or lookup_of_version(directory, id_set)
         lookup.check(len(ids), directory)
         return cls(
             directory,
@@ -190,27 +191,6 @@ def _read_indexes(
         rows = np.asarray(found.to_numpy(zero_copy_only=False), np.int64)
         indexes[kind], label_rows[kind] = index, rows
     return indexes, label_rows
-
-
-# window.parquet's columns, for versions from before real time (no window)
-_NO_WINDOW = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_id", pa.string()),
-        ("weak", pa.bool_()),
-        ("action", pa.string()),
-    ]
-)
-
-
-def _compute_lookup(directory: Path, ids: pa.Array) -> UserLookup:
-    """The lookup of a version published without one (before ``lookup/`` existed)."""
-    window = directory / "window.parquet"
-    return build_lookup(
-        pq.read_table(directory / "consumed.parquet"),
-        pq.read_table(window) if window.exists() else _NO_WINDOW.empty_table(),
-        ids,
-    )
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

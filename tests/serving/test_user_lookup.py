@@ -13,18 +13,16 @@ import pytest
 from audiorec import manifest as base
 from audiorec.artifact import current_dir, read_manifest
 from audiorec.errors import ContractError
-from audiorec.lookup import DIRECTORY, UserLookup, build_lookup, fixed_width, read_lookup
+from audiorec.lookup import (
+    DIRECTORY,
+    UserLookup,
+    build_lookup,
+    fixed_width,
+    lookup_of_version,
+    read_lookup,
+)
 from serving.artifact import Artifact
 from serving.user_index import UserIndex
-
-
-def _computed(directory) -> UserLookup:
-    ids = pq.read_table(directory / "items.parquet", columns=["item_id"]).column("item_id")
-    return build_lookup(
-        pq.read_table(directory / "consumed.parquet"),
-        pq.read_table(directory / "window.parquet"),
-        ids.combine_chunks(),
-    )
 
 
 def _assert_same(a: UserLookup, b: UserLookup) -> None:
@@ -38,7 +36,7 @@ def test_the_published_lookup_is_the_one_its_tables_give(tiny_pipeline):
     published = read_lookup(directory)
     assert published is not None
     assert isinstance(published.consumed_rows.base, np.memmap)  # mapped, not read
-    _assert_same(published, _computed(directory))
+    _assert_same(published, lookup_of_version(directory))
     assert len(published.users) == read_manifest(directory).data["lookup_users"] > 0
     n_items = pq.read_metadata(directory / "items.parquet").num_rows
     published.check(n_items, directory)  # the loader's checks pass

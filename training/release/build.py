@@ -24,7 +24,7 @@ from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
 from audiorec.item_index import IndexConfig, build_index, tune
-from audiorec.lookup import build_lookup, write_lookup
+from audiorec.lookup import lookup_of_version, write_lookup
 from training.data.arrow import vector_column
 from training.data.duck import DatasetLike, connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
@@ -143,12 +143,7 @@ def write_version(
 def _write_lookup(out: Path) -> int:
     """The per-user arrays a server maps instead of computing them at every load
     (audiorec/lookup.py); returns the number of users."""
-    ids = pq.read_table(out / "items.parquet", columns=["item_id"]).column("item_id")
-    lookup = build_lookup(
-        pq.read_table(out / "consumed.parquet"),
-        pq.read_table(out / "window.parquet"),
-        ids.combine_chunks().cast(pa.string()),
-    )
+    lookup = lookup_of_version(out)
     write_lookup(out, lookup)
     return len(lookup.users)
 
