@@ -27,14 +27,25 @@ def to_objects(column: pa.Array | pa.ChunkedArray, piece: int = SLICE) -> np.nda
     return out
 
 
-def from_codes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The same array as :func:`to_objects`, for a column of few distinct values: Arrow's
-    dictionary encoding, then one Python string per distinct value."""
+def dictionary(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(int32 code per value, object array of the distinct values) by Arrow's dictionary
+    encoding; None where the column has nulls."""
     if column.null_count:
-        return to_objects(column)
+        return None
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     encoded = pc.dictionary_encode(column)
     names = np.empty(len(encoded.dictionary), dtype=object)
     names[:] = encoded.dictionary.to_pylist()
-    return names[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.intp)]
+    return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int32), names
+
+
+def from_codes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The same array as :func:`to_objects`, for a column of few distinct values: one
+    Python string per distinct value, indexed in numpy."""
+    coded = dictionary(column)
+    if coded is None:
+        return to_objects(column)
+    codes, names = coded
+    out: np.ndarray = names[codes]
+    return out

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audiorec.artifact import Manifest, check_user_features, current_dir, read_manifest
-from audiorec.columns import from_codes, to_objects
+from audiorec.columns import dictionary, from_codes, to_objects
 from audiorec.errors import ContractError
 from audiorec.hnsw_index import read_id_column
 from audiorec.item_index import AnyIndex, load_index
@@ -99,6 +99,10 @@ class Artifact:
         # versions published before lookup/ existed: computed here
         lookup = read_lookup(directory) or lookup_of_version(directory, id_set)
         lookup.check(len(ids), directory)
+        # languages also as integer codes (serving/search.py groups on them); none with nulls
+        language = items.column("language")
+        codes, names = dictionary(language) or (np.empty(0, np.int32), np.empty(0, object))
+        languages = names[codes] if len(codes) == len(ids) else to_objects(language)
         return cls(
             directory,
             manifest,
@@ -106,7 +110,7 @@ class Artifact:
             ids,
             from_codes(items.column("item_type")),
             to_objects(items.column("title")),
-            from_codes(items.column("language")),
+            languages,
             vectors,
             indexes,
             label_rows,
@@ -119,7 +123,8 @@ class Artifact:
             lookup.window_weak,
             lookup.window_action,
             lookup.action_names,
-            *_codes(items.column("language")),
+            codes,
+            names,
         )
 
     @classmethod
@@ -191,16 +196,6 @@ def _read_indexes(
         rows = np.asarray(found.to_numpy(zero_copy_only=False), np.int64)
         indexes[kind], label_rows[kind] = index, rows
     return indexes, label_rows
-
-
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 code per row, the distinct values) of a string column; both empty where it
-    has nulls (its users then group the values themselves)."""
-    if column.null_count:
-        return np.empty(0, np.int32), np.empty(0, object)
-    encoded = pc.dictionary_encode(column.combine_chunks())
-    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int32)
-    return codes, np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _popularity(directory: Path, ids: pa.Array) -> dict[tuple[str, str, str], np.ndarray]:
