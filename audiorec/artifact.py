@@ -44,7 +44,7 @@ class IndexInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
     count: int
-    method: Literal["hnsw", "ivf"] = "hnsw"  # versions before the IVF index: hnsw
+    method: Literal["hnsw", "ivf", "routed"] = "hnsw"  # versions before the IVF index: hnsw
     # hnsw: the graph's degree and build breadth; ef, the query breadth
     M: int | None = None
     ef_construction: int | None = None
@@ -52,6 +52,8 @@ class IndexInfo(BaseModel):
     # ivf: cells (0: an exact flat scan) and the cells a query scans
     lists: int | None = None
     nprobe: int | None = None
+    # routed: the routes learned from real user queries, in front of the ivf fields' lists
+    routes: int | None = None
     # the query breadth (ef or nprobe) is raised from the configured one until real user
     # queries reach this recall@10 against exact search (target 0.995: headroom over 0.99
     # for users unlike the tuning ones)

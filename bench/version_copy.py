@@ -1,10 +1,14 @@
 """Bench helper: re-issue a published version under a new name, in today's layout.
 
     PYTHONPATH=.:bench .venv/bin/python bench/version_copy.py --workdir W --version V
-        [--name NEW]
+        [--name NEW] [--routes-from N]
 
 Copies ``V`` (its files unchanged) and adds what a publish writes today but ``V`` lacks:
-the per-user lookup (``lookup/``, audiorec/lookup.py). The manifest is re-signed under the
+the per-user lookup (``lookup/``, audiorec/lookup.py). With ``--routes-from N``, each
+inverted-list index gets the routes a publish now learns (audiorec/routed_index.py) from
+``N`` real users: their served vectors (online features through the version's tower),
+drawn with another seed than the users bench_index_methods.py and bench_index_scale.py
+measure on, and with those users left out. The manifest is re-signed under the
 new name; ``current`` does not move. What it is for: benchmarking a hot swap or a start-up
 at a scale whose pipeline takes hours (the 1M world) without running it again: a daily
 publish at that scale is a version of the same size and layout.
@@ -15,6 +19,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
 
 from audiorec import manifest as base
 from audiorec.artifact import artifacts_root, new_version_name, read_manifest
@@ -22,11 +30,54 @@ from audiorec.lookup import DIRECTORY, lookup_of_version, write_lookup
 from audiorec.publish import staged_directory
 
 
+def add_routes(args, directory: Path, manifest) -> dict:
+    """Each inverted-list index of the copy in ``directory`` rebuilt as a routed one over
+    its own inner index; returns the manifest's new ``indexes``."""
+    from bench_index_methods import queries_of  # bench/ is the script's directory
+    from bench_index_scale import served_users
+
+    from audiorec.hnsw_index import exact_top_k, recall_at_k
+    from audiorec.ivf_index import IVFIndex
+    from audiorec.routed_index import RoutedIndex
+
+    opts = Namespace(workdir=args.workdir, online="sqlite", redis="", users=3000)
+    art, tune, test = queries_of(opts)  # the measured users: left out below
+    _, embed, _ = served_users(opts)
+    known = np.array(sorted(art.users), dtype=object)
+    # the users queries_of (3,000 warm, then 1,500 ids of anyone) and bench_index_scale
+    # (1,000 warm) draw with their default arguments
+    rng = np.random.default_rng(0)
+    measured = set(rng.choice(known, 3000, replace=False))
+    top = max(int(str(u)[1:]) for u in known[-10:]) + 1
+    measured |= {f"u{i:07d}" for i in rng.choice(top, 1500)}
+    measured |= set(np.random.default_rng(0).choice(known, 1000, replace=False))
+    pool = np.array([u for u in known if u not in measured], dtype=object)
+    ids = list(np.random.default_rng(1).choice(pool, args.routes_from, replace=False))
+    queries = np.vstack([embed(ids[i : i + 2000]) for i in range(0, len(ids), 2000)])
+    indexes = dict(manifest.indexes)
+    for kind, info in manifest.indexes.items():
+        inner = art.indexes[kind]
+        if not isinstance(inner, IVFIndex) or not inner.lists:
+            continue
+        vectors = np.ascontiguousarray(art.vectors[art.label_rows[kind]])
+        routed = RoutedIndex.build(vectors, inner, queries)
+        shutil.rmtree(directory / info.path)
+        routed.save(directory / info.path)
+        recall = recall_at_k(routed.search(tune, 10)[0], exact_top_k(vectors, tune, 10))
+        indexes[kind] = info.model_copy(
+            update={"method": "routed", "routes": routed.routes, "recall_at_10": round(recall, 4)}
+        )
+        print(f"{kind}: {routed.routes} routes, {len(routed.labels):,} listed, "
+              f"recall@10 {recall:.4f} on {len(tune)} other users")  # fmt: skip
+    return indexes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--name", help="the copy's name (default: a new version name)")
+    ap.add_argument("--routes-from", type=int, default=0, help="users the routes learn from")
     args = ap.parse_args()
     source = artifacts_root(args.workdir) / args.version
     manifest = read_manifest(source)
@@ -39,7 +90,10 @@ def main() -> None:
             lookup = lookup_of_version(tmp)
             write_lookup(tmp, lookup)
             data["lookup_users"] = len(lookup.users)
-        base.write_manifest(tmp, manifest.model_copy(update={"version": name, "data": data}))
+        update: dict = {"version": name, "data": data}
+        if args.routes_from:
+            update["indexes"] = add_routes(args, tmp, manifest)
+        base.write_manifest(tmp, manifest.model_copy(update=update))
     read_manifest(artifacts_root(args.workdir) / name)
     print(f"{args.version} -> {name} ({time.perf_counter() - started:.1f} s)")
 

@@ -2,8 +2,8 @@
 exclude (consumed, streamed since the cut) and the languages allowed.
 
 :class:`TypeSearch` holds what a type's searches share (its index, its labels' item rows,
-an item row -> label map, its labels per language). On an inverted-list index without a
-language filter the exclusions are skipped inside the scan (k asked, k re-scored); else
+an item row -> label map, its labels per language). On an inverted-list or routed index
+without a language filter the exclusions are skipped inside the scan (k asked, k re-scored); else
 the index is asked for enough candidates that k survive the filters evenly spread, then
 twice as many, and a small allowed set is scanned exactly.
 
@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from audiorec.ivf_index import IVFIndex
+from audiorec.routed_index import RoutedIndex
 from serving.artifact import Artifact
 
 BRUTE_FORCE_SHARE = 0.2  # below this share of allowed items, search them exactly
@@ -40,7 +41,7 @@ class TypeSearch:
         excluded = self.label_of[exclude_rows]
         excluded = np.unique(excluded[excluded >= 0])
         if (
-            isinstance(index, IVFIndex)
+            isinstance(index, (IVFIndex, RoutedIndex))
             and not languages
             and len(excluded) < (1 - BRUTE_FORCE_SHARE) * n
         ):

@@ -25,6 +25,7 @@ from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
 from audiorec.item_index import IndexConfig, build_index, tune
 from audiorec.lookup import lookup_of_version, write_lookup
+from audiorec.routed_index import RoutedIndex
 from training.data.arrow import vector_column
 from training.data.duck import DatasetLike, connect_dataset
 from training.release.lists import write_consumed, write_popularity, write_window
@@ -193,6 +194,8 @@ def _write_indexes(
 ) -> dict[str, IndexInfo]:
     """One index per item type under out/index/, its breadth tuned on real user queries."""
     queries = tuning_queries(towers, data)
+    routed = index_cfg.method == "routed"
+    learn = route_queries(towers, data, index_cfg.route_queries) if routed else None
     indexes = {}
     for kind in data.types:
         mask = data.item_types == kind
@@ -201,6 +204,7 @@ def _write_indexes(
             data.item_ids[mask],
             index_cfg,
             extra_coordinates=int(towers.prior is not None),
+            queries=learn,
         )
         breadth, recall = (
             tune(index, vectors[mask], queries, index_cfg.target_recall)
@@ -211,13 +215,14 @@ def _write_indexes(
         indexes[kind] = IndexInfo(
             path=f"index/{kind}",
             count=int(mask.sum()),
-            method=index_cfg.method,
+            method="routed" if isinstance(index, RoutedIndex) else index_cfg.method,
             recall_at_10=round(recall, 4),
             **(
                 {"M": index_cfg.M, "ef_construction": index_cfg.ef_construction, "ef": breadth}
                 if index_cfg.method == "hnsw"
                 else {"lists": index.lists, "nprobe": breadth}  # type: ignore[union-attr]
             ),
+            **({"routes": index.routes} if isinstance(index, RoutedIndex) else {}),
         )
     return indexes
 
@@ -225,8 +230,25 @@ def _write_indexes(
 def tuning_queries(towers: TrainedTowers, data: TowerData, n: int = 1000) -> np.ndarray:
     """The queries an index's breadth is tuned and checked on: ``n`` real user vectors
     (validation examples, else training ones), evenly spread."""
+    return towers.user_vectors({k: v[_tuning_rows(data, n)] for k, v in data.user.items()})
+
+
+def _tuning_rows(data: TowerData, n: int) -> np.ndarray:
     rows = np.flatnonzero(data.scored) if data.scored.any() else np.arange(len(data))
-    rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int)]
+    return rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int)]
+
+
+def route_queries(towers: TrainedTowers, data: TowerData, n: int, tuning: int = 1000) -> np.ndarray:
+    """The real user vectors a routed index learns from: up to ``n`` users, each at one
+    training example (a seeded draw), none of them a user of the tuning queries (the
+    recall those measure is then a held-out one)."""
+    held = np.unique(data.user_ids[_tuning_rows(data, tuning)])
+    rows = np.flatnonzero(~data.validation)
+    # a draw of twice what is needed, then one example per user, in drawn order
+    rows = np.random.default_rng(0).permutation(rows)[: 2 * n]
+    rows = rows[~np.isin(data.user_ids[rows], held)]
+    _, first = np.unique(data.user_ids[rows], return_index=True)
+    rows = rows[np.sort(first)][:n]
     return towers.user_vectors({k: v[rows] for k, v in data.user.items()})
 
 

@@ -1,0 +1,117 @@
+"""The routed item index: recall on held-out queries with exact scores, exclusions, the
+fallback to the inner lists, a faithful round trip and the loader's checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from audiorec.errors import AudiorecError
+from audiorec.hnsw_index import exact_top_k, recall_at_k
+from audiorec.item_index import IndexConfig, build_index, load_index, tune
+from audiorec.ivf_index import IVFIndex
+from audiorec.routed_index import RoutedIndex, default_routes
+
+
+@pytest.fixture(scope="module")
+def items():
+    """6,000 unit vectors in 60 clusters, plus a prior coordinate in [0, 0.2]."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 32))[rng.integers(0, 60, 6000)] + rng.normal(
+        scale=0.5, size=(6000, 32)
+    )
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return np.hstack([x, 0.2 * rng.random((6000, 1))]).astype(np.float32)
+
+
+def users(n: int, seed: int) -> np.ndarray:
+    """User-like queries: 40 tastes, each user near one, with the prior's 1.0."""
+    rng = np.random.default_rng(seed)
+    tastes = np.random.default_rng(99).normal(size=(40, 32))
+    q = tastes[rng.integers(0, 40, n)] + rng.normal(scale=0.3, size=(n, 32))
+    return np.hstack([0.3 * q, np.ones((n, 1))]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def index(items):
+    cfg = IndexConfig(lists=32)
+    built = build_index(items, np.arange(6000), cfg, extra_coordinates=1, queries=users(4000, 1))
+    assert isinstance(built, RoutedIndex) and isinstance(built.fallback, IVFIndex)
+    tune(built, items, users(300, 2), target=0.995)
+    return built
+
+
+def test_default_routes():
+    assert default_routes(0) == 8 and default_routes(32768) == 128 and default_routes(4000) == 16
+
+
+def test_held_out_recall_with_exact_scores(index, items):
+    q = users(500, seed=3)  # users the routes never saw
+    labels, scores = index.search(q, 10)
+    assert recall_at_k(labels, exact_top_k(items, q, 10)) >= 0.99
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, items[labels]), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    # every list holds the vectors of its labels, and lists are sorted within a route
+    np.testing.assert_array_equal(index.block, items[index.labels])
+    for r in range(index.routes):
+        assert (np.diff(index.labels[index.offsets[r] : index.offsets[r + 1]]) > 0).all()
+
+
+def test_exclusions_within_the_depth_are_routed(index, items):
+    """Excluding a query's own best items: the next best come back, none excluded, and
+    the answer is the exact one without them (the lists reach that deep)."""
+    q = users(50, seed=4)
+    truth = exact_top_k(items, q, 30)
+    hits = 0
+    for i in range(len(q)):
+        drop = truth[i, :5]
+        labels, _ = index.search(q[i], 10, exclude=drop)
+        assert not np.isin(labels[0], drop).any() and (labels[0] >= 0).all()
+        hits += len(np.intersect1d(labels[0], truth[i, 5:15]))
+    assert hits / (10 * len(q)) >= 0.98
+
+
+def test_answers_deeper_than_the_lists_come_from_the_inner_lists(index, items):
+    q = users(20, seed=5)
+    deep = index.search(q, index.depth + 1)  # k beyond the lists: the inner index answers
+    np.testing.assert_array_equal(deep[0], index.fallback.search(q, index.depth + 1)[0])
+    many = np.arange(index.depth)  # exclusions that could push the answer past the lists
+    got = index.search(q[0], 10, exclude=many)
+    np.testing.assert_array_equal(got[0], index.fallback.search(q[:1], 10, exclude=many)[0])
+
+
+def test_round_trip_and_loader_checks(index, items, tmp_path):
+    index.save(tmp_path / "i")
+    back = load_index(tmp_path / "i", 33)
+    assert isinstance(back, RoutedIndex) and back.breadth == index.breadth
+    q = users(100, seed=6)
+    for a, b in zip(index.search(q, 10), back.search(q, 10)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AudiorecError):
+        load_index(tmp_path / "i", 34)  # another dimension than the artifact's
+    # a list label outside the catalogue (manifest re-signed): refused by the shape check
+    labels = np.load(tmp_path / "i" / "labels.npy")
+    labels[0] = 6000
+    np.save(tmp_path / "i" / "labels.npy", labels)
+    with pytest.raises(AudiorecError):
+        load_index(tmp_path / "i", 33, verify_files=False)
+    with pytest.raises(AudiorecError):  # and, with checksums, by the manifest
+        load_index(tmp_path / "i", 33)
+
+
+def test_too_few_queries_or_an_exact_catalogue_keep_the_inner_index(items):
+    cfg = IndexConfig(lists=32)
+    assert isinstance(build_index(items, np.arange(6000), cfg, 1, users(10, 7)), IVFIndex)
+    small = build_index(items[:500], np.arange(500), cfg, 1, users(4000, 7))
+    assert isinstance(small, IVFIndex) and small.lists == 0
+    assert isinstance(build_index(items, np.arange(6000), IndexConfig(method="ivf"), 1,
+                                  users(4000, 7)), IVFIndex)  # fmt: skip
+
+
+def test_manifest_names_the_method(index, tmp_path):
+    index.save(tmp_path / "j")
+    m = json.loads((tmp_path / "j" / "manifest.json").read_text())
+    assert m["kind"] == "audiorec.routed" and m["routes"] == index.routes
+    assert m["candidates"] == len(index.labels) and m["queries"] == 4000
