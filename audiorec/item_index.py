@@ -41,8 +41,8 @@ class IndexConfig(HNSWConfig):
     # top `route_depth` listed in its `route_spread` nearest routes, learned from up to
     # `route_queries` users (audiorec/routed_index.py)
     routes: int | None = Field(None, ge=1)
-    route_depth: int = Field(32, ge=1)
-    route_spread: int = Field(3, ge=1)
+    route_depth: int = Field(20, ge=1)
+    route_spread: int = Field(2, ge=1)
     route_queries: int = Field(32768, ge=16)
 
 

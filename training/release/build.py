@@ -211,6 +211,10 @@ def _write_indexes(
             if mask.sum() > 10
             else (index.breadth, 1.0)
         )
+        if isinstance(index, RoutedIndex) and recall < index_cfg.target_recall:
+            # routes that miss the target on users they never saw: the inner lists alone
+            index = index.fallback
+            breadth, recall = tune(index, vectors[mask], queries, index_cfg.target_recall)
         index.save(out / "index" / kind)
         indexes[kind] = IndexInfo(
             path=f"index/{kind}",
