@@ -63,9 +63,11 @@ def test_pipeline_publishes_a_complete_validated_version(piped, artifact):
     assert m.indexes["podcast"].count == (artifact.item_types == "podcast").sum()
     assert {"tensorflow", "keras", "feast", "hnswlib", "faiss"} <= set(m.libraries)
     # the breadth tuned at publish: real user queries reach the recall target (the tiny
-    # world's pipeline indexes with inverted lists: tests/conftest.py)
-    for info in m.indexes.values():
-        assert info.method == "ivf" and 1 <= info.nprobe <= info.lists
+    # world's pipeline indexes with inverted lists, tests/conftest.py, behind routes
+    # learned from its training users)
+    for kind, info in m.indexes.items():
+        assert info.method == "routed" and 1 <= info.nprobe <= info.lists
+        assert info.routes == artifact.indexes[kind].routes >= 8
         assert info.recall_at_10 >= 0.99
     assert m.git_sha and m.data["cut"] and m.upstream["hgnn_version"].startswith("hgnn-")
     assert (report.directory / "training_curve.png").stat().st_size > 0
