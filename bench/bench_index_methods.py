@@ -1,7 +1,8 @@
 """Benchmark: which index holds on real user queries (issue 32), measured on an artifact.
 
     .venv/bin/python bench/bench_index_methods.py --workdir W [--users 3000]
-        [--online sqlite|redis --redis URL] [--target 0.995] [--out FILE.json]
+        [--online sqlite|redis --redis URL] [--target 0.995] [--route-users 32768]
+        [--methods all|routed] [--out FILE.json]
 
 Takes the current artifact of ``W`` as the server loads it and turns real users into
 queries with the served user tower (the vectors include the prior coordinate, so the
@@ -14,8 +15,10 @@ request issues it) and the ratio to the exact scan's QPS, measured in the same r
 Target: recall@10 >= 0.99 at >= 20x the exact scan.
 
 Methods: HNSW (hnswlib, inner product; what was served before), HNSW on the inner-product-to-L2
-transform, and faiss inverted lists (flat lists; 4-bit fast-scan codes re-scored
-exactly), with the list count near the square root of the catalogue.
+transform, faiss inverted lists (flat lists; 4-bit fast-scan codes re-scored
+exactly), with the list count near the square root of the catalogue, and the routed index
+(audiorec/routed_index.py) in front of the latter at a few list depths and spreads,
+learned from ``--route-users`` other users (``--methods routed``: those rows only).
 """
 
 from __future__ import annotations
@@ -102,6 +105,39 @@ def methods(vectors: np.ndarray):
     return out
 
 
+def route_queries_of(args, art: Artifact, embed, n: int) -> np.ndarray:
+    """The served vectors of ``n`` users the routed index learns from, drawn (seed 1)
+    from the artifact's users apart from those this benchmark (:func:`queries_of`: 3,000
+    warm, then 1,500 ids of anyone, with the default ``--users``) and
+    bench_index_scale.py (1,000 warm) measure on."""
+    known = np.array(sorted(art.users), dtype=object)
+    rng = np.random.default_rng(0)  # queries_of's draws, replayed
+    measured = set(rng.choice(known, min(args.users, len(known)), replace=False))
+    top = max(int(str(u)[1:]) for u in known[-10:]) + 1
+    measured |= {f"u{i:07d}" for i in rng.choice(top, args.users // 2)}
+    measured |= set(np.random.default_rng(0).choice(known, 1000, replace=False))
+    pool = np.array([u for u in known if u not in measured], dtype=object)
+    ids = list(np.random.default_rng(1).choice(pool, min(n, len(pool)), replace=False))
+    return np.vstack([embed(ids[i : i + 2000]) for i in range(0, len(ids), 2000)])
+
+
+def routed_methods(vectors: np.ndarray, learn: np.ndarray):
+    """The routed index at a few list depths and spreads, in front of the inverted lists
+    with 4-bit codes (its breadth: those lists' ``nprobe``)."""
+    from audiorec.ivf_index import IVFIndex
+    from audiorec.routed_index import RoutedIndex
+
+    inner = IVFIndex.build(vectors, np.arange(len(vectors)), extra_coordinates=1)
+    out = []
+    for depth, spread in ((20, 1), (20, 2), (20, 3), (32, 3)):
+        t0 = time.perf_counter()
+        index = RoutedIndex.build(vectors, inner, learn, depth=depth, spread=spread)
+        out.append((f"routed, {index.routes} routes, depth {depth}, spread {spread} "
+                    f"({len(index.labels):,} listed)", lambda q, i=index: i.search(q, 10)[0],
+                    index.set_breadth, index.breadths(), time.perf_counter() - t0))  # fmt: skip
+    return out
+
+
 def queries_of(args) -> tuple[Artifact, np.ndarray, np.ndarray]:
     """The artifact, and the served user vectors of seeded warm users and seeded ids of
     any user: (tuning queries, test queries), each half of each kind."""
@@ -122,10 +158,13 @@ def main() -> None:
     ap.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
     ap.add_argument("--redis", default="localhost:6379")
     ap.add_argument("--target", type=float, default=0.995, help="recall the tuning aims at")
+    ap.add_argument("--route-users", type=int, default=32768, help="users routes learn from")
+    ap.add_argument("--methods", default="all", help="all | routed (the routed rows only)")
     ap.add_argument("--out", help="also write the results as JSON")
     args = ap.parse_args()
 
     art, tune, test = queries_of(args)
+    learn = route_queries_of(args, art, served_users(args)[1], args.route_users)
     result: dict = {"version": art.version, "tune_queries": len(tune), "test_queries": len(test)}
     for kind, rows in art.label_rows.items():
         vectors = np.ascontiguousarray(art.vectors[rows])
@@ -133,7 +172,10 @@ def main() -> None:
         exact = single_query_qps(lambda q: exact_top_k(vectors, q, 10), test[:300])
         print(f"{kind}: {len(rows):,} items x {vectors.shape[1]}; exact scan {exact:,.0f} q/s")
         rows_out = []
-        for name, search, set_breadth, breadths, build_s in methods(vectors):
+        candidates = routed_methods(vectors, learn)
+        if args.methods == "all":
+            candidates = methods(vectors) + candidates
+        for name, search, set_breadth, breadths, build_s in candidates:
             b = tuned(search, set_breadth, breadths, tune, truth_tune, args.target)
             set_breadth(b)
             recall = recall_at_k(np.vstack([search(q[None, :]) for q in test]), truth)

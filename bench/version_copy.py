@@ -33,7 +33,7 @@ from audiorec.publish import staged_directory
 def add_routes(args, directory: Path, manifest) -> dict:
     """Each inverted-list index of the copy in ``directory`` rebuilt as a routed one over
     its own inner index; returns the manifest's new ``indexes``."""
-    from bench_index_methods import queries_of  # bench/ is the script's directory
+    from bench_index_methods import queries_of, route_queries_of  # bench/: the script's
     from bench_index_scale import served_users
 
     from audiorec.hnsw_index import exact_top_k, recall_at_k
@@ -41,19 +41,8 @@ def add_routes(args, directory: Path, manifest) -> dict:
     from audiorec.routed_index import RoutedIndex
 
     opts = Namespace(workdir=args.workdir, online="sqlite", redis="", users=3000)
-    art, tune, test = queries_of(opts)  # the measured users: left out below
-    _, embed, _ = served_users(opts)
-    known = np.array(sorted(art.users), dtype=object)
-    # the users queries_of (3,000 warm, then 1,500 ids of anyone) and bench_index_scale
-    # (1,000 warm) draw with their default arguments
-    rng = np.random.default_rng(0)
-    measured = set(rng.choice(known, 3000, replace=False))
-    top = max(int(str(u)[1:]) for u in known[-10:]) + 1
-    measured |= {f"u{i:07d}" for i in rng.choice(top, 1500)}
-    measured |= set(np.random.default_rng(0).choice(known, 1000, replace=False))
-    pool = np.array([u for u in known if u not in measured], dtype=object)
-    ids = list(np.random.default_rng(1).choice(pool, args.routes_from, replace=False))
-    queries = np.vstack([embed(ids[i : i + 2000]) for i in range(0, len(ids), 2000)])
+    art, tune, _ = queries_of(opts)
+    queries = route_queries_of(opts, art, served_users(opts)[1], args.routes_from)
     indexes = dict(manifest.indexes)
     for kind, info in manifest.indexes.items():
         inner = art.indexes[kind]

@@ -220,7 +220,7 @@ class Recommender:
             # is this query's: neighbours by the same score a user would get
             query = query.copy()
             query[-1] = 1.0
-        labels, scores = self._search(query, k, item_type, exclude, ())
+        labels, scores = self.searches[item_type].search(query, k, exclude, (), item_query=True)
         t["index"] = time.perf_counter()
         items = self._items(item_type, labels, scores)
         if len(self.live):

@@ -7,7 +7,7 @@ without a language filter the exclusions are skipped inside the scan (k asked, k
 the index is asked for enough candidates that k survive the filters evenly spread, then
 twice as many, and a small allowed set is scanned exactly.
 
-Shapes: ``search(vector (dim,), k, exclude_rows (e,) item rows, languages)`` ->
+Shapes: ``search(vector (dim,), k, exclude_rows (e,) item rows, languages, item_query)`` ->
 (labels (<= k,) int64, scores (<= k,) float32), best first; a label's item row is
 ``label_rows[label]``.
 """
@@ -29,14 +29,24 @@ class TypeSearch:
     def __init__(self, artifact: Artifact, kind: str):
         self.vectors = artifact.vectors
         self.index, self.label_rows = artifact.indexes[kind], artifact.label_rows[kind]
+        # an item's neighbours: a routed index's routes were learned from users, and an
+        # item's vector is no user's, so item queries go to the lists behind the routes
+        index = self.index
+        self.item_index = index.fallback if isinstance(index, RoutedIndex) else index
         self.by_language = _by_language(artifact, self.label_rows)
         self.label_of = np.full(len(artifact.item_ids), -1, np.int64)  # item row -> label
         self.label_of[self.label_rows] = np.arange(len(self.label_rows))
 
     def search(
-        self, vector: np.ndarray, k: int, exclude_rows: np.ndarray, languages: Sequence[str]
+        self,
+        vector: np.ndarray,
+        k: int,
+        exclude_rows: np.ndarray,
+        languages: Sequence[str],
+        item_query: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        index, label_rows = self.index, self.label_rows
+        """``item_query``: ``vector`` is an item's (RecommendSimilar), not a user's."""
+        index, label_rows = self.item_index if item_query else self.index, self.label_rows
         n = len(label_rows)
         excluded = self.label_of[exclude_rows]
         excluded = np.unique(excluded[excluded >= 0])
