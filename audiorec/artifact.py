@@ -52,8 +52,11 @@ class IndexInfo(BaseModel):
     # ivf: cells (0: an exact flat scan) and the cells a query scans
     lists: int | None = None
     nprobe: int | None = None
-    # routed: the routes learned from real user queries, in front of the ivf fields' lists
+    # routed: the routes learned from real user queries, in front of the ivf fields' lists;
+    # routes that missed the recall target on the tuning users are not kept (method ivf),
+    # and their recall is recorded here
     routes: int | None = None
+    routes_recall_at_10: float | None = None
     # the query breadth (ef or nprobe) is raised from the configured one until real user
     # queries reach this recall@10 against exact search (target 0.995: headroom over 0.99
     # for users unlike the tuning ones)

@@ -23,7 +23,8 @@ from audiorec.artifact import ONNX_FILE, IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
-from audiorec.item_index import IndexConfig, build_index, tune
+from audiorec.item_index import AnyIndex, IndexConfig, build_index, tune
+from audiorec.ivf_index import IVFIndex
 from audiorec.lookup import lookup_of_version, write_lookup
 from audiorec.routed_index import RoutedIndex
 from training.data.arrow import vector_column
@@ -211,24 +212,30 @@ def _write_indexes(
             if mask.sum() > 10
             else (index.breadth, 1.0)
         )
+        tried: dict = {}
         if isinstance(index, RoutedIndex) and recall < index_cfg.target_recall:
             # routes that miss the target on users they never saw: the inner lists alone
+            tried = {"routes": index.routes, "routes_recall_at_10": round(recall, 4)}
             index = index.fallback
             breadth, recall = tune(index, vectors[mask], queries, index_cfg.target_recall)
         index.save(out / "index" / kind)
         indexes[kind] = IndexInfo(
             path=f"index/{kind}",
             count=int(mask.sum()),
-            method="routed" if isinstance(index, RoutedIndex) else index_cfg.method,
             recall_at_10=round(recall, 4),
-            **(
-                {"M": index_cfg.M, "ef_construction": index_cfg.ef_construction, "ef": breadth}
-                if index_cfg.method == "hnsw"
-                else {"lists": index.lists, "nprobe": breadth}  # type: ignore[union-attr]
-            ),
-            **({"routes": index.routes} if isinstance(index, RoutedIndex) else {}),
+            **_index_fields(index, breadth, index_cfg),
+            **tried,
         )
     return indexes
+
+
+def _index_fields(index: AnyIndex, breadth: int, cfg: IndexConfig) -> dict:
+    """The manifest's description of a built index: its method and parameters."""
+    if isinstance(index, RoutedIndex):
+        return {"method": "routed", "lists": index.lists, "nprobe": breadth, "routes": index.routes}
+    if isinstance(index, IVFIndex):
+        return {"method": "ivf", "lists": index.lists, "nprobe": breadth}
+    return {"method": "hnsw", "M": cfg.M, "ef_construction": cfg.ef_construction, "ef": breadth}
 
 
 def tuning_queries(towers: TrainedTowers, data: TowerData, n: int = 1000) -> np.ndarray:
