@@ -107,5 +107,33 @@ def tune(
     return breadth, recall
 
 
+def widen_routes(
+    index: RoutedIndex,
+    vectors: np.ndarray,
+    learn: np.ndarray,
+    queries: np.ndarray,
+    cfg: IndexConfig,
+    k: int = 10,
+) -> tuple[AnyIndex, float, float]:
+    """A routed index whose recall@k on ``queries`` (users the routes never saw) misses
+    ``cfg.target_recall``, rebuilt wider from the same training queries ``learn``: each
+    training query's answer listed in one, then two more routes, then deeper. Returns
+    (the first that reaches the target, else the inner lists alone; its recall; the
+    last routed recall). Wider lists cost speed (a query scores its route's whole list),
+    so the configured settings are tried first, by the caller."""
+    truth = exact_top_k(vectors, queries, k)
+    recall = recall_at_k(index.search(queries, k)[0], truth)
+    depth, spread = cfg.route_depth, cfg.route_spread
+    for d, s in ((depth, spread + 1), (depth, spread + 2), (max(32, depth), spread + 2)):
+        if recall >= cfg.target_recall:
+            return index, recall, recall
+        index = RoutedIndex.build(vectors, index.fallback, learn, cfg.routes, d, s)
+        recall = recall_at_k(index.search(queries, k)[0], truth)
+    if recall >= cfg.target_recall:
+        return index, recall, recall
+    inner = index.fallback
+    return inner, recall_at_k(inner.search(queries, k)[0], truth), recall
+
+
 def _hnsw_fields(cfg: IndexConfig) -> dict[str, int]:
     return {k: getattr(cfg, k) for k in HNSWConfig.model_fields}

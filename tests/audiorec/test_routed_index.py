@@ -10,7 +10,7 @@ import pytest
 
 from audiorec.errors import AudiorecError
 from audiorec.hnsw_index import exact_top_k, recall_at_k
-from audiorec.item_index import IndexConfig, build_index, load_index, tune
+from audiorec.item_index import IndexConfig, build_index, load_index, tune, widen_routes
 from audiorec.ivf_index import IVFIndex
 from audiorec.routed_index import RoutedIndex, default_routes
 
@@ -115,3 +115,25 @@ def test_manifest_names_the_method(index, tmp_path):
     m = json.loads((tmp_path / "j" / "manifest.json").read_text())
     assert m["kind"] == "audiorec.routed" and m["routes"] == index.routes
     assert m["candidates"] == len(index.labels) and m["queries"] == 4000
+
+
+def test_routes_are_widened_to_the_target_else_dropped(items):
+    """Routes short of the target on unseen users are rebuilt wider (more routes per
+    training query, then deeper) until they reach it; failing that, the inner lists."""
+    learn, tuning = users(4000, 1), users(300, 2)
+    truth = exact_top_k(items, tuning, 10)
+    narrow = build_index(items, np.arange(6000), IndexConfig(lists=32, route_spread=1), 1, learn)
+    assert isinstance(narrow, RoutedIndex)
+    wide = RoutedIndex.build(items, narrow.fallback, learn, depth=20, spread=3)
+    reached = recall_at_k(wide.search(tuning, 10)[0], truth)
+    cfg = IndexConfig(lists=32, route_spread=1, target_recall=reached)
+    got, recall, routed = widen_routes(narrow, items, learn, tuning, cfg)
+    assert isinstance(got, RoutedIndex) and recall == routed >= reached
+    assert got.spread == 1 or len(got.labels) > len(narrow.labels)
+    # a target no routes reach here: the inner lists, and the routes' best recall
+    unreachable = IndexConfig(lists=32, route_spread=1, target_recall=1.0)
+    if recall_at_k(RoutedIndex.build(items, narrow.fallback, learn, depth=32, spread=3)
+                   .search(tuning, 10)[0], truth) < 1.0:  # fmt: skip
+        got, recall, routed = widen_routes(narrow, items, learn, tuning, unreachable)
+        assert isinstance(got, IVFIndex) and routed < 1.0
+        assert recall == recall_at_k(narrow.fallback.search(tuning, 10)[0], truth)

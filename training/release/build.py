@@ -23,7 +23,7 @@ from audiorec.artifact import ONNX_FILE, IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
-from audiorec.item_index import AnyIndex, IndexConfig, build_index, tune
+from audiorec.item_index import AnyIndex, IndexConfig, build_index, tune, widen_routes
 from audiorec.ivf_index import IVFIndex
 from audiorec.lookup import lookup_of_version, write_lookup
 from audiorec.routed_index import RoutedIndex
@@ -213,11 +213,19 @@ def _write_indexes(
             else (index.breadth, 1.0)
         )
         tried: dict = {}
-        if isinstance(index, RoutedIndex) and recall < index_cfg.target_recall:
-            # routes that miss the target on users they never saw: the inner lists alone
-            tried = {"routes": index.routes, "routes_recall_at_10": round(recall, 4)}
-            index = index.fallback
-            breadth, recall = tune(index, vectors[mask], queries, index_cfg.target_recall)
+        if (
+            isinstance(index, RoutedIndex)
+            and learn is not None
+            and recall < index_cfg.target_recall
+        ):
+            # routes that miss the target on users they never saw: wider lists, else the
+            # inner lists alone (their breadth already tuned)
+            routes = index.routes
+            index, recall, routed_recall = widen_routes(
+                index, vectors[mask], learn, queries, index_cfg
+            )
+            if not isinstance(index, RoutedIndex):
+                tried = {"routes": routes, "routes_recall_at_10": round(routed_recall, 4)}
         index.save(out / "index" / kind)
         indexes[kind] = IndexInfo(
             path=f"index/{kind}",
