@@ -138,10 +138,11 @@ def routed_methods(vectors: np.ndarray, learn: np.ndarray):
     return out
 
 
-def queries_of(args) -> tuple[Artifact, np.ndarray, np.ndarray]:
-    """The artifact, and the served user vectors of seeded warm users and seeded ids of
-    any user: (tuning queries, test queries), each half of each kind."""
-    art, embed, rng = served_users(args)
+def queries_of(args, directory=None) -> tuple[Artifact, np.ndarray, np.ndarray]:
+    """The artifact (the current one, or the version in ``directory``), and the served
+    user vectors of seeded warm users and seeded ids of any user: (tuning queries, test
+    queries), each half of each kind."""
+    art, embed, rng = served_users(args, directory)
     known = np.array(sorted(art.users), dtype=object)
     warm = list(rng.choice(known, min(args.users, len(known)), replace=False))
     # every user the world holds (the generator's ids: "u" and 7 digits), history or not

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,11 +28,13 @@ from audiorec.tower_inputs import tower_inputs
 from serving.artifact import Artifact
 
 
-def served_users(args) -> tuple[Artifact, Callable[[list], np.ndarray], np.random.Generator]:
-    """The current artifact of ``args.workdir`` as the server loads it, ``embed(user ids)
-    -> served user vectors`` (their online features through the served tower) and the
-    seeded generator that draws them."""
-    directory = current_dir(args.workdir)
+def served_users(
+    args, directory: Path | None = None
+) -> tuple[Artifact, Callable[[list], np.ndarray], np.random.Generator]:
+    """The current artifact of ``args.workdir`` (or the version in ``directory``) as the
+    server loads it, ``embed(user ids) -> served user vectors`` (their online features
+    through its tower) and the seeded generator that draws them."""
+    directory = directory or current_dir(args.workdir)
     manifest = read_manifest(directory, verify_files=False)
     art = Artifact.load(directory)
     store_cfg = FeatureStoreConfig(online=args.online, redis=args.redis)

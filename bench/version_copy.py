@@ -41,8 +41,8 @@ def add_routes(args, directory: Path, manifest) -> dict:
     from audiorec.routed_index import RoutedIndex
 
     opts = Namespace(workdir=args.workdir, online="sqlite", redis="", users=3000)
-    art, tune, _ = queries_of(opts)
-    queries = route_queries_of(opts, art, served_users(opts)[1], args.routes_from)
+    art, tune, _ = queries_of(opts, directory)  # the copy's own tower and vectors
+    queries = route_queries_of(opts, art, served_users(opts, directory)[1], args.routes_from)
     indexes = dict(manifest.indexes)
     for kind, info in manifest.indexes.items():
         inner = art.indexes[kind]
