@@ -13,9 +13,9 @@ was among the exact top ``depth`` of a training query routed there; each trainin
 counts for its ``spread`` nearest routes. A query takes its nearest route, scores that
 route's list exactly (one contiguous block of item vectors), and returns the best ``k``:
 scores are exact inner products. A query whose answer could lie deeper than the lists
-reach (``k`` + its exclusions above ``depth``), or whose route holds fewer than ``k``
-allowed items, is answered by the inner-list index (``fallback``, an
-:class:`~audiorec.ivf_index.IVFIndex`) instead.
+reach (``k`` plus the excluded items its route lists, above ``depth``), or whose route
+holds fewer than ``k`` allowed items, is answered by the inner-list index (``fallback``,
+an :class:`~audiorec.ivf_index.IVFIndex`) instead.
 
 Cost: build = k-means over the training queries + their exact top ``depth`` (one
 matrix product of queries x items, in slices); a query = one (routes x dim) product, one
@@ -153,12 +153,13 @@ class RoutedIndex:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self._count))
         excluded = _NONE if exclude is None or not len(exclude) else np.unique(exclude)
-        if k + len(excluded) > self.depth:  # the answer may lie deeper than the lists
+        if k > self.depth:  # the answer lies deeper than the lists
             return self.fallback.search(q, k, excluded if len(excluded) else None)
         if len(q) == 1:  # a request's query: no batch bookkeeping
             found = self._route(q[0], int((self.centroids @ q[0]).argmax()), k, excluded)
-            if found is not None:
-                return found[0][None, :], found[1][None, :]
+            if found is None:
+                return self.fallback.search(q, k, excluded if len(excluded) else None)
+            return found[0][None, :], found[1][None, :]
         labels = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
         for i, r in enumerate(np.argmax(q @ self.centroids.T, axis=1)):
@@ -172,16 +173,23 @@ class RoutedIndex:
     def _route(
         self, query: np.ndarray, r: int, k: int, excluded: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The best ``k`` of route ``r``'s list, or None when fewer than ``k`` are allowed."""
+        """The best ``k`` allowed items of route ``r``'s list, or None when its answer
+        could lie deeper than the list: ``k`` plus the excluded items the list holds above
+        ``depth`` (the list stands for its users' top ``depth``; an excluded item it does
+        not hold is, like the list's other absentees, below those), or fewer than ``k``
+        allowed items in it."""
         # array methods and Python-int bounds: a query is ~15 us, numpy's wrappers count
         lo, hi = self._bounds[r], self._bounds[r + 1]
-        if hi - lo < k + len(excluded):
-            return None
         s = self.block[lo:hi] @ query
+        held = 0
         if len(excluded):
             listed = self.labels[lo:hi]
             at = listed.searchsorted(excluded).clip(0, hi - lo - 1)
-            s[at[listed[at] == excluded]] = -np.inf
+            at = at[listed[at] == excluded]
+            s[at] = -np.inf
+            held = len(at)
+        if k + held > self.depth or hi - lo - held < k:
+            return None
         top = s.argpartition(hi - lo - k)[hi - lo - k :]
         top = top[(-s[top]).argsort(kind="stable")]
         return self._labels64[lo + top], s[top]

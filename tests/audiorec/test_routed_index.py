@@ -77,9 +77,20 @@ def test_answers_deeper_than_the_lists_come_from_the_inner_lists(index, items):
     q = users(20, seed=5)
     deep = index.search(q, index.depth + 1)  # k beyond the lists: the inner index answers
     np.testing.assert_array_equal(deep[0], index.fallback.search(q, index.depth + 1)[0])
-    many = np.arange(index.depth)  # exclusions that could push the answer past the lists
-    got = index.search(q[0], 10, exclude=many)
-    np.testing.assert_array_equal(got[0], index.fallback.search(q[:1], 10, exclude=many)[0])
+    # excluding the query's own best items, which its route lists: the answer could lie
+    # past the list's depth, so the inner lists answer
+    mine = exact_top_k(items, q[:1], index.depth)[0]
+    route = int(np.argmax(index.centroids @ q[0]))
+    listed = index.labels[index.offsets[route] : index.offsets[route + 1]]
+    held = np.intersect1d(mine, listed)
+    assert 10 + len(held) > index.depth
+    got = index.search(q[0], 10, exclude=held)
+    np.testing.assert_array_equal(got[0], index.fallback.search(q[:1], 10, exclude=held)[0])
+    # as many exclusions the route does not list: still routed, none returned
+    absent = np.setdiff1d(np.arange(6000), listed)[: index.depth]
+    labels, scores = index.search(q[0], 10, exclude=absent)
+    assert not np.isin(labels, absent).any()
+    np.testing.assert_array_equal(labels, index.search(q[0], 10)[0])
 
 
 def test_round_trip_and_loader_checks(index, items, tmp_path):
