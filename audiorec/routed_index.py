@@ -95,8 +95,9 @@ class RoutedIndex:
         same ``vectors`` (n, dim) under the same labels."""
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         q = np.asarray(queries, dtype=np.float32)
-        q = q[np.linalg.norm(q, axis=1) > 0]
         n, dim = v.shape
+        if q.ndim == 2 and q.shape[1] == dim:
+            q = q[np.linalg.norm(q, axis=1) > 0]
         if q.ndim != 2 or q.shape[1] != dim or len(q) < 2 * (routes or 8):
             raise ContractError(f"routes need >= {2 * (routes or 8)} queries of dim {dim}")
         unit = q / np.linalg.norm(q, axis=1, keepdims=True)

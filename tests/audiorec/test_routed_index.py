@@ -43,8 +43,12 @@ def index(items):
     return built
 
 
-def test_default_routes():
+def test_default_routes_and_the_queries_checked(items):
     assert default_routes(0) == 8 and default_routes(32768) == 128 and default_routes(4000) == 16
+    inner = IVFIndex.build(items, np.arange(6000), lists=32, extra_coordinates=1)
+    for bad in (users(10, 1), users(100, 1)[:, :5], np.ones(33, np.float32)):
+        with pytest.raises(AudiorecError):  # too few, another dimension, not a matrix
+            RoutedIndex.build(items, inner, bad)
 
 
 def test_held_out_recall_with_exact_scores(index, items):
