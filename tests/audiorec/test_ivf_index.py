@@ -15,14 +15,8 @@ from audiorec.ivf_index import IVFIndex, default_lists
 
 
 @pytest.fixture(scope="module")
-def vectors():
-    """6,000 unit vectors in 60 clusters, plus a prior coordinate in [0, 0.2]."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 32))[rng.integers(0, 60, 6000)] + rng.normal(
-        scale=0.5, size=(6000, 32)
-    )
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return np.hstack([x, 0.2 * rng.random((6000, 1))]).astype(np.float32)
+def vectors(clustered_items):
+    return clustered_items
 
 
 def queries(n: int, seed: int = 1) -> np.ndarray:
