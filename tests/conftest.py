@@ -9,6 +9,7 @@ import feast  # noqa: F401 - imported first: its import-time warnings.simplefilt
 
 # DeprecationWarning) would otherwise override pytest's filterwarnings inside the tests
 import pytest
+from index_helpers import clustered_items  # noqa: F401 - the item-index tests' catalogue
 from inspector_helpers import grpc_server, ui  # noqa: F401 - the inspector tests' fixtures
 
 from training.synth import WorldConfig, generate_world
