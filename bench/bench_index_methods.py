@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from bench_hnsw import single_query_qps  # bench/ is the script's directory
@@ -105,20 +105,14 @@ def methods(vectors: np.ndarray):
     return out
 
 
-def route_queries_of(args, art: Artifact, embed, n: int) -> np.ndarray:
+def route_queries_of(q: "Queries", n: int) -> np.ndarray:
     """The served vectors of ``n`` users the routed index learns from, drawn (seed 1)
-    from the artifact's users apart from those this benchmark (:func:`queries_of`: 3,000
-    warm, then 1,500 ids of anyone, with the default ``--users``) and
-    bench_index_scale.py (1,000 warm) measure on."""
-    known = np.array(sorted(art.users), dtype=object)
-    rng = np.random.default_rng(0)  # queries_of's draws, replayed
-    measured = set(rng.choice(known, min(args.users, len(known)), replace=False))
-    top = max(int(str(u)[1:]) for u in known[-10:]) + 1
-    measured |= {f"u{i:07d}" for i in rng.choice(top, args.users // 2)}
-    measured |= set(np.random.default_rng(0).choice(known, 1000, replace=False))
-    pool = np.array([u for u in known if u not in measured], dtype=object)
+    from the artifact's users apart from those :func:`queries_of` drew and those
+    bench_index_scale.py measures on (1,000 warm, its seeded draw replayed here)."""
+    measured = q.users | set(np.random.default_rng(0).choice(q.known, 1000, replace=False))
+    pool = np.array([u for u in q.known if u not in measured], dtype=object)
     ids = list(np.random.default_rng(1).choice(pool, min(n, len(pool)), replace=False))
-    return np.vstack([embed(ids[i : i + 2000]) for i in range(0, len(ids), 2000)])
+    return np.vstack([q.embed(ids[i : i + 2000]) for i in range(0, len(ids), 2000)])
 
 
 def routed_methods(vectors: np.ndarray, learn: np.ndarray):
@@ -138,7 +132,16 @@ def routed_methods(vectors: np.ndarray, learn: np.ndarray):
     return out
 
 
-def queries_of(args, directory=None) -> tuple[Artifact, np.ndarray, np.ndarray]:
+class Queries(NamedTuple):
+    art: Artifact
+    embed: Callable[[list], np.ndarray]  # user ids -> served user vectors
+    known: np.ndarray  # the artifact's users, sorted
+    users: set  # the ids drawn for the tuning and test queries
+    tune: np.ndarray
+    test: np.ndarray
+
+
+def queries_of(args, directory=None) -> Queries:
     """The artifact (the current one, or the version in ``directory``), and the served
     user vectors of seeded warm users and seeded ids of any user: (tuning queries, test
     queries), each half of each kind."""
@@ -149,7 +152,9 @@ def queries_of(args, directory=None) -> tuple[Artifact, np.ndarray, np.ndarray]:
     top = max(int(str(u)[1:]) for u in known[-10:]) + 1 if len(known) else 1
     anyone = [f"u{i:07d}" for i in rng.choice(top, args.users // 2)]
     q = [embed(warm), embed(anyone)]
-    return art, np.concatenate([q[0][::2], q[1][::2]]), np.concatenate([q[0][1::2], q[1][1::2]])
+    tune = np.concatenate([q[0][::2], q[1][::2]])
+    test = np.concatenate([q[0][1::2], q[1][1::2]])
+    return Queries(art, embed, known, set(warm) | set(anyone), tune, test)
 
 
 def main() -> None:
@@ -164,8 +169,9 @@ def main() -> None:
     ap.add_argument("--out", help="also write the results as JSON")
     args = ap.parse_args()
 
-    art, tune, test = queries_of(args)
-    learn = route_queries_of(args, art, served_users(args)[1], args.route_users)
+    queries = queries_of(args)
+    art, tune, test = queries.art, queries.tune, queries.test
+    learn = route_queries_of(queries, args.route_users)
     result: dict = {"version": art.version, "tune_queries": len(tune), "test_queries": len(test)}
     for kind, rows in art.label_rows.items():
         vectors = np.ascontiguousarray(art.vectors[rows])

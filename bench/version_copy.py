@@ -34,15 +34,15 @@ def add_routes(args, directory: Path, manifest) -> dict:
     """Each inverted-list index of the copy in ``directory`` rebuilt as a routed one over
     its own inner index; returns the manifest's new ``indexes``."""
     from bench_index_methods import queries_of, route_queries_of  # bench/: the script's
-    from bench_index_scale import served_users
 
     from audiorec.hnsw_index import exact_top_k, recall_at_k
     from audiorec.ivf_index import IVFIndex
     from audiorec.routed_index import RoutedIndex
 
     opts = Namespace(workdir=args.workdir, online="sqlite", redis="", users=3000)
-    art, tune, _ = queries_of(opts, directory)  # the copy's own tower and vectors
-    queries = route_queries_of(opts, art, served_users(opts, directory)[1], args.routes_from)
+    drawn = queries_of(opts, directory)  # the copy's own tower and vectors
+    art, tune = drawn.art, drawn.tune
+    queries = route_queries_of(drawn, args.routes_from)
     indexes = dict(manifest.indexes)
     for kind, info in manifest.indexes.items():
         inner = art.indexes[kind]
