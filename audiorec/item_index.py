@@ -23,7 +23,7 @@ from pydantic import Field
 
 from audiorec.hnsw_index import HNSWConfig, ItemIndex, exact_top_k, recall_at_k
 from audiorec.ivf_index import IVFIndex, IVFManifest
-from audiorec.routed_index import RoutedIndex, RoutedManifest
+from audiorec.routed_index import RoutedIndex, RoutedManifest, enough_queries
 
 AnyIndex = Union[ItemIndex, IVFIndex, RoutedIndex]
 
@@ -67,8 +67,12 @@ def build_index(
         exact_below=cfg.exact_below,
         extra_coordinates=extra_coordinates,
     )
-    routes = cfg.routes or 8
-    if cfg.method != "routed" or not inner.lists or queries is None or len(queries) < 2 * routes:
+    if (
+        cfg.method != "routed"
+        or not inner.lists
+        or queries is None
+        or not enough_queries(len(queries), cfg.routes)
+    ):
         return inner
     return RoutedIndex.build(vectors, inner, queries, cfg.routes, cfg.route_depth, cfg.route_spread)
 

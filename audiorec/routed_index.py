@@ -59,6 +59,12 @@ class RoutedManifest(ManifestBase):
     queries: int  # training queries the routes were learned from
 
 
+def enough_queries(queries: int, routes: int | None = None) -> bool:
+    """Whether ``queries`` training queries can learn ``routes`` (None: the default's
+    smallest, 8) routes: two a route at least."""
+    return queries >= 2 * (routes or 8)
+
+
 def default_routes(queries: int) -> int:
     """About one route per 256 training queries, as a power of two (at least 8)."""
     return int(2 ** max(3, round(np.log2(max(queries, 1) / 256))))
@@ -98,7 +104,7 @@ class RoutedIndex:
         n, dim = v.shape
         if q.ndim == 2 and q.shape[1] == dim:
             q = q[np.linalg.norm(q, axis=1) > 0]
-        if q.ndim != 2 or q.shape[1] != dim or len(q) < 2 * (routes or 8):
+        if q.ndim != 2 or q.shape[1] != dim or not enough_queries(len(q), routes):
             raise ContractError(f"routes need >= {2 * (routes or 8)} queries of dim {dim}")
         unit = q / np.linalg.norm(q, axis=1, keepdims=True)
         routes = min(routes or default_routes(len(q)), len(q) // 2)
@@ -153,20 +159,23 @@ class RoutedIndex:
         :meth:`IVFIndex.search`)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self._count))
-        excluded = _NONE if exclude is None or not len(exclude) else np.unique(exclude)
+        # no np.unique here (the request path hands unique labels): a repeated label only
+        # counts twice against the depth, which errs toward the inner lists
+        skip = None if exclude is None or not len(exclude) else np.asarray(exclude, np.int64)
+        excluded = _NONE if skip is None else skip
         if k > self.depth:  # the answer lies deeper than the lists
-            return self.fallback.search(q, k, excluded if len(excluded) else None)
+            return self.fallback.search(q, k, skip)
         if len(q) == 1:  # a request's query: no batch bookkeeping
             found = self._route(q[0], int((self.centroids @ q[0]).argmax()), k, excluded)
             if found is None:
-                return self.fallback.search(q, k, excluded if len(excluded) else None)
+                return self.fallback.search(q, k, skip)
             return found[0][None, :], found[1][None, :]
         labels = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
         for i, r in enumerate(np.argmax(q @ self.centroids.T, axis=1)):
             found = self._route(q[i], int(r), k, excluded)
             if found is None:
-                inner = self.fallback.search(q[i : i + 1], k, excluded if len(excluded) else None)
+                inner = self.fallback.search(q[i : i + 1], k, skip)
                 found = (inner[0][0], inner[1][0])
             labels[i, : len(found[0])], scores[i, : len(found[1])] = found
         return labels, scores
