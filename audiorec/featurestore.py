@@ -243,10 +243,11 @@ class OnlineFeatureReader:
 
     The service and its views are resolved once (resolving per call costs more than the
     read itself). :meth:`read` then asks the provider for each view's row, the call
-    ``get_online_features`` ends in, and converts the values with Feast's own type map:
-    the same answer (a test compares them) without the SDK's per-call request building
-    and response protobufs (~0.6 -> ~0.2 ms per user on Redis, docs/benchmarks.md).
-    :meth:`read_sdk` is the plain ``get_online_features``.
+    ``get_online_features`` ends in (on Redis: one HMGET per entity of all its views'
+    fields, through the store's own key and field encoding), and converts the values as
+    Feast's type map does: the same answer (a test compares them) without the SDK's
+    per-call request building and response protobufs (~0.6 -> ~0.1 ms per user on Redis,
+    docs/benchmarks.md). :meth:`read_sdk` is the plain ``get_online_features``.
     """
 
     def __init__(
@@ -262,61 +263,58 @@ class OnlineFeatureReader:
             for p in self.service.feature_view_projections
             if views is None or p.name in views
         ]
-        self._fields: list[Any] | None = None
+        self._fields: tuple[list[str], list[Any]] | None = None  # names, hashed fields
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""
+        from feast.infra.online_stores.redis import RedisOnlineStore
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
 
         keys = [
             EntityKey(join_keys=[self.key], entity_values=[Value(string_val=e)]) for e in entity_ids
         ]
-        out: Features = {}
+        online = getattr(self._provider, "online_store", None)
         with online_errors(self.store):
-            for names, rows in self._rows(keys):
+            if isinstance(online, RedisOnlineStore):
+                return self._read_redis(online, keys)
+            out: Features = {}
+            config = self.store.config
+            for view, names in self._views:
+                # a copy of the names: the Redis store appends its timestamp field to its list
+                rows = self._provider.online_read(config, view, keys, list(names))
                 columns: list[list[Any]] = [[None] * len(keys) for _ in names]
                 for i, (_, values) in enumerate(rows):
-                    if not values:
-                        continue
                     for column, name in zip(columns, names):
-                        value = values.get(name)
+                        value = (values or {}).get(name)
                         if value is not None:
-                            column[i] = feast_value_type_to_python_type(value)
+                            column[i] = python_value(value)
                 out.update(zip(names, columns))
-        return out
+            return out
 
-    def _rows(self, keys: list[Any]) -> list[tuple[list[str], list[Any]]]:
-        """(feature names, online_read rows) per view. On Redis every view of an entity
-        lives in one hash, so all views come back in one pipelined round trip, through the
-        Redis store's own key and field encoding; elsewhere one provider read per view."""
-        from feast.infra.online_stores.redis import RedisOnlineStore
-
-        online = getattr(self._provider, "online_store", None)
+    def _read_hash(self, online: Any, keys: list[Any]) -> list[list[bytes | None]]:
+        """One HMGET per entity of every feature's field (all views of an entity share one
+        hash; the views' timestamp fields are not asked), in one pipelined round trip,
+        through the Redis store's own key and field encoding."""
         config = self.store.config
-        if not isinstance(online, RedisOnlineStore):
-            # a copy of the names: the Redis store appends its timestamp field to its list
-            return [
-                (names, self._provider.online_read(config, view, keys, list(names)))
-                for view, names in self._views
-            ]
-        redis_keys = online._generate_redis_keys_for_entities(config, keys)
         if self._fields is None:  # the hashed field names, once
-            self._fields = [
-                online._generate_hset_keys_for_features(view, list(names))
-                for view, names in self._views
-            ]
-        fields = self._fields
-        commands = [(k, hset) for _, hset in fields for k in redis_keys]
-        replies = online._read_hash_fields(config, commands)
-        out, n = [], len(redis_keys)
-        for j, ((view, names), (requested, _)) in enumerate(zip(self._views, fields)):
-            values = replies[j * n : (j + 1) * n]
-            out.append(
-                (names, online._convert_redis_values_to_protobuf(values, view.name, requested))
-            )
-        return out
+            names: list[str] = []
+            fields: list[Any] = []
+            for view, view_names in self._views:
+                _, hset = online._generate_hset_keys_for_features(view, list(view_names))
+                names += view_names
+                fields += hset[:-1]  # the last is the view's timestamp field
+            self._fields = (names, fields)
+        redis_keys = online._generate_redis_keys_for_entities(config, keys)
+        return online._read_hash_fields(config, [(k, self._fields[1]) for k in redis_keys])
+
+    def _read_redis(self, online: Any, keys: list[Any]) -> Features:
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        replies = self._read_hash(online, keys)
+        assert self._fields is not None
+        rows = [[_decode(Value, blob) for blob in reply] for reply in replies]
+        return {name: [row[j] for row in rows] for j, name in enumerate(self._fields[0])}
 
     def read_sdk(self, entity_ids: list[str]) -> Features:
         """The same read through ``get_online_features`` (the reference)."""
@@ -350,3 +348,32 @@ def online_lineage(
     ):
         return None
     return marker
+
+
+# Value kinds Feast's type map returns as they are (scalars) or as a plain list (lists of
+# scalars); every other kind goes through the type map itself.
+_PLAIN = frozenset(
+    f"{k}_val" for k in ("string", "bytes", "int32", "int64", "double", "float", "bool")
+)
+_PLAIN_LISTS = frozenset(
+    f"{k}_list_val" for k in ("string", "bytes", "int32", "int64", "double", "float", "bool")
+)
+
+
+def python_value(value: Any) -> Any:
+    """A Feast ``Value`` proto as Feast's ``get_online_features`` returns it (None when
+    unset), without the type map's chain of checks for the common kinds."""
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    if kind in _PLAIN:
+        return getattr(value, kind)
+    if kind in _PLAIN_LISTS:
+        return list(getattr(value, kind).val)
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(value)
+
+
+def _decode(value_type: Any, blob: bytes | None) -> Any:
+    return python_value(value_type.FromString(blob)) if blob else None

@@ -17,10 +17,11 @@ processes of ``--processes N`` (SO_REUSEPORT).
 Per-stage means and the server time per Recommend (the handler, from admission to the
 response message) come from the server's Prometheus histograms (scraped before and
 after). Before the load, in the same run, the request's primitives are timed on their
-own (``primitives``): one read of a user's row through the store's own client (redis-py
-HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower forward pass
-(the runtime the server uses), one item-index query; each row reports server time / their
-sum.
+own (serving_primitives.py): one read of a user's row through the store's own client
+(redis-py HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower
+forward pass (the runtime the server uses), one item-index query per item type, the
+consumed-items filter; each back to back (hot) and at each load's spacing (paced). Each
+row reports server time / their sum, both ways, with the verdict against 2x.
 With --redis the same runs go against a fresh redis-server the features are
 materialized into first. With --swap-to, each run moves ``current`` to that version
 ``--swap-at`` seconds in (a hot swap under load: the server loads it beside the one it
@@ -45,6 +46,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from serving_primitives import primitives
 
 
 def free_port() -> int:
@@ -236,84 +238,6 @@ def server_ms(before: dict, after: dict) -> float | None:
     return round(total / n * 1e3, 3)
 
 
-def primitives(wd: Path, redis_url: str | None, users: list[tuple[str, str]], n: int = 300):
-    """Median ms of each primitive of a Recommend, on this machine now: one user-row
-    read through the store's own client, one user-tower pass, one item-index query (k=10)."""
-    import sqlite3
-
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.infra.online_stores.helpers import _redis_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    from audiorec.artifact import current_dir, feature_project, read_manifest
-    from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
-    from audiorec.tower_inputs import tower_inputs
-    from serving.artifact import Artifact
-
-    art = Artifact.load(current_dir(wd))
-    project = feature_project(read_manifest(current_dir(wd), verify_files=False))
-    cfg = FeatureStoreConfig(online="redis", redis=redis_url) if redis_url else FeatureStoreConfig()
-    store = open_store(wd, cfg, project)
-    warm = [u for u, g in users if g == "warm"][:n]
-    keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=u)]) for u in warm]
-
-    def median_ms(fn, items) -> float:
-        for x in items[:20]:
-            fn(x)
-        times = []
-        for x in items:
-            t = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t)
-        return round(float(np.median(times)) * 1e3, 4)
-
-    if redis_url:
-        import redis
-
-        host, port = redis_url.split(",")[0].split(":")
-        client = redis.Redis(host=host, port=int(port))
-        rkeys = [_redis_key(project, k, entity_key_serialization_version=3) for k in keys]
-        read_ms = median_ms(client.hgetall, rkeys)
-    else:
-        con = sqlite3.connect(str(wd / "feast" / "online.db"))
-        views = [v.name for v in store.list_feature_views() if v.name.startswith("user_")]
-        binkeys = [serialize_entity_key(k, entity_key_serialization_version=3) for k in keys]
-
-        def read(key: bytes) -> None:
-            for view in views:
-                con.execute(
-                    f'SELECT feature_name, value FROM "{project}_{view}" WHERE entity_key = ?',
-                    (key,),
-                ).fetchall()
-
-        read_ms = median_ms(read, binkeys)
-    reader = OnlineFeatureReader(store)
-    rows = [reader.read([u]) for u in warm[:100]]
-    inputs = [tower_inputs(r, art.manifest.user_features) for r in rows]
-    tower_ms = median_ms(art.tower, inputs * 3)
-    vectors = [art.tower(x)[0] for x in inputs]
-    index = art.indexes[art.types.focus]
-    index_ms = median_ms(lambda v: index.search(v, 10), vectors * 3)
-    feast_ms = median_ms(lambda u: reader.read_sdk([u]), warm)
-    # the whole request path in this process (no gRPC), without and with explanations
-    from serving.recommender import Recommender
-
-    rec = Recommender(art, lambda u, d: reader.read([u]))
-    plain_ms = median_ms(lambda u: rec.recommend(u, 10, art.types.focus), warm)
-    explain_ms = median_ms(lambda u: rec.recommend(u, 10, art.types.focus, explain=True), warm)
-    return {
-        "store_read_ms": read_ms,
-        "tower_ms": tower_ms,
-        "tower_runtime": art.tower.runtime,
-        "index_ms": index_ms,
-        "sum_ms": round(read_ms + tower_ms + index_ms, 4),
-        "feast_read_ms": feast_ms,  # for reference: the same row through Feast's SDK
-        "recommender_ms": plain_ms,  # in process, lean read, no gRPC
-        "recommender_explain_ms": explain_ms,
-    }
-
-
 def stage_means(before: dict, after: dict) -> dict[str, float]:
     out = {}
     for key in after:
@@ -417,6 +341,11 @@ def run_store(
             row["server_ms"] = server_ms(before, after)
             if prims and row["server_ms"]:
                 row["server_over_primitives"] = round(row["server_ms"] / prims["sum_ms"], 2)
+                paced = prims["paced"].get(str(rate))
+                if paced:  # the same primitives at this load's spacing (serving_primitives)
+                    row["server_over_paced_primitives"] = round(
+                        row["server_ms"] / paced["sum_ms"], 2
+                    )
             row["server_rss_gib"] = rss_gib(server.pid)
             row["server_startup_s"] = start["startup_s"]  # process start to SERVING
             print(json.dumps(row), flush=True)
@@ -453,7 +382,7 @@ def main() -> None:
     counts = [int(p) for p in args.processes.split(",")]
 
     def runs(store: str, online: list[str], url: str | None) -> dict:
-        prims = primitives(wd, url, users)
+        prims = primitives(wd, url, users, rates)
         print(json.dumps({"store": store, "primitives": prims}), flush=True)
         out = {"primitives": prims}
         from audiorec.artifact import current_version, set_current
@@ -505,6 +434,16 @@ def main() -> None:
                 f"({3 * base:.2f} ms) and no errors: {max(within) if within else 'none'}; "
                 f"with p99 <= 5 ms: {max(five) if five else 'none'}"
             )
+            for r in rows:
+                hot, paced = r.get("server_over_primitives"), r.get("server_over_paced_primitives")
+                if hot is None:
+                    continue
+                print(
+                    f"{store} {key} at {r['rate']:g}/s: server time / sum of primitives "
+                    f"{hot}x back to back, {paced}x at the load's spacing "
+                    f"(target <= 2x: {'met' if hot <= 2 else 'missed'}, "
+                    f"{'met' if paced is not None and paced <= 2 else 'missed'})"
+                )
     print(json.dumps(result, indent=2))
 
 
