@@ -306,7 +306,10 @@ class OnlineFeatureReader:
                 fields += hset[:-1]  # the last is the view's timestamp field
             self._fields = (names, fields)
         redis_keys = online._generate_redis_keys_for_entities(config, keys)
-        return online._read_hash_fields(config, [(k, self._fields[1]) for k in redis_keys])
+        replies: list[list[bytes | None]] = online._read_hash_fields(
+            config, [(k, self._fields[1]) for k in redis_keys]
+        )
+        return replies
 
     def _read_redis(self, online: Any, keys: list[Any]) -> Features:
         from feast.protos.feast.types.Value_pb2 import Value

@@ -92,7 +92,7 @@ class Primitives:
 
 def _store_read(
     wd: Path, store: Any, project: str, redis_url: str | None, users: list[str]
-) -> Callable:
+) -> Callable[[str], Any]:
     """user id -> one read of the user's row through the store's own client (the keys of
     ``users`` encoded beforehand: only the read is timed)."""
     from feast.infra.key_encoding_utils import serialize_entity_key
@@ -109,7 +109,7 @@ def _store_read(
         host, port = redis_url.split(",")[0].split(":")
         client = redis.Redis(host=host, port=int(port))
         rkeys = {u: _redis_key(project, key(u), entity_key_serialization_version=3) for u in users}
-        return lambda u: client.hgetall(rkeys[u])
+        return lambda u: client.hgetall(rkeys[u])  # type: ignore[arg-type]
     import sqlite3
 
     con = sqlite3.connect(str(wd / "feast" / "online.db"), check_same_thread=False)
