@@ -2,16 +2,18 @@
 
 A call's primitives: one read of the user's row through the store's own client (redis-py
 HGETALL of Feast's key; SQLite: one SELECT per view table), one user-tower pass (the
-runtime the server uses), one item-index query (k=10; the mean over the item types the
-load alternates between) and the request's filter (the user's consumed items, looked up).
+runtime the server uses), one item-index query (k=10; the queries alternate between the
+item types, as the load's calls do) and the request's filter (the user's consumed items,
+looked up).
 
 Each is timed twice:
 - **hot**: back to back, a few hundred times (the classic micro-benchmark);
-- **paced**: one call every ``1 / rate`` seconds, the load's own spacing. On this 2-core
-  VM a call that follows an idle gap runs on cold caches and a woken core: a 0.07 ms
-  HGETALL takes 0.10 ms at 3 ms gaps and 0.39 ms at 33 ms gaps
-  (docs/benchmarks.md, "Server time against its primitives"). A server under an open-loop
-  load at that rate pays the same, so this is the like-for-like denominator.
+- **paced**: every ``1 / rate`` seconds, the load's own spacing, one call of each
+  primitive in a request's order, each timed on its own. On this 2-core VM a call that
+  follows an idle gap runs on cold caches and a woken core: a 0.07 ms HGETALL takes
+  0.10 ms at 3 ms gaps and 0.39 ms at 33 ms gaps (docs/benchmarks.md, "Server time
+  against its primitives"). A server under an open-loop load at that rate pays the same,
+  so this is the like-for-like denominator.
 
 Beside them, for reference: the same row through Feast's SDK, and the whole request path
 in this process without gRPC (``recommender_ms``), hot and paced.
@@ -25,21 +27,36 @@ from typing import Any, Callable
 
 import numpy as np
 
-N_HOT, N_PACED = 300, 150
+N_PACED = 300  # ticks per rate
 
 
-def median_ms(fn: Callable[[Any], Any], items: list[Any], gap_s: float = 0.0) -> float:
-    """Median ms of ``fn(x)`` over ``items`` (after 20 warm-up calls), ``gap_s`` apart."""
+def median_ms(fn: Callable[[Any], Any], items: list[Any]) -> float:
+    """Median ms of ``fn(x)`` over ``items``, back to back (after 20 warm-up calls)."""
     for x in items[:20]:
         fn(x)
     times = []
     for x in items:
-        if gap_s:
-            time.sleep(gap_s)
         t = time.perf_counter()
         fn(x)
         times.append(time.perf_counter() - t)
     return round(float(np.median(times)) * 1e3, 4)
+
+
+def paced_medians_ms(
+    calls: dict[str, tuple[Callable[[Any], Any], list[Any]]], n: int, gap_s: float
+) -> dict[str, float]:
+    """Median ms of each ``name: (fn, items)`` over ``n`` ticks ``gap_s`` seconds apart,
+    each tick calling (and timing) every one in turn: as a request at that rate runs its
+    stages, one after the other, its user's data through all of them."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for j in range(n):
+        time.sleep(gap_s)
+        for name, (fn, items) in calls.items():
+            x = items[j % len(items)]
+            t = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t)
+    return {name: round(float(np.median(ts)) * 1e3, 4) for name, ts in times.items()}
 
 
 class Primitives:
@@ -60,33 +77,48 @@ class Primitives:
             else FeatureStoreConfig()
         )
         store = open_store(wd, cfg, project)
-        self.warm, self.tower_runtime = warm, art.tower.runtime
-        self.read = _store_read(wd, store, project, redis_url, warm)
+        self.tower_runtime = art.tower.runtime
         reader = OnlineFeatureReader(store)
-        inputs = [tower_inputs(reader.read([u]), art.manifest.user_features) for u in warm[:100]]
-        self.inputs = inputs * 3
+        types = tuple(t for t in types if t in art.indexes)
+        # call j: user j, asking for type j % len(types), through every primitive
+        self.users = warm
+        self.types = [types[j % len(types)] for j in range(len(self.users))]
+        self.read = _store_read(wd, store, project, redis_url, self.users)
+        self.inputs = [
+            tower_inputs(reader.read([u]), art.manifest.user_features) for u in self.users
+        ]
         self.tower = art.tower
-        vectors = [art.tower(x)[0] for x in inputs] * 3
-        self.queries = [(art.indexes[t], v) for v in vectors for t in types if t in art.indexes]
+        vectors = [art.tower(x)[0] for x in self.inputs]
+        self.queries = [(art.indexes[t], v) for t, v in zip(self.types, vectors)]
         self.consumed = art.consumed
         self.feast = lambda u: reader.read_sdk([u])
         rec = Recommender(art, lambda u, d: reader.read([u]))
         self.recommend = lambda call: rec.recommend(call[0], 10, call[1])
-        self.calls = [(u, types[i % len(types)]) for i, u in enumerate(warm * 2)]
+        self.calls = list(zip(self.users, self.types))
 
     def time(self, gap_s: float = 0.0) -> dict[str, float]:
-        """Median ms of each primitive, ``gap_s`` between calls; ``sum_ms`` adds the four."""
-        n = N_PACED if gap_s else N_HOT
-        users = (self.warm * 2)[:n]
-        out = {
-            "store_read_ms": median_ms(self.read, users, gap_s),
-            "tower_ms": median_ms(self.tower, self.inputs[:n], gap_s),
-            "index_ms": median_ms(lambda q: q[0].search(q[1], 10), self.queries[:n], gap_s),
-            "filter_ms": median_ms(self.consumed, users, gap_s),
+        """Median ms of each primitive, back to back (``gap_s`` 0) or one call every
+        ``gap_s`` seconds; ``sum_ms`` adds the four; ``recommender_ms``: the whole request
+        path in this process, without gRPC."""
+        calls: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
+            "store_read_ms": (self.read, self.users),
+            "tower_ms": (self.tower, self.inputs),
+            "index_ms": (lambda q: q[0].search(q[1], 10), self.queries),
+            "filter_ms": (self.consumed, self.users),
+            "recommender_ms": (self.recommend, self.calls),
         }
-        out["sum_ms"] = round(sum(out.values()), 4)
-        # the whole request path in this process, no gRPC
-        out["recommender_ms"] = median_ms(self.recommend, self.calls[:n], gap_s)
+        if gap_s:
+            for fn, items in calls.values():  # warm-up
+                for x in items[:20]:
+                    fn(x)
+            whole = {"recommender_ms": calls.pop("recommender_ms")}
+            out = {
+                **paced_medians_ms(calls, N_PACED, gap_s),
+                **paced_medians_ms(whole, N_PACED, gap_s),
+            }
+        else:
+            out = {name: median_ms(fn, items * 3) for name, (fn, items) in calls.items()}
+        out["sum_ms"] = round(sum(v for k, v in out.items() if k != "recommender_ms"), 4)
         return out
 
 
@@ -135,8 +167,8 @@ def primitives(
     types: tuple[str, ...] = ("audiobook", "podcast"),
 ) -> dict[str, Any]:
     """Hot medians (flat keys, as before) plus ``paced``: {rate: medians at 1/rate gaps}."""
-    p = Primitives(wd, redis_url, [u for u, g in users if g == "warm"][:N_HOT], types)
+    p = Primitives(wd, redis_url, [u for u, g in users if g == "warm"][:100], types)
     out: dict[str, Any] = {**p.time(), "tower_runtime": p.tower_runtime}
-    out["feast_read_ms"] = median_ms(p.feast, p.warm)  # for reference: Feast's SDK
+    out["feast_read_ms"] = median_ms(p.feast, p.users * 3)  # for reference: Feast's SDK
     out["paced"] = {str(r): p.time(1.0 / r) for r in rates}
     return out
