@@ -10,10 +10,10 @@ Each is timed twice:
 - **hot**: back to back, a few hundred times (the classic micro-benchmark);
 - **paced**: every ``1 / rate`` seconds, the load's own spacing, one call of each
   primitive in a request's order, each timed on its own. On this 2-core VM a call that
-  follows an idle gap runs on cold caches and a woken core: a 0.07 ms HGETALL takes
-  0.10 ms at 3 ms gaps and 0.39 ms at 33 ms gaps (docs/benchmarks.md, "Server time
-  against its primitives"). A server under an open-loop load at that rate pays the same,
-  so this is the like-for-like denominator.
+  follows an idle gap runs on cold caches and a woken core, and costs several times its
+  back-to-back time (docs/benchmarks.md, "Server time against its primitives"); a server
+  under an open-loop load at that rate pays the same, so this is the like-for-like
+  denominator.
 
 Beside them, for reference: the same row through Feast's SDK, and the whole request path
 in this process without gRPC (``recommender_ms``), hot and paced.

@@ -11,16 +11,18 @@ Recommend answer as an exposure (audiorec/eventlog.py holds the format).
   take them in from the log (serving/live_sync.py); the pipeline adds them to the
   dataset's items.
 - **Exposures** (user, arm, its share, version, type, strategy, the items in rank order,
-  time) leave the request path through a bounded queue that one thread writes in
-  batches; when the queue or the log is full they are dropped and counted
-  (``audiorec_log_records_total{kind="exposures",result="dropped"}``), never failing a
-  call.
+  time) leave the request path through a bounded deque that one thread takes in and
+  writes every ``FLUSH_S``; when the deque or the log is full they are dropped and
+  counted (``audiorec_log_records_total{kind="exposures",result="dropped"}``), never
+  failing a call. A call only appends: a queue that woke the writer on every answer had
+  it take the GIL from the calls in flight once per call (docs/benchmarks.md, "Server
+  time against its primitives").
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +42,7 @@ from serving.metrics import Metrics
 
 log = logging.getLogger("audiorec.serving")
 BATCH = 512  # exposures per write, at most
+FLUSH_S = 0.05  # how often the writer takes in the waiting exposures
 
 
 class AcceptedLog:
@@ -49,7 +52,8 @@ class AcceptedLog:
         self._events = LogWriter(directory, EVENTS, cfg)
         self._items = LogWriter(directory, ITEMS, cfg)
         self._exposures = LogWriter(directory, EXPOSURES, cfg) if cfg.exposures else None
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(cfg.exposure_queue)
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self._exposures is not None:
             self._thread = threading.Thread(target=self._drain, name="exposures", daemon=True)
@@ -83,18 +87,19 @@ class AcceptedLog:
         self.metrics.logged.labels(kind=ITEMS, result="written").inc(len(records))
 
     def exposure(self, record: dict[str, Any]) -> None:
-        """One answer, off the request path (dropped and counted when the queue is full)."""
+        """One answer, off the request path (dropped and counted when the deque is full)."""
         if self._exposures is None:
             return
-        record["ts_ms"] = now_ms()
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        if len(self._pending) >= self.cfg.exposure_queue:
             self.metrics.logged.labels(kind=EXPOSURES, result="dropped").inc()
+            return
+        record["ts_ms"] = now_ms()
+        self._pending.append(record)  # atomic: no lock, no wake-up
 
     def close(self) -> None:
+        """Write the exposures still waiting, then close every log."""
         if self._thread is not None:
-            self._queue.put(None)
+            self._stop.set()
             self._thread.join(timeout=5)
         self._events.close()
         self._items.close()
@@ -102,22 +107,18 @@ class AcceptedLog:
             self._exposures.close()
 
     def _drain(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self._write_pending()
+        self._write_pending()  # what came in before close
+
+    def _write_pending(self) -> None:
         assert self._exposures is not None
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if None in batch:
-                stop = True
-                batch = [r for r in batch if r is not None]
-            if not batch:
-                continue
+        while self._pending:
+            batch: list[dict[str, Any]] = []
+            while self._pending and len(batch) < BATCH:
+                batch.append(self._pending.popleft())
             try:
-                self._exposures.append([r for r in batch if r is not None])
+                self._exposures.append(batch)
                 self.metrics.logged.labels(kind=EXPOSURES, result="written").inc(len(batch))
             except (LogFull, OSError) as exc:
                 self.metrics.logged.labels(kind=EXPOSURES, result="dropped").inc(len(batch))

@@ -17,6 +17,8 @@ per-process files: two servers in one process (tests) share their counters.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
@@ -103,6 +105,22 @@ class Metrics:
             self.rejected.labels(reason=reason)
         for reason in ("store_unavailable", "unknown_user"):
             self.fallbacks.labels(reason=reason)
+        # the request path's series, each resolved once: labels() is a locked lookup
+        self._stage_series: dict[str, Any] = {}
+        self._request_series: dict[tuple[str, str, str, str], Any] = {}
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        series = self._stage_series.get(stage)
+        if series is None:
+            series = self._stage_series[stage] = self.stages.labels(stage=stage)
+        series.observe(seconds)
+
+    def observe_request(self, rpc: str, strategy: str, code: str, arm: str, seconds: float) -> None:
+        key = (rpc, strategy, code, arm)  # bounded: RPCs x strategies x status codes x arms
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = self.requests.labels(*key)
+        series.observe(seconds)
 
     def serving(self, version: str, arm: str = "") -> None:
         old = self._versions.get(arm)

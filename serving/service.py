@@ -191,9 +191,7 @@ class RecommenderService:
             log.exception("internal error", extra={"fields": {"rpc": rpc}})
         finally:
             seconds = time.perf_counter() - start
-            self.metrics.requests.labels(
-                rpc=rpc, strategy=strategy or "none", code=code.name, arm=arm
-            ).observe(seconds)
+            self.metrics.observe_request(rpc, strategy or "none", code.name, arm, seconds)
             if code in CLIENT_CODES:
                 self._client_errors.add(code.name)
             if code not in QUIET_CODES or log.isEnabledFor(logging.DEBUG):
@@ -247,7 +245,7 @@ class RecommenderService:
                 request.explain,
             )
             for stage, ms in a.timings_ms.items():
-                self.metrics.stages.labels(stage=stage).observe(ms / 1e3)
+                self.metrics.observe_stage(stage, ms / 1e3)
             if a.strategy == "FALLBACK":
                 reason = "store_unavailable" if "unavailable" in a.reason else "unknown_user"
                 self.metrics.fallbacks.labels(reason=reason).inc()
