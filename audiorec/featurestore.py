@@ -246,8 +246,9 @@ class OnlineFeatureReader:
     ``get_online_features`` ends in (on Redis: one HMGET per entity of all its views'
     fields, through the store's own key and field encoding), and converts the values as
     Feast's type map does: the same answer (a test compares them) without the SDK's
-    per-call request building and response protobufs (~0.6 -> ~0.1 ms per user on Redis,
-    docs/benchmarks.md). :meth:`read_sdk` is the plain ``get_online_features``.
+    per-call request building and response protobufs (docs/benchmarks.md: "Serving the 1M
+    artifact, third round" and "Server time against its primitives"). :meth:`read_sdk`
+    is the plain ``get_online_features``.
     """
 
     def __init__(
