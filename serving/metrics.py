@@ -95,19 +95,22 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._declare_known_series()
+        # the request path's series, each resolved once: labels() is a locked lookup
+        self._stage_series: dict[str, Any] = {}
+        self._request_series: dict[tuple[str, str, str, str], Any] = {}
+
+    def _declare_known_series(self) -> None:
+        """Every known series exists from the start (at 0): rates and alerts need them."""
         for result in ("created", "existing"):
             self.items.labels(result=result)
         for kind in ("events", "exposures", "items"):
             for result in ("written", "dropped"):
                 self.logged.labels(kind=kind, result=result)
-        # Every known series exists from the start (at 0): rates and alerts need them.
         for reason in ("unparseable", "unauthenticated", "overloaded"):
             self.rejected.labels(reason=reason)
         for reason in ("store_unavailable", "unknown_user"):
             self.fallbacks.labels(reason=reason)
-        # the request path's series, each resolved once: labels() is a locked lookup
-        self._stage_series: dict[str, Any] = {}
-        self._request_series: dict[tuple[str, str, str, str], Any] = {}
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         series = self._stage_series.get(stage)
