@@ -6,9 +6,9 @@ server time at 500 req/s).
 
 Two measurements, in one run:
 1. **In process**: the handler's own work for one exposure (building the record and
-   queueing it: what a request pays) timed over 20,000 calls, against the server time per
-   Recommend measured below (the writer thread's work happens off the request path, but
-   it shares the GIL: the end-to-end runs include it).
+   appending it to the writer's deque: what a request pays) timed over 20,000 calls,
+   against the server time per Recommend measured below (the writer thread's work
+   happens off the request path, but it shares the GIL: the end-to-end runs include it).
 2. **End to end**: `audiorec serve` on W under an open-loop load at ``--rate`` req/s for
    ``--duration`` s, alternating ``--no-exposures`` and the default, ``--rounds`` times
    each (alternating spreads drift in the machine over both); server time per Recommend
@@ -28,7 +28,7 @@ from bench_serving import pick_users, run_store
 
 
 def in_process(n: int = 20_000) -> tuple[float, float]:
-    """Microseconds per exposure: on the request path (build and queue), and in all
+    """Microseconds per exposure: on the request path (build and append), and in all
     (with the writer thread's encoding and writing, which shares the GIL)."""
     import tempfile
     from types import SimpleNamespace
@@ -46,14 +46,13 @@ def in_process(n: int = 20_000) -> tuple[float, float]:
         items = [SimpleNamespace(item_id=f"ab{i:06d}", type="audiobook") for i in range(10)]
         response = SimpleNamespace(items=items, model_version="v1", strategy=1)
         request = SimpleNamespace(user_id="u0000001", type="audiobook")
-        accepted._queue.put(None)  # hold the writer back: time the request path alone
+        accepted._stop.set()  # stop the writer: time the request path alone
         accepted._thread.join()  # type: ignore[union-attr]
         t0 = time.perf_counter()
         for _ in range(n):
             service._expose(request, response, "a", False)
         per = (time.perf_counter() - t0) / n * 1e6
-        accepted._queue.put(None)
-        accepted._drain()  # the writer's share: encode and write what was queued
+        accepted._write_pending()  # the writer's share: encode and write what waits
         total = (time.perf_counter() - t0) / n * 1e6
         accepted._thread = None
         accepted.close()
