@@ -264,21 +264,31 @@ class OnlineFeatureReader:
             for p in self.service.feature_view_projections
             if views is None or p.name in views
         ]
-        self._fields: tuple[list[str], list[Any]] | None = None  # names, hashed fields
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        online = getattr(self._provider, "online_store", None)
+        self._redis = online if isinstance(online, RedisOnlineStore) else None
+        # on Redis, every feature's hashed field, in one list (a view's timestamp field,
+        # the last of its list, is not asked: nothing reads it)
+        self._names: list[str] = []
+        self._fields: list[Any] = []
+        if self._redis is not None:
+            for view, names in self._views:
+                _, hset = self._redis._generate_hset_keys_for_features(view, list(names))
+                self._names += names
+                self._fields += hset[:-1]
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""
-        from feast.infra.online_stores.redis import RedisOnlineStore
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
         keys = [
             EntityKey(join_keys=[self.key], entity_values=[Value(string_val=e)]) for e in entity_ids
         ]
-        online = getattr(self._provider, "online_store", None)
         with online_errors(self.store):
-            if isinstance(online, RedisOnlineStore):
-                return self._read_redis(online, keys)
+            if self._redis is not None:
+                return self._read_redis(keys)
             out: Features = {}
             config = self.store.config
             for view, names in self._views:
@@ -293,32 +303,18 @@ class OnlineFeatureReader:
                 out.update(zip(names, columns))
             return out
 
-    def _read_hash(self, online: Any, keys: list[Any]) -> list[list[bytes | None]]:
+    def _read_redis(self, keys: list[Any]) -> Features:
         """One HMGET per entity of every feature's field (all views of an entity share one
-        hash; the views' timestamp fields are not asked), in one pipelined round trip,
-        through the Redis store's own key and field encoding."""
-        config = self.store.config
-        if self._fields is None:  # the hashed field names, once
-            names: list[str] = []
-            fields: list[Any] = []
-            for view, view_names in self._views:
-                _, hset = online._generate_hset_keys_for_features(view, list(view_names))
-                names += view_names
-                fields += hset[:-1]  # the last is the view's timestamp field
-            self._fields = (names, fields)
-        redis_keys = online._generate_redis_keys_for_entities(config, keys)
-        replies: list[list[bytes | None]] = online._read_hash_fields(
-            config, [(k, self._fields[1]) for k in redis_keys]
-        )
-        return replies
-
-    def _read_redis(self, online: Any, keys: list[Any]) -> Features:
+        hash), in one pipelined round trip, through the Redis store's own key and field
+        encoding."""
         from feast.protos.feast.types.Value_pb2 import Value
 
-        replies = self._read_hash(online, keys)
-        assert self._fields is not None
+        assert self._redis is not None
+        config = self.store.config
+        redis_keys = self._redis._generate_redis_keys_for_entities(config, keys)
+        replies = self._redis._read_hash_fields(config, [(k, self._fields) for k in redis_keys])
         rows = [[_decode(Value, blob) for blob in reply] for reply in replies]
-        return {name: [row[j] for row in rows] for j, name in enumerate(self._fields[0])}
+        return {name: [row[j] for row in rows] for j, name in enumerate(self._names)}
 
     def read_sdk(self, entity_ids: list[str]) -> Features:
         """The same read through ``get_online_features`` (the reference)."""
@@ -379,5 +375,5 @@ def python_value(value: Any) -> Any:
     return feast_value_type_to_python_type(value)
 
 
-def _decode(value_type: Any, blob: bytes | None) -> Any:
+def _decode(value_type: Any, blob: Any) -> Any:
     return python_value(value_type.FromString(blob)) if blob else None

@@ -36,6 +36,10 @@ class Admission:
             self._leave()
             raise DeadlineExceeded("deadline passed while waiting for a free worker")
 
+    def _release(self) -> None:
+        self._slots.release()
+        self._leave()
+
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
@@ -56,5 +60,4 @@ class _Slot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._admission._slots.release()
-        self._admission._leave()
+        self._admission._release()
