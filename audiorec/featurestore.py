@@ -15,6 +15,7 @@ features switch together. What a project's online rows hold is recorded in a mar
 
 from __future__ import annotations
 
+import functools
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from audiorec.errors import AudiorecError, StoreUnavailable
 from audiorec.itemtypes import DEFAULT as DEFAULT_TYPES
 from audiorec.itemtypes import ItemTypes
 from audiorec.publish import read_json
+from audiorec.redis_row import KeyEncoder, RedisRow, decode, python_value
 from audiorec.secrets import redact, redis_address
 
 REPO_DIR = Path(__file__).resolve().parents[1] / "feature_repo"
@@ -247,8 +249,9 @@ class OnlineFeatureReader:
     fields, through the store's own key and field encoding), and converts the values as
     Feast's type map does: the same answer (a test compares them) without the SDK's
     per-call request building and response protobufs (docs/benchmarks.md: "Serving the 1M
-    artifact, third round" and "Server time against its primitives"). :meth:`read_sdk`
-    is the plain ``get_online_features``.
+    artifact, third round" and "Server time against its primitives"). :meth:`read_row`
+    is the request path's read of one entity (on Redis: audiorec/redis_row.py);
+    :meth:`read_sdk` is the plain ``get_online_features``.
     """
 
     def __init__(
@@ -272,11 +275,13 @@ class OnlineFeatureReader:
         # the last of its list, is not asked: nothing reads it)
         self._names: list[str] = []
         self._fields: list[Any] = []
+        self._row: RedisRow | None = None
         if self._redis is not None:
             for view, names in self._views:
                 _, hset = self._redis._generate_hset_keys_for_features(view, list(names))
                 self._names += names
                 self._fields += hset[:-1]
+            self._row = _redis_row(store, self._redis, self.key, self._names, self._fields)
 
     def read(self, entity_ids: list[str]) -> Features:
         """{feature: [value per entity]}; None where the store has no value."""
@@ -303,6 +308,14 @@ class OnlineFeatureReader:
                 out.update(zip(names, columns))
             return out
 
+    def read_row(self, entity_id: str) -> Features:
+        """One entity, for the request path: :meth:`read`'s answer, except that on Redis a
+        list of floats is a read-only float32 array (audiorec/redis_row.py)."""
+        if self._row is None:
+            return self.read([entity_id])
+        with online_errors(self.store):
+            return self._row.read(entity_id)
+
     def _read_redis(self, keys: list[Any]) -> Features:
         """One HMGET per entity of every feature's field (all views of an entity share one
         hash), in one pipelined round trip, through the Redis store's own key and field
@@ -313,7 +326,7 @@ class OnlineFeatureReader:
         config = self.store.config
         redis_keys = self._redis._generate_redis_keys_for_entities(config, keys)
         replies = self._redis._read_hash_fields(config, [(k, self._fields) for k in redis_keys])
-        rows = [[_decode(Value, blob) for blob in reply] for reply in replies]
+        rows = [[decode(Value, blob) for blob in reply] for reply in replies]
         return {name: [row[j] for row in rows] for j, name in enumerate(self._names)}
 
     def read_sdk(self, entity_ids: list[str]) -> Features:
@@ -324,6 +337,23 @@ class OnlineFeatureReader:
             ).to_dict()
             out.pop(self.key, None)
             return out
+
+
+def _redis_row(store: Any, online: Any, key: str, names: list[str], fields: list[Any]) -> RedisRow:
+    """The one-entity read of ``names`` in ``online`` (Feast's Redis store of ``store``),
+    keyed as Feast keys ``key`` entities."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    config = store.config
+
+    def feast_key(entity_id: str) -> bytes:  # the general read's key, Feast's own
+        entity = EntityKey(join_keys=[key], entity_values=[Value(string_val=entity_id)])
+        return bytes(online._generate_redis_keys_for_entities(config, [entity])[0])
+
+    suffix = config.project.encode("utf-8")
+    client = functools.partial(online._get_client, config.online_store)
+    return RedisRow(client, KeyEncoder(feast_key, suffix), names, fields)
 
 
 def online_features(store: Any, entity_ids: list[str], service: str = USER_SERVICE) -> Features:
@@ -348,32 +378,3 @@ def online_lineage(
     ):
         return None
     return marker
-
-
-# Value kinds Feast's type map returns as they are (scalars) or as a plain list (lists of
-# scalars); every other kind goes through the type map itself.
-_PLAIN = frozenset(
-    f"{k}_val" for k in ("string", "bytes", "int32", "int64", "double", "float", "bool")
-)
-_PLAIN_LISTS = frozenset(
-    f"{k}_list_val" for k in ("string", "bytes", "int32", "int64", "double", "float", "bool")
-)
-
-
-def python_value(value: Any) -> Any:
-    """A Feast ``Value`` proto as Feast's ``get_online_features`` returns it (None when
-    unset), without the type map's chain of checks for the common kinds."""
-    kind = value.WhichOneof("val")
-    if kind is None:
-        return None
-    if kind in _PLAIN:
-        return getattr(value, kind)
-    if kind in _PLAIN_LISTS:
-        return list(getattr(value, kind).val)
-    from feast.type_map import feast_value_type_to_python_type
-
-    return feast_value_type_to_python_type(value)
-
-
-def _decode(value_type: Any, blob: Any) -> Any:
-    return python_value(value_type.FromString(blob)) if blob else None

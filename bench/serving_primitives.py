@@ -92,7 +92,7 @@ class Primitives:
         self.queries = [(art.indexes[t], v) for t, v in zip(self.types, vectors)]
         self.consumed = art.consumed
         self.feast = lambda u: reader.read_sdk([u])
-        rec = Recommender(art, lambda u, d: reader.read([u]))
+        rec = Recommender(art, lambda u, d: reader.read_row(u))
         self.recommend = lambda call: rec.recommend(call[0], 10, call[1])
         self.calls = list(zip(self.users, self.types))
 

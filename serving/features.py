@@ -131,7 +131,7 @@ class OnlineFeatures:
             barrier.wait(timeout=60)  # one task per reader thread
             reader = self._reader(project)
             try:
-                reader.read([PROBE_USER])
+                reader.read_row(PROBE_USER)
             except Exception:  # noqa: BLE001 - down or slow now: the breaker's business later
                 log.warning("online store read failed while opening readers")
             for source in (WINDOWS_PUSH, RECENT_PUSH):  # the first event pays nothing extra
@@ -149,7 +149,7 @@ class OnlineFeatures:
         return functools.partial(self, project=project)
 
     def _read(self, user_id: str, project: str) -> Features:
-        return self._reader(project).read([user_id])
+        return self._reader(project).read_row(user_id)
 
     def _reader(self, project: str) -> OnlineFeatureReader:
         readers = getattr(self._local, "readers", None)
@@ -253,7 +253,7 @@ class OnlineFeatures:
     def _read_inline(self, reader: OnlineFeatureReader, user_id: str) -> Features:
         """The read on this thread, bounded by the Redis client's own timeouts."""
         try:
-            raw = reader.read([user_id])
+            raw = reader.read_row(user_id)
         except Exception as exc:  # noqa: BLE001 - its text may hold connection details
             timed_out = _timed_out(exc)
             self._failed("timeout" if timed_out else type(exc).__name__)

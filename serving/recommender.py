@@ -324,10 +324,14 @@ class Recommender:
         )
 
     def _items(self, item_type: str, labels: np.ndarray, scores: np.ndarray) -> list[Item]:
-        rows = self.artifact.label_rows[item_type][labels]
+        # whole-array gathers, then plain lists: no numpy scalar per item and field
+        art = self.artifact
+        rows = art.label_rows[item_type][labels]
         return [
-            Item(str(self.artifact.item_ids[r]), item_type, float(s), str(self.artifact.titles[r]))
-            for r, s in zip(rows, scores)
+            Item(str(i), item_type, s, str(t))
+            for i, s, t in zip(
+                art.item_ids[rows].tolist(), scores.tolist(), art.titles[rows].tolist()
+            )
         ]
 
 

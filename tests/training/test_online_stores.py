@@ -53,6 +53,13 @@ def test_sqlite_and_redis_return_the_same_online_features(tiny_world, tmp_path, 
             assert sorted(lean) == sorted(sdk), service
             for name in lean:
                 assert [repr(v) for v in lean[name]] == [repr(v) for v in sdk[name]], name
+            # the request path's one-entity read: the same values (float lists as arrays)
+            for i, entity in enumerate(ids):
+                row = reader.read_row(entity)
+                assert sorted(row) == sorted(lean), service
+                assert {n: [_plain(v) for v in row[n]] for n in row} == {
+                    n: [lean[n][i]] for n in lean
+                }, entity
 
 
 def test_redis_cluster_holds_the_same_online_features(tiny_world, tmp_path, redis_cluster):
@@ -77,6 +84,9 @@ def test_redis_cluster_holds_the_same_online_features(tiny_world, tmp_path, redi
     lean, sdk = reader.read(many), reader.read_sdk(many)
     for name in sdk:
         assert [repr(v) for v in lean[name]] == [repr(v) for v in sdk[name]], name
+    for i, user in enumerate(many[:8]):  # the request path's read, through the cluster client
+        row = reader.read_row(user)
+        assert {n: [_plain(v) for v in row[n]] for n in row} == {n: [lean[n][i]] for n in lean}
 
 
 def test_feast_cli_apply_and_materialize_incremental(tmp_path):
@@ -111,3 +121,10 @@ def test_feast_cli_without_workdir_says_what_to_set(tmp_path):
     )
     assert res.returncode != 0
     assert "AUDIOREC_WORKDIR is not set" in res.stdout + res.stderr
+
+
+def _plain(value):
+    """A read_row value as read() gives it (float32 arrays as lists of floats)."""
+    import numpy as np
+
+    return value.tolist() if isinstance(value, np.ndarray) else value
