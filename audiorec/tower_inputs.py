@@ -1,7 +1,9 @@
 """Raw Feast feature values -> the arrays a tower's signature takes, one rule per kind.
 
 Training (Feast historical features, Arrow columns) and serving (Feast online features,
-Python lists) both go through :func:`tower_inputs`, so the two cannot drift. The rule is
+Python lists) both go through :func:`tower_inputs`, so the two cannot drift; the request
+path's one row goes through :class:`RowInputs`, the same rule in fewer numpy calls (the
+tests hold the two equal). The rule is
 mechanical, not feature logic: a missing string becomes ``""``, a missing number ``NaN``,
 a missing vector a row of ``NaN``. What a missing value *means* (zero, the training mean,
 an out-of-vocabulary bucket) is decided inside the exported model.
@@ -40,6 +42,44 @@ def tower_inputs(
             f"features {missing} expected by the tower are missing; got {sorted(columns)}"
         )
     return {s.name: _convert(columns[s.name], s) for s in specs}
+
+
+class RowInputs:
+    """:func:`tower_inputs` of one entity's row ``{feature: [value]}``, for the request
+        path: every number in one array (each input a one-element view of it), a float32
+        vector of the right length passed on as a (1, dim) view without a copy, a missing one
+    as a row of NaN. The answer
+        equals :func:`tower_inputs`'s; a row it cannot take as it is (a feature missing, a
+        vector of another kind or length) goes through :func:`tower_inputs` itself."""
+
+    def __init__(self, specs: Sequence[InputSpec]):
+        self.specs = list(specs)
+        self._numbers = [s.name for s in self.specs if s.kind == "number"]
+        self._strings = [s.name for s in self.specs if s.kind == "string"]
+        self._vectors = [(s.name, s.dim) for s in self.specs if s.kind == "vector"]
+
+    def __call__(self, row: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+        try:
+            numbers = [row[n][0] for n in self._numbers]
+            strings = [row[n][0] for n in self._strings]
+            vectors = [row[n][0] for n, _ in self._vectors]
+        except (KeyError, IndexError):
+            return tower_inputs(row, self.specs)  # its error names what is missing
+        out: dict[str, np.ndarray] = {}
+        for (name, dim), v in zip(self._vectors, vectors):
+            if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (dim,):
+                out[name] = v.reshape(1, dim)
+            elif v is None or (isinstance(v, np.ndarray) and v.shape == (0,)):
+                out[name] = np.full((1, dim), np.nan, dtype=np.float32)
+            else:
+                return tower_inputs(row, self.specs)  # a list, another dtype or length
+        # numpy reads None as NaN in a float array, as _from_list writes it
+        flat = np.array(numbers, dtype=np.float32)
+        for j, name in enumerate(self._numbers):
+            out[name] = flat[j : j + 1]
+        for name, v in zip(self._strings, strings):
+            out[name] = np.array(["" if v is None else str(v)], dtype=object)
+        return out
 
 
 def _from_list(values: Sequence[Any], spec: InputSpec) -> np.ndarray:

@@ -65,7 +65,7 @@ class Primitives:
     def __init__(self, wd: Path, redis_url: str | None, warm: list[str], types: tuple[str, ...]):
         from audiorec.artifact import current_dir, feature_project, read_manifest
         from audiorec.featurestore import FeatureStoreConfig, OnlineFeatureReader, open_store
-        from audiorec.tower_inputs import tower_inputs
+        from audiorec.tower_inputs import RowInputs
         from serving.artifact import Artifact
         from serving.recommender import Recommender
 
@@ -84,9 +84,8 @@ class Primitives:
         self.users = warm
         self.types = [types[j % len(types)] for j in range(len(self.users))]
         self.read = _store_read(wd, store, project, redis_url, self.users)
-        self.inputs = [
-            tower_inputs(reader.read([u]), art.manifest.user_features) for u in self.users
-        ]
+        to_inputs = RowInputs(art.manifest.user_features)  # the arrays the server feeds
+        self.inputs = [to_inputs(reader.read_row(u)) for u in self.users]
         self.tower = art.tower
         vectors = [art.tower(x)[0] for x in self.inputs]
         self.queries = [(art.indexes[t], v) for t, v in zip(self.types, vectors)]

@@ -31,7 +31,7 @@ from audiorec.errors import (
 )
 from audiorec.featurestore import RECENT_EVENTS, Features
 from audiorec.itemtypes import ItemTypes
-from audiorec.tower_inputs import tower_inputs
+from audiorec.tower_inputs import RowInputs
 from audiorec.vocabulary import STREAM
 from serving.artifact import Artifact
 from serving.events import Applied, Recorder, parse_recent
@@ -99,6 +99,7 @@ class Recommender:
         # null in both: a user the store does not know
         self._known_markers = ("country", self.types.history_feature(self.types.focus))
         self.searches = {kind: TypeSearch(artifact, kind) for kind in self.types}
+        self._inputs = RowInputs(artifact.manifest.user_features)
         # titles published since this version was (RecordItems; serving/live.py)
         self.live_models = LiveModels(artifact.directory, artifact.manifest)
         self.live = LiveItems(
@@ -153,7 +154,7 @@ class Recommender:
             answer = self._fallback(k, item_type, languages, "user unknown to the feature store")
             return _timed(answer, t, "features")
         art = self.artifact
-        vector = art.tower(tower_inputs(raw, art.manifest.user_features))[0]
+        vector = art.tower(self._inputs(raw))[0]
         t["tower"] = time.perf_counter()
         _check_deadline(deadline, "after the user tower")
         recent = parse_recent(raw.get(RECENT_EVENTS, [None])[0])

@@ -48,20 +48,25 @@ class TypeSearch:
         """``item_query``: ``vector`` is an item's (RecommendSimilar), not a user's."""
         index, label_rows = self.item_index if item_query else self.index, self.label_rows
         n = len(label_rows)
+        # -1 for the rows of other types, which match no label. Neither those nor repeats
+        # are taken out before the scan (each numpy call costs a request several us):
+        # both only overstate the count, which errs toward the general path, and where
+        # the count decides whether an answer is complete it is made exact first.
         excluded = self.label_of[exclude_rows]
-        excluded = np.unique(excluded[excluded >= 0])
-        if (
-            isinstance(index, (IVFIndex, RoutedIndex))
-            and not languages
-            and len(excluded) < (1 - BRUTE_FORCE_SHARE) * n
-        ):
-            # the exclusions skipped inside the scan: k asked, k re-scored deep, and no
-            # per-request work over the whole catalogue
-            labels, scores = index.search(vector, k, exclude=excluded)
-            found = labels[0] >= 0
-            if found.sum() >= min(k, n - len(excluded)):
-                return labels[0][found], scores[0][found]
-            # the probed cells held fewer than k allowed items: the general path below
+        if isinstance(index, (IVFIndex, RoutedIndex)) and not languages:
+            if len(excluded) >= (1 - BRUTE_FORCE_SHARE) * n:
+                excluded = excluded[excluded >= 0]
+            if len(excluded) < (1 - BRUTE_FORCE_SHARE) * n:
+                # the exclusions skipped inside the scan: k asked, k re-scored deep, and
+                # no per-request work over the whole catalogue
+                labels, scores = index.search(vector, k, exclude=excluded)
+                if labels[0, -1] >= 0:  # as many as asked (a missing answer is -1, last)
+                    return labels[0], scores[0]
+                found = labels[0] >= 0
+                if found.sum() >= n - len(np.unique(excluded[excluded >= 0])):
+                    return labels[0][found], scores[0][found]
+                # the probed cells held fewer than k allowed items: the general path
+        excluded = excluded[excluded >= 0]
         blocked = np.zeros(n, bool)
         blocked[excluded] = True
         if languages:
