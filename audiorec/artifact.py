@@ -38,6 +38,10 @@ from audiorec.publish import remove_dead_staging, staged_directory, write_atomic
 from audiorec.tower_inputs import InputSpec
 
 ONNX_FILE = "user_tower.onnx"
+# the served item vectors, (items, dim) float32 in items.parquet's row order, as a file a
+# server maps instead of decoding items.parquet's vector column (versions published
+# before it existed have only the column)
+VECTORS_FILE = "item_vectors.npy"
 
 
 class IndexInfo(BaseModel):

@@ -4,7 +4,8 @@
         [--name NEW] [--routes-from N]
 
 Copies ``V`` (its files unchanged) and adds what a publish writes today but ``V`` lacks:
-the per-user lookup (``lookup/``, audiorec/lookup.py). With ``--routes-from N``, each
+the per-user lookup (``lookup/``, audiorec/lookup.py) and the item vectors file
+(``item_vectors.npy``, items.parquet's vector column as one float32 array). With ``--routes-from N``, each
 inverted-list index gets the routes a publish now learns (audiorec/routed_index.py) from
 ``N`` real users: their served vectors (online features through the version's tower),
 drawn with another seed than the users bench_index_methods.py and bench_index_scale.py
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from audiorec import manifest as base
-from audiorec.artifact import artifacts_root, new_version_name, read_manifest
+from audiorec.artifact import VECTORS_FILE, artifacts_root, new_version_name, read_manifest
 from audiorec.lookup import DIRECTORY, lookup_of_version, write_lookup
 from audiorec.publish import staged_directory
 
@@ -79,6 +80,12 @@ def main() -> None:
             lookup = lookup_of_version(tmp)
             write_lookup(tmp, lookup)
             data["lookup_users"] = len(lookup.users)
+        if not (tmp / VECTORS_FILE).is_file():
+            import pyarrow.parquet as pq
+
+            column = pq.read_table(tmp / "items.parquet", columns=["vector"]).column("vector")
+            vectors = np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
+            np.save(tmp / VECTORS_FILE, vectors)
         update: dict = {"version": name, "data": data}
         if args.routes_from:
             update["indexes"] = add_routes(args, tmp, manifest)

@@ -83,11 +83,18 @@ class ProcessGroup:
         self._sock, self.port = reserve_port(cfg.host, cfg.port)
         self.metrics_port, self.host = cfg.metrics_port, cfg.host
         # children: the reserved port, reuse on, no metrics endpoint of their own
-        self._cfg_json = cfg.model_copy(
-            update={"port": self.port, "reuse_port": True, "metrics_port": None}
-        ).model_dump_json()
         self._workdir, self._level, self.n = str(Path(workdir).resolve()), log_level, processes
         self._metrics_dir = tempfile.mkdtemp(prefix="audiorec-metrics-")
+        # children: the reserved port, reuse on, no metrics endpoint of their own, and one
+        # lock file taking turns at loading a new version
+        self._cfg_json = cfg.model_copy(
+            update={
+                "port": self.port,
+                "reuse_port": True,
+                "metrics_port": None,
+                "reload_lock": str(Path(self._metrics_dir) / "reload.lock"),
+            }
+        ).model_dump_json()
         # inherited by the children
         self._env = {n: os.environ.get(n) for n in MP_ENV}
         os.environ.update({n: self._metrics_dir for n in MP_ENV})

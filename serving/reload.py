@@ -5,6 +5,9 @@ feature list against the feature service, indexes) on the watcher thread while t
 one keeps serving; then one attribute assignment swaps them (atomic under the GIL), so an
 in-flight request finishes on the version it started with. A version that fails to load
 is logged and refused once; the old one keeps serving until ``current`` moves again.
+The processes of one group (``serve --processes N``) take turns at loading, through a
+lock file (:func:`turn`), so that a swap never loads on every core at once beside the
+calls in flight; each keeps serving its old version until its own turn has loaded.
 
 At start-up, when ``current`` does not load (a refused or damaged version), the newest
 other version that does load is served instead, loudly (an ERROR line naming both), so a
@@ -14,16 +17,46 @@ bad publish never keeps a restarted server down; ``audiorec rollback`` then move
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from audiorec.artifact import artifacts_root, current_version, list_versions
 from audiorec.errors import ContractError
 from serving.recommender import Recommender
 
 log = logging.getLogger("audiorec.serving")
+# a peer's load takes seconds; past this, load anyway (a stuck peer never holds up a swap)
+TURN_WAIT_S = 60.0
+
+
+@contextlib.contextmanager
+def turn(path: str | None, wait_s: float = TURN_WAIT_S) -> Iterator[None]:
+    """The block runs holding an exclusive lock on the file ``path`` (None: no lock),
+    after waiting at most ``wait_s`` for it. The kernel drops the lock of a process that
+    dies, so a crashed peer never leaves it taken."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("loading without a turn: a peer held it too long")
+                    break
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class ModelHolder:
@@ -36,11 +69,14 @@ class ModelHolder:
         on_swap: Callable[[str], None] = lambda v: None,
         on_refused: Callable[[str, str], None] = lambda v, e: None,
         pinned: str | None = None,
+        load_lock: str | None = None,
     ):
         """``pinned``: serve that version only (an A/B arm fixed to a version; versions
-        never change once published, so there is nothing to reload)."""
+        never change once published, so there is nothing to reload). ``load_lock``: the
+        file a group's processes take turns on to load a new version (:func:`turn`)."""
         self.workdir = Path(workdir)
         self.pinned = pinned
+        self.load_lock = load_lock
         self._build = build
         self._on_swap, self._on_refused = on_swap, on_refused
         self._refused: str | None = None
@@ -103,7 +139,8 @@ class ModelHolder:
         if version is None or version == self.current.version or version == self._refused:
             return False
         try:
-            new = self._build(artifacts_root(self.workdir) / version)
+            with turn(self.load_lock):
+                new = self._build(artifacts_root(self.workdir) / version)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old version serving
             self._refused = version
             log.error(

@@ -68,6 +68,10 @@ class ServerConfig(StrictConfig):
     # SO_REUSEPORT: several processes share the port (serve --processes, processes.py);
     # off otherwise, so a second server on a taken port fails instead of sharing it
     reuse_port: bool = False
+    # a file the processes of one group lock while each loads a new version (processes.py
+    # sets it): they load one after another, so a hot swap never has every core loading
+    # beside the calls in flight; None: load at once
+    reload_lock: str | None = None
     # the user tower's runtime: ONNX Runtime when the version has its export (auto), or
     # TensorFlow's SavedModel (serving/tower.py)
     tower_runtime: Literal["auto", "onnx", "tensorflow"] = "auto"
@@ -207,6 +211,7 @@ def _arms(
             on_swap=swapped,
             on_refused=lambda v, e: metrics.reloads.labels("refused").inc(),
             pinned=None if version == CURRENT else version,
+            load_lock=cfg.reload_lock,
         )
 
     return [(a.name, holder_for(a.name, a.version)) for a in cfg.experiment.arms] or [

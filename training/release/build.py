@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audiorec.artifact import ONNX_FILE, IndexInfo, Manifest
+from audiorec.artifact import ONNX_FILE, VECTORS_FILE, IndexInfo, Manifest
 from audiorec.errors import ContractError
 from audiorec.featurestore import ITEM_SERVICE, USER_SERVICE
 from audiorec.hnsw_index import exact_top_k, recall_at_k
@@ -89,6 +89,7 @@ def write_version(
     onnx_diff = _export_user_tower(out, towers, data)
     vectors = towers.item_vectors(data)
     _write_items(out / "items.parquet", data, data_dir, vectors)
+    np.save(out / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
     indexes = _write_indexes(out, towers, data, vectors, index_cfg)
     n_pop = write_popularity(data_dir, cut, out / "popularity.parquet")
     n_consumed = write_consumed(data_dir, cut, out / "consumed.parquet")
