@@ -245,10 +245,12 @@ def set_current(workdir: str | Path, version: str) -> None:
     write_atomic(root / "current", version + "\n")
 
 
-def read_manifest(directory: str | Path, verify_files: bool = True) -> Manifest:
+def read_manifest(
+    directory: str | Path, verify_files: bool = True, niced: bool = False
+) -> Manifest:
     """The version's manifest (:func:`audiorec.manifest.read_manifest`: kind, format,
-    checksums), with one index per item type."""
-    manifest = base.read_manifest(directory, Manifest, verify_files)
+    checksums, ``niced`` or not), with one index per item type."""
+    manifest = base.read_manifest(directory, Manifest, verify_files, niced)
     if sorted(manifest.indexes) != sorted(manifest.item_types):
         raise ContractError(
             f"{Path(directory) / base.FILE}: indexes for "

@@ -5,11 +5,12 @@
 
 Copies ``V`` (its files unchanged) and adds what a publish writes today but ``V`` lacks:
 the per-user lookup (``lookup/``, audiorec/lookup.py) and the item vectors file
-(``item_vectors.npy``, items.parquet's vector column as one float32 array). With ``--routes-from N``, each
-inverted-list index gets the routes a publish now learns (audiorec/routed_index.py) from
-``N`` real users: their served vectors (online features through the version's tower),
-drawn with another seed than the users bench_index_methods.py and bench_index_scale.py
-measure on, and with those users left out. The manifest is re-signed under the
+(``item_vectors.npy``, items.parquet's vector column as one float32 array). With
+``--routes-from N``, each inverted-list index gets the routes a publish now learns
+(audiorec/routed_index.py) from ``N`` real users: their served vectors (online features
+through the version's tower), drawn with another seed than the users
+bench_index_methods.py and bench_index_scale.py measure on, and with those users left
+out. The manifest is re-signed under the
 new name; ``current`` does not move. What it is for: benchmarking a hot swap or a start-up
 at a scale whose pipeline takes hours (the 1M world) without running it again: a daily
 publish at that scale is a version of the same size and layout.

@@ -84,11 +84,14 @@ class Artifact:
         directory: str | Path,
         served_user_features: list[str] | None = None,
         tower_runtime: Runtime = "auto",
+        niced_checks: bool = False,
     ) -> "Artifact":
         """``tower_runtime``: auto (ONNX Runtime when the version has its export, else
-        TensorFlow), onnx, or tensorflow (serving/tower.py)."""
+        TensorFlow), onnx, or tensorflow (serving/tower.py). ``niced_checks``: the files'
+        checksums computed at the lowest CPU priority (a server loading beside its calls;
+        audiorec/manifest.py)."""
         directory = Path(directory)
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, niced=niced_checks)
         if served_user_features is not None:
             check_user_features(manifest, served_user_features)
         onnx = (manifest.model.get("onnx") or {}).get("path")

@@ -182,7 +182,10 @@ def _arms(
         check_lineage(workdir, cfg.store, project, manifest)
         served = features.served_features(project)
         artifact = Artifact.load(
-            directory, served_user_features=served, tower_runtime=cfg.tower_runtime
+            directory,
+            served_user_features=served,
+            tower_runtime=cfg.tower_runtime,
+            niced_checks=True,  # a reload's hashing leaves the cores to the calls
         )
         recorder = Recorder(
             artifact,
