@@ -1,7 +1,7 @@
 """What loading a version costs the requests a server answers meanwhile (a hot swap).
 
     PYTHONPATH=.:bench .venv/bin/python bench/bench_load.py --workdir W
-        [--versions V1,V2] [--repeat 3]
+        [--versions V1,V2] [--repeat 3] [--niced]
 
 For each version: ``Artifact.load`` and the ``Recommender`` over it, in a process that
 has already loaded one version (imports done, as a serving process's are), with the
@@ -10,6 +10,8 @@ load, a thread stands for the calls in flight: it sleeps 1 ms at a time and reco
 late it wakes (a late wake-up is the GIL or the cores taken by the load). Prints, per
 version, the median over ``--repeat`` loads of the wall and CPU seconds, and the wake-up
 lateness's p99 and maximum with the count of wake-ups over 2 ms; ``--json`` writes them.
+``--niced``: the checksums computed in a helper process at nice 19, as a server does
+(their CPU is then not this process's).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _load_once(directory: Path) -> dict[str, float]:
+def _load_once(directory: Path, niced: bool) -> dict[str, float]:
     from serving.artifact import Artifact
     from serving.recommender import Recommender
 
@@ -42,7 +44,7 @@ def _load_once(directory: Path) -> dict[str, float]:
     time.sleep(0.2)
     late.clear()
     wall, cpu = time.perf_counter(), time.process_time()
-    Recommender(Artifact.load(directory), lambda user, deadline: {})
+    Recommender(Artifact.load(directory, niced_checks=niced), lambda user, deadline: {})
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stop.set()
     ticker.join()
@@ -61,6 +63,7 @@ def main() -> None:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--versions", default="", help="comma-separated (default: current)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--niced", action="store_true", help="checksums at nice 19")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -79,12 +82,13 @@ def main() -> None:
     Artifact.load(dirs[0])  # the imports and first-touch costs a serving process has paid
     out = {}
     for d in dirs:
-        runs = [_load_once(d) for _ in range(args.repeat)]
+        runs = [_load_once(d, args.niced) for _ in range(args.repeat)]
         out[d.name] = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
         out[d.name]["runs"] = runs  # type: ignore[assignment]
         m = out[d.name]
         print(
-            f"{d.name}: load {m['wall_s']:.2f} s wall, {m['cpu_s']:.2f} s CPU; a 1 ms "
+            f"{d.name}{' (niced checks)' if args.niced else ''}: load {m['wall_s']:.2f} s "
+            f"wall, {m['cpu_s']:.2f} s CPU; a 1 ms "
             f"sleeper beside it woke late by p99 {m['late_p99_ms']:.2f} ms, max "
             f"{m['late_max_ms']:.2f} ms, {m['late_over_2ms']:.0f} times over 2 ms"
         )
