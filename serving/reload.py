@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 from audiorec.artifact import artifacts_root, current_version, list_versions
 from audiorec.errors import ContractError
 from serving.recommender import Recommender
+from serving.user_lock import flock_until
 
 log = logging.getLogger("audiorec.serving")
 # a peer's load takes seconds; past this, load anyway (a stuck peer never holds up a swap)
@@ -43,16 +44,8 @@ def turn(path: str | None, wait_s: float = TURN_WAIT_S) -> Iterator[None]:
         yield
         return
     with open(path, "a") as f:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("loading without a turn: a peer held it too long")
-                    break
-                time.sleep(0.02)
+        if not flock_until(f, time.monotonic() + wait_s, 0.02):
+            log.warning("loading without a turn: a peer held it too long")
         try:
             yield
         finally:

@@ -37,6 +37,19 @@ _RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1]) else return 0 end"""
 
 
+def flock_until(fd: Any, deadline: float, poll_s: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` (a descriptor or file), trying every
+    ``poll_s`` until the ``time.monotonic()`` instant ``deadline``; whether it was taken."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+
+
 class UserLocks:
     """``hold(project, users)``: a context in which no other process records those users."""
 
@@ -70,16 +83,10 @@ class UserLocks:
             for stripe in stripes:
                 fd = os.open(self.lock_dir / f"{stripe:02d}.lock", os.O_CREAT | os.O_RDWR, 0o600)
                 held.append(fd)
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise StoreUnavailable(
-                                "recording events: another process holds this user's lock"
-                            ) from None
-                        time.sleep(0.0005)
+                if not flock_until(fd, deadline, 0.0005):
+                    raise StoreUnavailable(
+                        "recording events: another process holds this user's lock"
+                    )
             yield
         finally:
             for fd in reversed(held):
