@@ -179,6 +179,11 @@ def _read_items(directory: Path, dim: int) -> tuple[pa.Table, pa.Array, np.ndarr
     if columns is None:
         return items, ids, _vector_column(directory, items.column("vector"), len(ids), dim)
     vectors = np.load(mapped, mmap_mode="r")
+    if vectors.ndim == 2 and vectors.shape[0] == len(ids) and vectors.shape[1] != dim:
+        raise ContractError(  # the column's message: the same refusal either way
+            f"{directory}: item vectors have dim {vectors.shape[1]}, the manifest says {dim} "
+            f"({VECTORS_FILE})"
+        )
     if vectors.dtype != np.float32 or vectors.shape != (len(ids), dim):
         raise ContractError(
             f"{directory}/{VECTORS_FILE}: {vectors.dtype} {vectors.shape}, expected float32 "
