@@ -1,7 +1,7 @@
 """Bench helper: re-issue a published version under a new name, in today's layout.
 
     PYTHONPATH=.:bench .venv/bin/python bench/version_copy.py --workdir W --version V
-        [--name NEW] [--routes-from N]
+        [--name NEW] [--routes-from N] [--retower]
 
 Copies ``V`` (its files unchanged) and adds what a publish writes today but ``V`` lacks:
 the per-user lookup (``lookup/``, audiorec/lookup.py) and the item vectors file
@@ -11,9 +11,14 @@ the per-user lookup (``lookup/``, audiorec/lookup.py) and the item vectors file
 through the version's tower), drawn with another seed than the users
 bench_index_methods.py and bench_index_scale.py measure on, and with those users left
 out. The manifest is re-signed under the
-new name; ``current`` does not move. What it is for: benchmarking a hot swap or a start-up
-at a scale whose pipeline takes hours (the 1M world) without running it again: a daily
-publish at that scale is a version of the same size and layout.
+new name; ``current`` does not move. With ``--retower``, the copy's user tower (SavedModel and
+ONNX) is exported again by today's code from the work directory's tower checkpoint
+(``towers/last``: the same weights, today's graph), and the copy is refused unless its
+ONNX tower answers as the version's own within 1e-5 on sampled inputs (every vocabulary
+entry, unseen and empty strings, missing numbers and vectors). What it is for:
+benchmarking a hot swap or a start-up at a scale whose pipeline takes hours (the 1M world)
+without running it again (a daily publish at that scale is a version of the same size and
+layout), and serving such a version with a faster graph of the same tower.
 """
 
 from __future__ import annotations
@@ -63,12 +68,71 @@ def add_routes(args, directory: Path, manifest) -> dict:
     return indexes
 
 
+def retower(workdir: str, directory: Path, manifest) -> float:
+    """The user tower of the copy in ``directory`` exported again from the checkpoint's
+    weights; returns the largest difference from the version's own ONNX tower."""
+    import json
+
+    import onnxruntime as ort
+
+    from audiorec.errors import ContractError
+    from audiorec.tower_inputs import InputSpec
+    from training.release.onnx_export import check_onnx, export_onnx
+    from training.twotower.export import export_user_tower
+    from training.twotower.towers import build_tower
+
+    checkpoint = Path(workdir) / "towers" / "last"
+    saved = json.loads((checkpoint / "manifest.json").read_text())
+    key, specs = saved["key"], list(manifest.user_features)
+    if [InputSpec(**s) for s in key["user_specs"]] != specs:
+        raise SystemExit(f"{checkpoint}: its user features are not the version's")
+    tower = build_tower(
+        specs, saved["user_stats"], key["layers"], key["string_embedding_dim"],
+        key.get("ignored_user") or (), "user_tower",
+    )  # fmt: skip
+    tower.load_weights(checkpoint / "user.weights.h5")
+    before = ort.InferenceSession(str(directory / "user_tower.onnx"))
+    shutil.rmtree(directory / "user_tower")
+    export_user_tower(tower, specs, directory / "user_tower", bool(manifest.model.get("prior")))
+    export_onnx(directory / "user_tower", directory / "user_tower.onnx")
+    inputs = _sampled_inputs(specs, saved["user_stats"])
+    check_onnx(directory / "user_tower", directory / "user_tower.onnx", inputs)
+    after = ort.InferenceSession(str(directory / "user_tower.onnx"))
+    want, got = (s.run(["user_vector"], inputs)[0] for s in (before, after))
+    diff = float(np.abs(want - got).max())
+    if not diff <= 1e-5:
+        raise ContractError(f"the re-exported tower differs from the version's by {diff:.2e}")
+    print(f"user tower re-exported: largest difference {diff:.2e} on {len(want)} rows")
+    return diff
+
+
+def _sampled_inputs(specs, stats: dict, n: int = 512) -> dict[str, np.ndarray]:
+    """Tower inputs over every vocabulary entry, unseen and empty strings, and missing
+    numbers and vectors (NaN), as audiorec.tower_inputs writes them."""
+    rng = np.random.default_rng(0)
+    out: dict[str, np.ndarray] = {}
+    for s in specs:
+        if s.kind == "string":
+            words = [*stats.get(s.name, {}).get("vocabulary", []), "", "<unseen>"]
+            out[s.name] = np.array([words[i % len(words)] for i in range(n)], dtype=object)
+        elif s.kind == "number":
+            x = rng.lognormal(1.0, 2.0, n).astype(np.float32)
+            x[rng.random(n) < 0.2] = np.nan
+            out[s.name] = x
+        else:
+            v = rng.normal(size=(n, s.dim)).astype(np.float32)
+            v[rng.random(n) < 0.3] = np.nan
+            out[s.name] = v
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--name", help="the copy's name (default: a new version name)")
     ap.add_argument("--routes-from", type=int, default=0, help="users the routes learn from")
+    ap.add_argument("--retower", action="store_true", help="the user tower from today's code")
     args = ap.parse_args()
     source = artifacts_root(args.workdir) / args.version
     manifest = read_manifest(source)
@@ -88,6 +152,8 @@ def main() -> None:
             vectors = np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
             np.save(tmp / VECTORS_FILE, vectors)
         update: dict = {"version": name, "data": data}
+        if args.retower:
+            retower(args.workdir, tmp, manifest)
         if args.routes_from:
             update["indexes"] = add_routes(args, tmp, manifest)
         base.write_manifest(tmp, manifest.model_copy(update=update))
