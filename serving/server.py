@@ -107,6 +107,7 @@ class RunningServer:
         if self.live_sync is not None:
             self.live_sync.stop()
         self.server.stop(grace).wait()
+        self.metrics.close()
         self.features.close()
         if self.accepted is not None:
             self.accepted.close()
@@ -140,6 +141,7 @@ def create_server(workdir: str | Path, cfg: ServerConfig = ServerConfig()) -> Ru
     live_sync = LiveSync(workdir, arms) if accepted is not None else None
     if live_sync is not None:
         live_sync.tick()
+    metrics.start()  # the stage timings leave the request path (metrics.py)
     server.start()
     for _, h in arms:
         h.start(cfg.reload_interval_s)

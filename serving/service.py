@@ -74,20 +74,24 @@ def _item_type(request: Any, limits: RequestLimits) -> str | None:
     return name or by_enum
 
 
-def _items(answer: Answer) -> list[pb.Item]:
-    return [
-        pb.Item(
+STRATEGY_VALUES: dict[str, int] = {v.name: v.number for v in pb.Strategy.DESCRIPTOR.values}
+
+
+def _add_items(items: Any, answer: Answer) -> None:
+    """``answer``'s items onto the response's repeated field ``items``, built in place
+    (no message built and then copied in); the explanation fields only where set."""
+    for i in answer.items:
+        item = items.add(
             item_id=i.item_id,
             item_type=TYPE_VALUES.get(i.item_type, pb.ITEM_TYPE_UNSPECIFIED),
             type=i.item_type,
             score=i.score,
             title=i.title,
-            because_item_id=i.because_item_id,
-            because_title=i.because_title,
-            because_event=i.because_event,
         )
-        for i in answer.items
-    ]
+        if i.because_item_id or i.because_title or i.because_event:
+            item.because_item_id = i.because_item_id
+            item.because_title = i.because_title
+            item.because_event = i.because_event
 
 
 class _Unparseable:
@@ -249,21 +253,22 @@ class RecommenderService:
             if a.strategy == "FALLBACK":
                 reason = "store_unavailable" if "unavailable" in a.reason else "unknown_user"
                 self.metrics.fallbacks.labels(reason=reason).inc()
-            return pb.RecommendResponse(
-                items=_items(a),
+            response = pb.RecommendResponse(
                 model_version=a.model_version,
-                strategy=pb.Strategy.Value(a.strategy),
+                strategy=STRATEGY_VALUES[a.strategy],
                 reason=a.reason,
-            ), a.strategy
+            )
+            _add_items(response.items, a)
+            return response, a.strategy
 
         return self._run("Recommend", request, context, answer, getattr(request, "user_id", ""))
 
     def RecommendSimilar(self, request: Any, context: Any) -> Any:
         def answer(rec: Recommender, deadline: float | None) -> tuple[Any, str]:
             a = rec.similar(request.item_id, request.k, _item_type(request, rec.limits))
-            return pb.RecommendSimilarResponse(
-                items=_items(a), model_version=a.model_version
-            ), "SIMILAR"
+            response = pb.RecommendSimilarResponse(model_version=a.model_version)
+            _add_items(response.items, a)
+            return response, "SIMILAR"
 
         return self._run("RecommendSimilar", request, context, answer)
 
