@@ -112,3 +112,5 @@ def test_exported_graph_has_no_chain_of_ops_per_feature(tmp_path):
     # one log, one NaN test per kind block: a chain per feature had 12 logs, 14 tests
     assert ops.count("Log") == 1
     assert ops.count("IsNaN") == 2
+    # the small vocabulary's rows by one product, without Keras's negative-index chain
+    assert ops.count("OneHot") == 1 and "Less" not in ops

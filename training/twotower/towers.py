@@ -26,6 +26,8 @@ from keras import ops
 
 from audiorec.tower_inputs import InputSpec
 
+ONE_HOT_MAX = 1_000  # vocabularies up to this size are looked up by a one-hot product
+
 
 def fit_encoder_stats(
     specs: Sequence[InputSpec], inputs: dict[str, np.ndarray], max_vocabulary: int = 1000
@@ -82,7 +84,7 @@ class FeatureEncoder(keras.layers.Layer):
         strings = [s for s in self.specs if s.kind == "string"]
         numbers = [s for s in self.specs if s.kind == "number"]
         vectors = [s for s in self.specs if s.kind == "vector"]
-        blocks = [self.embeddings[s.name](self.lookups[s.name](features[s.name])) for s in strings]
+        blocks = [self._embed(s.name, self.lookups[s.name](features[s.name])) for s in strings]
         if numbers:
             x = ops.stack([features[s.name] for s in numbers], axis=-1)
             mean = np.array([self.stats[s.name]["mean"] for s in numbers], np.float32)
@@ -97,6 +99,17 @@ class FeatureEncoder(keras.layers.Layer):
         if np.array_equal(order, np.arange(len(order))):
             return joined
         return ops.take(joined, order, axis=-1)
+
+    def _embed(self, name: str, ids: Any) -> Any:
+        """(batch, dim) rows of ``name``'s embedding. A small vocabulary's rows come from a
+        one-hot product (one op in the exported graph); Keras's own lookup adds a chain of
+        ops for negative indices, which a vocabulary lookup never yields. The same rows,
+        from the same weights, either way."""
+        layer = self.embeddings[name]
+        if layer.input_dim > ONE_HOT_MAX:
+            return layer(ids)
+        layer.build()  # where calling it would: the weights' creation order is unchanged
+        return ops.matmul(ops.one_hot(ids, layer.input_dim), layer.embeddings)
 
     def _column_order(self, grouped: Sequence[InputSpec]) -> np.ndarray:
         """Positions, in the grouped layout (strings, numbers, vectors), of the specs'
