@@ -77,7 +77,7 @@ def retower(workdir: str, directory: Path, manifest) -> float:
 
     from audiorec.errors import ContractError
     from audiorec.tower_inputs import InputSpec
-    from training.release.onnx_export import check_onnx, export_onnx
+    from training.release.onnx_export import check_onnx, export_onnx, probe_inputs
     from training.twotower.export import export_user_tower
     from training.twotower.towers import build_tower
 
@@ -95,7 +95,7 @@ def retower(workdir: str, directory: Path, manifest) -> float:
     shutil.rmtree(directory / "user_tower")
     export_user_tower(tower, specs, directory / "user_tower", bool(manifest.model.get("prior")))
     export_onnx(directory / "user_tower", directory / "user_tower.onnx")
-    inputs = _sampled_inputs(specs, saved["user_stats"])
+    inputs = probe_inputs(specs, saved["user_stats"])
     check_onnx(directory / "user_tower", directory / "user_tower.onnx", inputs)
     after = ort.InferenceSession(str(directory / "user_tower.onnx"))
     want, got = (s.run(["user_vector"], inputs)[0] for s in (before, after))
@@ -104,26 +104,6 @@ def retower(workdir: str, directory: Path, manifest) -> float:
         raise ContractError(f"the re-exported tower differs from the version's by {diff:.2e}")
     print(f"user tower re-exported: largest difference {diff:.2e} on {len(want)} rows")
     return diff
-
-
-def _sampled_inputs(specs, stats: dict, n: int = 512) -> dict[str, np.ndarray]:
-    """Tower inputs over every vocabulary entry, unseen and empty strings, and missing
-    numbers and vectors (NaN), as audiorec.tower_inputs writes them."""
-    rng = np.random.default_rng(0)
-    out: dict[str, np.ndarray] = {}
-    for s in specs:
-        if s.kind == "string":
-            words = [*stats.get(s.name, {}).get("vocabulary", []), "", "<unseen>"]
-            out[s.name] = np.array([words[i % len(words)] for i in range(n)], dtype=object)
-        elif s.kind == "number":
-            x = rng.lognormal(1.0, 2.0, n).astype(np.float32)
-            x[rng.random(n) < 0.2] = np.nan
-            out[s.name] = x
-        else:
-            v = rng.normal(size=(n, s.dim)).astype(np.float32)
-            v[rng.random(n) < 0.3] = np.nan
-            out[s.name] = v
-    return out
 
 
 def main() -> None:

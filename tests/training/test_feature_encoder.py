@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from audiorec.tower_inputs import InputSpec
+from training.release.onnx_export import probe_inputs
 from training.twotower.towers import FeatureEncoder, build_tower
 
 KINDS = ("string", "number", "vector")
@@ -30,23 +31,6 @@ def _stats(specs: list[InputSpec], rng: np.random.Generator) -> dict:
         elif s.kind == "number":
             stats[s.name] = {"mean": float(rng.normal()), "std": float(rng.uniform(0.5, 2))}
     return stats
-
-
-def _inputs(specs: list[InputSpec], rng: np.random.Generator, n: int) -> dict:
-    out = {}
-    for s in specs:
-        if s.kind == "string":
-            out[s.name] = rng.choice(["v0", "v1", "v3", "", "unseen"], n).astype(object)
-        elif s.kind == "number":
-            x = rng.lognormal(1, 2, n).astype(np.float32)
-            x[rng.random(n) < 0.2] = np.nan
-            x[rng.random(n) < 0.1] = -3.0  # below zero: clipped before log1p
-            out[s.name] = x
-        else:
-            v = rng.normal(size=(n, s.dim)).astype(np.float32)
-            v[rng.random(n) < 0.3] = np.nan
-            out[s.name] = v
-    return out
 
 
 def _reference(enc: FeatureEncoder, inputs: dict) -> np.ndarray:
@@ -74,7 +58,7 @@ def test_grouped_encoder_equals_the_per_feature_form(seed):
     specs = _specs(rng, int(rng.integers(1, 9)))
     ignore = [s.name for s in specs[1:] if rng.random() < 0.25]
     enc = FeatureEncoder(specs, _stats(specs, rng), embedding_dim=3, ignore=ignore)
-    inputs = _inputs(specs, rng, 64)
+    inputs = probe_inputs(specs, enc.stats, 64, seed)
     got = np.asarray(enc(inputs))
     want = _reference(enc, inputs)
     assert got.shape == want.shape == (64, want.shape[1])
@@ -104,10 +88,11 @@ def test_exported_graph_has_no_chain_of_ops_per_feature(tmp_path):
         InputSpec(name="pref", kind="vector", dim=8),
         InputSpec(name="music", kind="vector", dim=4),
     ]
-    tower = build_tower(specs, _stats(specs, rng), [16, 8], 4, (), "user_tower")
+    tower_stats = _stats(specs, rng)
+    tower = build_tower(specs, tower_stats, [16, 8], 4, (), "user_tower")
     export_user_tower(tower, specs, tmp_path / "saved")
     export_onnx(tmp_path / "saved", tmp_path / "t.onnx")
-    check_onnx(tmp_path / "saved", tmp_path / "t.onnx", _inputs(specs, rng, 32))
+    check_onnx(tmp_path / "saved", tmp_path / "t.onnx", probe_inputs(specs, tower_stats, 32))
     ops = [n.op_type for n in onnx.load(str(tmp_path / "t.onnx")).graph.node]
     # one log, one NaN test per kind block: a chain per feature had 12 logs, 14 tests
     assert ops.count("Log") == 1

@@ -103,3 +103,26 @@ def check_onnx(
             f"(limit {atol:g})"
         )
     return diff
+
+
+def probe_inputs(specs: Any, stats: dict, n: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
+    """Tower inputs (:func:`audiorec.tower_inputs.tower_inputs` arrays) that reach every
+    branch of an encoder with ``stats``: each vocabulary entry, an unseen and an empty
+    string, counts over orders of magnitude, negative and missing (NaN) ones, and missing
+    vector rows. For checking two exports of one tower against each other."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for s in specs:
+        if s.kind == "string":
+            words = [*stats.get(s.name, {}).get("vocabulary", []), "", "<unseen>"]
+            out[s.name] = np.array([words[i % len(words)] for i in range(n)], dtype=object)
+        elif s.kind == "number":
+            x = rng.lognormal(1.0, 2.0, n).astype(np.float32)
+            x[rng.random(n) < 0.1] = -3.0
+            x[rng.random(n) < 0.2] = np.nan
+            out[s.name] = x
+        else:
+            v = rng.normal(size=(n, s.dim)).astype(np.float32)
+            v[rng.random(n) < 0.3] = np.nan
+            out[s.name] = v
+    return out
