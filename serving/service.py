@@ -74,7 +74,7 @@ def _item_type(request: Any, limits: RequestLimits) -> str | None:
     return name or by_enum
 
 
-STRATEGY_VALUES: dict[str, int] = {v.name: v.number for v in pb.Strategy.DESCRIPTOR.values}
+STRATEGY_VALUES: dict[str, Any] = {v.name: v.number for v in pb.Strategy.DESCRIPTOR.values}
 
 
 def _add_items(items: Any, answer: Answer) -> None:
