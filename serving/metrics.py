@@ -18,7 +18,8 @@ The stage timings leave the request path: a call appends them to a deque, and a 
 (:meth:`Metrics.start`) writes them to the histogram every ``FLUSH_S``. In multiprocess
 mode each observation is a locked write to a memory-mapped file per value and bucket,
 four stages a call, which cost a paced call tens of microseconds. A scrape sees the stage
-series at most ``FLUSH_S`` late (this process's own exposition flushes first); without
+series at most ``FLUSH_S`` late, except a scrape of this process's own registry (the
+``--metrics-port`` endpoint, :meth:`Metrics.exposition`), which writes them first; without
 a started thread they are written at once, as every other series is.
 """
 
@@ -35,9 +36,22 @@ PENDING = 100_000  # stage timings held at most (500 calls a second fill 2,000 a
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
 
 
+class _FlushFirst:
+    """Registered before every series: a collection of the registry (any scrape of it)
+    writes the waiting stage timings before it reads them."""
+
+    def __init__(self, flush: Any) -> None:
+        self._flush = flush
+
+    def collect(self) -> list:
+        self._flush()
+        return []
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_FlushFirst(self.flush))  # type: ignore[arg-type]
         self.requests = Histogram(
             "audiorec_request_seconds",
             "Request latency",
@@ -182,5 +196,4 @@ class Metrics:
         self._versions[arm] = version
 
     def exposition(self) -> bytes:
-        self.flush()
         return generate_latest(self.registry)
