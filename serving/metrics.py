@@ -43,7 +43,7 @@ class _FlushFirst:
     def __init__(self, flush: Any) -> None:
         self._flush = flush
 
-    def collect(self) -> list:
+    def collect(self) -> list[Any]:
         self._flush()
         return []
 
@@ -51,7 +51,7 @@ class _FlushFirst:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_FlushFirst(self.flush))  # type: ignore[arg-type]
+        self.registry.register(_FlushFirst(self.flush))
         self.requests = Histogram(
             "audiorec_request_seconds",
             "Request latency",
