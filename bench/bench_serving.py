@@ -207,7 +207,8 @@ def rss_gib(pid: int) -> float | None:
     return round(total / 2**30, 2)
 
 
-def scrape(metrics_port: int) -> dict[str, float]:
+def scrape(metrics_port: int, rpc: str = "Recommend") -> dict[str, float]:
+    """The server's series this bench reads; the request times of ``rpc``'s OK calls."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     values = {}
     for line in text.splitlines():
@@ -219,7 +220,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
             values[key] = float(value)
         elif (
             line.startswith(("audiorec_request_seconds_sum", "audiorec_request_seconds_count"))
-            and 'rpc="Recommend"' in line
+            and f'rpc="{rpc}"' in line
             and 'code="OK"' in line
         ):
             key = line.split("{")[0]
@@ -228,7 +229,7 @@ def scrape(metrics_port: int) -> dict[str, float]:
 
 
 def server_ms(before: dict, after: dict) -> float | None:
-    """Mean handler time of the successful Recommend calls between two scrapes."""
+    """Mean handler time of the successful calls (of the rpc scraped) between two scrapes."""
     n = after.get("audiorec_request_seconds_count", 0) - before.get(
         "audiorec_request_seconds_count", 0
     )

@@ -47,10 +47,12 @@ def paced_medians_ms(
 ) -> dict[str, float]:
     """Median ms of each ``name: (fn, items)`` over ``n`` ticks ``gap_s`` seconds apart,
     each tick calling (and timing) every one in turn: as a request at that rate runs its
-    stages, one after the other, its user's data through all of them."""
+    stages, one after the other, its user's data through all of them. ``gap_s`` 0: the
+    ticks back to back (each primitive after the others, not after itself)."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for j in range(n):
-        time.sleep(gap_s)
+        if gap_s:
+            time.sleep(gap_s)
         for name, (fn, items) in calls.items():
             x = items[j % len(items)]
             t = time.perf_counter()
@@ -95,17 +97,20 @@ class Primitives:
         self.recommend = lambda call: rec.recommend(call[0], 10, call[1])
         self.calls = list(zip(self.users, self.types))
 
-    def time(self, gap_s: float = 0.0) -> dict[str, float]:
-        """Median ms of each primitive, back to back (``gap_s`` 0) or one call every
-        ``gap_s`` seconds; ``sum_ms`` adds the four; ``recommender_ms``: the whole request
-        path in this process, without gRPC."""
-        calls: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
+    def primitive_calls(self) -> dict[str, tuple[Callable[[Any], Any], list[Any]]]:
+        """name: (function, its argument per call), in a request's order."""
+        return {
             "store_read_ms": (self.read, self.users),
             "tower_ms": (self.tower, self.inputs),
             "index_ms": (lambda q: q[0].search(q[1], 10), self.queries),
             "filter_ms": (self.consumed, self.users),
-            "recommender_ms": (self.recommend, self.calls),
         }
+
+    def time(self, gap_s: float = 0.0) -> dict[str, float]:
+        """Median ms of each primitive, back to back (``gap_s`` 0) or one call every
+        ``gap_s`` seconds; ``sum_ms`` adds the four; ``recommender_ms``: the whole request
+        path in this process, without gRPC."""
+        calls = {**self.primitive_calls(), "recommender_ms": (self.recommend, self.calls)}
         if gap_s:
             for fn, items in calls.values():  # warm-up
                 for x in items[:20]:

@@ -265,8 +265,9 @@ class Recorder:
     """Records batches of events for one artifact version: validate, read, apply, push.
 
     ``read_users(ids) -> Features`` and ``read_items(ids) -> {id: vector | None}`` read
-    the online store; ``push(source, rows)`` writes it; ``run(fn)`` runs the whole
-    read-modify-write on the store's side (bounded in time; the default: right here);
+    the online store; ``push([(source, rows), ...])`` writes it, every source at once;
+    ``run(fn)`` runs the whole read-modify-write on the store's side (bounded in time;
+    the default: right here);
     ``lock(users)`` holds the users against every other process for the read-modify-write
     (serving/user_lock.py; the default: nothing, one process); ``log(events)`` keeps the
     validated events before anything is applied (serving/accepted.py; raising refuses
@@ -279,7 +280,7 @@ class Recorder:
         artifact: Artifact,
         read_users: Callable[[list[str]], Features],
         read_items: Callable[[list[str]], dict[str, np.ndarray | None]],
-        push: Callable[[str, list[dict[str, Any]]], None],
+        push: Callable[[list[tuple[str, list[dict[str, Any]]]]], None],
         limits: RequestLimits = RequestLimits(),
         event_limits: EventLimits = EventLimits(),
         dim: int = 0,
@@ -353,8 +354,7 @@ class Recorder:
             dim = self.dim or _dim(embeddings)
             for row in applied.windows:
                 _fill(row, self.artifact.types, dim)
-            self.push(WINDOWS_PUSH, applied.windows)
-            self.push(RECENT_PUSH, applied.recent)
+            self.push([(WINDOWS_PUSH, applied.windows), (RECENT_PUSH, applied.recent)])
         return applied
 
 

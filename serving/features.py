@@ -55,7 +55,7 @@ from audiorec.featurestore import (
     open_store,
 )
 from serving.breaker import OPEN, CircuitBreaker
-from serving.push import OnlinePusher
+from serving.push import OnlinePusher, push_all
 
 log = logging.getLogger("audiorec.serving")
 T = TypeVar("T")
@@ -207,10 +207,10 @@ class OnlineFeatures:
             for i, v in zip(item_ids, vectors)
         }
 
-    def push_now(self, source: str, rows: list[dict[str, Any]], project: str) -> None:
-        """Rows into the online store through the push source (never the offline store);
-        on the calling thread."""
-        self._pusher(project, source).push(rows)
+    def push_now(self, parts: list[tuple[str, list[dict[str, Any]]]], project: str) -> None:
+        """(push source, rows) pairs into the online store (never the offline store), all
+        at once (serving/push.py, ``push_all``); on the calling thread."""
+        push_all([(self._pusher(project, source), rows) for source, rows in parts])
 
     def _pusher(self, project: str, source: str) -> OnlinePusher:
         pushers = getattr(self._local, "pushers", None)

@@ -2,15 +2,15 @@
 without its per-call cost.
 
 :class:`OnlinePusher` resolves a push source's feature views once and converts rows with
-Feast's own type map; on Redis, :func:`redis_write` writes every view of a user in two
-pipelined round trips, with Feast's key and field encoding and its rule that an older row
+Feast's own type map; on Redis, :func:`redis_write` writes every view of a user, of
+every push source given together (:func:`push_all`), in two pipelined round trips, with Feast's key and field encoding and its rule that an older row
 never replaces a newer one (tests/serving/test_push.py holds it byte for byte to Feast's
 ``online_write_batch``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from audiorec.featurestore import online_errors
 
@@ -28,8 +28,9 @@ class OnlinePusher:
         self.views = list(store._fvs_for_push_source_or_raise(source, True))
         self.provider = store._get_provider()
 
-    def push(self, rows: list[dict[str, Any]]) -> None:
-        from feast.infra.online_stores.redis import RedisOnlineStore
+    def batches(self, rows: list[dict[str, Any]]) -> list[tuple[Any, list[tuple[Any, ...]]]]:
+        """``rows`` as (view, [(entity key, {feature: Value}, event time)]) per view, in
+        Feast's own type map."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import python_values_to_proto_values
@@ -51,15 +52,35 @@ class OnlinePusher:
                 for i, (key, r) in enumerate(zip(keys, rows))
             ]
             batches.append((view, data))
-        online = getattr(self.provider, "online_store", None)
-        with online_errors(self.store):
-            if isinstance(online, RedisOnlineStore):
-                redis_write(online, self.store.config, batches)
-                return
-            for view, data in batches:
-                self.provider.online_write_batch(
-                    self.store.config, view, [(*d, None) for d in data], progress=None
-                )
+        return batches
+
+    def push(self, rows: list[dict[str, Any]]) -> None:
+        push_all([(self, rows)])
+
+
+def push_all(parts: Sequence[tuple[OnlinePusher, list[dict[str, Any]]]]) -> None:
+    """Several push sources' rows of one store at once. On Redis every view of every
+    source goes into the same two pipelined round trips (RecordEvents pushes the windows
+    and the recent events of a user together: two round trips, not four); elsewhere each
+    view is the provider's ``online_write_batch``."""
+    parts = [(pusher, rows) for pusher, rows in parts if rows]
+    if not parts:
+        return
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    first = parts[0][0]
+    if any(pusher.store is not first.store for pusher, _ in parts):
+        raise ValueError("push_all: the pushers are of different stores")
+    batches = [(pusher, b) for pusher, rows in parts for b in pusher.batches(rows)]
+    online = getattr(first.provider, "online_store", None)
+    with online_errors(first.store):
+        if isinstance(online, RedisOnlineStore):
+            redis_write(online, first.store.config, [b for _, b in batches])
+            return
+        for pusher, (view, data) in batches:
+            pusher.provider.online_write_batch(
+                first.store.config, view, [(*d, None) for d in data], progress=None
+            )
 
 
 def redis_write(

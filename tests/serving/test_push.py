@@ -2,7 +2,8 @@
 
 - the real-time push (serving/push.py, redis_write): every view of a user written in two
   round trips, byte for byte what Feast's own ``online_write_batch`` stores, with its rule
-  that an older row never replaces a newer one;
+  that an older row never replaces a newer one; two push sources at once (push_all) in
+  the same two, as the two pushes one after the other would write;
 - the read on the request's own thread (serving/features.py): the same answer as the
   reader threads', and a hung Redis still fails it within the client's timeouts."""
 
@@ -88,6 +89,58 @@ def test_redis_push_writes_what_feast_writes_and_keeps_the_newer_row(on_redis, u
     assert stored(ours) == before  # an older row never replaces a newer one
     pusher.push([{**older, "event_timestamp": now + timedelta(hours=1)}])
     assert stored(ours) != before
+
+
+def test_push_all_writes_both_sources_in_two_round_trips_as_two_pushes_would(
+    on_redis, users, monkeypatch
+):
+    """RecordEvents pushes a user's windows and recent events together (``push_all``):
+    the same bytes as the two pushes one after the other, in one pair of round trips."""
+    import redis as redis_py
+
+    from audiorec.artifact import current_dir, feature_project, read_manifest
+    from audiorec.featurestore import (
+        ONLINE_SERVICE,
+        RECENT_PUSH,
+        WINDOWS_PUSH,
+        FeatureStoreConfig,
+        OnlineFeatureReader,
+        open_store,
+    )
+    from serving.push import OnlinePusher, push_all
+
+    wd, port = on_redis
+    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
+    store = open_store(wd, cfg, feature_project(read_manifest(current_dir(wd), verify_files=False)))
+    reader = OnlineFeatureReader(store, ONLINE_SERVICE)
+    windows, recent = OnlinePusher(store, WINDOWS_PUSH), OnlinePusher(store, RECENT_PUSH)
+    values = {k: v[0] for k, v in reader.read([users["warm"]]).items()}
+    now = datetime.now(timezone.utc) + timedelta(days=2)
+
+    def row(user: str) -> dict:
+        return {**values, "user_id": user, "event_timestamp": now}
+
+    executes = []
+    execute = redis_py.client.Pipeline.execute
+
+    def counted(self, *args, **kwargs):
+        executes.append(len(self.command_stack))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis_py.client.Pipeline, "execute", counted)
+    push_all([(windows, [row("together")]), (recent, [row("together")])])
+    assert len(executes) == 2, executes  # the timestamps read, then the writes
+    windows.push([row("apart")])
+    recent.push([row("apart")])
+    assert len(executes) == 6
+    push_all([(windows, []), (recent, [])])  # nothing to write: no round trip
+    assert len(executes) == 6
+    together, apart = reader.read(["together"]), reader.read(["apart"])
+    assert together == apart
+    assert any(v[0] is not None for v in together.values())
+    with pytest.raises(ValueError, match="different stores"):
+        other = OnlinePusher(open_store(wd, cfg, store.config.project), RECENT_PUSH)
+        push_all([(windows, [row("x")]), (other, [row("x")])])
 
 
 def _batches(pusher, r: dict):
