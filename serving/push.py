@@ -3,9 +3,9 @@ without its per-call cost.
 
 :class:`OnlinePusher` resolves a push source's feature views once and converts rows with
 Feast's own type map; on Redis, :func:`redis_write` writes every view of a user, of
-every push source given together (:func:`push_all`), in two pipelined round trips, with Feast's key and field encoding and its rule that an older row
-never replaces a newer one (tests/serving/test_push.py holds it byte for byte to Feast's
-``online_write_batch``).
+every push source given together (:func:`push_all`), in two pipelined round trips, with
+Feast's key and field encoding and its rule that an older row never replaces a newer one
+(tests/serving/test_push.py holds it byte for byte to Feast's ``online_write_batch``).
 """
 
 from __future__ import annotations
