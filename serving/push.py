@@ -10,6 +10,7 @@ Feast's key and field encoding and its rule that an older row never replaces a n
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 from audiorec.featurestore import online_errors
@@ -29,11 +30,10 @@ class OnlinePusher:
         self.provider = store._get_provider()
 
     def batches(self, rows: list[dict[str, Any]]) -> list[tuple[Any, list[tuple[Any, ...]]]]:
-        """``rows`` as (view, [(entity key, {feature: Value}, event time)]) per view, in
-        Feast's own type map."""
+        """``rows`` as (view, [(entity key, {feature: Value}, event time)]) per view, each
+        column as Feast's type map converts it (:func:`encode_column`)."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import python_values_to_proto_values
 
         keys = [
             EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=r["user_id"])])
@@ -42,9 +42,7 @@ class OnlinePusher:
         batches = []
         for view in self.views:
             columns = {
-                f.name: python_values_to_proto_values(
-                    [r[f.name] for r in rows], f.dtype.to_value_type()
-                )
+                f.name: encode_column([r[f.name] for r in rows], f.dtype.to_value_type())
                 for f in view.features
             }
             data = [
@@ -56,6 +54,51 @@ class OnlinePusher:
 
     def push(self, rows: list[dict[str, Any]]) -> None:
         push_all([(self, rows)])
+
+
+def encode_column(values: list[Any], value_type: Any) -> list[Any]:
+    """Feast's ``python_values_to_proto_values(values, value_type)``, with a direct path
+    for the plain values RecordEvents builds: ``int`` for INT64, a ``list`` of ``float``
+    for FLOAT_LIST, a ``list`` of ``str`` for STRING_LIST, ``None``. Feast's conversion
+    infers and checks types value by value; the direct path builds the same messages, byte
+    for byte (tests/serving/test_push_encode.py). A column with any other value (numpy
+    scalars, an empty list, a float in an integer column...) goes through Feast's own."""
+    from feast import type_map
+
+    Value, FloatList, StringList, kinds = _protos()
+    kind = kinds.get(value_type)
+    if kind == "int":
+        if all(v is None or (type(v) is int and -(2**63) <= v < 2**63) for v in values):
+            return [Value() if v is None else Value(int64_val=v) for v in values]
+    elif kind == "floats":
+        if all(v is None or (type(v) is list and _only(v, float)) for v in values):
+            return [
+                Value() if v is None else Value(float_list_val=FloatList(val=v)) for v in values
+            ]
+    elif kind == "strings":
+        if all(v is None or (type(v) is list and _only(v, str)) for v in values):
+            return [
+                Value() if v is None else Value(string_list_val=StringList(val=v)) for v in values
+            ]
+    return type_map.python_values_to_proto_values(values, value_type)
+
+
+def _only(values: list[Any], kind: type) -> bool:
+    """A non-empty list whose every element is exactly ``kind``."""
+    return bool(values) and set(map(type, values)) == {kind}
+
+
+@functools.cache
+def _protos() -> tuple[Any, Any, Any, dict[Any, str]]:
+    from feast.protos.feast.types.Value_pb2 import FloatList, StringList, Value
+    from feast.value_type import ValueType
+
+    kinds = {
+        ValueType.INT64: "int",
+        ValueType.FLOAT_LIST: "floats",
+        ValueType.STRING_LIST: "strings",
+    }
+    return Value, FloatList, StringList, kinds
 
 
 def push_all(parts: Sequence[tuple[OnlinePusher, list[dict[str, Any]]]]) -> None:
