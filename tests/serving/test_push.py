@@ -38,24 +38,33 @@ def on_redis(tiny_pipeline, tmp_path_factory):
     proc.wait(timeout=10)
 
 
+def _store_cfg(on_redis):
+    from audiorec.featurestore import FeatureStoreConfig
+
+    return FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{on_redis[1]}")
+
+
+def _store_and_reader(on_redis):
+    """(the work directory's Feast store on the test's redis-server, a reader of the
+    online service)."""
+    from audiorec.artifact import current_dir, feature_project, read_manifest
+    from audiorec.featurestore import ONLINE_SERVICE, OnlineFeatureReader, open_store
+
+    wd = on_redis[0]
+    project = feature_project(read_manifest(current_dir(wd), verify_files=False))
+    store = open_store(wd, _store_cfg(on_redis), project)
+    return store, OnlineFeatureReader(store, ONLINE_SERVICE)
+
+
 def test_redis_push_writes_what_feast_writes_and_keeps_the_newer_row(on_redis, users):
     import redis as redis_py
     from feast.infra.online_stores.helpers import _redis_key
 
-    from audiorec.artifact import current_dir, feature_project, read_manifest
-    from audiorec.featurestore import (
-        ONLINE_SERVICE,
-        WINDOWS_PUSH,
-        FeatureStoreConfig,
-        OnlineFeatureReader,
-        open_store,
-    )
+    from audiorec.featurestore import WINDOWS_PUSH
     from serving.push import OnlinePusher
 
-    wd, port = on_redis
-    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
-    store = open_store(wd, cfg, feature_project(read_manifest(current_dir(wd), verify_files=False)))
-    reader = OnlineFeatureReader(store, ONLINE_SERVICE)
+    _, port = on_redis
+    store, reader = _store_and_reader(on_redis)
     pusher = OnlinePusher(store, WINDOWS_PUSH)
     assert len(pusher.views) >= 2  # several views: the case the two round trips are for
     source = users["warm"]
@@ -98,21 +107,10 @@ def test_push_all_writes_both_sources_in_two_round_trips_as_two_pushes_would(
     the same bytes as the two pushes one after the other, in one pair of round trips."""
     import redis as redis_py
 
-    from audiorec.artifact import current_dir, feature_project, read_manifest
-    from audiorec.featurestore import (
-        ONLINE_SERVICE,
-        RECENT_PUSH,
-        WINDOWS_PUSH,
-        FeatureStoreConfig,
-        OnlineFeatureReader,
-        open_store,
-    )
+    from audiorec.featurestore import RECENT_PUSH, WINDOWS_PUSH, open_store
     from serving.push import OnlinePusher, push_all
 
-    wd, port = on_redis
-    cfg = FeatureStoreConfig(online="redis", redis=f"127.0.0.1:{port}")
-    store = open_store(wd, cfg, feature_project(read_manifest(current_dir(wd), verify_files=False)))
-    reader = OnlineFeatureReader(store, ONLINE_SERVICE)
+    store, reader = _store_and_reader(on_redis)
     windows, recent = OnlinePusher(store, WINDOWS_PUSH), OnlinePusher(store, RECENT_PUSH)
     values = {k: v[0] for k, v in reader.read([users["warm"]]).items()}
     now = datetime.now(timezone.utc) + timedelta(days=2)
@@ -139,7 +137,9 @@ def test_push_all_writes_both_sources_in_two_round_trips_as_two_pushes_would(
     assert together == apart
     assert any(v[0] is not None for v in together.values())
     with pytest.raises(ValueError, match="different stores"):
-        other = OnlinePusher(open_store(wd, cfg, store.config.project), RECENT_PUSH)
+        other = OnlinePusher(
+            open_store(on_redis[0], _store_cfg(on_redis), store.config.project), RECENT_PUSH
+        )
         push_all([(windows, [row("x")]), (other, [row("x")])])
 
 
