@@ -1,6 +1,7 @@
 """What this machine charges the first call after an idle gap: the floor under paced work.
 
     PYTHONPATH=.:bench .venv/bin/python bench/bench_wakeup.py [--rounds 300]
+        [--redis-url HOST:PORT]
 
 A server under an open-loop load sleeps between calls. On some machines (virtual ones
 above all: a vCPU that halts gives its core, caches and TLB to the host) the first
@@ -10,7 +11,9 @@ nothing, so no request path can explain it:
 
 - ``sum``: ``x.sum()`` over 1,000 float32 (numpy's dispatch, 4 KB of data);
 - ``matmul``: a (1, 250) x (250, 512) float32 product (the user tower's first layer);
-- ``python``: a dict lookup and an f-string (the interpreter alone).
+- ``python``: a dict lookup and an f-string (the interpreter alone);
+- ``redis_ping`` (with ``--redis-url``): one PING to a redis-server, a round trip that
+  wakes the server's process and then this one.
 
 For each gap (0 = back to back, then the spacing of 2,000, 1,000, 300 and 100 calls a
 second) it sleeps, then calls the same function ``K`` times in a row, each timed, and
@@ -35,17 +38,23 @@ GAPS_S = (0.0, 0.0005, 0.001, 1 / 300, 0.01)
 POSITIONS = (1, 2, 3, 5, 10, K)
 
 
-def calls() -> dict[str, Callable[[], object]]:
+def calls(redis_url: str = "") -> dict[str, Callable[[], object]]:
     rng = np.random.default_rng(0)
     small = rng.random(1000, dtype=np.float32)
     x = rng.random((1, 250), dtype=np.float32)
     w = rng.random((250, 512), dtype=np.float32)
     table = {f"item{i}": i for i in range(1000)}
-    return {
+    out: dict[str, Callable[[], object]] = {
         "sum": small.sum,
         "matmul": lambda: x @ w,
         "python": lambda: f"{table['item500']}:{table.get('missing', -1)}",
     }
+    if redis_url:
+        import redis
+
+        host, _, port = redis_url.rpartition(":")
+        out["redis_ping"] = redis.Redis(host=host or "localhost", port=int(port)).ping
+    return out
 
 
 def by_position(fn: Callable[[], object], gap_s: float, rounds: int) -> np.ndarray:
@@ -62,13 +71,13 @@ def by_position(fn: Callable[[], object], gap_s: float, rounds: int) -> np.ndarr
     return times
 
 
-def measure(rounds: int) -> dict[str, Any]:
+def measure(rounds: int, redis_url: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {
         "machine": platform.machine(),
-        "python": platform.python_version(),
+        "python_version": platform.python_version(),
         "k": K,
     }
-    for name, fn in calls().items():
+    for name, fn in calls(redis_url).items():
         by_position(fn, 0.0, 20)  # warm-up
         rows = {}
         for gap_s in GAPS_S:
@@ -86,10 +95,13 @@ def measure(rounds: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--redis-url", default="", help="also time a PING to this redis-server")
     args = ap.parse_args()
-    out = measure(args.rounds)
+    out = measure(args.rounds, args.redis_url)
     print(json.dumps(out))
-    for name in calls():
+    for name in out:
+        if name in ("machine", "python_version", "k"):
+            continue
         gaps = ", ".join(
             f"{gap} {row['penalty_us']:.1f} us ({row['first_over_settled']:.1f}x)"
             for gap, row in out[name].items()
