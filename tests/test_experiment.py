@@ -33,10 +33,14 @@ def simulate(workdir, listeners, salt, rates, keep=None, seed=0):
     """Each listener asks once; with its arm's rate streams one of the top 3 shown.
     ``keep``: per arm, the share of its listeners whose answer is logged at all."""
     from serving.arms import Experiment, parse_arms
+    from serving.features import StoreGuardConfig
     from serving.server import ServerConfig, create_server
 
     exp = Experiment(arms=parse_arms(["control=current:0.5", "treatment=current:0.5"]), salt=salt)
-    running = create_server(workdir, ServerConfig(port=0, experiment=exp))
+    # the readout is the subject here, not the store's deadline: a RecordEvents on SQLite
+    # (a commit per view) once took over the default 0.5 s on a loaded CI machine
+    guard = StoreGuardConfig(write_timeout_s=5.0)
+    running = create_server(workdir, ServerConfig(port=0, experiment=exp, store_guard=guard))
     rng = np.random.default_rng(seed)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
