@@ -28,6 +28,8 @@ class OnlinePusher:
         self.store = store
         self.views = list(store._fvs_for_push_source_or_raise(source, True))
         self.provider = store._get_provider()
+        # each view's (feature, Feast value type), resolved once: not on every push
+        self._types = [[(f.name, f.dtype.to_value_type()) for f in v.features] for v in self.views]
 
     def batches(self, rows: list[dict[str, Any]]) -> list[tuple[Any, list[tuple[Any, ...]]]]:
         """``rows`` as (view, [(entity key, {feature: Value}, event time)]) per view, each
@@ -40,11 +42,8 @@ class OnlinePusher:
             for r in rows
         ]
         batches = []
-        for view in self.views:
-            columns = {
-                f.name: encode_column([r[f.name] for r in rows], f.dtype.to_value_type())
-                for f in view.features
-            }
+        for view, types in zip(self.views, self._types):
+            columns = {name: encode_column([r[name] for r in rows], t) for name, t in types}
             data = [
                 (key, {name: values[i] for name, values in columns.items()}, r["event_timestamp"])
                 for i, (key, r) in enumerate(zip(keys, rows))
