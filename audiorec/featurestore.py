@@ -320,12 +320,24 @@ class OnlineFeatureReader:
         """One HMGET per entity of every feature's field (all views of an entity share one
         hash), in one pipelined round trip, through the Redis store's own key and field
         encoding."""
-        from feast.protos.feast.types.Value_pb2 import Value
-
         assert self._redis is not None
         config = self.store.config
         redis_keys = self._redis._generate_redis_keys_for_entities(config, keys)
-        replies = self._redis._read_hash_fields(config, [(k, self._fields) for k in redis_keys])
+        return self.from_replies(
+            self._redis._read_hash_fields(config, [(k, self._fields) for k in redis_keys])
+        )
+
+    def hmget_args(self, entity_id: str) -> tuple[bytes, list[Any]]:
+        """(key, hashed fields) of one entity's HMGET on Redis, for a caller's own pipeline;
+        :meth:`from_replies` reads the answers as :meth:`read` would."""
+        if self._row is None:
+            raise ValueError("hmget_args: the online store is not Redis")
+        return self._row.key(entity_id), self._fields
+
+    def from_replies(self, replies: list[list[Any]]) -> Features:
+        """{feature: [value per entity]} from one HMGET reply per entity."""
+        from feast.protos.feast.types.Value_pb2 import Value
+
         rows = [[decode(Value, blob) for blob in reply] for reply in replies]
         return {name: [row[j] for row in rows] for j, name in enumerate(self._names)}
 

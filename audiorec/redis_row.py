@@ -135,10 +135,10 @@ class RedisRow:
     ):
         from feast.protos.feast.types.Value_pb2 import Value
 
-        self._client, self._key, self._value = client, key, Value
+        self._client, self.key, self._value = client, key, Value
         self.names, self.fields = list(names), list(fields)
 
     def read(self, entity_id: str) -> dict[str, list[Any]]:
-        reply = self._client().hmget(self._key(entity_id), self.fields)
+        reply = self._client().hmget(self.key(entity_id), self.fields)
         value = self._value
         return {name: [decode_row_value(value, blob)] for name, blob in zip(self.names, reply)}

@@ -32,10 +32,9 @@ import functools
 import threading
 import time
 import zlib
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, ContextManager, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -48,6 +47,7 @@ from audiorec.vocabulary import EVENT_TYPES, WEAK_SIGNALS
 from serving.artifact import Artifact
 from serving.limits import RequestLimits, check_id, echo
 from serving.live import LiveItems
+from serving.push import Change, Rows
 
 WEAK_TYPES = WEAK_SIGNALS
 # which window count each event type adds to (declared ones only: itemtypes.py)
@@ -262,38 +262,33 @@ class _WindowState:
 
 
 class Recorder:
-    """Records batches of events for one artifact version: validate, read, apply, push.
+    """Records batches of events for one artifact version: validate, log, apply.
 
-    ``read_users(ids) -> Features`` and ``read_items(ids) -> {id: vector | None}`` read
-    the online store; ``push([(source, rows), ...])`` writes it, every source at once;
-    ``run(fn)`` runs the whole read-modify-write on the store's side (bounded in time;
-    the default: right here);
-    ``lock(users)`` holds the users against every other process for the read-modify-write
-    (serving/user_lock.py; the default: nothing, one process); ``log(events)`` keeps the
-    validated events before anything is applied (serving/accepted.py; raising refuses
-    the batch). Events of one user are also
-    applied under that user's lock stripe, so concurrent batches in this process queue
-    here instead of on the store."""
+    ``transact(users, items, change)`` is the store's read-modify-write: it holds
+    ``users`` against every other process (serving/user_lock.py), reads their rows and
+    ``items``' embeddings, calls ``change(rows, {item: vector | None})`` and writes the
+    ``[(push source, rows)]`` it returns (serving/features.py, ``record_now``);
+    ``run(fn)`` runs the whole of it on the store's side (bounded in time; the default:
+    right here); ``log(events)`` keeps the validated events before anything is applied
+    (serving/accepted.py; raising refuses the batch). Events of one user are also applied
+    under that user's lock stripe, so concurrent batches in this process queue here
+    instead of on the store."""
 
     def __init__(
         self,
         artifact: Artifact,
-        read_users: Callable[[list[str]], Features],
-        read_items: Callable[[list[str]], dict[str, np.ndarray | None]],
-        push: Callable[[list[tuple[str, list[dict[str, Any]]]]], None],
+        transact: Callable[[list[str], list[str], Change], None],
         limits: RequestLimits = RequestLimits(),
         event_limits: EventLimits = EventLimits(),
         dim: int = 0,
         run: Callable[[Callable[[], Applied]], Applied] = lambda fn: fn(),
-        lock: Callable[[list[str]], ContextManager[None]] = lambda users: nullcontext(),
         log: Callable[[list[Event]], None] | None = None,
     ):
-        self.artifact = artifact
-        self.read_users, self.read_items, self.push = read_users, read_items, push
+        self.artifact, self.transact = artifact, transact
         self.limits, self.event_limits = limits, event_limits
         self.cut_us = cut_us(artifact)
         self.dim = dim
-        self.run, self.lock, self.log = run, lock, log
+        self.run, self.log = run, log
         # the titles published since the version (serving/live.py; the Recommender sets
         # it): their events are kept and applied like the catalogue's
         self.live: LiveItems | None = None
@@ -315,12 +310,8 @@ class Recorder:
         for s in stripes:  # in one order everywhere: no deadlock
             self._locks[s].acquire()
 
-        def transact() -> Applied:
-            with self.lock(users):
-                return self._apply(events, users)
-
         try:
-            return self.run(transact)
+            return self.run(functools.partial(self._apply, events, users))
         finally:
             for s in reversed(stripes):
                 self._locks[s].release()
@@ -333,29 +324,34 @@ class Recorder:
         return kind
 
     def _apply(self, events: list[Event], users: list[str]) -> Applied:
-        """Read the users' rows, apply ``events``, push the new rows (under the locks)."""
+        """Read the users' rows, apply ``events``, push the new rows (in one
+        ``transact``)."""
         from audiorec.featurestore import RECENT_PUSH, WINDOWS_PUSH
 
-        current = self.read_users(users)
         ids = sorted({e.item_id for e in events})
         live = {i: self.live.get(i) for i in ids} if self.live is not None else {}
-        embeddings = self.read_items([i for i in ids if live.get(i) is None])
-        embeddings.update({i: v.hgnn for i, v in live.items() if v is not None})
-        applied = apply_events(
-            events,
-            current,
-            embeddings,
-            self.artifact,
-            self.cut_us,
-            self.event_limits.max_recent,
-            self.type_of,
-        )
-        if applied.windows:
+        result = [Applied()]  # what the last call of change applied
+
+        def change(current: Features, embeddings: dict[str, Any]) -> list[tuple[str, Rows]]:
+            embeddings.update({i: v.hgnn for i, v in live.items() if v is not None})
+            applied = result[0] = apply_events(
+                events,
+                current,
+                embeddings,
+                self.artifact,
+                self.cut_us,
+                self.event_limits.max_recent,
+                self.type_of,
+            )
+            if not applied.windows:
+                return []
             dim = self.dim or _dim(embeddings)
             for row in applied.windows:
                 _fill(row, self.artifact.types, dim)
-            self.push([(WINDOWS_PUSH, applied.windows), (RECENT_PUSH, applied.recent)])
-        return applied
+            return [(WINDOWS_PUSH, applied.windows), (RECENT_PUSH, applied.recent)]
+
+        self.transact(users, [i for i in ids if live.get(i) is None], change)
+        return result[0]
 
 
 def catalogue_type(artifact: Artifact, item_id: str) -> str | None:

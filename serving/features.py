@@ -55,7 +55,9 @@ from audiorec.featurestore import (
     open_store,
 )
 from serving.breaker import OPEN, CircuitBreaker
-from serving.push import OnlinePusher, push_all
+from serving.push import Change, OnlinePusher, push_all
+from serving.redis_record import RedisRecord, redis_record
+from serving.user_lock import UserLocks
 
 log = logging.getLogger("audiorec.serving")
 T = TypeVar("T")
@@ -193,6 +195,13 @@ class OnlineFeatures:
     def read_items_now(self, item_ids: list[str], project: str) -> dict[str, Any]:
         """item id -> HGNN embedding (None where the store has none); on the calling
         thread."""
+        vectors = self._item_reader(project).read(item_ids)[ITEM_EMBEDDING]
+        return {
+            i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
+            for i, v in zip(item_ids, vectors)
+        }
+
+    def _item_reader(self, project: str) -> OnlineFeatureReader:
         readers = getattr(self._local, "item_readers", None)
         if readers is None:
             readers = self._local.item_readers = {}
@@ -201,16 +210,52 @@ class OnlineFeatures:
             reader = readers[project] = OnlineFeatureReader(
                 self._reader(project).store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,)
             )
-        vectors = reader.read(item_ids)[ITEM_EMBEDDING]
-        return {
-            i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
-            for i, v in zip(item_ids, vectors)
-        }
+        return reader
 
     def push_now(self, parts: list[tuple[str, list[dict[str, Any]]]], project: str) -> None:
         """(push source, rows) pairs into the online store (never the offline store), all
         at once (serving/push.py, ``push_all``); on the calling thread."""
         push_all([(self._pusher(project, source), rows) for source, rows in parts])
+
+    def record_now(
+        self,
+        users: list[str],
+        items: list[str],
+        change: Change,
+        project: str,
+        locks: UserLocks,
+    ) -> None:
+        """RecordEvents' read-modify-write of ``users`` (their rows, ``items``'
+        embeddings, ``change``, the push), exclusive across processes; on the calling
+        thread. On one Redis in two round trips (serving/redis_record.py) unless a lock is
+        held elsewhere; else, and on SQLite, under ``locks`` with one call per step."""
+        fused = self._fused(project, locks)
+        if fused is not None and fused.transact(users, items, change):
+            return
+        with locks.hold(project, users):
+            parts = change(self.read_users_now(users, project), self.read_items_now(items, project))
+            self.push_now(parts, project)
+
+    def _fused(self, project: str, locks: UserLocks) -> RedisRecord | None:
+        """This thread's two-round-trip recorder of ``project`` (None: not one Redis, or a
+        project applied before real time)."""
+        fused: dict[str, RedisRecord | None] | None = getattr(self._local, "fused", None)
+        if fused is None:
+            fused = self._local.fused = {}
+        if project not in fused:
+            try:
+                pushers = {s: self._pusher(project, s) for s in (WINDOWS_PUSH, RECENT_PUSH)}
+            except Exception:  # noqa: BLE001 - no push sources: the general path says so
+                return None
+            fused[project] = redis_record(
+                self._reader(project),
+                self._item_reader(project),
+                ITEM_EMBEDDING,
+                pushers,
+                project,
+                locks.ttl_ms,
+            )
+        return fused[project]
 
     def _pusher(self, project: str, source: str) -> OnlinePusher:
         pushers = getattr(self._local, "pushers", None)

@@ -11,9 +11,14 @@ Feast's key and field encoding and its rule that an older row never replaces a n
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from audiorec.featurestore import online_errors
+from audiorec.featurestore import Features, online_errors
+
+Rows = list[dict[str, Any]]
+# RecordEvents' change: (users' rows, {item id: HGNN embedding | None}) -> the
+# [(push source, rows)] to write (serving/events.py makes it, the store's side calls it)
+Change = Callable[[Features, dict[str, Any]], list[tuple[str, Rows]]]
 
 
 class OnlinePusher:
@@ -132,40 +137,77 @@ def redis_write(
     key and field encoding and its rule: a row is written only if it is newer than the
     view's stored timestamp. ``batches``: (view, [(entity key, {feature: Value}, event
     time)]). One pipeline reads every (user, view) timestamp, one writes: two round trips."""
-    from feast import utils
-    from feast.infra.online_stores.helpers import _mmh3, _redis_key
-    from feast.infra.online_stores.redis import _versioned_fv_name
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     client = online._get_client(config.online_store)
-    ttl = config.online_store.key_ttl_seconds
+    rows = redis_rows(config, batches)
+    with client.pipeline(transaction=False) as pipe:
+        for key, name, _, _ in rows:
+            pipe.hmget(key, ts_field(name))
+        stored = [reply[0] for reply in pipe.execute()]
+        queue_newer(pipe, rows, stored, config.online_store.key_ttl_seconds)
+        pipe.execute()
+
+
+def redis_rows(
+    config: Any, batches: list[tuple[Any, list[tuple[Any, dict[str, Any], Any]]]]
+) -> list[tuple[bytes, str, dict[str, Any], Any]]:
+    """``batches`` as (Redis key, view's stored name, {feature: Value}, event time) rows,
+    keyed and named as Feast's Redis store does."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.infra.online_stores.redis import _versioned_fv_name
+
     version = config.entity_key_serialization_version
-    rows = [
+    return [
         (_redis_key(config.project, key, entity_key_serialization_version=version), name, v, t)
         for view, data in batches
         for name in [_versioned_fv_name(view, config)]
         for key, v, t in data
     ]
-    with client.pipeline(transaction=False) as pipe:
-        for key, name, _, _ in rows:
-            pipe.hmget(key, f"_ts:{name}")
-        stored = [reply[0] for reply in pipe.execute()]
-        latest: dict[tuple[bytes, str], int] = {}
-        for (key, name, values, when), before in zip(rows, stored):
-            ts = Timestamp()
-            ts.FromDatetime(utils.make_tzaware(when))
-            new = ts.seconds * 1_000_000_000 + ts.nanos
-            seen = latest.get((key, name), 0)
-            if before:
-                old = Timestamp()
-                old.ParseFromString(before)
-                seen = max(seen, old.seconds * 1_000_000_000 + old.nanos)
-            if seen and new <= seen:  # older than, or as old as, what is stored
-                continue
-            latest[(key, name)] = new
-            fields = {f"_ts:{name}": ts.SerializeToString()}
-            fields.update({_mmh3(f"{name}:{f}"): v.SerializeToString() for f, v in values.items()})
-            pipe.hset(key, mapping=fields)
-            if ttl:
-                pipe.expire(name=key, time=ttl)
-        pipe.execute()
+
+
+def user_key(config: Any, user_id: str) -> bytes:
+    """Feast's Redis key of a user's hash (the key :func:`redis_rows` writes)."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
+    version = config.entity_key_serialization_version
+    return bytes(_redis_key(config.project, key, entity_key_serialization_version=version))
+
+
+def ts_field(name: str) -> str:
+    """The hash field of a view's stored timestamp (Feast's)."""
+    return f"_ts:{name}"
+
+
+def queue_newer(
+    pipe: Any,
+    rows: list[tuple[bytes, str, dict[str, Any], Any]],
+    stored: Sequence[bytes | None],
+    ttl: int | None,
+) -> None:
+    """Queue on ``pipe`` the HSETs of the ``rows`` (:func:`redis_rows`) newer than their
+    view's ``stored`` timestamp blob (None: nothing stored) and than any earlier row of
+    the same key and view: Feast's rule."""
+    from feast import utils
+    from feast.infra.online_stores.helpers import _mmh3
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    latest: dict[tuple[bytes, str], int] = {}
+    for (key, name, values, when), before in zip(rows, stored):
+        ts = Timestamp()
+        ts.FromDatetime(utils.make_tzaware(when))
+        new = ts.seconds * 1_000_000_000 + ts.nanos
+        seen = latest.get((key, name), 0)
+        if before:
+            old = Timestamp()
+            old.ParseFromString(before)
+            seen = max(seen, old.seconds * 1_000_000_000 + old.nanos)
+        if seen and new <= seen:  # older than, or as old as, what is stored
+            continue
+        latest[(key, name)] = new
+        fields = {ts_field(name): ts.SerializeToString()}
+        fields.update({_mmh3(f"{name}:{f}"): v.SerializeToString() for f, v in values.items()})
+        pipe.hset(key, mapping=fields)
+        if ttl:
+            pipe.expire(name=key, time=ttl)

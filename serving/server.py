@@ -191,14 +191,11 @@ def _arms(
         )
         recorder = Recorder(
             artifact,
-            functools.partial(features.read_users_now, project=project),
-            functools.partial(features.read_items_now, project=project),
-            functools.partial(features.push_now, project=project),
+            functools.partial(features.record_now, project=project, locks=locks),
             cfg.limits,
             cfg.events,
             dim=_preference_dim(artifact),
             run=functools.partial(features.run, what="recording events"),
-            lock=functools.partial(locks.hold, project),
             log=None
             if accepted is None
             else functools.partial(accepted.events, version=artifact.version),

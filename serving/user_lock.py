@@ -33,8 +33,19 @@ from audiorec.errors import StoreUnavailable
 from audiorec.featurestore import FeatureStoreConfig
 
 STRIPES = 64  # lock files of the SQLite store: users share one by hash
-_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
+RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1]) else return 0 end"""
+
+
+def lock_keys(project: str, users: list[str]) -> list[str]:
+    """The Redis lock keys of ``users`` in ``project``, in the one order every holder
+    takes them (sorted)."""
+    return [f"audiorec:lock:{project}:{u}" for u in sorted(set(users))]
+
+
+def new_token() -> str:
+    """A holder's token: only the holder that set a lock deletes it."""
+    return secrets.token_hex(8)
 
 
 def flock_until(fd: Any, deadline: float, poll_s: float) -> bool:
@@ -95,8 +106,8 @@ class UserLocks:
     @contextlib.contextmanager
     def _redis(self, project: str, users: list[str]) -> Iterator[None]:
         client = self._redis_client()
-        token = secrets.token_hex(8)
-        keys = [f"audiorec:lock:{project}:{u}" for u in sorted(set(users))]
+        token = new_token()
+        keys = lock_keys(project, users)
         held: list[str] = []
         deadline = time.monotonic() + self.timeout_s
         try:
@@ -112,7 +123,7 @@ class UserLocks:
         finally:
             for key in reversed(held):
                 try:
-                    client.eval(_RELEASE, 1, key, token)
+                    client.eval(RELEASE, 1, key, token)
                 except Exception:  # noqa: BLE001 - the time-to-live frees it anyway
                     pass
 

@@ -199,6 +199,22 @@ def redis_server(tmp_path_factory):
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def on_redis(tiny_pipeline, tmp_path_factory):
+    """(work directory copy, its features materialized into a real redis-server, port),
+    one per test module."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = tmp_path_factory.mktemp("redis-path")
+    proc = start_redis(port, tmp)
+    yield pipeline_on_redis(tiny_pipeline, tmp, port), port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 # The tiny pipeline's settings where the `large` preset sets nothing of its own, plus one
 # value the caller sets against the preset (hgnn.max_epochs): the preset tests' config.
 TINY_LARGE = {

@@ -16,28 +16,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def on_redis(tiny_pipeline, tmp_path_factory):
-    """(work directory copy, its features materialized into a real redis-server, port)."""
-    from conftest import pipeline_on_redis, start_redis
-
-    tmp = tmp_path_factory.mktemp("redis-path")
-    port = _free_port()
-    proc = start_redis(port, tmp)
-    wd = pipeline_on_redis(tiny_pipeline, tmp, port)
-    yield wd, port
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def _store_cfg(on_redis):
     from audiorec.featurestore import FeatureStoreConfig
 
