@@ -32,6 +32,7 @@ import functools
 import threading
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Sequence
@@ -214,7 +215,9 @@ def apply_events(
 
 
 class _WindowState:
-    """One user's window features and the item sets that say what is new in them."""
+    """One user's window features and the item sets that say what is new in them, with
+    each set's count of items per type (a new item's running mean divides by it): counted
+    once, from the window's rows at once, and kept as items join."""
 
     def __init__(
         self,
@@ -227,16 +230,22 @@ class _WindowState:
         self.art, self.type_of, self.row = art, type_of, row
         self.recent = parse_recent(recent)
         rows, weak = art.window(user)
-        self.items = set(art.item_ids[rows].tolist()) | {r.item_id for r in self.recent}
-        self.weak = set(art.item_ids[rows[weak]].tolist()) | {
-            r.item_id for r in self.recent if r.event_type in WEAK_TYPES
-        }
+        self.items, self.counts = self._counted(rows, {r.item_id for r in self.recent})
+        self.weak, self.weak_counts = self._counted(
+            rows[weak], {r.item_id for r in self.recent if r.event_type in WEAK_TYPES}
+        )
+
+    def _counted(self, rows: np.ndarray, more: set[str]) -> tuple[set[str], Counter[str]]:
+        """(the window ``rows``' items and ``more``, their count per type)."""
+        rows = np.unique(rows)
+        items = set(self.art.item_ids[rows].tolist())
+        counts = Counter(self.art.item_types[rows].tolist())
+        extra = more - items
+        counts.update(self._type(i) for i in extra)
+        return items | extra, counts
 
     def _type(self, item: str) -> str:
         return self.type_of(item) or ""  # "": an item no served model knows any more
-
-    def _count(self, items: set[str], t: str) -> int:
-        return sum(1 for i in items if self._type(i) == t)
 
     def _mean(self, name: str, n: int, vector: np.ndarray | None) -> None:
         if name not in self.row or vector is None:
@@ -248,13 +257,15 @@ class _WindowState:
     def add(self, e: Event, vector: np.ndarray | None) -> None:
         t = self._type(e.item_id)
         if e.item_id not in self.items:
-            self._mean(f"{t}_pref", self._count(self.items, t), vector)
+            self._mean(f"{t}_pref", self.counts[t], vector)
             self._bump(f"{t}_items_90d")
             self.items.add(e.item_id)
+            self.counts[t] += 1
         self._bump(COUNT_OF[e.event_type].format(t=t))
         if e.event_type in WEAK_TYPES and e.item_id not in self.weak:
-            self._mean(f"weak_{t}_pref", self._count(self.weak, t), vector)
+            self._mean(f"weak_{t}_pref", self.weak_counts[t], vector)
             self.weak.add(e.item_id)
+            self.weak_counts[t] += 1
 
     def _bump(self, name: str) -> None:
         if name in self.row:
