@@ -275,12 +275,11 @@ class _WindowState:
 class Recorder:
     """Records batches of events for one artifact version: validate, log, apply.
 
-    ``transact(users, items, change)`` is the store's read-modify-write: it holds
-    ``users`` against every other process (serving/user_lock.py), reads their rows and
-    ``items``' embeddings, calls ``change(rows, {item: vector | None})`` and writes the
-    ``[(push source, rows)]`` it returns (serving/features.py, ``record_now``);
-    ``run(fn)`` runs the whole of it on the store's side (bounded in time; the default:
-    right here); ``log(events)`` keeps the validated events before anything is applied
+    ``transact(users, items, change)`` is the store's read-modify-write, bounded in
+    time: it holds ``users`` against every other process (serving/user_lock.py), reads
+    their rows and ``items``' embeddings, calls ``change(rows, {item: vector | None})``
+    and writes the ``[(push source, rows)]`` it returns (serving/record_path.py);
+    ``log(events)`` keeps the validated events before anything is applied
     (serving/accepted.py; raising refuses the batch). Events of one user are also applied
     under that user's lock stripe, so concurrent batches in this process queue here
     instead of on the store."""
@@ -292,14 +291,13 @@ class Recorder:
         limits: RequestLimits = RequestLimits(),
         event_limits: EventLimits = EventLimits(),
         dim: int = 0,
-        run: Callable[[Callable[[], Applied]], Applied] = lambda fn: fn(),
         log: Callable[[list[Event]], None] | None = None,
     ):
         self.artifact, self.transact = artifact, transact
         self.limits, self.event_limits = limits, event_limits
         self.cut_us = cut_us(artifact)
         self.dim = dim
-        self.run, self.log = run, log
+        self.log = log
         # the titles published since the version (serving/live.py; the Recommender sets
         # it): their events are kept and applied like the catalogue's
         self.live: LiveItems | None = None
@@ -322,7 +320,7 @@ class Recorder:
             self._locks[s].acquire()
 
         try:
-            return self.run(functools.partial(self._apply, events, users))
+            return self._apply(events, users)
         finally:
             for s in reversed(stripes):
                 self._locks[s].release()

@@ -55,9 +55,7 @@ from audiorec.featurestore import (
     open_store,
 )
 from serving.breaker import OPEN, CircuitBreaker
-from serving.push import Change, OnlinePusher, push_all
-from serving.redis_record import RedisRecord, redis_record
-from serving.user_lock import UserLocks
+from serving.push import OnlinePusher, push_all
 
 log = logging.getLogger("audiorec.serving")
 T = TypeVar("T")
@@ -131,14 +129,14 @@ class OnlineFeatures:
 
         def open_here() -> None:
             barrier.wait(timeout=60)  # one task per reader thread
-            reader = self._reader(project)
+            reader = self.user_reader(project)
             try:
                 reader.read_row(PROBE_USER)
             except Exception:  # noqa: BLE001 - down or slow now: the breaker's business later
                 log.warning("online store read failed while opening readers")
             for source in (WINDOWS_PUSH, RECENT_PUSH):  # the first event pays nothing extra
                 try:
-                    self._pusher(project, source)
+                    self.pusher(project, source)
                 except Exception:  # noqa: BLE001 - a project applied before real time
                     pass
 
@@ -150,10 +148,16 @@ class OnlineFeatures:
                 self._inline[project] = inline
         return functools.partial(self, project=project)
 
-    def _read(self, user_id: str, project: str) -> Features:
-        return self._reader(project).read_row(user_id)
+    def inline_reader(self, project: str) -> OnlineFeatureReader | None:
+        """The reader of ``project`` shared by request threads, whose Redis client retries
+        nothing (None: not opened by :meth:`reader`, or not one Redis)."""
+        return self._inline.get(project)
 
-    def _reader(self, project: str) -> OnlineFeatureReader:
+    def _read(self, user_id: str, project: str) -> Features:
+        return self.user_reader(project).read_row(user_id)
+
+    def user_reader(self, project: str) -> OnlineFeatureReader:
+        """This thread's reader of the users' rows (the online service) in ``project``."""
         readers = getattr(self._local, "readers", None)
         if readers is None:
             readers = self._local.readers = {}
@@ -190,80 +194,44 @@ class OnlineFeatures:
 
     def read_users_now(self, user_ids: list[str], project: str) -> Features:
         """Several users' rows at once (the real-time path); on the calling thread."""
-        return self._reader(project).read(user_ids)
+        return self.user_reader(project).read(user_ids)
 
     def read_items_now(self, item_ids: list[str], project: str) -> dict[str, Any]:
         """item id -> HGNN embedding (None where the store has none); on the calling
         thread."""
-        vectors = self._item_reader(project).read(item_ids)[ITEM_EMBEDDING]
+        vectors = self.item_reader(project).read(item_ids)[ITEM_EMBEDDING]
         return {
             i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
             for i, v in zip(item_ids, vectors)
         }
 
-    def _item_reader(self, project: str) -> OnlineFeatureReader:
+    def item_reader(self, project: str) -> OnlineFeatureReader:
+        """This thread's reader of the items' HGNN embeddings in ``project``."""
         readers = getattr(self._local, "item_readers", None)
         if readers is None:
             readers = self._local.item_readers = {}
         reader = readers.get(project)
         if reader is None:
             reader = readers[project] = OnlineFeatureReader(
-                self._reader(project).store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,)
+                self.user_reader(project).store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,)
             )
         return reader
 
     def push_now(self, parts: list[tuple[str, list[dict[str, Any]]]], project: str) -> None:
         """(push source, rows) pairs into the online store (never the offline store), all
         at once (serving/push.py, ``push_all``); on the calling thread."""
-        push_all([(self._pusher(project, source), rows) for source, rows in parts])
+        push_all([(self.pusher(project, source), rows) for source, rows in parts])
 
-    def record_now(
-        self,
-        users: list[str],
-        items: list[str],
-        change: Change,
-        project: str,
-        locks: UserLocks,
-    ) -> None:
-        """RecordEvents' read-modify-write of ``users`` (their rows, ``items``'
-        embeddings, ``change``, the push), exclusive across processes; on the calling
-        thread. On one Redis in two round trips (serving/redis_record.py) unless a lock is
-        held elsewhere; else, and on SQLite, under ``locks`` with one call per step."""
-        fused = self._fused(project, locks)
-        if fused is not None and fused.transact(users, items, change):
-            return
-        with locks.hold(project, users):
-            parts = change(self.read_users_now(users, project), self.read_items_now(items, project))
-            self.push_now(parts, project)
-
-    def _fused(self, project: str, locks: UserLocks) -> RedisRecord | None:
-        """This thread's two-round-trip recorder of ``project`` (None: not one Redis, or a
-        project applied before real time)."""
-        fused: dict[str, RedisRecord | None] | None = getattr(self._local, "fused", None)
-        if fused is None:
-            fused = self._local.fused = {}
-        if project not in fused:
-            try:
-                pushers = {s: self._pusher(project, s) for s in (WINDOWS_PUSH, RECENT_PUSH)}
-            except Exception:  # noqa: BLE001 - no push sources: the general path says so
-                return None
-            fused[project] = redis_record(
-                self._reader(project),
-                self._item_reader(project),
-                ITEM_EMBEDDING,
-                pushers,
-                project,
-                locks.ttl_ms,
-            )
-        return fused[project]
-
-    def _pusher(self, project: str, source: str) -> OnlinePusher:
+    def pusher(self, project: str, source: str) -> OnlinePusher:
+        """This thread's pusher of ``source`` in ``project``."""
         pushers = getattr(self._local, "pushers", None)
         if pushers is None:
             pushers = self._local.pushers = {}
         pusher = pushers.get((project, source))
         if pusher is None:  # resolving the push source reads the registry: ~15 ms
-            pusher = pushers[(project, source)] = OnlinePusher(self._reader(project).store, source)
+            pusher = pushers[(project, source)] = OnlinePusher(
+                self.user_reader(project).store, source
+            )
         return pusher
 
     def __call__(
@@ -300,9 +268,9 @@ class OnlineFeatures:
         try:
             raw = reader.read_row(user_id)
         except Exception as exc:  # noqa: BLE001 - its text may hold connection details
-            timed_out = _timed_out(exc)
-            self._failed("timeout" if timed_out else type(exc).__name__)
-            if timed_out:
+            slow = timed_out(exc)
+            self._failed("timeout" if slow else type(exc).__name__)
+            if slow:
                 ms = self.guard.read_timeout_s * 1e3
                 raise StoreUnavailable(f"no answer within {ms:.0f} ms") from None
             raise StoreUnavailable(f"read failed: {type(exc).__name__}") from None
@@ -379,7 +347,7 @@ def _inline_reader(
     return reader
 
 
-def _timed_out(exc: BaseException | None) -> bool:
+def timed_out(exc: BaseException | None) -> bool:
     import redis
 
     return caused_by(exc, (redis.exceptions.TimeoutError, TimeoutError))

@@ -43,6 +43,7 @@ from serving.limits import RequestLimits
 from serving.live_sync import LiveSync
 from serving.metrics import Metrics
 from serving.recommender import Recommender
+from serving.record_path import RecordPath
 from serving.reload import ModelHolder
 from serving.security import SecurityConfig, TokenInterceptor, check_exposure, server_credentials
 from serving.service import SERVICE, RecommenderService
@@ -177,6 +178,7 @@ def _arms(
     """One hot-reloading model holder per experiment arm ("" alone without arms)."""
     # a user's real-time read-modify-write, exclusive across this server's processes
     locks = UserLocks(workdir, cfg.store, timeout_s=cfg.store_guard.write_timeout_s)
+    records = RecordPath(features, locks)
 
     def build(directory: Path) -> Recommender:
         manifest = read_manifest(directory, verify_files=False)  # Artifact.load checks all
@@ -191,16 +193,17 @@ def _arms(
         )
         recorder = Recorder(
             artifact,
-            functools.partial(features.record_now, project=project, locks=locks),
+            functools.partial(records.transact, project=project),
             cfg.limits,
             cfg.events,
             dim=_preference_dim(artifact),
-            run=functools.partial(features.run, what="recording events"),
             log=None
             if accepted is None
             else functools.partial(accepted.events, version=artifact.version),
         )
-        return Recommender(artifact, features.reader(project), cfg.limits, recorder)
+        read = features.reader(project)
+        records.prepare(project)  # after the reader: it opens the shared Redis reader
+        return Recommender(artifact, read, cfg.limits, recorder)
 
     def holder_for(arm: str, version: str) -> ModelHolder:
         def swapped(new: str) -> None:
