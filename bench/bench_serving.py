@@ -251,8 +251,11 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
-def start_server(wd: Path, args: list[str]) -> tuple[subprocess.Popen, int]:
-    """`audiorec serve` on ``wd`` in its own process, once it says it is serving."""
+def start_server(
+    wd: Path, args: list[str], tree: Path | None = None
+) -> tuple[subprocess.Popen, int]:
+    """`audiorec serve` on ``wd`` in its own process, once it says it is serving; the code
+    of checkout ``tree`` (default: this one)."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -271,6 +274,7 @@ def start_server(wd: Path, args: list[str]) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        cwd=tree,
     )
     line = server.stdout.readline() if server.stdout else ""
     if "serving" not in line:
