@@ -22,9 +22,75 @@ import gc
 import json
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from bench_serving import free_port, pick_users, scrape, server_ms, start_server
+
+
+def event_maker(art: Any, known: list[str], tag: str, seed: int = 0) -> Callable[[int], Any]:
+    """``i -> RecordEventsRequest``: one stream, follow or preview (by ``i``) of a random
+    catalogue item by a random ``known`` user, timestamp now, a unique event id."""
+    from audiorec.v1 import recommender_pb2 as pb
+
+    rng = np.random.default_rng(seed)
+    kinds = ["stream", "follow", "preview"]
+
+    def event(i: int) -> Any:
+        return pb.RecordEventsRequest(
+            events=[
+                pb.Event(
+                    user_id=known[rng.integers(len(known))],
+                    item_id=str(art.item_ids[rng.integers(len(art.item_ids))]),
+                    event_type=kinds[i % 3],
+                    event_id=f"{tag}-{time.time_ns()}-{i}",
+                )
+            ]
+        )
+
+    return event
+
+
+def open_loop(
+    calls: list[Callable[[int], Any]], n: int, rate: float
+) -> tuple[list[np.ndarray], dict[str, int]]:
+    """``n`` calls of each of ``calls`` (``call(i) -> a gRPC future``), taking turns,
+    each at ``rate`` per second, open loop: per call, ms from its scheduled departure
+    (NaN: no answer), and the answers' status codes."""
+    sides = len(calls)
+    latencies = [np.full(n, np.nan) for _ in calls]
+    codes: dict[str, int] = {}
+    pending = []
+    gc.collect()  # this process's collector pauses would read as server latency
+    gc.disable()
+    t0 = time.perf_counter() + 0.1
+    for j in range(n * sides):
+        due = t0 + j / (rate * sides)
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        side, i = j % sides, j // sides
+        fut = calls[side](i)
+
+        def done(f: Any, side: int = side, i: int = i, due: float = due) -> None:
+            latencies[side][i] = (time.perf_counter() - due) * 1e3
+            codes[f.code().name] = codes.get(f.code().name, 0) + 1
+
+        fut.add_done_callback(done)
+        pending.append(fut)
+    for f in pending:
+        try:
+            f.result()
+        except Exception:  # noqa: BLE001 - counted in codes
+            pass
+    gc.enable()
+    return latencies, codes
+
+
+def percentiles(ms: np.ndarray) -> dict[str, float]:
+    """p50 / p95 / p99 of the answered calls' ms."""
+    ok = ms[~np.isnan(ms)]
+    return {f"p{q}_ms": round(float(np.percentile(ok, q)), 2) for q in (50, 95, 99)}
 
 
 def main() -> None:
@@ -51,63 +117,23 @@ def main() -> None:
     online = ["--online", "redis", "--redis", args.redis_url] if args.redis_url else []
     metrics_port = free_port()
     server, port = start_server(wd, ["--metrics-port", str(metrics_port), *online])
-    rng = np.random.default_rng(0)
     result: dict = {"store": "redis" if args.redis_url else "sqlite"}
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = pb_grpc.RecommenderStub(channel)
-        kinds = ["stream", "follow", "preview"]
-
-        def event(i: int) -> pb.RecordEventsRequest:
-            return pb.RecordEventsRequest(
-                events=[
-                    pb.Event(
-                        user_id=known[rng.integers(len(known))],
-                        item_id=str(art.item_ids[rng.integers(len(art.item_ids))]),
-                        event_type=kinds[i % 3],
-                        event_id=f"bench-{time.time_ns()}-{i}",
-                    )
-                ]
-            )
-
+        event = event_maker(art, known, "bench")
         for i in range(50):  # warm-up: connections, first pushes
             stub.RecordEvents(event(i), timeout=5)
-        latencies = np.full(args.events, np.nan)
-        codes: dict[str, int] = {}
-        pending = []
-        gc.collect()  # this process's collector pauses would read as server latency
-        gc.disable()
         before = scrape(metrics_port, "RecordEvents")
-        t0 = time.perf_counter() + 0.1
-        for i in range(args.events):
-            due = t0 + i / args.rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            fut = stub.RecordEvents.future(event(i), timeout=2.0)
-
-            def done(f, i=i, due=due):
-                latencies[i] = time.perf_counter() - due
-                codes[f.code().name] = codes.get(f.code().name, 0) + 1
-
-            fut.add_done_callback(done)
-            pending.append(fut)
-        for f in pending:
-            try:
-                f.result()
-            except grpc.RpcError:
-                pass
-        gc.enable()
+        (latencies,), codes = open_loop(
+            [lambda i: stub.RecordEvents.future(event(i), timeout=2.0)], args.events, args.rate
+        )
         time.sleep(0.1)  # the server's timings reach its registry within 50 ms
         after = scrape(metrics_port, "RecordEvents")
-        ok = latencies[~np.isnan(latencies)]
-        pct = lambda q: round(float(np.percentile(ok, q)) * 1e3, 2)  # noqa: E731
         result["record"] = {
             "rate": args.rate,
             "events": args.events,
-            "p50_ms": pct(50),
-            "p95_ms": pct(95),
-            "p99_ms": pct(99),
+            **percentiles(latencies),
             "codes": codes,
             "server_ms": server_ms(before, after),  # mean handler time, OK calls
         }

@@ -19,54 +19,12 @@ server's mean handler time (its request histogram). The events go into W's onlin
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
+from bench_realtime import event_maker, open_loop, percentiles
 from bench_serving import free_port, pick_users, scrape, server_ms, start_server
-
-
-def interleaved(
-    calls: list[Callable[[int], Any]], n: int, rate: float
-) -> tuple[list[np.ndarray], dict[str, int]]:
-    """``n`` calls of each of ``calls`` (``call(i) -> future``), taking turns, each at
-    ``rate`` per second: latency in ms per side from the scheduled departure."""
-    sides = len(calls)
-    latencies = [np.full(n, np.nan) for _ in calls]
-    codes: dict[str, int] = {}
-    pending = []
-    gc.collect()  # this process's collector pauses would read as server latency
-    gc.disable()
-    t0 = time.perf_counter() + 0.1
-    for j in range(n * sides):
-        due = t0 + j / (rate * sides)
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        side, i = j % sides, j // sides
-        fut = calls[side](i)
-
-        def done(f: Any, side: int = side, i: int = i, due: float = due) -> None:
-            latencies[side][i] = (time.perf_counter() - due) * 1e3
-            codes[f.code().name] = codes.get(f.code().name, 0) + 1
-
-        fut.add_done_callback(done)
-        pending.append(fut)
-    for f in pending:
-        try:
-            f.result()
-        except Exception:  # noqa: BLE001 - counted in codes
-            pass
-    gc.enable()
-    return latencies, codes
-
-
-def summary(ms: np.ndarray) -> dict[str, float]:
-    ok = ms[~np.isnan(ms)]
-    return {f"p{q}_ms": round(float(np.percentile(ok, q)), 2) for q in (50, 95, 99)}
 
 
 def main() -> None:
@@ -82,7 +40,6 @@ def main() -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from audiorec.artifact import current_dir
-    from audiorec.v1 import recommender_pb2 as pb
     from audiorec.v1 import recommender_pb2_grpc as pb_grpc
     from serving.artifact import Artifact
 
@@ -96,31 +53,17 @@ def main() -> None:
         metrics_port = free_port()
         proc, port = start_server(wd, ["--metrics-port", str(metrics_port), *online], tree)
         servers[name] = (proc, port, metrics_port)
-    rng = np.random.default_rng(0)
-    kinds = ["stream", "follow", "preview"]
-
-    def event(i: int) -> Any:
-        return pb.RecordEventsRequest(
-            events=[
-                pb.Event(
-                    user_id=known[rng.integers(len(known))],
-                    item_id=str(art.item_ids[rng.integers(len(art.item_ids))]),
-                    event_type=kinds[i % 3],
-                    event_id=f"ab-{time.time_ns()}-{i}",
-                )
-            ]
-        )
-
     result: dict = {"rate": args.rate, "events": args.events, "other": str(trees["other"])}
     try:
         channels = {n: grpc.insecure_channel(f"127.0.0.1:{s[1]}") for n, s in servers.items()}
         stubs = {n: pb_grpc.RecommenderStub(c) for n, c in channels.items()}
         health = {n: health_pb2_grpc.HealthStub(c) for n, c in channels.items()}
+        event = event_maker(art, known, "ab")
         for i in range(50):  # warm-up: connections, first pushes
             for stub in stubs.values():
                 stub.RecordEvents(event(i), timeout=5)
         before = {n: scrape(s[2], "RecordEvents") for n, s in servers.items()}
-        record, codes = interleaved(
+        record, codes = open_loop(
             [lambda i, s=s: s.RecordEvents.future(event(i), timeout=2.0) for s in stubs.values()],
             args.events,
             args.rate,
@@ -128,15 +71,15 @@ def main() -> None:
         time.sleep(0.1)  # the servers' timings reach their registries within 50 ms
         after = {n: scrape(s[2], "RecordEvents") for n, s in servers.items()}
         check = health_pb2.HealthCheckRequest()
-        floor, _ = interleaved(
+        floor, _ = open_loop(
             [lambda i, h=h: h.Check.future(check, timeout=2.0) for h in health.values()],
             args.events,
             args.rate,
         )
         for (name, lat), fl in zip(zip(servers, record), floor):
             result[name] = {
-                "record": {**summary(lat), "server_ms": server_ms(before[name], after[name])},
-                "health_check": summary(fl),
+                "record": {**percentiles(lat), "server_ms": server_ms(before[name], after[name])},
+                "health_check": percentiles(fl),
             }
         result["codes"] = codes
         for c in channels.values():
