@@ -10,10 +10,10 @@ items, applies the events (serving/events.py's ``change``) and writes the new ro
   nothing). A hand-off to a store thread and back costs two thread wake-ups, each about
   as long as a round trip on an idle machine.
 - **On a store thread** (``OnlineFeatures.run``, bounded by ``write_timeout_s``) when a
-  lock is held elsewhere, when the deadline is tighter than the client's timeouts, and on
-  SQLite: there in two round trips again on Redis if the locks are free by then, else
-  under :class:`serving.user_lock.UserLocks`, waiting for them in order, one step at a
-  time.
+  lock is held elsewhere, when ``write_timeout_s`` is tighter than the client's timeouts
+  allow, and on SQLite: there in two round trips again on Redis if the locks are free by
+  then, else under :class:`serving.user_lock.UserLocks`, waiting for them in order, one
+  step at a time.
 
 Failures reach the client as :class:`StoreUnavailable` with a short message either way
 (no connection details); errors of the batch itself (:class:`AudiorecError`) pass as
@@ -45,7 +45,8 @@ class RecordPath:
         self._inline_ok = 2 * (guard.connect_timeout_s + guard.read_timeout_s) <= (
             guard.write_timeout_s
         )
-        self._shared: dict[str, RedisRecord | None] = {}  # project -> the threads' own
+        # project -> the recorder the request threads share (None: not one Redis)
+        self._shared: dict[str, RedisRecord | None] = {}
         self._local = threading.local()
 
     def prepare(self, project: str) -> None:
@@ -56,10 +57,13 @@ class RecordPath:
         if inline is None or not self._inline_ok or project in self._shared:
             return
         store = inline.store
-        item_reader = OnlineFeatureReader(store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,))
         pushers = _pushers(lambda s: OnlinePusher(store, s))
+        try:
+            items = OnlineFeatureReader(store, ITEM_SERVICE, views=(ITEM_EMBEDDING_VIEW,))
+        except Exception:  # noqa: BLE001 - a project without it: the store threads say so
+            pushers = None
         self._shared[project] = (
-            None if pushers is None else self._record(inline, item_reader, pushers, project)
+            None if pushers is None else self._record(inline, items, pushers, project)
         )
 
     def transact(self, users: list[str], items: list[str], change: Change, project: str) -> None:

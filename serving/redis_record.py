@@ -79,20 +79,25 @@ class RedisRecord:
         token, keys = new_token(), lock_keys(self.project, users)
         user_keys = [self.users.hmget_args(u) for u in users]
         ts_fields = [ts_field(name) for name in self._views]
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.set(key, token, nx=True, px=self.lock_ttl_ms)
-            for row_key, fields in user_keys:
-                pipe.hmget(row_key, [*fields, *ts_fields])
-            for item in items:
-                pipe.hmget(*self.items.hmget_args(item))
-            replies = pipe.execute()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, token, nx=True, px=self.lock_ttl_ms)
+                for row_key, fields in user_keys:
+                    pipe.hmget(row_key, [*fields, *ts_fields])
+                for item in items:
+                    pipe.hmget(*self.items.hmget_args(item))
+                replies = pipe.execute()
+        except BaseException:
+            self._release(keys, token)  # the locks may have been set, the replies lost
+            raise
         taken = [k for k, ok in zip(keys, replies) if ok]
         if len(taken) < len(keys):
             self._release(taken, token)
             return False
         try:
-            self._write(users, items, replies[len(keys) :], change, keys, token)
+            row_keys = [k for k, _ in user_keys]
+            self._write(row_keys, items, replies[len(keys) :], change, keys, token)
         except BaseException:
             self._release(keys, token)  # the write pipeline may not have reached them
             raise
@@ -100,23 +105,24 @@ class RedisRecord:
 
     def _write(
         self,
-        users: list[str],
+        row_keys: list[bytes],
         items: list[str],
         replies: list[Any],
         change: Change,
         keys: list[str],
         token: str,
     ) -> None:
-        """``change`` on the rows read, then one pipeline: the newer rows, the releases."""
+        """``change`` on the rows read (under ``row_keys``, the users' in order), then one
+        pipeline: the newer rows, the releases."""
         n = self._n_fields
-        rows = replies[: len(users)]
+        rows = replies[: len(row_keys)]
         current = self.users.from_replies([reply[:n] for reply in rows])
         stored = {
-            (self.users.hmget_args(u)[0], name): reply[n + j]
-            for u, reply in zip(users, rows)
+            (key, name): reply[n + j]
+            for key, reply in zip(row_keys, rows)
             for j, name in enumerate(self._views)
         }
-        vectors = self.items.from_replies(replies[len(users) :])[self.embedding]
+        vectors = self.items.from_replies(replies[len(row_keys) :])[self.embedding]
         embeddings = {
             i: (np.asarray(v, np.float64) if v is not None and len(v) else None)
             for i, v in zip(items, vectors)
