@@ -65,6 +65,7 @@ class RedisRecord:
         self._views = [
             _versioned_fv_name(view, self.config) for p in pushers.values() for view in p.views
         ]
+        self._ts_fields = [ts_field(name) for name in self._views]
         self._n_fields = len(users.hmget_args("")[1])
         # the rows are written under the keys Feast's write computes, and their stored
         # timestamps were read under the reader's: the two must be the same bytes
@@ -78,13 +79,12 @@ class RedisRecord:
         then nothing was read into ``change`` and nothing was written."""
         token, keys = new_token(), lock_keys(self.project, users)
         user_keys = [self.users.hmget_args(u) for u in users]
-        ts_fields = [ts_field(name) for name in self._views]
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.set(key, token, nx=True, px=self.lock_ttl_ms)
                 for row_key, fields in user_keys:
-                    pipe.hmget(row_key, [*fields, *ts_fields])
+                    pipe.hmget(row_key, [*fields, *self._ts_fields])
                 for item in items:
                     pipe.hmget(*self.items.hmget_args(item))
                 replies = pipe.execute()
